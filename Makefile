@@ -1,0 +1,63 @@
+# tmt: `make demo` and `make test` are the two commands a newcomer needs.
+# Each creates .venv when missing, installs the package, installs the system
+# packages (espeak-ng, flite, libsndfile1, sox) when missing and we are root.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.tmt-installed
+SYSPKGS := espeak-ng flite libsndfile1 sox
+PYTEST_ARGS ?=
+
+.PHONY: install sysdeps test demo bench lint typecheck clean help
+
+help:
+	@echo "make demo     - run the embedded scenes demo (recipes/scenes/run.sh --preset quick)"
+	@echo "make test     - run the test suite (unit + integration, CPU)"
+	@echo "make bench    - run the benchmarks in benchmarks/ (tables on stdout, json in benchmarks/results/)"
+	@echo "make install  - create .venv and install tmt with the dev extra"
+	@echo "make lint     - ruff + mypy"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	@echo "installing tmt and its pinned stack (torch wheels are a few GB; first install takes minutes)" >&2
+	$(PIP) install --quiet --progress-bar off -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) sysdeps
+
+sysdeps:
+	@missing=""; \
+	for p in espeak-ng flite sox; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	ldconfig -p 2>/dev/null | grep -q libsndfile.so || missing="$$missing libsndfile1"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing system packages:$$missing" >&2; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null) \
+	      || { echo "error: apt-get could not install$$missing" >&2; exit 1; }; \
+	  else \
+	    echo "error: missing system packages:$$missing. Install them as root:" >&2; \
+	    echo "  sudo apt-get update && sudo apt-get install -y $(SYSPKGS)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: install
+	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+demo: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash recipes/scenes/run.sh --preset quick
+
+bench: install
+	@mkdir -p benchmarks/results
+	@for b in benchmarks/*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
+
+lint: install
+	$(VENV)/bin/ruff check tmt tests benchmarks
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,141 @@
+"""Raw manifests: gzip JSON lines, one example per line (DESIGN section 4).
+
+    {"id": str, "group": str, "split": str, "image": path|null, "speech": path|null,
+     "text": str|null, ...extra fields (scene graph, tts engine/voice, ...)}
+
+Media paths are relative to the manifest's directory (or absolute);
+`media_path` resolves them. `group` ties together the rows of one image.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tmt import MODALITIES
+from tmt.io import atomic_write_bytes, gzip_jsonl_bytes
+from tmt.store import StoreError
+
+REQUIRED = ("id", "group", "split")
+
+
+def iter_manifest(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the rows of a raw manifest (`.jsonl.gz` or plain `.jsonl`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise StoreError(f"manifest not found: {p}")
+    opener = gzip.open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise StoreError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise StoreError(f"{p}:{n}: each line must be a JSON object")
+                yield row
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise StoreError(f"{p}: cannot read manifest ({e})") from None
+
+
+def read_manifest(path: str | Path, *, split: str | None = None) -> list[dict[str, Any]]:
+    rows = list(iter_manifest(path))
+    if split is not None:
+        rows = [r for r in rows if r.get("split") == split]
+    return rows
+
+
+def write_manifest(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Write rows atomically as `.jsonl.gz`; returns the row count."""
+    rows = [dict(r) for r in rows]
+    atomic_write_bytes(path, gzip_jsonl_bytes(rows))
+    return len(rows)
+
+
+def media_path(manifest: str | Path, value: str) -> Path:
+    """Resolve a media path stored in a manifest (relative to the manifest's directory)."""
+    p = Path(value)
+    return p if p.is_absolute() else Path(manifest).resolve().parent / p
+
+
+def present_modalities(row: Mapping[str, Any]) -> list[str]:
+    return [m for m in MODALITIES if row.get(m) not in (None, "")]
+
+
+def validate_rows(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    manifest: str | Path | None = None,
+    check_files: bool = True,
+) -> dict[str, Any]:
+    """Check required fields, unique ids, at least one modality, media files present.
+
+    Raises StoreError naming the first problem; returns counts per split and modality.
+    """
+    where = str(manifest) if manifest else "manifest"
+    ids: set[str] = set()
+    counts: dict[str, dict[str, int]] = {}
+    missing: list[str] = []
+    for n, r in enumerate(rows, 1):
+        for k in REQUIRED:
+            if not isinstance(r.get(k), str) or not r.get(k):
+                raise StoreError(f"{where} row {n}: field '{k}' must be a non-empty string (got {r.get(k)!r})")
+        if r["id"] in ids:
+            raise StoreError(f"{where} row {n}: duplicate id '{r['id']}'")
+        ids.add(r["id"])
+        mods = present_modalities(r)
+        if not mods:
+            raise StoreError(f"{where} row {n} ('{r['id']}'): no image, speech or text")
+        if "text" in mods and (not isinstance(r["text"], str) or not r["text"].strip()):
+            raise StoreError(f"{where} row {n} ('{r['id']}'): text must be a non-empty string")
+        if check_files and manifest is not None:
+            for m in ("image", "speech"):
+                if m in mods and not media_path(manifest, r[m]).is_file():
+                    missing.append(f"{r['id']}: {r[m]}")
+        c = counts.setdefault(r["split"], {"rows": 0} | {m: 0 for m in MODALITIES})
+        c["rows"] += 1
+        for m in mods:
+            c[m] += 1
+    if missing:
+        raise StoreError(
+            f"{where}: {len(missing)} media file(s) missing, e.g. {'; '.join(missing[:3])}"
+        )
+    return {"rows": len(rows), "splits": counts}
+
+
+def split_rows(
+    rows: Sequence[Mapping[str, Any]],
+    fractions: Mapping[str, float],
+    *,
+    seed: int = 0,
+    by: str = "group",
+) -> dict[str, list[dict[str, Any]]]:
+    """Split rows by `group` (so one image's rows stay together) into named fractions."""
+    total = sum(fractions.values())
+    if total <= 0:
+        raise StoreError("split fractions must add up to a positive number")
+    keys = sorted({str(r.get(by, r["id"])) for r in rows})
+    random.Random(seed).shuffle(keys)
+    names = list(fractions)
+    bounds, acc = [], 0.0
+    for name in names:
+        acc += fractions[name] / total
+        bounds.append(round(acc * len(keys)))
+    assign: dict[str, str] = {}
+    start = 0
+    for name, end in zip(names, bounds, strict=True):
+        for k in keys[start:end]:
+            assign[k] = name
+        start = end
+    out: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for r in rows:
+        name = assign[str(r.get(by, r["id"]))]
+        out[name].append(dict(r) | {"split": name})
+    return out

@@ -1,0 +1,1 @@
+"""Modality tokenizers: speech units, image codes, text wordpieces (DESIGN section 5)."""

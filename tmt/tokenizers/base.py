@@ -1,0 +1,138 @@
+"""The tokenizer protocol and the on-disk layout every tokenizer shares.
+
+A fitted tokenizer is a directory::
+
+    tokenizer.json   {"kind": "speech"|"image"|"text", "class": "<registry name>",
+                      "name": str, "card": {...}, "vocab_size": int, "fingerprint": str, ...}
+    <assets>         centroids.safetensors, vq.safetensors, vocab.txt, ... (class-specific)
+
+`load_tokenizer(dir)` reads `tokenizer.json` and dispatches to the registered
+class. Cards (`tokenizers/*.yaml`) name the class and its settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import yaml
+
+from tmt import TmtError
+
+
+class TokenizerError(TmtError):
+    """A tokenizer card, asset or input is invalid."""
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What every modality tokenizer offers."""
+
+    modality: str
+    """"text", "speech" or "image"."""
+    name: str
+    """Short name, e.g. `speech-mfcc-km200` (from the card)."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the card and the assets (centroids, codebook, vocabulary, weights)."""
+        ...
+
+    def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
+        """Inputs (paths, arrays or strings) -> one int array of tokenizer-local ids per input."""
+        ...
+
+    def decode(self, tokens: Sequence[np.ndarray]) -> list[Any]:
+        """Tokens -> media (text strings, images, ...) where the modality has a detokenizer."""
+        ...
+
+    def save(self, directory: str | Path) -> None: ...
+
+
+# registry: class name in tokenizer.json / cards -> "module:Class"
+REGISTRY: dict[str, str] = {
+    "speech-kmeans": "tmt.tokenizers.speech:SpeechTokenizer",
+    "image-vq": "tmt.tokenizers.image:ImageTokenizer",
+    "text-wordpiece": "tmt.tokenizers.text:WordPieceTokenizer",
+    "text-sentencepiece": "tmt.tokenizers.text:SentencePieceTokenizer",
+}
+
+
+def resolve_class(name: str) -> Any:
+    if name not in REGISTRY:
+        raise TokenizerError(f"unknown tokenizer class '{name}'; known: {', '.join(REGISTRY)}")
+    module, _, attr = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def read_tokenizer_json(directory: str | Path) -> dict[str, Any]:
+    d = Path(directory)
+    p = d / "tokenizer.json"
+    if not p.is_file():
+        raise TokenizerError(f"{d} is not a fitted tokenizer (no tokenizer.json); fit one with `tmt tokenize ... fit`")
+    try:
+        data: dict[str, Any] = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise TokenizerError(f"{p} is not valid JSON: {e}") from None
+    for key in ("kind", "class", "vocab_size", "fingerprint"):
+        if key not in data:
+            raise TokenizerError(f"{p}: missing '{key}'")
+    return data
+
+
+def load_tokenizer(directory: str | Path, **kwargs: Any) -> Any:
+    """Load any fitted tokenizer directory."""
+    info = read_tokenizer_json(directory)
+    cls = resolve_class(info["class"])
+    return cls.load(directory, **kwargs)
+
+
+def load_card(path: str | Path) -> dict[str, Any]:
+    """Read a tokenizer card (YAML) and check it names a known class."""
+    p = Path(path)
+    if not p.is_file():
+        raise TokenizerError(f"tokenizer card not found: {p} (cards live in tokenizers/*.yaml)")
+    try:
+        card = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise TokenizerError(f"card {p} is not valid YAML: {e}") from None
+    if not isinstance(card, dict) or "class" not in card:
+        raise TokenizerError(f"card {p} must be a mapping with a 'class' key (one of {', '.join(REGISTRY)})")
+    if card["class"] not in REGISTRY:
+        raise TokenizerError(f"card {p}: unknown class '{card['class']}'; known: {', '.join(REGISTRY)}")
+    card.setdefault("name", p.stem)
+    return card
+
+
+def fingerprint_of(card: dict[str, Any], asset_files: Iterable[str | Path] = (), asset_bytes: Iterable[bytes] = ()) -> str:
+    """sha256 over the canonical JSON of the card, then each asset's bytes (in the order given)."""
+    h = hashlib.sha256()
+    h.update(json.dumps(card, sort_keys=True, separators=(",", ":"), default=str).encode())
+    for f in asset_files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    for b in asset_bytes:
+        h.update(b)
+    return h.hexdigest()
+
+
+def tokenizer_info(tok: Any, path: str | Path | None = None) -> Any:
+    """The vocab.TokenizerInfo describing a loaded tokenizer."""
+    from tmt.vocab import TokenizerInfo
+
+    return TokenizerInfo(
+        name=tok.name, size=int(tok.vocab_size), fingerprint=tok.fingerprint,
+        card=dict(getattr(tok, "card", {}) or {}), path=str(path) if path else None,
+    )
+
+
+ProgressFn = Callable[[int], None]

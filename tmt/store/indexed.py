@@ -13,10 +13,11 @@ Megatron's memory-mapped indexed datasets, so their readers can open our shards.
     int64[N]  byte offset of each sequence in `.bin`
     int64[D]  document index (sequence numbers where documents start; we write 0..N)
 
-`.bin` is the concatenation of all sequences in that dtype. Token ids below
-65,500 are stored as uint16 (as fairseq's `best_fitting_int_dtype` does);
-larger vocabularies use int32, the widest integer code both readers know
-(the MMIDIDX code table has no uint32).
+`.bin` is the concatenation of all sequences in that dtype. Vocabularies of at
+most 256 ids (speech units: 200 in the paper) are stored as uint8, which halves
+the dominant stream; below 65,500 ids uint16 (as fairseq's
+`best_fitting_int_dtype` does); larger vocabularies use int32, the widest
+integer code both readers know (the MMIDIDX code table has no uint32).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ UINT16_LIMIT = 65500
 
 
 def best_dtype(vocab_size: int) -> np.dtype:
-    """uint16 for vocabularies under 65,500 ids, else int32."""
+    """uint8 up to 256 ids, uint16 under 65,500 ids, else int32."""
+    if vocab_size <= 256:
+        return np.dtype(np.uint8)
     if vocab_size < UINT16_LIMIT:
         return np.dtype(np.uint16)
     if vocab_size <= np.iinfo(np.int32).max:

@@ -1,0 +1,315 @@
+"""A convolutional VQ-VAE: the image tokenizer (encoder + quantizer) and detokenizer (decoder).
+
+    image (B, 3, H, W) in [-1, 1]
+      -> Encoder      strided 3x3 convs, one stride-2 step per halving of H and/or W,
+                      then residual blocks at the latent resolution -> (B, D, h, w)
+      -> EMAQuantizer nearest codebook entry per latent vector; EMA codebook updates,
+                      dead-code restarts, commitment loss               -> ids (B, h, w)
+      -> Decoder      mirror of the encoder with nearest upsampling     -> (B, 3, H, W)
+
+The downsampling factor can differ between height and width (`factor: [16, 8]` on a
+64x64 image gives a 4x8 grid = 32 tokens), so any fixed token count that is a product
+of two powers-of-two divisors of the image size is reachable.
+
+Written here rather than taken from a library: the well-kept VQ implementations
+(taming-transformers, vector-quantize-pytorch) are not part of the pinned stack and
+bring GAN/perceptual-loss machinery that needs pretrained weights we cannot download.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tmt import TmtError
+
+
+@dataclass(kw_only=True)
+class VQConfig:
+    """Architecture of the image VQ-VAE (the `model:` section of an image-vq card)."""
+
+    image_size: int | list[int] = 64
+    """Input size in pixels: one int (square) or [height, width]."""
+    in_channels: int = 3
+    """Image channels (3 = RGB)."""
+    factor: int | list[int] = 8
+    """Downsampling factor: one power of two, or [factor_h, factor_w]. The grid is image_size / factor."""
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
+    """Conv channels at full resolution, then after each downsampling step (the last value repeats if short)."""
+    num_res_blocks: int = 2
+    """Residual blocks at the latent resolution, in both encoder and decoder."""
+    codebook_size: int = 512
+    """Number of codes (the image vocabulary size)."""
+    code_dim: int = 64
+    """Dimension of each code vector."""
+    commitment: float = 0.25
+    """Weight of the commitment loss ||z - sg(q)||^2."""
+    ema_decay: float = 0.99
+    """Decay of the EMA codebook statistics."""
+    dead_code_threshold: float = 0.05
+    """A code whose EMA usage count (vectors per step) falls below this is restarted from a random encoder output."""
+
+    def size_hw(self) -> tuple[int, int]:
+        return _pair(self.image_size, "image_size")
+
+    def factor_hw(self) -> tuple[int, int]:
+        return _pair(self.factor, "factor")
+
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the latent grid: the number of tokens per image is h * w."""
+        (ih, iw), (fh, fw) = self.size_hw(), self.factor_hw()
+        return ih // fh, iw // fw
+
+    def strides(self) -> list[tuple[int, int]]:
+        """Per-stage (stride_h, stride_w): 2 while that dimension still has halvings left, else 1."""
+        fh, fw = self.factor_hw()
+        nh, nw = int(math.log2(fh)), int(math.log2(fw))
+        return [(2 if i < nh else 1, 2 if i < nw else 1) for i in range(max(nh, nw))]
+
+    def stage_channels(self) -> list[int]:
+        n = len(self.strides()) + 1
+        ch = list(self.channels) or [64]
+        return (ch + [ch[-1]] * n)[:n]
+
+    def check(self) -> None:
+        (ih, iw), (fh, fw) = self.size_hw(), self.factor_hw()
+        for name, f in (("factor_h", fh), ("factor_w", fw)):
+            if f < 1 or f & (f - 1):
+                raise TmtError(f"VQ card: {name}={f} must be a power of two (1, 2, 4, 8, 16, ...)")
+        if ih % fh or iw % fw:
+            raise TmtError(f"VQ card: image_size {ih}x{iw} is not divisible by factor {fh}x{fw}")
+        if self.codebook_size < 2 or self.code_dim < 1:
+            raise TmtError("VQ card: codebook_size must be >= 2 and code_dim >= 1")
+
+
+def _pair(v: int | list[int] | tuple[int, ...], name: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        return v, v
+    vals = list(v)
+    if len(vals) == 1:
+        return int(vals[0]), int(vals[0])
+    if len(vals) != 2:
+        raise TmtError(f"VQ card: {name} must be an int or [height, width], got {v!r}")
+    return int(vals[0]), int(vals[1])
+
+
+class ResBlock(nn.Module):
+    """x + conv1x1(relu(conv3x3(relu(x)))) — the residual block of the original VQ-VAE."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VQConfig) -> None:
+        super().__init__()
+        ch = cfg.stage_channels()
+        layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)]
+        for i, stride in enumerate(cfg.strides()):
+            # 3x3, padding 1, stride (2|1, 2|1): halves exactly the dimensions that need it
+            layers += [nn.ReLU(), nn.Conv2d(ch[i], ch[i + 1], 3, stride=stride, padding=1)]
+        layers += [ResBlock(ch[-1]) for _ in range(cfg.num_res_blocks)]
+        layers += [nn.ReLU(), nn.Conv2d(ch[-1], cfg.code_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # -> (B, D, h, w)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VQConfig) -> None:
+        super().__init__()
+        ch = cfg.stage_channels()
+        layers: list[nn.Module] = [nn.Conv2d(cfg.code_dim, ch[-1], 3, padding=1)]
+        layers += [ResBlock(ch[-1]) for _ in range(cfg.num_res_blocks)]
+        for i, stride in reversed(list(enumerate(cfg.strides()))):
+            # nearest upsampling + conv avoids the checkerboard of transposed convs
+            layers += [nn.ReLU(), nn.Upsample(scale_factor=(float(stride[0]), float(stride[1])), mode="nearest"),
+                       nn.Conv2d(ch[i + 1], ch[i], 3, padding=1)]
+        layers += [nn.ReLU(), nn.Conv2d(ch[0], cfg.in_channels, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)  # -> (B, C, H, W), roughly in [-1, 1]
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: Tensor
+    """Straight-through quantized latents (B, D, h, w)."""
+    indices: Tensor
+    """Code ids (B, h, w), int64."""
+    commitment_loss: Tensor
+    """commitment * ||z - sg(q)||^2 (the codebook itself is learned by EMA, not by this loss)."""
+    perplexity: Tensor
+    """exp(entropy) of the code histogram of this batch."""
+    restarted: int
+    """How many dead codes were restarted in this call."""
+
+
+class EMAQuantizer(nn.Module):
+    """Nearest-neighbour vector quantizer whose codebook follows an EMA of its assigned vectors.
+
+    On the first training batch the codebook is initialised from random encoder outputs
+    (data-dependent init: far fewer dead codes than a random normal init). Codes whose
+    EMA usage count falls below `dead_code_threshold` are moved onto random encoder
+    outputs of the current batch (dead-code restart).
+    """
+
+    def __init__(self, cfg: VQConfig) -> None:
+        super().__init__()
+        k, d = cfg.codebook_size, cfg.code_dim
+        self.codebook_size, self.code_dim = k, d
+        self.decay = cfg.ema_decay
+        self.commitment = cfg.commitment
+        self.threshold = cfg.dead_code_threshold
+        self.eps = 1e-5
+        self.register_buffer("embed", torch.randn(k, d) * 0.1)
+        self.register_buffer("cluster_size", torch.zeros(k))
+        self.register_buffer("embed_sum", self.embed.clone())
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.embed: Tensor
+        self.cluster_size: Tensor
+        self.embed_sum: Tensor
+        self.initialized: Tensor
+
+    def nearest(self, flat: Tensor) -> Tensor:
+        """(N, D) -> (N,) ids of the nearest codes (squared L2)."""
+        e = self.embed
+        dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ e.t() + e.pow(2).sum(1)[None, :]
+        return dist.argmin(1)
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        """(B, h, w) ids -> (B, D, h, w) code vectors."""
+        return F.embedding(ids, self.embed).permute(0, 3, 1, 2).contiguous()
+
+    def _sample(self, flat: Tensor, n: int) -> Tensor:
+        idx = torch.randint(0, flat.shape[0], (n,))
+        return flat[idx] + 1e-3 * torch.randn(n, flat.shape[1])
+
+    @torch.no_grad()
+    def _ema_update(self, flat: Tensor, ids: Tensor) -> int:
+        if not bool(self.initialized):
+            self.embed.copy_(self._sample(flat, self.codebook_size))
+            self.embed_sum.copy_(self.embed)
+            self.cluster_size.fill_(1.0)
+            self.initialized.fill_(True)
+        onehot = F.one_hot(ids, self.codebook_size).to(flat.dtype)  # (N, K)
+        counts = onehot.sum(0)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n  # Laplace smoothing
+        self.embed.copy_(self.embed_sum / smoothed[:, None])
+        dead = self.cluster_size < self.threshold
+        num_dead = int(dead.sum())
+        if num_dead:
+            new = self._sample(flat, num_dead)
+            self.embed[dead] = new
+            self.embed_sum[dead] = new
+            self.cluster_size[dead] = 1.0
+        return num_dead
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        b, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        ids = self.nearest(flat.detach())
+        restarted = 0
+        if self.training:
+            restarted = self._ema_update(flat.detach(), ids)
+        q = F.embedding(ids, self.embed).view(b, h, w, d).permute(0, 3, 1, 2)
+        commit = self.commitment * F.mse_loss(z, q.detach())
+        quantized = z + (q - z).detach()  # straight-through estimator
+        probs = torch.bincount(ids, minlength=self.codebook_size).float() / ids.numel()
+        ppl = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+        return QuantizerOutput(quantized, ids.view(b, h, w), commit, ppl, restarted)
+
+
+@dataclass
+class VQOutput:
+    recon: Tensor
+    indices: Tensor
+    commitment_loss: Tensor
+    perplexity: Tensor
+    restarted: int
+
+
+class VQVAE(nn.Module):
+    """Encoder + EMA quantizer + decoder."""
+
+    def __init__(self, cfg: VQConfig) -> None:
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.quantizer = EMAQuantizer(cfg)
+        self.decoder = Decoder(cfg)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.cfg.grid()
+
+    def forward(self, x: Tensor) -> VQOutput:
+        q = self.quantizer(self.encoder(x))
+        return VQOutput(self.decoder(q.quantized), q.indices, q.commitment_loss, q.perplexity, q.restarted)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) in [-1, 1] -> (B, h, w) code ids."""
+        z = self.encoder(x)
+        b, d, h, w = z.shape
+        return self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
+
+    @torch.no_grad()
+    def decode(self, ids: Tensor) -> Tensor:
+        """(B, h, w) code ids -> (B, C, H, W) images in [-1, 1] (clamped)."""
+        return self.decoder(self.quantizer.lookup(ids)).clamp(-1, 1)
+
+
+class PatchDiscriminator(nn.Module):
+    """A small PatchGAN discriminator (pix2pix style): one real/fake logit per receptive-field patch."""
+
+    def __init__(self, in_channels: int = 3, channels: int = 32, layers: int = 3) -> None:
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv2d(in_channels, channels, 4, 2, 1), nn.LeakyReLU(0.2)]
+        c = channels
+        for _ in range(layers - 1):
+            mods += [nn.Conv2d(c, c * 2, 4, 2, 1), nn.GroupNorm(8, c * 2), nn.LeakyReLU(0.2)]
+            c *= 2
+        mods += [nn.Conv2d(c, 1, 3, 1, 1)]
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+
+
+def reconstruction_loss(recon: Tensor, target: Tensor, kind: Literal["l1", "l2", "l1+l2"]) -> Tensor:
+    if kind == "l1":
+        return F.l1_loss(recon, target)
+    if kind == "l2":
+        return F.mse_loss(recon, target)
+    return F.l1_loss(recon, target) + F.mse_loss(recon, target)
+
+
+def codebook_usage(ids: Tensor, codebook_size: int) -> dict[str, float]:
+    """Perplexity and share of codes used over a set of code ids."""
+    counts = torch.bincount(ids.reshape(-1), minlength=codebook_size).float()
+    probs = counts / counts.sum().clamp(min=1)
+    ppl = float(torch.exp(-(probs * torch.log(probs + 1e-10)).sum()))
+    used = int((counts > 0).sum())
+    return {"perplexity": ppl, "codes_used": used, "codes_used_pct": 100.0 * used / codebook_size,
+            "codebook_size": codebook_size, "tokens": int(counts.sum())}

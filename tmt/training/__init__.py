@@ -1,0 +1,1 @@
+"""Training loops: the translation model trainer, checkpoints, the unit vocoder trainer."""

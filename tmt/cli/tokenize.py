@@ -3,6 +3,7 @@
     tmt tokenize speech fit|encode|merge|import-km   (tmt/cli/tokenize_speech.py)
     tmt tokenize image  fit|encode|decode|merge      (tmt/cli/tokenize_image.py)
     tmt tokenize text   fit|encode|decode|merge      (tmt/cli/tokenize_text.py)
+    tmt tokenize all    (one store with every modality of each row; tmt/cli/tokenize_all.py)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ SUBGROUPS: dict[str, tuple[str, str]] = {
     "speech": ("tmt.cli.tokenize_speech", "Speech: 50 Hz features + k-means units."),
     "image": ("tmt.cli.tokenize_image", "Images: VQ codes (the VQ decoder is the image detokenizer)."),
     "text": ("tmt.cli.tokenize_text", "Text: WordPiece / SentencePiece."),
+    "all": ("tmt.cli.tokenize_all", "Encode every modality of a manifest into one store."),
 }
 
 EPILOG = """\b

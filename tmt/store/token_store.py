@@ -215,9 +215,23 @@ class TokenStoreWriter:
         if len(self._meta) >= self.shard_rows:
             self.flush()
 
-    def flush(self) -> None:
-        """Finish the open shard: rename its files, then name it in index.json."""
+    @property
+    def progress(self) -> dict[str, Any]:
+        """Caller-defined progress saved with the last flush (e.g. input rows consumed)."""
+        return dict(self.index.get("progress") or {})
+
+    def flush(self, progress: Mapping[str, Any] | None = None) -> None:
+        """Finish the open shard: rename its files, then name it in index.json.
+
+        `progress` (caller-defined, e.g. how many input rows were consumed) is
+        saved in the same atomic index write, so a resumed job knows where the
+        visible rows end even when some inputs produced no rows.
+        """
+        if progress is not None:
+            self.index["progress"] = dict(progress)
         if self._current is None:
+            if progress is not None:
+                self._write_index()
             return
         writers, meta = self._current, self._meta
         self._current = None

@@ -1,0 +1,93 @@
+"""`tmt backtranslate`: pseudo pairs for partial data (images only, speech+text, ...)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from tmt.cli._common import CONTEXT, echo_json, shard_option
+from tmt.config import config_options
+
+log = logging.getLogger("tmt.backtranslate")
+
+EPILOG = """\b
+Examples:
+  tmt backtranslate --model exp/tmt --store data/store/images_only --out data/store/bt_images
+  tmt backtranslate --model exp/tmt --manifest data/scenes/speech_text_only.jsonl.gz --out data/store/bt_speech_text
+  tmt backtranslate --model exp/tmt --store data/store/images_only --out data/store/bt \\
+      --strategy sample --num-per-source 2 --round-trip-threshold -2.5 --max-ratio 0.5 --real-store data/store/train
+  tmt backtranslate --model exp/tmt --store data/store/images_only --out data/store/bt --shard 0/4   # then:
+  tmt manifest merge-parts data/store/bt --parts 4
+  tmt manifest stats data/store/bt          # counts synthetic rows per direction
+"""
+
+
+@click.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.option("-m", "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="Experiment directory of the generating model.")
+@click.option("--store", "in_store", type=click.Path(file_okay=False), help="Partial token store to complete.")
+@click.option("--manifest", type=click.Path(dir_okay=False), help="Or a raw manifest (tokenized first with the model's tokenizers).")
+@click.option("--split", default=None, help="With --manifest: only rows of this split.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output token store of synthetic rows.")
+@click.option("--strategy", type=click.Choice(["beam", "sample"]), default=None, help="Beam search or sampling.")
+@click.option("--num-per-source", type=int, default=None, help="Pseudo targets per source row.")
+@click.option("--round-trip-threshold", type=float, default=None, help="Keep a pseudo target only if back-translation scores the source >= this (mean log-prob per token).")
+@click.option("--max-ratio", type=float, default=None, help="Cap synthetic:real rows (with --real-store).")
+@click.option("--real-store", multiple=True, type=click.Path(file_okay=False), help="Real training store(s), to count real rows for --max-ratio.")
+@click.option("--tokenizer", "tokenizer_dirs", multiple=True, metavar="MODALITY=DIR", help="Override a tokenizer directory named in vocab.json.")
+@click.option("--device", default="cpu", help="cpu or cuda.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output store instead of resuming it.")
+@shard_option
+@config_options
+def cli(
+    model_dir: str, in_store: str | None, manifest: str | None, split: str | None, out: str,
+    strategy: str | None, num_per_source: int | None, round_trip_threshold: float | None,
+    max_ratio: float | None, real_store: tuple[str, ...], tokenizer_dirs: tuple[str, ...], device: str,
+    overwrite: bool, shard: str | None, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
+) -> None:
+    """Generate every missing modality of partial rows with a trained model.
+
+    Images only -> text + speech; speech+text -> image; speech+image without text ->
+    text (the pivot case). Output rows are marked synthetic with the checkpoint and
+    direction; sharded (--shard k/N) and resumable.
+    """
+    from tmt.backtranslation import BacktranslateConfig, backtranslate, count_real_rows
+    from tmt.config import dump_yaml, merge, resolve
+
+    cfg = resolve(BacktranslateConfig(), config_file, overrides)
+    explicit = {
+        "strategy": strategy, "num_per_source": num_per_source,
+        "round_trip_threshold": round_trip_threshold, "max_ratio": max_ratio,
+    }
+    cfg = merge(cfg, {k: v for k, v in explicit.items() if v is not None})
+    if dump_config:
+        click.echo(dump_yaml(cfg), nl=False)
+        return
+    if (in_store is None) == (manifest is None):
+        raise click.UsageError("give exactly one of --store or --manifest")
+    from tmt import TmtError
+    from tmt.generation import Translator
+
+    dirs: dict[str, str] = {}
+    for item in tokenizer_dirs:
+        m, sep, d = item.partition("=")
+        if not sep:
+            raise TmtError(f"--tokenizer expects MODALITY=DIR, got '{item}'")
+        dirs[m] = d
+    translator = Translator.from_checkpoint(model_dir, device=device, tokenizers=dirs or None)
+    if manifest is not None:
+        from tmt.tokenizers.encode import encode_with_tokenizers
+
+        src_store = Path(out).with_name(Path(out).name + ".src")
+        mods = [m for m in ("text", "speech", "image") if translator.vocab.sizes.get(m)]
+        log.info("tokenizing %s into %s", manifest, src_store)
+        encode_with_tokenizers(manifest, src_store, {m: translator.tokenizer(m) for m in mods}, split=split)
+        in_store = str(src_store)
+    assert in_store is not None
+    real = count_real_rows(real_store) if real_store else None
+    stats = backtranslate(
+        model_dir, in_store, out, cfg, translator=translator, real_rows=real, shard=shard,
+        overwrite=overwrite, device=device,
+    )
+    echo_json(stats)

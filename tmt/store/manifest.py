@@ -54,9 +54,9 @@ def read_manifest(path: str | Path, *, split: str | None = None) -> list[dict[st
 
 def write_manifest(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
     """Write rows atomically as `.jsonl.gz`; returns the row count."""
-    rows = [dict(r) for r in rows]
-    atomic_write_bytes(path, gzip_jsonl_bytes(rows))
-    return len(rows)
+    data = [dict(r) for r in rows]
+    atomic_write_bytes(path, gzip_jsonl_bytes(data))
+    return len(data)
 
 
 def media_path(manifest: str | Path, value: str) -> Path:

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The scenes recipe: tri-modal translation on the embedded, procedurally drawn corpus.
+#
+# Every output lives under --out (default exp/scenes-<preset>); deleting that
+# directory and re-running rebuilds everything. Each stage logs its inputs and
+# outputs, calls one `tmt` verb, and touches <out>/.done/<stage> when it
+# succeeds, so a re-run (after a kill, say) skips finished stages and resumes.
+#
+#   bash recipes/scenes/run.sh --preset quick            # `make demo`: ~30 min on 2 CPU cores
+#   bash recipes/scenes/run.sh --preset full --device cuda
+#   bash recipes/scenes/run.sh --stage 4 --stop-stage 4  # only training
+set -euo pipefail
+
+recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+shared_dir=${recipe_dir}/../_shared
+
+# ---- options (each can be given as --name value) ----
+stage=0              # first stage to run
+stop_stage=100       # last stage to run
+preset=quick         # quick (make demo, ~30 min on 2 cores) | full (quality, <= 3 h on 2 cores)
+out=                 # output directory (default exp/scenes-<preset>)
+jobs=2               # parallel worker processes for corpus synthesis and tokenization
+device=auto          # auto | cpu | cuda (training and decoding)
+num_scenes=          # override the preset's number of scenes
+train_steps=         # override the preset's optimizer steps for the first training
+single_task=false    # full preset: also train the six single-direction baselines
+
+help_message=$(cat <<EOF
+Usage: $0 [options]
+  --stage N          first stage (default ${stage})
+  --stop-stage N     last stage (default ${stop_stage})
+  --preset NAME      quick | full (default ${preset})
+  --out DIR          output directory (default exp/scenes-<preset>)
+  --jobs N           parallel processes (default ${jobs})
+  --device DEV       auto | cpu | cuda (default ${device})
+  --num-scenes N     override the preset's corpus size
+  --train-steps N    override the preset's training steps
+  --single-task B    true: also train single-direction baselines (default ${single_task})
+Stages:
+  0 prepare scenes corpus        1 fit text/speech/image tokenizers   2 tokenize every split
+  3 joint vocabulary             4 train (six directions)             5 back-translate partial pools
+  6 train on real + synthetic    7 unit vocoder                       8 translate test splits, 6 directions
+  9 score                        10 report (table, chart, samples)    11 single-task baselines (optional)
+EOF
+)
+. "${shared_dir}/parse_options.sh"
+. "${shared_dir}/stage_utils.sh"
+
+case "${preset}" in
+  quick)
+    : "${num_scenes:=300}"
+    vq_steps=1500; km_sample=100000
+    : "${train_steps:=2500}"; bt_steps=600
+    vocoder_config=unit-mel; vocoder_minutes=3
+    model_preset=demo; beam=5; test_limit=60
+    ;;
+  full)
+    : "${num_scenes:=2000}"
+    vq_steps=6000; km_sample=300000
+    : "${train_steps:=12000}"; bt_steps=3000
+    vocoder_config=demo; vocoder_minutes=25
+    model_preset=demo; beam=5; test_limit=0
+    ;;
+  *) echo "unknown --preset ${preset} (quick|full)" >&2; exit 1 ;;
+esac
+: "${out:=exp/scenes-${preset}}"
+mkdir -p "${out}"
+out=$(cd "${out}" && pwd)
+data=${out}/data/scenes
+tok=${out}/tokenizers
+store=${out}/data/store
+logs=${out}/logs
+splits="train valid test test_novel images_only speech_text_only"
+eval_splits="test test_novel"
+directions="image:text image:speech text:image speech:image speech:text text:speech"
+
+# keep the command line, so the experiment can re-run itself
+echo "$0 $*" >> "${out}/command.txt"
+log "Recipe scenes, preset ${preset}: outputs under ${out}"
+cpu_threads=$(nproc 2>/dev/null || echo 2)
+
+if stage_wanted 0; then
+  log "Stage 0: prepare scenes: ${num_scenes} scenes -> ${data}/{images,speech,*.jsonl.gz}"
+  run_stage 0-prepare "${logs}/0-prepare.log" \
+    tmt prepare scenes --num-scenes "${num_scenes}" --jobs "${jobs}" --out "${data}"
+fi
+
+if stage_wanted 1; then
+  log "Stage 1: fit tokenizers on ${data}/train.jsonl.gz -> ${tok}/{text,speech,image}"
+  run_stage 1-text "${logs}/1-text.log" \
+    tmt tokenize text fit --card tokenizers/text-wordpiece-trained.yaml --manifest "${data}/train.jsonl.gz" --out "${tok}/text"
+  run_stage 1-speech "${logs}/1-speech.log" \
+    tmt tokenize speech fit --card tokenizers/speech-mfcc-km200.yaml --manifest "${data}/train.jsonl.gz" \
+      --set kmeans.sample_frames="${km_sample}" --out "${tok}/speech"
+  run_stage 1-image "${logs}/1-image.log" \
+    tmt tokenize image fit --card tokenizers/image-vq-f8-512.yaml --manifest "${data}/train.jsonl.gz" \
+      --set train.steps="${vq_steps}" --out "${tok}/image"
+fi
+
+if stage_wanted 2; then
+  for split in ${splits}; do
+    log "Stage 2: tokenize ${data}/${split}.jsonl.gz -> ${store}/${split}"
+    run_stage "2-tokenize-${split}" "${logs}/2-tokenize-${split}.log" \
+      tmt tokenize all --text "${tok}/text" --speech "${tok}/speech" --image "${tok}/image" \
+        --manifest "${data}/${split}.jsonl.gz" --store "${store}/${split}"
+  done
+fi
+
+if stage_wanted 3; then
+  log "Stage 3: joint vocabulary from ${tok}/* -> ${out}/data/vocab.json"
+  run_stage 3-vocab "${logs}/3-vocab.log" \
+    tmt vocab build --text "${tok}/text" --speech "${tok}/speech" --image "${tok}/image" -o "${out}/data/vocab.json"
+fi
+
+if stage_wanted 4; then
+  log "Stage 4: train six directions (${model_preset}, ${train_steps} steps): ${store}/train -> ${out}/exp/tmt"
+  run_stage 4-train "${logs}/4-train.log" \
+    tmt train -o "${out}/exp/tmt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
+      --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" --device "${device}"
+fi
+
+if stage_wanted 5; then
+  for pool in images_only speech_text_only; do
+    log "Stage 5: back-translate ${store}/${pool} with ${out}/exp/tmt -> ${store}/bt_${pool}"
+    run_stage "5-bt-${pool}" "${logs}/5-bt-${pool}.log" \
+      tmt backtranslate -m "${out}/exp/tmt" --store "${store}/${pool}" -o "${store}/bt_${pool}" --device "${device}"
+  done
+fi
+
+if stage_wanted 6; then
+  log "Stage 6: continue on real + synthetic (${bt_steps} steps): ${out}/exp/tmt -> ${out}/exp/tmt_bt"
+  run_stage 6-train-bt "${logs}/6-train-bt.log" \
+    tmt train -o "${out}/exp/tmt_bt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
+      --init-from "${out}/exp/tmt" --store "${store}/train" \
+      --store "${store}/bt_images_only=0.5" --store "${store}/bt_speech_text_only=0.5" \
+      --valid-store "${store}/valid" --max-steps "${bt_steps}" --device "${device}"
+fi
+
+if stage_wanted 7; then
+  log "Stage 7: unit vocoder (${vocoder_config}, ${vocoder_minutes} min): ${store}/train + wavs -> ${out}/exp/vocoder"
+  run_stage 7-vocoder "${logs}/7-vocoder.log" \
+    tmt vocoder train --store "${store}/train" --manifest "${data}/train.jsonl.gz" --config "${vocoder_config}" \
+      --set train.max_minutes="${vocoder_minutes}" --out "${out}/exp/vocoder"
+fi
+
+if stage_wanted 8; then
+  for model in tmt tmt_bt; do
+    for split in ${eval_splits}; do
+      for d in ${directions}; do
+        src=${d%%:*}; tgt=${d##*:}
+        dest=${out}/hyp/${model}/${split}/${src}-${tgt}
+        log "Stage 8: translate ${split} ${src}->${tgt} with ${model} -> ${dest}"
+        limit_opt=(); [ "${test_limit}" -gt 0 ] && limit_opt=(--limit "${test_limit}")
+        run_stage "8-${model}-${split}-${src}-${tgt}" "${logs}/8-${model}-${split}-${src}-${tgt}.log" \
+          tmt translate -m "${out}/exp/${model}" --manifest "${data}/${split}.jsonl.gz" --split "${split}" \
+            --from "${src}" --to "${tgt}" --beam "${beam}" --vocoder "${out}/exp/vocoder" --device "${device}" \
+            "${limit_opt[@]}" --output-dir "${dest}"
+      done
+    done
+  done
+fi
+
+if stage_wanted 9; then
+  for model in tmt tmt_bt; do
+    for split in ${eval_splits}; do
+      log "Stage 9: score ${out}/hyp/${model}/${split}/* -> ${out}/scores/${model}/${split}"
+      run_stage "9-score-${model}-${split}" "${logs}/9-score-${model}-${split}.log" \
+        tmt score run "${out}/hyp/${model}/${split}/"* --manifest "${data}/${split}.jsonl.gz" \
+          --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/${model}/${split}"
+    done
+  done
+fi
+
+if stage_wanted 10; then
+  log "Stage 10: report -> ${out}/report.md"
+  rm -f "${out}/.done/10-report"
+  run_stage 10-report "${logs}/10-report.log" \
+    tmt score compare "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test" --out "${out}/report.md"
+  cat "${logs}/10-report.log"
+fi
+
+if stage_wanted 11 && [ "${single_task}" = true ]; then
+  for d in i2t i2s t2i s2i s2t t2s; do
+    log "Stage 11: single-direction baseline ${d} -> ${out}/exp/single_${d}"
+    run_stage "11-single-${d}" "${logs}/11-single-${d}.log" \
+      tmt train -o "${out}/exp/single_${d}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
+        --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" \
+        --directions "${d}" --device "${device}"
+  done
+fi
+
+log "Successfully finished. [elapsed=${SECONDS}s]"

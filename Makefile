@@ -17,14 +17,14 @@ help:
 	@echo "make demo     - run the embedded scenes demo (recipes/scenes/run.sh --preset quick)"
 	@echo "make test     - run the test suite (unit + integration, CPU)"
 	@echo "make bench    - run the benchmarks in benchmarks/ (tables on stdout, json in benchmarks/results/)"
-	@echo "make install  - create .venv and install tmt with the dev extra"
+	@echo "make install  - create .venv and install tmt with the dev and judges extras"
 	@echo "make lint     - ruff + mypy"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	@echo "installing tmt and its pinned stack (torch wheels are a few GB; first install takes minutes)" >&2
-	$(PIP) install --quiet --progress-bar off -e '.[dev]'
+	$(PIP) install --quiet --progress-bar off -e '.[dev,judges]'
 	@touch $(STAMP)
 
 install: $(STAMP) sysdeps

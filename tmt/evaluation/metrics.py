@@ -211,6 +211,8 @@ def coco_caption_metrics(
         for m in metrics:
             out.unavailable[m] = f"pycocoevalcap PTB tokenizer failed: {e}"
         return out
+    if "cider" in metrics and len(keep) < 100:
+        out.notes.append(f"CIDEr's n-gram IDF comes from the references of the {len(keep)} scored items; unstable below ~100 images")
     for m in metrics:
         try:
             out.values[m] = 100.0 * _coco_one(m, gts_t, res_t)

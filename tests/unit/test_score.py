@@ -1,0 +1,353 @@
+"""`tmt score` on small synthetic hypotheses directories: metrics, files, compare, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from PIL import Image
+
+from tmt.evaluation import score as S
+from tmt.evaluation.images import scene_scores, token_agreement
+from tmt.store.manifest import write_manifest
+
+CAPTIONS = {
+    "g0": ["a red circle", "a red round circle"],
+    "g1": ["a blue square", "one blue square"],
+    "g2": ["a green star", "a small green star"],
+}
+
+
+def make_manifest(root: Path) -> Path:
+    """Three images with two captions each; every caption row has a 0.2 s wav."""
+    rows: list[dict[str, Any]] = []
+    (root / "media").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for g, caps in CAPTIONS.items():
+        img = root / "media" / f"{g}.png"
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(img)
+        for k, cap in enumerate(caps):
+            wav = root / "media" / f"{g}_{k}.wav"
+            sf.write(wav, (0.1 * rng.standard_normal(3200)).astype(np.float32), 16000)
+            rows.append({"id": f"{g}_{k}", "group": g, "split": "test", "image": f"media/{g}.png",
+                         "speech": f"media/{g}_{k}.wav", "text": cap})
+    path = root / "test.jsonl.gz"
+    write_manifest(path, rows)
+    return path
+
+
+def make_hyp_dir(root: Path, src: str, tgt: str, hyps: list[dict[str, Any]], manifest: Path | None,
+                 media: dict[str, bytes] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    run = {"src": src, "tgt": tgt, "via": None, "manifest": str(manifest) if manifest else None,
+           "split": "test", "model": "exp/tiny", "beam_size": 5}
+    (root / "run.json").write_text(json.dumps(run))
+    with open(root / "hypotheses.jsonl", "w") as f:
+        for h in hyps:
+            f.write(json.dumps({"group": h["id"].split("_")[0], "src": src, "tgt": tgt, "tokens": [], "score": -1.0,
+                                "via": None} | h) + "\n")
+    for name, data in (media or {}).items():
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture()
+def manifest(tmp_path: Path) -> Path:
+    return make_manifest(tmp_path / "data")
+
+
+def _cfg(**kw: Any) -> S.ScoreConfig:
+    return S.ScoreConfig(coco=False, **kw)
+
+
+def test_image_to_text_uses_all_captions_of_the_group(tmp_path: Path, manifest: Path) -> None:
+    hyps = [{"id": "g0_0", "hyp": "a red round circle"}, {"id": "g1_0", "hyp": "one blue square"}]
+    d = make_hyp_dir(tmp_path / "i2t", "image", "text", hyps, manifest)
+    e = S.score_dir(d, _cfg())
+    # each hypothesis equals the SECOND caption of its group: perfect BLEU only with group references
+    assert e["metrics"]["bleu4"] == pytest.approx(100.0)
+    assert e["n"] == 2 and e["direction"] == "image->text"
+    assert "meteor" not in e["metrics"] and any("--no-coco" in n for n in e["notes"])
+    hyps = [{"id": "g0_0", "hyp": "a red square"}]
+    e = S.score_dir(make_hyp_dir(tmp_path / "i2t2", "image", "text", hyps, manifest), _cfg())
+    # 1-grams: a, red match; square does not -> 2/3; "a red" matches, "red square" not -> 1/2
+    # closest reference length 3 -> BP 1
+    assert e["metrics"]["bleu1"] == pytest.approx(100 * 2 / 3, abs=1e-6)
+    assert e["metrics"]["bleu2"] == pytest.approx(100 * math.sqrt(2 / 3 * 1 / 2), abs=1e-6)
+    # two rows of one image: one output per image is scored (the first)
+    hyps = [{"id": "g0_0", "hyp": "a red circle"}, {"id": "g0_1", "hyp": "nothing alike"}]
+    e = S.score_dir(make_hyp_dir(tmp_path / "i2t3", "image", "text", hyps, manifest), _cfg())
+    assert e["n"] == 1 and e["metrics"]["bleu1"] == pytest.approx(100.0)
+    assert any("one per image" in n for n in e["notes"])
+
+
+def test_speech_to_text_wer_against_the_row_transcript(tmp_path: Path, manifest: Path) -> None:
+    hyps = [{"id": "g0_0", "hyp": "a red circle"}, {"id": "g1_1", "hyp": "one blue"}, {"id": "g2_0", "hyp": "a green star star"}]
+    e = S.score_dir(make_hyp_dir(tmp_path / "s2t", "speech", "text", hyps, manifest), _cfg())
+    # ref words 3 + 3 + 3 = 9; errors: 0 + 1 deletion + 1 insertion
+    assert e["metrics"]["wer"] == pytest.approx(100 * 2 / 9)
+    assert e["extra"]["words"] == {"ref": 9, "sub": 0, "del": 1, "ins": 1}
+
+
+class FakeJudge:
+    """Stands in for Whisper: 'hears' a fixed transcript per file name."""
+
+    prompt = None
+
+    def __init__(self, by_name: dict[str, str]) -> None:
+        self.by_name = by_name
+        self.calls: list[list[Any]] = []
+
+    def transcribe(self, items: list[Any]) -> list[str]:
+        self.calls.append(list(items))
+        return [self.by_name.get(Path(i).name, "") if not isinstance(i, tuple) else "" for i in items]
+
+    def describe(self) -> dict[str, Any]:
+        return {"judge": "fake", "prompt_used": False}
+
+
+def test_text_to_speech_with_judge_and_ceiling(tmp_path: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wav = (0.1 * np.ones(1600, dtype=np.float32)).tobytes()
+    hyps = [{"id": "g0_0", "hyp": "g0_0.wav"}, {"id": "g1_0", "hyp": "g1_0.wav"}]
+    d = make_hyp_dir(tmp_path / "t2s", "text", "speech", hyps, manifest)
+    for h in hyps:
+        sf.write(d / h["hyp"], np.frombuffer(wav, dtype=np.float32), 16000)
+    # the judge hears hypothesis files in d and ground-truth files in media/ (same names)
+    judge = FakeJudge({"g0_0.wav": "a red circle", "g1_0.wav": "a blue"})
+    monkeypatch.setattr(S.Judges, "asr", lambda self: (judge, ""))
+    e = S.score_dir(d, _cfg())
+    # 6 reference words, 1 deletion
+    assert e["metrics"]["wer"] == pytest.approx(100 / 6)
+    # ceiling: the same fake judge on the original recordings (media/g0_0.wav, media/g1_0.wav)
+    assert e["ceiling"]["metrics"]["wer"] == pytest.approx(100 / 6)
+    assert "original recordings" in e["ceiling"]["source"]
+    assert [Path(p).parent.name for p in judge.calls[1]] == ["media", "media"]
+    assert e["samples"][0]["transcript"] == "a red circle"
+
+
+def test_speech_metrics_unavailable_without_judge_or_vocoder(tmp_path: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hyps = [{"id": "g0_0", "hyp": "g0_0.units.txt"}]
+    d = make_hyp_dir(tmp_path / "i2s", "image", "speech", hyps, manifest, media={"g0_0.units.txt": b"3 4 5 6\n"})
+    monkeypatch.setattr(S.Judges, "asr", lambda self: (None, "faster-whisper is not installed"))
+    e = S.score_dir(d, _cfg())
+    assert e["metrics"] == {}
+    assert "faster-whisper is not installed" in e["unavailable"]["bleu4"]
+    monkeypatch.setattr(S.Judges, "asr", lambda self: (FakeJudge({}), ""))
+    e = S.score_dir(d, _cfg(ceiling=False))
+    assert e["metrics"] == {}
+    assert "units only" in e["unavailable"]["bleu4"] and "--vocoder" in e["unavailable"]["bleu4"]
+
+
+def test_scene_scores_by_hand() -> None:
+    # compare/matches injected: per-attribute flags written by hand
+    table = {
+        ("p1", "r1"): {"shape": True, "colour": True, "all": True},
+        ("p2", "r2"): {"shape": True, "colour": False, "all": False},
+        ("p3", "r3"): {"shape": False, "colour": False, "all": False},
+    }
+    r = scene_scores(["p1", "p2", "p3", None], ["r1", "r2", "r3", "r4"],
+                     compare=lambda p, q: table[(p, q)], matches=lambda p, q: table[(p, q)]["all"])
+    assert r.values == {"scene_exact": 25.0, "scene_colour": 25.0, "scene_shape": 50.0}
+    assert r.extra["scenes_unparsed"] == 1
+
+
+def test_token_agreement_by_hand() -> None:
+    r = token_agreement([[1, 2, 3, 4], [5, 6]], [[1, 2, 0, 4], [5, 6, 7, 8]])
+    # 3 + 2 equal positions out of 4 + 4 reference positions; no sequence is exact
+    assert r.values["token_agreement"] == pytest.approx(100 * 5 / 8)
+    assert r.values["token_exact"] == 0.0
+    assert token_agreement([[1, 2]], [[1, 2]]).values["token_exact"] == 100.0
+
+
+def test_text_to_image_token_agreement_with_ref_store(tmp_path: Path, manifest: Path) -> None:
+    from tmt.store.token_store import TokenStoreWriter
+
+    store = tmp_path / "store"
+    with TokenStoreWriter(store, streams={"image": 16}) as w:
+        for i, g in enumerate(CAPTIONS):
+            for k in range(2):
+                w.add({"id": f"{g}_{k}", "group": g}, {"image": [i, 1, 2, 3]})
+    png = Image.new("RGB", (8, 8)).tobytes()
+    hyps = [{"id": "g0_0", "hyp": "g0_0.png", "tokens": [0, 1, 2, 3]}, {"id": "g1_1", "hyp": "g1_1.png", "tokens": [0, 1, 9, 9]}]
+    d = make_hyp_dir(tmp_path / "t2i", "text", "image", hyps, manifest)
+    for h in hyps:
+        Image.frombytes("RGB", (8, 8), png).save(d / h["hyp"])
+    e = S.score_dir(d, _cfg())
+    assert "token_agreement" in e["unavailable"] and "--ref-store" in e["unavailable"]["token_agreement"]
+    e = S.score_dir(d, _cfg(ref_store=str(store)))
+    # g0 reference [0,1,2,3]: 4/4; g1 reference [1,1,2,3]: position 1 only -> 1/4
+    assert e["metrics"]["token_agreement"] == pytest.approx(100 * 5 / 8)
+    assert e["metrics"]["token_exact"] == 50.0
+
+
+def test_score_runs_writes_scores_report_and_chart(tmp_path: Path, manifest: Path) -> None:
+    a = make_hyp_dir(tmp_path / "runs" / "image-text", "image", "text",
+                     [{"id": "g0_0", "hyp": "a red circle"}, {"id": "g2_0", "hyp": "a green | star"}], manifest)
+    b = make_hyp_dir(tmp_path / "runs" / "speech-text", "speech", "text", [{"id": "g1_0", "hyp": "a blue"}], manifest)
+    scores = S.score_runs([a, b], cfg=_cfg())
+    out = tmp_path / "runs"
+    data = json.loads((out / S.SCORES_FILE).read_text())
+    assert list(data["directions"]) == ["image->text", "speech->text"]
+    assert data["directions"]["speech->text"]["metrics"]["wer"] == pytest.approx(100 / 3)
+    assert data == json.loads(json.dumps(scores))
+    png = (out / S.CHART_FILE).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(out / S.CHART_FILE) as im:
+        assert im.size[0] > 400
+    report = (out / S.REPORT_FILE).read_text()
+    assert "## image->text" in report and "## speech->text" in report
+    assert "| bleu4 |" in report and "| wer |" in report
+    assert "a green \\| star" in report  # table cells escaped
+    # speech source links are relative to the report
+    assert "](../data/media/g1_0.wav)" in report
+
+
+def test_report_links_media_and_lists_unavailable(tmp_path: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(S.Judges, "asr", lambda self: (None, "judge missing here"))
+    hyps = [{"id": "g0_0", "hyp": "g0_0.wav"}]
+    d = make_hyp_dir(tmp_path / "t2s", "text", "speech", hyps, manifest)
+    sf.write(d / "g0_0.wav", np.zeros(160, dtype=np.float32), 16000)
+    S.score_runs([d], cfg=_cfg())
+    report = (d / S.REPORT_FILE).read_text()
+    assert "[g0_0.wav](g0_0.wav)" in report
+    assert "unavailable: ASR judge unavailable: judge missing here" in report
+    data = json.loads((d / S.SCORES_FILE).read_text())
+    assert data["directions"]["text->speech"]["metrics"] == {}
+
+
+def test_compare_deltas_and_direction_of_better(tmp_path: Path) -> None:
+    def scores(wer: float, bleu: float) -> dict[str, Any]:
+        return {"directions": {
+            "speech->text": {"metrics": {"wer": wer}},
+            "image->text": {"metrics": {"bleu4": bleu}},
+        }}
+
+    rows = S.compare(scores(20.0, 10.0), scores(15.0, 12.5))
+    by = {(r["direction"], r["metric"]): r for r in rows}
+    assert by[("speech->text", "wer")]["delta"] == pytest.approx(-5.0)
+    assert by[("speech->text", "wer")]["better"] == "b"  # lower WER wins
+    assert by[("image->text", "bleu4")]["delta"] == pytest.approx(2.5)
+    assert by[("image->text", "bleu4")]["better"] == "b"
+    rows = S.compare(scores(20.0, 10.0), {"directions": {"image->text": {"metrics": {"bleu4": 10.0}}}})
+    by = {(r["direction"], r["metric"]): r for r in rows}
+    assert by[("speech->text", "wer")]["b"] is None and by[("speech->text", "wer")]["delta"] is None
+    assert by[("image->text", "bleu4")]["better"] == "="
+
+
+def test_errors_name_the_file(tmp_path: Path, manifest: Path) -> None:
+    with pytest.raises(S.ScoreError, match=r"hypotheses\.jsonl not found"):
+        S.score_dir(tmp_path)
+    d = make_hyp_dir(tmp_path / "x", "image", "text", [{"id": "zz_0", "hyp": "a"}], manifest)
+    with pytest.raises(S.ScoreError, match="none of the 1 hypothesis ids"):
+        S.score_dir(d, _cfg())
+    d = make_hyp_dir(tmp_path / "y", "image", "text", [{"id": "g0_0", "hyp": "a"}], None)
+    with pytest.raises(S.ScoreError, match="--manifest"):
+        S.score_dir(d, _cfg())
+    with pytest.raises(S.ScoreError, match="run `tmt score` first"):
+        S.load_scores(tmp_path / "nothing")
+
+
+def test_cli_score_and_compare(tmp_path: Path, manifest: Path) -> None:
+    from tmt.cli import cli
+
+    a = make_hyp_dir(tmp_path / "a", "speech", "text", [{"id": "g1_0", "hyp": "a blue"}], manifest)
+    b = make_hyp_dir(tmp_path / "b", "speech", "text", [{"id": "g1_0", "hyp": "a blue square"}], manifest)
+    runner = CliRunner()
+    for d in (a, b):
+        res = runner.invoke(cli, ["score", str(d), "--no-coco"])
+        assert res.exit_code == 0, res.output
+        assert "speech->text" in res.output and "wer" in res.output
+    res = runner.invoke(cli, ["score", "--compare", str(a), str(b), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    wer = next(r for r in rows if r["metric"] == "wer")
+    assert wer["a"] == pytest.approx(100 / 3) and wer["b"] == 0.0 and wer["better"] == "b"
+    res = runner.invoke(cli, ["score", "compare", str(a), str(b)])
+    assert res.exit_code == 0 and "delta" in res.output
+    res = runner.invoke(cli, ["score", str(tmp_path / "missing")])
+    assert res.exit_code == 1 and "error:" in res.output and "hypotheses.jsonl not found" in res.output
+    res = runner.invoke(cli, ["score", "--help"])
+    assert res.exit_code == 0 and "Examples:" in res.output
+
+
+def test_text_to_image_on_scenes_uses_the_scene_parser(tmp_path: Path) -> None:
+    from tmt.corpora.scenes import (
+        ScenesConfig,
+        clean_scene,
+        parse_scene,
+        plan_scenes,
+        render_scene,
+        scene_matches,
+    )
+
+    cfg = ScenesConfig(num_scenes=8)
+    plans = []
+    for p in plan_scenes(cfg):  # keep scenes the parser reads back correctly from their own image
+        img = render_scene(p["scene"], p["render"], cfg.image_size)
+        if scene_matches(parse_scene(img), p["scene"]):
+            plans.append((p, img))
+        if len(plans) == 4:
+            break
+    assert len(plans) == 4
+    data = tmp_path / "scenes"
+    (data / "images").mkdir(parents=True)
+    rows = []
+    for p, img in plans:
+        img.save(data / "images" / f"{p['id']}.png")
+        rows.append({"id": f"{p['id']}_0", "group": p["id"], "split": "test", "image": f"images/{p['id']}.png",
+                     "speech": None, "text": p["captions"][0]["text"], "scene": clean_scene(p["scene"])})
+    write_manifest(data / "test.jsonl.gz", rows)
+    ids = [r["id"] for r in rows]
+    # rows 0 and 1: the right image; row 2: row 3's image; row 3: no output file
+    hyps = [{"id": i, "hyp": f"{i}.png"} for i in ids]
+    d = make_hyp_dir(tmp_path / "t2i", "text", "image", hyps, data / "test.jsonl.gz")
+    for k, src in ((0, 0), (1, 1), (2, 3)):
+        plans[src][1].save(d / f"{ids[k]}.png")
+    wrong = scene_matches(parse_scene(plans[3][1]), plans[2][0]["scene"])
+    e = S.score_dir(d, _cfg())
+    assert e["metrics"]["scene_exact"] == pytest.approx(100 * (2 + wrong) / 4)
+    assert e["metrics"]["scene_count"] >= e["metrics"]["scene_exact"]
+    assert e["ceiling"]["metrics"]["scene_exact"] == 100.0
+    assert any("missing" in n for n in e["notes"])
+    scores = S.score_runs([d], cfg=_cfg())
+    assert S.headline(scores["directions"]["text->image"]) == ("scene_exact", e["metrics"]["scene_exact"])
+
+
+def test_unit_outputs_are_vocoded_and_ceiling_resynthesised(tmp_path: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from tmt.models.vocoder import build_model, save_vocoder, tiny_config
+    from tmt.store.token_store import DURATION_VOCAB, TokenStoreWriter
+
+    torch.manual_seed(0)
+    cfg = tiny_config(num_units=20)
+    save_vocoder(tmp_path / "voc", build_model(cfg), cfg)
+    store = tmp_path / "store"
+    with TokenStoreWriter(store, streams={"speech": 20, "durations": DURATION_VOCAB}) as w:
+        for g in CAPTIONS:
+            for k in range(2):
+                w.add({"id": f"{g}_{k}", "group": g}, {"speech": [1, 2, 3], "durations": [2, 3, 4]})
+    hyps = [{"id": "g0_0", "hyp": "g0_0.units.txt"}, {"id": "g1_0", "hyp": "g1_0.units.txt"}]
+    d = make_hyp_dir(tmp_path / "t2s", "text", "speech", hyps, manifest,
+                     media={"g0_0.units.txt": b"1 2 3 4\n", "g1_0.units.txt": b"5 6\n"})
+
+    class ArrayJudge(FakeJudge):
+        def transcribe(self, items: list[Any]) -> list[str]:
+            self.calls.append(list(items))
+            assert all(isinstance(i, tuple) and i[1] == 16000 and i[0].ndim == 1 and i[0].size > 0 for i in items)
+            return ["a red circle", "a blue square"][: len(items)]
+
+    judge = ArrayJudge({})
+    monkeypatch.setattr(S.Judges, "asr", lambda self: (judge, ""))
+    e = S.score_dir(d, _cfg(vocoder=str(tmp_path / "voc"), ref_store=str(store)))
+    assert e["metrics"]["wer"] == 0.0
+    assert any("vocoded" in n for n in e["notes"])
+    assert "resynthesised ground-truth units" in e["ceiling"]["source"]
+    # 3 units with durations 2+3+4 frames of 20 ms at 16 kHz -> 9 * 320 samples
+    assert len(judge.calls[1][0][0]) == 9 * 320

@@ -1,0 +1,173 @@
+"""`tmt score`: metrics for translation outputs, run comparison, retrieval.
+
+    tmt score HYPDIR... [--manifest M]     score `tmt translate` batch outputs
+    tmt score --compare A B                two scores.json side by side
+    tmt score retrieval --model EXP --store S --src speech --tgt image
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from tmt.cli._common import CONTEXT, echo_json, format_table
+
+EPILOG = """\b
+Examples:
+  tmt score exp/out/image-text --manifest data/scenes/test.jsonl.gz
+  tmt score exp/out/* --out-dir exp/scores --vocoder exp/vocoder --ref-store data/scenes/store/test
+  tmt score exp/out/text-speech --asr-prompt "red green blue circle square triangle"
+  tmt score --compare exp/scores exp_bt/scores
+  tmt score retrieval --model exp/tmt --store data/scenes/store/test --src speech --tgt image
+"""
+
+
+class _DefaultGroup(click.Group):
+    """A group whose default sub-command is `run`: `tmt score DIR` == `tmt score run DIR`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultGroup, context_settings=CONTEXT, epilog=EPILOG)
+def cli() -> None:
+    """Score translations in all six directions (default sub-command: run).
+
+    Text outputs get BLEU-1..4 (+ METEOR, ROUGE-L, CIDEr) or WER/CER; speech
+    outputs are transcribed by the Whisper tiny.en judge; scene images are read
+    back by the scene parser. Judges missing from this install are reported as
+    unavailable with the reason, never as numbers.
+    """
+
+
+@cli.command("run", context_settings=CONTEXT, epilog=EPILOG)
+@click.argument("hyp_dirs", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--manifest", type=click.Path(dir_okay=False), default=None,
+              help="Raw manifest with the references (default: the one in each run.json).")
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Where scores.json, report.md and scores.png go (default: the directory, or the common parent of several).")
+@click.option("--ref-store", type=click.Path(file_okay=False), default=None,
+              help="Token store of the split: ground-truth units (ASR ceiling) and image tokens (token agreement).")
+@click.option("--vocoder", type=click.Path(file_okay=False), default=None,
+              help="Unit vocoder directory: vocodes unit-only outputs and the ground-truth units for the ceiling.")
+@click.option("--clip", "clip_dir", type=click.Path(file_okay=False), default=None,
+              help="Local transformers CLIPModel directory (image outputs of non-scene corpora).")
+@click.option("--asr-model", type=click.Path(file_okay=False), default=None,
+              help="CTranslate2 Whisper directory for the ASR judge (default: bundled tiny.en).")
+@click.option("--asr-prompt", default=None, help="Vocabulary prompt for the ASR judge (off by default, for fairness).")
+@click.option("--no-coco", is_flag=True, help="Skip METEOR/ROUGE-L/CIDEr (they start Java; slow on first use).")
+@click.option("--no-ceiling", is_flag=True, help="Do not score ground truth with the judges.")
+@click.option("--samples", default=5, help="Sample outputs per direction in report.md.")
+@click.option("--max-items", type=int, default=None, help="Score only the first N hypotheses per directory.")
+@click.option("--compare", "compare_pair", nargs=2, type=click.Path(), default=None, metavar="A B",
+              help="Print two scores.json (files or directories) side by side with deltas (B - A).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def run(
+    hyp_dirs: tuple[str, ...],
+    manifest: str | None,
+    out_dir: str | None,
+    ref_store: str | None,
+    vocoder: str | None,
+    clip_dir: str | None,
+    asr_model: str | None,
+    asr_prompt: str | None,
+    no_coco: bool,
+    no_ceiling: bool,
+    samples: int,
+    max_items: int | None,
+    compare_pair: tuple[str, str] | None,
+    as_json: bool,
+) -> None:
+    """Score hypotheses directories written by `tmt translate --output-dir`."""
+    if compare_pair:
+        if hyp_dirs:
+            raise click.UsageError("--compare takes two score files/directories and no HYP_DIRS")
+        _print_compare(*compare_pair, as_json=as_json)
+        return
+    if not hyp_dirs:
+        raise click.UsageError("give at least one hypotheses directory (or --compare A B)")
+    from tmt.evaluation.score import ScoreConfig, default_out_dir, headline, score_runs
+
+    cfg = ScoreConfig(
+        manifest=manifest, ref_store=ref_store, vocoder=vocoder, clip=clip_dir, asr_model_dir=asr_model,
+        asr_prompt=asr_prompt, coco=not no_coco, ceiling=not no_ceiling, samples=samples, max_items=max_items,
+    )
+    out = out_dir or str(default_out_dir(hyp_dirs))
+    scores = score_runs(hyp_dirs, out, cfg)
+    if as_json:
+        echo_json(scores)
+        return
+    rows: list[list[Any]] = []
+    for key, e in scores["directions"].items():
+        h = headline(e)
+        others = ", ".join(f"{m}={v:.2f}" for m, v in e["metrics"].items() if not h or m != h[0])
+        rows.append([key, e["n"], h[0] if h else "-", h[1] if h else "unavailable", others or "-"])
+    click.echo(format_table(rows, ["direction", "n", "headline", "value", "other metrics"]))
+    for key, e in scores["directions"].items():
+        for m, why in e["unavailable"].items():
+            click.echo(f"{key}: {m} unavailable: {why}")
+    click.echo(f"wrote {out}/scores.json, {out}/report.md, {out}/scores.png")
+
+
+def _print_compare(a: str, b: str, *, as_json: bool) -> None:
+    from tmt.evaluation.score import compare
+
+    rows = compare(a, b)
+    if as_json:
+        echo_json(rows)
+        return
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    click.echo(f"A = {a}\nB = {b}")
+    table = [[r["direction"], r["metric"], f(r["a"]), f(r["b"]), ("+" if (r["delta"] or 0) > 0 else "") + f(r["delta"]), r["better"] or "-"] for r in rows]
+    click.echo(format_table(table, ["direction", "metric", "A", "B", "delta", "better"]))
+
+
+@cli.command("compare", context_settings=CONTEXT, epilog=EPILOG)
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def compare_cmd(a: str, b: str, as_json: bool) -> None:
+    """Two runs' scores side by side with deltas (B - A); same as `tmt score --compare A B`."""
+    _print_compare(a, b, as_json=as_json)
+
+
+@cli.command("retrieval", context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="Experiment directory (model.pt, config.yaml, vocab.json).")
+@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False), help="Token store of the split to search.")
+@click.option("--src", default="speech", type=click.Choice(["text", "speech", "image"]), help="Query modality.")
+@click.option("--tgt", default="image", type=click.Choice(["text", "speech", "image"]), help="Candidate modality.")
+@click.option("--max-items", default=100, help="First N groups of the split (cost grows as N^2).")
+@click.option("--batch-size", default=64, help="Candidates per forward pass.")
+@click.option("--no-normalize", is_flag=True, help="Rank by the summed (not per-token) log-probability.")
+@click.option("--device", default="cpu", help="Torch device.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None, help="Also write the result as JSON here.")
+def retrieval(
+    model_dir: str, store_dir: str, src: str, tgt: str, max_items: int, batch_size: int,
+    no_normalize: bool, device: str, out: str | None,
+) -> None:
+    """R@1/5/10 of SRC queries against TGT candidates, ranked by forced-decoding log-probability."""
+    from tmt.evaluation.retrieval import RetrievalConfig, evaluate_retrieval
+    from tmt.models.tmt import load_model
+
+    model = load_model(model_dir, device=device)
+    res = evaluate_retrieval(
+        model, store_dir,
+        RetrievalConfig(src=src, tgt=tgt, max_items=max_items, batch_size=batch_size, normalize=not no_normalize),
+    )
+    res["model"] = model_dir
+    if out:
+        from tmt.io import atomic_write_json
+
+        atomic_write_json(out, res)
+    m, c = res["metrics"], res["chance"]
+    click.echo(f"{res['task']}: {res['queries']} queries x {res['candidates']} candidates")
+    click.echo(format_table(
+        [[k, m[k], c[f"chance_{k}"]] for k in ("r@1", "r@5", "r@10")] + [["median rank", m["median_rank"], "-"]],
+        ["metric", "model", "chance"],
+    ))

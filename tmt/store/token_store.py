@@ -589,7 +589,7 @@ def validate_store(root: str | Path, *, checksums: bool = True, check_ids: bool 
                 if lo < 0 or hi >= vmax:
                     raise StoreError(f"{b.bin_path}: token id {hi if hi >= vmax else lo} outside [0, {vmax})")
         for m in meta:
-            rid = m.get("id")
+            rid = str(m.get("id"))
             if rid in seen:
                 raise StoreError(f"duplicate row id '{rid}' (shard {sh['name']})")
             seen.add(rid)

@@ -1,0 +1,79 @@
+"""`tmt train`: overfitting a 20-scene store, exact resume, --init-from, refusals, outputs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tmt.cli import cli as root
+from tmt.training.checkpoint import list_steps
+from tmt.training.config import train_preset
+from tmt.training.synthetic import make_synthetic_store, synthetic_vocab
+from tmt.training.trainer import lr_lambda, train
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    make_synthetic_store(d / "store", num_scenes=20)
+    synthetic_vocab().save(d / "vocab.json")
+    return d
+
+
+def _cfg(data, **kw):
+    cfg = train_preset("tiny")
+    cfg = replace(cfg, data=replace(cfg.data, vocab=str(data / "vocab.json"), stores=[str(data / "store")], max_tokens=300),
+                  model=replace(cfg.model, dropout_p=0.1), max_steps=6, save_every=3, log_every=3, plot=False)
+    return replace(cfg, **kw)
+
+
+def test_resume_continues_exactly(data) -> None:
+    # grad accumulation + dropout: RNG, data position, optimizer and schedule all matter
+    cfg = _cfg(data, optim=replace(train_preset("tiny").optim, grad_accum=2, warmup_steps=2))
+    train(cfg, data / "full")
+    train(cfg, data / "part", stop_after=3)
+    assert list_steps(data / "part") == [3]
+    with pytest.raises(Exception, match="--resume"):
+        train(cfg, data / "part")
+    train(cfg, data / "part", resume=True)
+    a = torch.load(data / "full" / "model.pt", weights_only=True)
+    b = torch.load(data / "part" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    fresh = torch.load(data / "full" / "checkpoints" / "step_00000003" / "trainer.pt", weights_only=True)
+    assert fresh["step"] == 3 and "optimizer" in fresh and "scheduler" in fresh
+    assert not torch.equal(fresh["model"]["frontend.embed.weight"], a["frontend.embed.weight"])
+
+
+def test_init_from_and_directions(data) -> None:
+    cfg = _cfg(data, max_steps=2)
+    train(cfg, data / "stage1")
+    cfg2 = replace(cfg, data=replace(cfg.data, directions=["i2t"]), optim=replace(cfg.optim, lr=1e-4))
+    res = train(cfg2, data / "stage2", init_from=data / "stage1")
+    assert set(res.train) == {"i2t"}
+
+
+def test_refuses_store_with_other_tokenizer(data, tmp_path) -> None:
+    make_synthetic_store(tmp_path / "bad", fingerprints={"text": "x", "speech": "y", "image": "z"})
+    r = CliRunner().invoke(root, [
+        "train", "--preset", "tiny", "--vocab", str(data / "vocab.json"), "--store", str(tmp_path / "bad"), "-o", str(tmp_path / "e"),
+    ])
+    assert r.exit_code == 1
+    assert "fingerprint" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "e" / "model.pt").exists()
+
+
+def test_schedule_and_dump_config(data) -> None:
+    cfg = train_preset("tiny")
+    f = lr_lambda(replace(cfg, max_steps=100, optim=replace(cfg.optim, warmup_steps=10)))
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(99) == pytest.approx(0.0)
+    g = lr_lambda(replace(cfg, optim=replace(cfg.optim, warmup_steps=4, schedule="inverse_sqrt")))
+    assert g(15) == pytest.approx(0.5)
+    r = CliRunner().invoke(root, ["train", "--preset", "paper", "-o", "x", "--dump-config", "--set", "optim.lr=1e-4"])
+    assert r.exit_code == 0 and "model_dim: 1024" in r.output and "lr: 0.0001" in r.output

@@ -1,0 +1,366 @@
+"""Batches for training and validation, read from token stores with fairseq2's data pipeline.
+
+One example is one store row: every modality it has, as joint ids (the store's
+tokenizer-local ids plus `JointVocab.to_joint`'s offset). A batch is a list of
+rows with similar total length (length bucketing with fairseq2's
+`bucket_by_length`, lengths read from the `.idx` files alone). The trainer
+then builds the six directions from one batch: each source modality is
+encoded once and decoded into the others (`RowBatch.direction`).
+
+Several stores are mixed with `DataPipeline.sample` by weight (e.g. real data
+1.0, back-translated 0.5). Training pipelines repeat forever and reshuffle each
+pass; `state_dict()` / `load_state_dict()` restore the exact position (including
+the shuffle buffers), so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fairseq2.data.data_pipeline import DataPipeline, read_sequence
+from fairseq2.nn import BatchLayout
+from torch import Tensor
+
+from tmt import MODALITIES
+from tmt.store import StoreError
+from tmt.store.token_store import TokenStore
+from tmt.vocab import BOS, EOS, PAD, JointVocab
+
+log = logging.getLogger(__name__)
+
+ABBREV: dict[str, str] = {"t": "text", "s": "speech", "i": "image"}
+SHORT: dict[str, str] = {v: k for k, v in ABBREV.items()}
+ALL_DIRECTIONS: tuple[str, ...] = ("i2t", "i2s", "t2i", "s2i", "s2t", "t2s")
+"""The six directions (source 2 target; t text, s speech, i image)."""
+
+
+def parse_direction(name: str) -> tuple[str, str]:
+    """'i2t' -> ('image', 'text')."""
+    try:
+        a, b = name.strip().split("2")
+        src, tgt = ABBREV[a], ABBREV[b]
+    except (ValueError, KeyError):
+        raise StoreError(f"unknown direction '{name}'; expected some of {', '.join(ALL_DIRECTIONS)}") from None
+    if src == tgt:
+        raise StoreError(f"direction '{name}' translates a modality into itself")
+    return src, tgt
+
+
+def direction_name(src: str, tgt: str) -> str:
+    return f"{SHORT[src]}2{SHORT[tgt]}"
+
+
+def parse_directions(names: Sequence[str] | str) -> list[str]:
+    """Validate and normalise a direction list ('i2t,s2t' or a list); keeps the canonical order."""
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    wanted = {direction_name(*parse_direction(n)) for n in names}
+    if not wanted:
+        raise StoreError("no directions given; expected some of " + ", ".join(ALL_DIRECTIONS))
+    return [d for d in ALL_DIRECTIONS if d in wanted]
+
+
+@dataclass
+class StoreSpec:
+    """A token store and its sampling weight."""
+
+    path: str
+    weight: float = 1.0
+
+
+def parse_store_spec(spec: str) -> StoreSpec:
+    """'PATH' or 'PATH=WEIGHT' (the text after the last '=' must be a number)."""
+    path, sep, w = spec.rpartition("=")
+    if sep:
+        try:
+            weight = float(w)
+        except ValueError:
+            return StoreSpec(spec, 1.0)
+        if weight <= 0:
+            raise StoreError(f"store weight must be > 0, got '{spec}'")
+        return StoreSpec(path, weight)
+    return StoreSpec(spec, 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# batches
+# --------------------------------------------------------------------------------------
+@dataclass
+class DirectionBatch:
+    """Tensors of one direction: encoder input, decoder input and targets (joint ids)."""
+
+    source: Tensor
+    """(N, S) `x1..xn <eos>`, right-padded with <pad>."""
+    source_lens: list[int]
+    target_in: Tensor
+    """(N, T) `<bos:tgt> y1..ym`."""
+    target_out: Tensor
+    """(N, T) `y1..ym <eos>`, pad=0."""
+    target_lens: list[int]
+
+    @property
+    def source_layout(self) -> BatchLayout:
+        return BatchLayout.of(self.source, self.source_lens)
+
+    @property
+    def target_layout(self) -> BatchLayout:
+        return BatchLayout.of(self.target_in, self.target_lens)
+
+    @property
+    def num_target_tokens(self) -> int:
+        return int(sum(self.target_lens))
+
+
+def pad_stack(seqs: Sequence[Tensor], pad: int = PAD) -> Tensor:
+    """Right-pad 1-d sequences into (N, max_len)."""
+    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=pad)
+
+
+def encoder_input(seqs: Sequence[Tensor]) -> tuple[Tensor, list[int]]:
+    """`x1..xn <eos>` per row, padded -> ((N, S), lengths)."""
+    eos = torch.tensor([EOS], dtype=torch.long)
+    full = [torch.cat([s.long(), eos]) for s in seqs]
+    return pad_stack(full), [len(s) for s in full]
+
+
+def decoder_io(seqs: Sequence[Tensor], modality: str) -> tuple[Tensor, Tensor, list[int]]:
+    """Decoder input `<bos:m> y1..ym` and target `y1..ym <eos>`, padded, and their lengths."""
+    bos = torch.tensor([BOS[modality]], dtype=torch.long)
+    eos = torch.tensor([EOS], dtype=torch.long)
+    ins = [torch.cat([bos, s.long()]) for s in seqs]
+    outs = [torch.cat([s.long(), eos]) for s in seqs]
+    return pad_stack(ins), pad_stack(outs), [len(s) for s in ins]
+
+
+@dataclass
+class RowBatch:
+    """Rows of one bucket: per modality, the joint-id sequence of each row (None: absent)."""
+
+    ids: list[str]
+    seqs: dict[str, list[Tensor | None]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows_with(self, *modalities: str) -> list[int]:
+        return [i for i in range(len(self.ids)) if all(self.seqs[m][i] is not None for m in modalities)]
+
+    def source(self, modality: str, rows: Sequence[int]) -> tuple[Tensor, list[int]]:
+        return encoder_input([self.seqs[modality][i] for i in rows])  # type: ignore[misc]
+
+    def direction(self, src: str, tgt: str) -> DirectionBatch | None:
+        """The batch of one direction (rows having both modalities), or None if there are none."""
+        rows = self.rows_with(src, tgt)
+        if not rows:
+            return None
+        s, sl = self.source(src, rows)
+        ti, to, tl = decoder_io([self.seqs[tgt][i] for i in rows], tgt)  # type: ignore[misc]
+        return DirectionBatch(s, sl, ti, to, tl)
+
+    def num_tokens(self) -> int:
+        return sum(len(x) for v in self.seqs.values() for x in v if x is not None)
+
+
+def collate_rows(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    # [{"id": str, "key": Tensor, "text": Tensor|None, ...}] -> {"ids": [str], "text": [Tensor|None], ...}
+    # (plain containers: the pipeline state, prefetch buffer included, must load with weights_only=True)
+    out: dict[str, Any] = {"ids": [e["id"] for e in examples]}
+    for m in MODALITIES:
+        out[m] = [e.get(m) for e in examples]
+    return out
+
+
+def to_row_batch(d: dict[str, Any]) -> RowBatch:
+    return RowBatch(ids=list(d["ids"]), seqs={m: list(d[m]) for m in MODALITIES})
+
+
+# --------------------------------------------------------------------------------------
+# the reader
+# --------------------------------------------------------------------------------------
+def bucket_sizes(max_tokens: int, max_len: int) -> list[tuple[int, int]]:
+    """(rows per batch, max row length) pairs with rows * length <= max_tokens.
+
+    Like fairseq2's `create_bucket_sizes`, without its requirement that max_tokens be a
+    multiple of the longest row (rows here are whole multimodal examples of any length)."""
+    if max_len > max_tokens:
+        raise StoreError(
+            f"a row of {max_len} tokens does not fit in a batch of max_tokens={max_tokens}; raise "
+            "data.max_tokens or lower model.max_seq_len"
+        )
+    out: list[tuple[int, int]] = []
+    for length in range(1, max_len + 1):
+        n = max_tokens // length
+        if out and out[-1][0] == n:
+            out[-1] = (n, length)
+        else:
+            out.append((n, length))
+    return out
+
+
+class BatchReader:
+    """Length-bucketed `RowBatch`es from one or more weighted token stores.
+
+    `train=True`: sharded by `rank`, shuffled, repeated forever, stores mixed by weight.
+    `train=False`: one deterministic pass (validation), sharded by `rank`.
+    """
+
+    def __init__(
+        self,
+        stores: Sequence[StoreSpec | str],
+        vocab: JointVocab,
+        *,
+        directions: Sequence[str] = ALL_DIRECTIONS,
+        max_tokens: int = 4096,
+        max_seq_len: int = 1024,
+        train: bool = True,
+        shuffle_window: int = 10_000,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        prefetch: int = 2,
+        check_fingerprints: bool = True,
+    ) -> None:
+        specs = [parse_store_spec(s) if isinstance(s, str) else s for s in stores]
+        if not specs:
+            raise StoreError("no token store given (--store PATH)")
+        self.vocab = vocab
+        self.directions = parse_directions(list(directions))
+        self.pairs = [parse_direction(d) for d in self.directions]
+        self.max_seq_len = max_seq_len
+        self.stores = [TokenStore(s.path) for s in specs]
+        self.weights = [s.weight for s in specs]
+        self.num_skipped = 0
+        indices: list[np.ndarray] = []
+        max_key = 1
+        self._keys: list[np.ndarray] = []
+        self._ok: list[dict[str, np.ndarray]] = []
+        for spec, store in zip(specs, self.stores, strict=True):
+            self._check_store(spec.path, store, check_fingerprints)
+            usable, keys, ok = self._usable_rows(store)
+            self._keys.append(keys)
+            self._ok.append(ok)
+            mine = usable[rank::world_size]
+            if len(mine) == 0:
+                raise StoreError(
+                    f"store {spec.path} has no rows usable for directions {','.join(self.directions)} "
+                    f"on rank {rank} of {world_size} ({len(usable)} usable rows in all)"
+                )
+            indices.append(mine)
+            max_key = max(max_key, int(keys[usable].max()))
+        self.num_rows = sum(len(i) for i in indices)
+        self.max_tokens = max(max_tokens, max_key)
+        if max_tokens < max_key:
+            log.warning("data.max_tokens %d < the longest row (%d tokens); using %d", max_tokens, max_key, max_key)
+        sizes = bucket_sizes(self.max_tokens, max_key)
+
+        pipes = []
+        for k, idx in enumerate(indices):
+            b = read_sequence([(k, int(i)) for i in idx])  # -> (store k, row i)
+            if train:
+                b = b.shuffle(shuffle_window, seed=seed + 1000 * k + rank).repeat()
+            pipes.append(b.and_return())
+        if train:
+            builder = DataPipeline.sample(pipes, weights=self.weights, seed=seed + 7 + rank)
+        else:
+            builder = DataPipeline.concat(pipes)
+        builder = builder.map(self._load_row)  # -> {"id", "key": (L,), "text"/"speech"/"image": (n,) | None}
+        builder = builder.bucket_by_length(sizes, selector="key", drop_remainder=False)  # -> [example, ...]
+        builder = builder.map(collate_rows)  # -> {"ids": [...], "text": [Tensor | None, ...], ...}
+        if prefetch > 0:
+            builder = builder.prefetch(prefetch)
+        self.pipeline = builder.and_return()
+
+    # ---- setup helpers ---------------------------------------------------------
+    def _check_store(self, path: str, store: TokenStore, check_fingerprints: bool) -> None:
+        if check_fingerprints:
+            self.vocab.check_fingerprints(
+                {m: fp for m, fp in store.fingerprints.items() if m in MODALITIES}, what=f"store {path}"
+            )
+        for m in MODALITIES:
+            if m in store.streams and m in self.vocab.sizes:
+                have, want = store.vocab_sizes[m], self.vocab.sizes[m]
+                if have > want:
+                    raise StoreError(
+                        f"store {path}: {m} vocabulary size {have} exceeds vocab.json's {want}; "
+                        "the store was made by a different tokenizer (rebuild vocab.json or re-tokenize)"
+                    )
+        if not store.complete:
+            log.warning("store %s is not marked complete (tokenization still running or interrupted?)", path)
+
+    def _usable_rows(self, store: TokenStore) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Rows with at least one enabled direction (both sides present and short enough),
+        and each row's bucketing key (its total length over the usable modalities)."""
+        n = len(store)
+        skipped = 0
+        ok: dict[str, np.ndarray] = {}
+        total = np.zeros(n, dtype=np.int64)
+        for m in MODALITIES:
+            if m in store.streams and self.vocab.sizes.get(m, 0) > 0:
+                lens = store.lengths(m)
+                fits = (lens > 0) & (lens + 1 <= self.max_seq_len)
+                skipped += int(((lens > 0) & ~fits).sum())
+                ok[m] = fits
+                total += np.where(fits, lens + 1, 0)
+            else:
+                ok[m] = np.zeros(n, dtype=bool)
+        usable = np.zeros(n, dtype=bool)
+        for src, tgt in self.pairs:
+            usable |= ok[src] & ok[tgt]
+        self.num_skipped += skipped
+        if skipped:
+            log.warning(
+                "%s: %d sequences longer than model.max_seq_len-1 (%d) are left out",
+                store.root, skipped, self.max_seq_len - 1,
+            )
+        return np.flatnonzero(usable), np.maximum(total, 1), ok
+
+    def _load_row(self, item: tuple[int, int]) -> dict[str, Any]:
+        k, i = item
+        store, ok = self.stores[k], self._ok[k]
+        ex: dict[str, Any] = {"id": f"{k}:{store.meta(i)['id']}" if len(self.stores) > 1 else str(store.meta(i)["id"])}
+        for m in MODALITIES:
+            if ok[m][i]:
+                ex[m] = torch.from_numpy(self.vocab.to_joint(m, store.tokens(i, m)))
+            else:
+                ex[m] = None
+        ex["key"] = torch.empty(int(self._keys[k][i]), dtype=torch.int8)  # length only, for bucketing
+        return ex
+
+    # ---- iteration and state -----------------------------------------------------
+    def __iter__(self) -> Iterator[RowBatch]:
+        for d in self.pipeline:
+            yield to_row_batch(d)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.pipeline.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pipeline.reset()
+        self.pipeline.load_state_dict(state)
+
+    def reset(self) -> None:
+        self.pipeline.reset()
+
+    def close(self) -> None:
+        """Drop the pipeline now. fairseq2n's exit handler can crash on a pipeline still
+        alive at interpreter shutdown (seen with 0.8.1), so owners should close readers."""
+        import gc
+
+        self.pipeline = None  # type: ignore[assignment]
+        gc.collect()
+
+    def __enter__(self) -> BatchReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def store_paths(specs: Sequence[StoreSpec]) -> list[Path]:
+    return [Path(s.path) for s in specs]

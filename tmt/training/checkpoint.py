@@ -1,0 +1,187 @@
+"""Training checkpoints: atomic step directories, keep-last-N + best, exact resume.
+
+    exp_dir/checkpoints/step_00000300/
+        trainer.pt     model, optimizer, scheduler, step, best (written by rank 0)
+        rank0.pt       RNG states and data-pipeline position of rank 0
+        rank1.pt       ... one per process
+    exp_dir/checkpoints/best.json   {"step": ..., "loss": ...}
+
+A step directory is written as `step_XXXXXXXX.tmp/` and renamed once every rank
+has written its part, so a killed run never leaves a half checkpoint that
+`--resume` would pick up. Everything loads with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tmt import TmtError
+from tmt.io import atomic_open, atomic_write_json, fsync_dir
+from tmt.training.distributed import DistInfo, barrier
+
+log = logging.getLogger(__name__)
+
+CKPT_DIR = "checkpoints"
+_STEP_RE = re.compile(r"^step_(\d{8})$")
+
+
+class CheckpointError(TmtError):
+    """A checkpoint is missing, incomplete or does not fit this run."""
+
+
+def step_dir(exp_dir: str | Path, step: int) -> Path:
+    return Path(exp_dir) / CKPT_DIR / f"step_{step:08d}"
+
+
+def list_steps(exp_dir: str | Path) -> list[int]:
+    """Steps with a complete checkpoint, ascending."""
+    root = Path(exp_dir) / CKPT_DIR
+    if not root.is_dir():
+        return []
+    steps = []
+    for p in root.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and p.is_dir() and (p / "trainer.pt").is_file():
+            steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
+def read_best(exp_dir: str | Path) -> dict[str, Any] | None:
+    p = Path(exp_dir) / CKPT_DIR / "best.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states of torch (CPU and CUDA), numpy and Python, in weights_only-loadable types."""
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [str(np_state[0]), torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), *map(float, np_state[2:])],
+        "python": [*random.getstate()[1], random.getstate()[0]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    py = state["python"]
+    random.setstate((int(py[-1]), tuple(int(x) for x in py[:-1]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def save_checkpoint(
+    exp_dir: str | Path,
+    step: int,
+    info: DistInfo,
+    *,
+    trainer_state: dict[str, Any] | None,
+    rank_state: dict[str, Any],
+    keep_last: int,
+) -> Path:
+    """Collective: every rank calls it; rank 0 passes `trainer_state`."""
+    final = step_dir(exp_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if info.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    barrier(info)
+    _torch_save(rank_state, tmp / f"rank{info.rank}.pt")
+    if info.is_main:
+        assert trainer_state is not None
+        _torch_save(trainer_state, tmp / "trainer.pt")
+    barrier(info)
+    if info.is_main:
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        fsync_dir(final.parent)
+        prune(exp_dir, keep_last)
+    barrier(info)
+    return final
+
+
+def update_best(exp_dir: str | Path, step: int, loss: float) -> bool:
+    """Record `step` as best if its validation loss is lower; True if it is the new best."""
+    best = read_best(exp_dir)
+    if best is not None and best["loss"] <= loss:
+        return False
+    (Path(exp_dir) / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(exp_dir) / CKPT_DIR / "best.json", {"step": step, "loss": loss})
+    return True
+
+
+def prune(exp_dir: str | Path, keep_last: int) -> None:
+    """Delete step checkpoints except the last `keep_last` and the best one."""
+    steps = list_steps(exp_dir)
+    best = read_best(exp_dir)
+    keep = set(steps[-keep_last:]) if keep_last > 0 else set()
+    if best is not None:
+        keep.add(int(best["step"]))
+    for s in steps:
+        if s not in keep:
+            shutil.rmtree(step_dir(exp_dir, s), ignore_errors=True)
+    root = Path(exp_dir) / CKPT_DIR
+    for p in root.glob("step_*.tmp"):  # leftovers of a killed save
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def load_checkpoint(
+    exp_dir: str | Path, info: DistInfo, step: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(trainer state, this rank's state or None) of `step` (default: the latest)."""
+    steps = list_steps(exp_dir)
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {Path(exp_dir) / CKPT_DIR}")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise CheckpointError(f"no checkpoint for step {step} in {exp_dir} (have {steps})")
+    d = step_dir(exp_dir, step)
+    trainer = torch.load(d / "trainer.pt", map_location="cpu", weights_only=True)
+    rank_path = d / f"rank{info.rank}.pt"
+    rank = torch.load(rank_path, map_location="cpu", weights_only=True) if rank_path.is_file() else None
+    return trainer, rank
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights from an experiment dir (its model.pt), a step dir, or a .pt file
+    (plain state dict or a trainer checkpoint with a `model` entry)."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "trainer.pt").is_file():
+            p = p / "trainer.pt"
+        elif (p / "model.pt").is_file():
+            p = p / "model.pt"
+        else:
+            steps = list_steps(p)
+            if not steps:
+                raise CheckpointError(f"{path}: no model.pt, trainer.pt or checkpoints/ found")
+            p = step_dir(p, steps[-1]) / "trainer.pt"
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{p} does not hold a state dict")
+    return state

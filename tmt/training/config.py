@@ -1,0 +1,131 @@
+"""Training configuration (`tmt train`): dataclasses, presets and `config.yaml` round trip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from tmt import TmtError
+from tmt.models.tmt import PRESETS, TmtModelConfig, get_preset
+from tmt.store.pipeline import ALL_DIRECTIONS
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Which token stores to read and how to batch them."""
+
+    vocab: str = ""
+    """Path of the joint vocabulary (vocab.json); stores must match its fingerprints."""
+    stores: list[str] = field(default_factory=list)
+    """Training stores, each `PATH` or `PATH=WEIGHT` (sampling weight, default 1), e.g. `data/bt=0.5`."""
+    valid_stores: list[str] = field(default_factory=list)
+    """Validation stores (one pass each validation; loss and accuracy per direction)."""
+    directions: list[str] = field(default_factory=lambda: list(ALL_DIRECTIONS))
+    """Directions trained with equal weight: some of i2t,i2s,t2i,s2i,s2t,t2s."""
+    max_tokens: int = 4096
+    """Tokens per batch and process (rows * their longest total length, all modalities)."""
+    shuffle_window: int = 10_000
+    """Rows held in the shuffle buffer (0: shuffle each store fully in memory)."""
+    prefetch: int = 2
+    """Batches prepared ahead in a background thread."""
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """AdamW, learning-rate schedule, clipping, accumulation, loss."""
+
+    lr: float = 5e-4
+    """Peak learning rate (after warm-up)."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases and norms)."""
+    schedule: Literal["cosine", "inverse_sqrt", "constant"] = "cosine"
+    """Decay after warm-up: cosine to min_lr_ratio*lr at max_steps, inverse square root, or none."""
+    warmup_steps: int = 1000
+    """Linear warm-up steps from 0 to lr."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate of the cosine schedule, as a fraction of lr."""
+    clip_norm: float = 1.0
+    """Clip the global gradient norm to this value (0: no clipping)."""
+    grad_accum: int = 1
+    """Batches accumulated per optimizer step."""
+    label_smoothing: float = 0.1
+    """Label smoothing over the target modality's slice (the paper: 0.1)."""
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Everything `tmt train` needs besides the experiment directory; written to config.yaml."""
+
+    preset: str = "demo"
+    """The preset this config started from (informational)."""
+    model: TmtModelConfig = field(default_factory=TmtModelConfig)
+    """Model architecture."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Stores and batching."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and schedule."""
+    max_steps: int = 10_000
+    """Optimizer steps in total (the schedule runs to here)."""
+    valid_every: int = 500
+    """Validate every N steps (and at the end) when valid stores are given."""
+    save_every: int = 500
+    """Write a checkpoint every N steps (and at the end)."""
+    keep_last: int = 3
+    """Checkpoints kept besides the best one."""
+    log_every: int = 50
+    """Log training loss/accuracy per direction every N steps."""
+    seed: int = 0
+    """Seed for initialisation, shuffling and dropout."""
+    device: str = "auto"
+    """`auto` (cuda if available, else cpu), `cpu`, `cuda` or `cuda:N`."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Autocast dtype: auto = bfloat16 on GPU, float32 on CPU."""
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    """Data parallelism under torchrun: DDP, or FSDP (shards parameters; for `paper`)."""
+    plot: bool = True
+    """Write curves.png (training/validation curves) at each validation and at the end."""
+    num_threads: int = 0
+    """torch CPU threads per process (0: torch's default)."""
+
+    def validate(self) -> None:
+        self.model.validate()
+        if self.max_steps < 1:
+            raise TmtError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.optim.grad_accum < 1:
+            raise TmtError(f"optim.grad_accum must be >= 1, got {self.optim.grad_accum}")
+        if not 0 <= self.optim.label_smoothing < 1:
+            raise TmtError(f"optim.label_smoothing must be in [0, 1), got {self.optim.label_smoothing}")
+        for n in ("valid_every", "save_every", "log_every"):
+            if getattr(self, n) < 1:
+                raise TmtError(f"{n} must be >= 1")
+
+
+def train_preset(name: str) -> TrainConfig:
+    """A full training config for a named preset (model preset + matching optimisation)."""
+    if name not in PRESETS:
+        raise TmtError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    cfg = TrainConfig(preset=name, model=get_preset(name))
+    if name == "tiny":
+        return replace(
+            cfg, max_steps=150, valid_every=50, save_every=50, log_every=25,
+            data=DataConfig(max_tokens=1024), optim=OptimConfig(lr=1e-2, warmup_steps=10, weight_decay=0.0),
+        )
+    if name == "demo":
+        return replace(
+            cfg, max_steps=2000, valid_every=250, save_every=250, log_every=50,
+            data=DataConfig(max_tokens=4096), optim=OptimConfig(lr=1e-3, warmup_steps=200),
+        )
+    if name == "base":
+        return replace(
+            cfg, max_steps=100_000, valid_every=2000, save_every=2000, log_every=100,
+            data=DataConfig(max_tokens=8192), optim=OptimConfig(lr=5e-4, warmup_steps=4000),
+        )
+    # paper
+    return replace(
+        cfg, max_steps=300_000, valid_every=5000, save_every=5000, log_every=100,
+        data=DataConfig(max_tokens=8192), optim=OptimConfig(lr=5e-4, warmup_steps=4000),
+    )

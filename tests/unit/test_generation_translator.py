@@ -1,0 +1,363 @@
+"""Translator, batch output directory and `tmt translate` CLI on a random tiny model with small
+stand-in tokenizers (registered for this test only), so these run without fitted assets.
+The end-to-end test with the real tokenizers and a trained model is
+tests/integration/test_translate.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from tmt.generation.batch import merge_parts, translate_to_dir
+from tmt.generation.generator import GenerationConfig
+from tmt.generation.translator import TranslateError, Translator, infer_modality
+from tmt.models.tmt import create_model, get_preset, save_model
+from tmt.tokenizers import base as tok_base
+from tmt.vocab import FingerprintMismatch, JointVocab, TokenizerInfo
+
+torch.set_num_threads(1)
+
+SIZES = {"text": 40, "speech": 30, "image": 48}
+IMAGE_LEN = 8
+WORDS = [f"w{i}" for i in range(SIZES["text"])]
+
+
+# ---- stand-in tokenizers: real file reading, trivial token maps ------------------------------
+class _Fake:
+    modality = ""
+    vocab_size = 0
+
+    def __init__(self, fingerprint: str | None = None) -> None:
+        self.name = f"fake-{self.modality}"
+        self.card: dict[str, Any] = {}
+        self.fingerprint = fingerprint or f"fp-{self.modality}"
+
+    def save(self, directory: str | Path) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "tokenizer.json").write_text(json.dumps({
+            "kind": self.modality, "class": f"fake-{self.modality}", "name": self.name,
+            "vocab_size": self.vocab_size, "fingerprint": self.fingerprint,
+        }))
+
+    @classmethod
+    def load(cls, directory: str | Path, **_: Any) -> _Fake:
+        info = json.loads((Path(directory) / "tokenizer.json").read_text())
+        return cls(info["fingerprint"])
+
+
+class FakeText(_Fake):
+    modality = "text"
+    vocab_size = SIZES["text"]
+
+    def encode(self, batch: Sequence[str]) -> list[np.ndarray]:
+        return [np.array([sum(map(ord, w)) % self.vocab_size for w in t.split()]) for t in batch]
+
+    def decode(self, tokens: Sequence[np.ndarray]) -> list[str]:
+        return [" ".join(WORDS[int(i)] for i in t) for t in tokens]
+
+
+class FakeSpeech(_Fake):
+    modality = "speech"
+    vocab_size = SIZES["speech"]
+
+    def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
+        out = []
+        for p in batch:
+            try:
+                wav, _ = sf.read(str(p), dtype="float32")
+            except Exception as e:
+                raise tok_base.TokenizerError(f"{p}: not an audio file ({e})") from None
+            frames = wav[: len(wav) // 320 * 320].reshape(-1, 320)
+            out.append((np.abs(frames).mean(1) * 1000).astype(np.int64) % self.vocab_size)
+        return out
+
+
+class FakeImage(_Fake):
+    modality = "image"
+    vocab_size = SIZES["image"]
+    tokens_per_image = IMAGE_LEN
+
+    def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
+        out = []
+        for p in batch:
+            try:
+                im = p if isinstance(p, Image.Image) else Image.open(p)
+                a = np.asarray(im.convert("L").resize((IMAGE_LEN, 1)), dtype=np.int64)[0]
+            except Exception as e:
+                raise tok_base.TokenizerError(f"{p}: not an image ({e})") from None
+            out.append(a % self.vocab_size)
+        return out
+
+    def decode(self, tokens: Sequence[np.ndarray]) -> list[Image.Image]:
+        return [Image.fromarray((np.asarray(t, dtype=np.uint8) * 5).reshape(2, 4)).convert("RGB") for t in tokens]
+
+
+class FakeVocoder:
+    sample_rate = 16000
+
+    def synthesize(self, units: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [np.sin(np.arange(320 * len(u)) * 0.05).astype(np.float32) * 0.1 for u in units]
+
+
+@pytest.fixture(autouse=True)
+def _registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cls in (FakeText, FakeSpeech, FakeImage):
+        monkeypatch.setitem(tok_base.REGISTRY, f"fake-{cls.modality}", f"{__name__}:{cls.__name__}")
+
+
+@pytest.fixture(scope="module")
+def exp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory whose vocab.json points at the stand-in tokenizers."""
+    root = tmp_path_factory.mktemp("exp")
+    infos = {}
+    for cls in (FakeText, FakeSpeech, FakeImage):
+        tok = cls()
+        tok.save(root / "tok" / tok.modality)
+        infos[tok.modality] = TokenizerInfo(
+            name=tok.name, size=tok.vocab_size, fingerprint=tok.fingerprint, path=str(root / "tok" / tok.modality)
+        )
+    vocab = JointVocab(infos)
+    torch.manual_seed(0)
+    save_model(create_model(get_preset("tiny"), vocab), root / "model")
+    return root
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(0)
+    sf.write(d / "hello.wav", (rng.standard_normal(16000) * 0.1).astype(np.float32), 16000)
+    sf.write(d / "bye.flac", (rng.standard_normal(8000) * 0.2).astype(np.float32), 16000)
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / "pic.png")
+    (d / "caption.txt").write_text("a red circle\n")
+    (d / "broken.wav").write_bytes(b"RIFF not really audio")
+    (d / "broken.png").write_bytes(b"\x89PNG broken")
+    (d / "empty.txt").write_text("\n  \n")
+    return {p.name: p for p in d.iterdir()}
+
+
+@pytest.fixture
+def translator(exp: Path) -> Translator:
+    return Translator.from_checkpoint(exp / "model", config=GenerationConfig(beam_size=3, batch_size=4))
+
+
+def test_infer_modality(media: dict[str, Path]) -> None:
+    assert infer_modality(media["hello.wav"]) == "speech"
+    assert infer_modality(str(media["bye.flac"])) == "speech"
+    assert infer_modality(media["pic.png"]) == "image"
+    assert infer_modality(str(media["caption.txt"])) == "text"
+    assert infer_modality("a dog runs.txt") == "text"  # not a file: plain text
+    assert infer_modality(Image.new("RGB", (4, 4))) == "image"
+    with pytest.raises(TranslateError, match="extension"):
+        infer_modality(Path("x.mp4"))
+
+
+def test_all_six_directions(translator: Translator, media: dict[str, Path]) -> None:
+    srcs = {"speech": media["hello.wav"], "image": media["pic.png"], "text": "a red circle"}
+    for src, item in srcs.items():
+        res = translator.translate_many([item], tgts=[m for m in srcs if m != src])[0]
+        for tgt, r in res.items():
+            assert (r.src, r.tgt) == (src, tgt)
+            assert np.isfinite(r.score) and len(r.tokens) >= 1
+            if tgt == "text":
+                assert isinstance(r.text, str) and r.text.split() and all(w in WORDS for w in r.text.split())
+            elif tgt == "image":
+                assert len(r.tokens) == IMAGE_LEN and isinstance(r.image, Image.Image)
+            else:
+                assert r.waveform is None and r.units is not None and r.units.max() < SIZES["speech"]
+
+
+def test_pivot_cascade_records_the_intermediate(translator: Translator, media: dict[str, Path]) -> None:
+    [r] = translator.translate([media["hello.wav"]], tgt="image", via="text")
+    assert (r.src, r.via, r.tgt) == ("speech", "text", "image")
+    assert r.pivot is not None and r.pivot.tgt == "text" and r.pivot.text
+    assert len(r.tokens) == IMAGE_LEN
+    direct = translator.translate_tokens([r.pivot.tokens], src="text", tgt="image")[0]
+    np.testing.assert_array_equal(direct.tokens, r.tokens)
+
+
+def test_vocoder_gives_waveforms(exp: Path, tmp_path: Path) -> None:
+    tr = Translator.from_checkpoint(exp / "model")
+    tr._vocoder = FakeVocoder()
+    [r] = tr.translate(["a red circle"], tgt="speech")
+    assert r.waveform is not None and r.sample_rate == 16000 and len(r.waveform) == 320 * len(r.tokens)
+    p = r.save(tmp_path / "x.wav")
+    wav, sr = sf.read(p)
+    assert sr == 16000 and len(wav) == len(r.waveform)
+
+
+def test_input_errors_name_the_input(translator: Translator, media: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(TranslateError, match=r"not found: .*nope\.wav"):
+        translator.translate([tmp_path / "nope.wav"], tgt="text")
+    with pytest.raises(tok_base.TokenizerError, match=r"broken\.wav"):
+        translator.translate([media["broken.wav"]], tgt="text")
+    with pytest.raises(tok_base.TokenizerError, match=r"broken\.png"):
+        translator.translate([media["broken.png"]], tgt="text")
+    with pytest.raises(TranslateError, match="empty"):
+        translator.translate(["   "], tgt="image", src="text")
+    with pytest.raises(TranslateError, match="empty"):
+        translator.translate([media["empty.txt"]], tgt="image")
+    with pytest.raises(TranslateError, match="unknown target modality 'video'"):
+        translator.translate(["hi"], tgt="video")
+    with pytest.raises(TranslateError, match="both text"):
+        translator.translate(["hi"], tgt="text")
+
+
+def test_fingerprint_mismatch_is_refused(exp: Path, tmp_path: Path) -> None:
+    other = FakeSpeech("fp-something-else")
+    other.save(tmp_path / "speech2")
+    tr = Translator.from_checkpoint(exp / "model", tokenizers={"speech": tmp_path / "speech2"})
+    with pytest.raises(FingerprintMismatch, match="speech"):
+        tr.tokenizer("speech")
+    tr = Translator.from_checkpoint(exp / "model", tokenizers={"speech": tmp_path / "missing"})
+    with pytest.raises(TranslateError, match="--tokenizer speech=DIR"):
+        tr.tokenizer("speech")
+
+
+def test_output_dir_contract(translator: Translator, media: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    items = [media["hello.wav"], media["bye.flac"], media["hello.wav"]]
+    path = translate_to_dir(
+        translator, items, ["a", "b", "c"], src="speech", tgt="image", via=None, output_dir=out,
+        run_info={"src": "speech", "tgt": "image", "via": None, "manifest": None, "split": None,
+                  "model": "m", "beam_size": 3}, groups={"a": "g1", "b": "g1", "c": "g2"}, chunk=2,
+    )
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["a", "b", "c"] and [x["group"] for x in lines] == ["g1", "g1", "g2"]
+    for x in lines:
+        assert set(x) == {"id", "group", "src", "tgt", "hyp", "tokens", "score", "via"}
+        assert x["hyp"] == f"{x['id']}.png" and len(x["tokens"]) == IMAGE_LEN
+        assert Image.open(out / x["hyp"]).size == (4, 2)
+    run = json.loads((out / "run.json").read_text())
+    assert run["num"] == 3 and run["tgt"] == "image"
+    assert not list(out.glob(".staging*"))
+
+
+def test_output_dir_is_all_or_nothing(translator: Translator, media: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    items = [media["hello.wav"], media["bye.flac"], media["broken.wav"]]
+    with pytest.raises(tok_base.TokenizerError):
+        translate_to_dir(translator, items, ["a", "b", "c"], src="speech", tgt="image", via=None,
+                         output_dir=out, run_info={}, chunk=2)
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_shards_merge_in_order(translator: Translator, tmp_path: Path) -> None:
+    texts = ["one two", "three", "four five six", "seven"]
+    ids = ["t1", "t2", "t3", "t4"]
+    for k in (1, 0):  # finishing out of order still merges in k order
+        sl = slice(k * 2, k * 2 + 2)
+        translate_to_dir(translator, texts[sl], ids[sl], src="text", tgt="speech", via=None,
+                         output_dir=tmp_path, run_info={"tgt": "speech"}, shard=(k, 2))
+    lines = [json.loads(x) for x in (tmp_path / "hypotheses.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == ids
+    assert all(x["hyp"] == f"{x['id']}.units.txt" for x in lines)
+    units = (tmp_path / "t3.units.txt").read_text().split()
+    assert [int(u) for u in units] == lines[2]["tokens"]
+    assert json.loads((tmp_path / "run.json").read_text())["num"] == 4
+    assert merge_parts(tmp_path, 3) is None
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+def run(*args: str, input: str | None = None) -> Any:
+    from tmt.cli import cli
+
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def test_cli_text_to_stdout_and_jsonl(exp: Path, media: dict[str, Path]) -> None:
+    m = str(exp / "model")
+    r = run("translate", "--model", m, "--to", "text", str(media["hello.wav"]), str(media["pic.png"]))
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(all(w in WORDS for w in ln.split()) for ln in lines)
+    r = run("translate", "--model", m, "--to", "text", "--format", "jsonl", "--greedy", str(media["hello.wav"]))
+    rec = json.loads(r.stdout)
+    assert rec["id"] == "hello" and rec["src"] == "speech" and isinstance(rec["score"], float)
+
+
+def test_cli_files_stdin_and_units(exp: Path, media: dict[str, Path], tmp_path: Path) -> None:
+    m = str(exp / "model")
+    out = tmp_path / "o.png"
+    r = run("translate", "--model", m, "--to", "image", str(media["caption.txt"]), "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert Image.open(out).size == (4, 2)
+    r = run("translate", "--model", m, "--to", "speech", "--text", "a red circle", "-o", str(tmp_path / "s.wav"))
+    assert r.exit_code == 0, r.output
+    assert "units" in r.stderr and (tmp_path / "s.units.txt").is_file() and not (tmp_path / "s.wav").exists()
+    r = run("translate", "--model", m, "--to", "image", "--output-dir", str(tmp_path / "d"), input="one\ntwo\n")
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in (tmp_path / "d" / "hypotheses.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["line-0001", "line-0002"]
+    r = run("translate", "--model", m, "--to", "image", "--via", "text", str(media["hello.wav"]), "-o", str(tmp_path / "c.png"))
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--to", "video", "x.wav"], "unknown --to modality 'video'"),
+        (["--to", "text", "missing.wav"], "not found: missing.wav"),
+        (["--to", "text", "clip.mp4"], "cannot tell the modality"),
+        (["--to", "image", "--text", ""], "empty"),
+        (["--to", "image", "--text", "hi"], "give -o FILE"),
+        (["--to", "image", "--text", "a", "--text", "b", "-o", "x.png"], "single input"),
+        (["--to", "image", "--text", "a", "-o", "x.wav"], "must end in"),
+        (["--to", "text", "--text", "a"], "already text"),
+        (["--to", "image", "--via", "image", "--text", "a", "-o", "x.png"], "pivot"),
+    ],
+)
+def test_cli_errors(exp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    r = run("translate", "--model", str(exp / "model"), *args)
+    assert r.exit_code != 0
+    assert message in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cli_bad_inputs_leave_no_files(exp: Path, media: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    r = run("translate", "--model", str(exp / "model"), "--to", "image", str(media["broken.wav"]), "-o", str(out))
+    assert r.exit_code == 1 and "broken.wav" in r.stderr and not out.exists()
+    r = run("translate", "--model", str(exp / "model"), "--to", "image", str(media["empty.txt"]), "-o", str(out))
+    assert r.exit_code == 1 and "empty" in r.stderr and not out.exists()
+    r = run("translate", "--model", str(tmp_path / "nomodel"), "--to", "image", "--text", "a", "-o", str(out))
+    assert r.exit_code == 1 and "nomodel" in r.stderr and not out.exists()
+
+
+def test_cli_manifest_mode(exp: Path, media: dict[str, Path], tmp_path: Path) -> None:
+    from tmt.store.manifest import write_manifest
+
+    rows = [
+        {"id": f"u{i}", "group": f"g{i // 2}", "split": "test" if i < 3 else "train",
+         "image": "pic.png", "speech": "hello.wav" if i != 1 else None, "text": f"w{i} w{i + 1}"}
+        for i in range(5)
+    ]
+    man = media["pic.png"].parent / "raw.jsonl.gz"
+    write_manifest(man, rows)
+    out = tmp_path / "t2s"
+    r = run("translate", "--model", str(exp / "model"), "--manifest", str(man), "--split", "test",
+            "--from", "speech", "--to", "text", "--output-dir", str(out))
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in (out / "hypotheses.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["u0", "u2"]  # u1 has no speech, u3+ are train
+    assert all(isinstance(x["hyp"], str) and x["src"] == "speech" for x in lines)
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["split"] == "test" and run_info["num"] == 2 and run_info["beam_size"] == 5
+    for k in range(2):
+        r = run("translate", "--model", str(exp / "model"), "--manifest", str(man), "--to", "image",
+                "--output-dir", str(tmp_path / "sh"), "--shard", f"{k}/2")
+        assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in (tmp_path / "sh" / "hypotheses.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == [f"u{i}" for i in range(5)] and lines[0]["src"] == "text"
+    assert all((tmp_path / "sh" / x["hyp"]).is_file() for x in lines)

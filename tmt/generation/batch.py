@@ -1,0 +1,187 @@
+"""Batch translation into an output directory (manifest mode of `tmt translate`).
+
+Output directory layout (read by `tmt score`)::
+
+    D/hypotheses.jsonl   one line per input: {"id", "group", "src", "tgt", "hyp", "tokens", "score", "via"}
+                         hyp: the text for text targets, else the media file's path relative to D
+    D/run.json           {"src", "tgt", "via", "manifest", "split", "model", "beam_size", "num", ...}
+    D/<id>.png | D/<id>.wav | D/<id>.units.txt    one media file per input (image / speech targets)
+
+Nothing is half-written: media go to a staging folder inside D and are moved
+into place only after every input translated; `hypotheses.jsonl` and
+`run.json` are written atomically last. With `--shard k/N`, worker k writes
+`hypotheses.k-of-N.jsonl` / `run.k-of-N.json`; the worker that finds all N
+parts present merges them into `hypotheses.jsonl` / `run.json` (in k order).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tmt.generation.translator import TranslateError, Translation, Translator
+from tmt.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+HYPOTHESES = "hypotheses.jsonl"
+RUN_JSON = "run.json"
+
+
+def default_source(tgt: str, via: str | None = None) -> str:
+    """The source used when a manifest run names none: text for speech/image targets, speech for text."""
+    for m in (("speech", "image") if tgt == "text" else ("text", "image", "speech")):
+        if m not in (tgt, via):
+            return m
+    raise TranslateError(f"no source modality left for --to {tgt} --via {via}")
+
+
+def _part_tag(k: int, n: int) -> str:
+    return f"{k:05d}-of-{n:05d}"
+
+
+def hypothesis_line(r: Translation, group: str | None, media: str | None) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "group": group if group is not None else r.id,
+        "src": r.src,
+        "tgt": r.tgt,
+        "hyp": r.text if r.tgt == "text" else media,
+        "tokens": [int(t) for t in r.tokens],
+        "score": round(float(r.score), 6),
+        "via": r.via,
+    }
+
+
+class OutputDir:
+    """Collects results, stages media, and publishes everything at `close()`."""
+
+    def __init__(self, root: str | Path, *, shard: tuple[int, int] = (0, 1)) -> None:
+        self.root = Path(root)
+        self.k, self.n = shard
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.staging = self.root / f".staging-{_part_tag(self.k, self.n)}-{os.getpid()}"
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir()
+        self.lines: list[dict[str, Any]] = []
+        self._media: list[str] = []
+
+    def add(self, results: Iterable[Translation], groups: dict[str, str] | None = None) -> None:
+        for r in results:
+            media = None
+            if r.tgt != "text":
+                media = r.output_name()
+                r.save(self.staging / media)
+                self._media.append(media)
+            self.lines.append(hypothesis_line(r, (groups or {}).get(r.id), media))
+
+    def close(self, run_info: dict[str, Any]) -> Path:
+        """Move staged media into place, then write the hypotheses and run files."""
+        for name in self._media:
+            os.replace(self.staging / name, self.root / name)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        body = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in self.lines)
+        info = dict(run_info, num=len(self.lines))
+        if self.n == 1:
+            atomic_write_text(self.root / HYPOTHESES, body)
+            atomic_write_json(self.root / RUN_JSON, info)
+            return self.root / HYPOTHESES
+        tag = _part_tag(self.k, self.n)
+        atomic_write_text(self.root / f"hypotheses.{tag}.jsonl", body)
+        atomic_write_json(self.root / f"run.{tag}.json", dict(info, shard=f"{self.k}/{self.n}"))
+        merged = merge_parts(self.root, self.n)
+        return merged if merged is not None else self.root / f"hypotheses.{tag}.jsonl"
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def merge_parts(root: str | Path, n: int) -> Path | None:
+    """Merge the N shard outputs once all are present; None while some are missing."""
+    root = Path(root)
+    tags = [_part_tag(k, n) for k in range(n)]
+    if not all((root / f"run.{t}.json").is_file() for t in tags):
+        return None
+    body = "".join((root / f"hypotheses.{t}.jsonl").read_text(encoding="utf-8") for t in tags)
+    runs = [json.loads((root / f"run.{t}.json").read_text()) for t in tags]
+    info = {k: v for k, v in runs[0].items() if k != "shard"}
+    info["num"] = sum(int(r["num"]) for r in runs)
+    info["shards"] = n
+    atomic_write_text(root / HYPOTHESES, body)
+    atomic_write_json(root / RUN_JSON, info)
+    log.info("merged %d shard outputs into %s", n, root / HYPOTHESES)
+    return root / HYPOTHESES
+
+
+def translate_to_dir(
+    translator: Translator,
+    inputs: Sequence[Any],
+    ids: Sequence[str],
+    *,
+    src: str,
+    tgt: str,
+    via: str | None,
+    output_dir: str | Path,
+    run_info: dict[str, Any],
+    groups: dict[str, str] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    chunk: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Translate `inputs` chunk by chunk into `output_dir`; all-or-nothing."""
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if list(ids).count(i) > 1)
+        raise TranslateError(f"input id '{dup}' appears twice; ids name the output files and must be unique")
+    out = OutputDir(output_dir, shard=shard)
+    try:
+        for s in range(0, len(inputs), chunk):
+            res = translator.translate(
+                list(inputs[s : s + chunk]), tgt=tgt, src=src, via=via, ids=list(ids[s : s + chunk])
+            )
+            out.add(res, groups)
+            if progress is not None:
+                progress(len(res))
+        return out.close(run_info)
+    except BaseException:
+        out.abort()
+        raise
+
+
+def manifest_inputs(
+    manifest: str | Path, split: str | None, src: str, shard: tuple[int, int] = (0, 1)
+) -> tuple[list[Any], list[str], dict[str, str]]:
+    """Rows of `split` that have the source modality -> (inputs, ids, {id: group}) for shard k/N."""
+    from tmt.store.manifest import media_path, read_manifest
+    from tmt.store.token_store import shard_range
+
+    mp = Path(manifest)
+    if not mp.is_file():
+        raise TranslateError(f"manifest not found: {mp}")
+    rows = read_manifest(mp, split=split)
+    if not rows:
+        raise TranslateError(f"{mp} has no rows{f' in split {split!r}' if split else ''}; check --split")
+    rows = [r for r in rows if r.get(src) not in (None, "")]
+    if not rows:
+        raise TranslateError(f"no row of {mp}{f' (split {split})' if split else ''} has {src}; pick another --from")
+    k, n = shard
+    rows = [rows[i] for i in shard_range(len(rows), k, n)]
+    inputs: list[Any] = [r[src] if src == "text" else media_path(mp, r[src]) for r in rows]
+    ids = [str(r["id"]) for r in rows]
+    groups = {str(r["id"]): str(r.get("group") or r["id"]) for r in rows}
+    return inputs, ids, groups
+
+
+__all__ = [
+    "HYPOTHESES",
+    "RUN_JSON",
+    "OutputDir",
+    "default_source",
+    "manifest_inputs",
+    "merge_parts",
+    "translate_to_dir",
+]

@@ -1,0 +1,336 @@
+"""Batched, constrained decoding of token sequences into any target modality.
+
+`Generator.generate` takes tokenizer-local source sequences, encodes each
+batch once, and decodes it into one or more target modalities with fairseq2's
+beam search (default, beam 5), greedy search (beam 1) or sampling (top-k /
+top-p). Output is restricted to the target modality (`constrained.py`); image
+targets get exactly `image_len` tokens; text and speech targets get at most
+`a * source_len + b` tokens and at least `min_len`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from fairseq2.generation import SequenceGenerationError
+from fairseq2.generation.beam_search import BeamSearchSeq2SeqGenerator
+from fairseq2.generation.sampling import SamplingSeq2SeqGenerator, TopKSampler, TopPSampler
+from fairseq2.nn import BatchLayout
+from torch import Tensor
+from torch.nn import Module
+
+from tmt import MODALITIES, TmtError
+from tmt.generation.constrained import (
+    LOCAL_BOS,
+    LOCAL_EOS,
+    LOCAL_OFFSET,
+    EncoderOutput,
+    RestrictedSeq2Seq,
+    TargetSpace,
+    encode,
+    has_fast_path,
+)
+from tmt.vocab import EOS, PAD, JointVocab
+
+log = logging.getLogger(__name__)
+
+
+class GenerationError(TmtError):
+    """Decoding failed for a named input (no hypothesis survived, bad settings)."""
+
+
+@dataclass(kw_only=True)
+class LengthLimit:
+    """Length bounds for one target modality (text and speech; images are fixed)."""
+
+    a: float = 1.0
+    """Maximum tokens = a * source_len + b (source_len excludes <eos>)."""
+    b: int = 16
+    """Constant term of the maximum length."""
+    min_len: int = 1
+    """Minimum number of tokens before <eos>."""
+
+
+@dataclass(kw_only=True)
+class LengthLimits:
+    """Length limits per target modality (image outputs always have the tokenizer's count)."""
+
+    text: LengthLimit = field(default_factory=lambda: LengthLimit(a=0.5, b=32, min_len=1))
+    """Text targets: captions are short whatever the source."""
+    speech: LengthLimit = field(default_factory=lambda: LengthLimit(a=4.0, b=200, min_len=1))
+    """Speech targets: deduplicated units, roughly 25-50 per second of speech."""
+
+    def get(self, modality: str) -> LengthLimit:
+        lim: LengthLimit = getattr(self, modality)
+        return lim
+
+
+@dataclass(kw_only=True)
+class GenerationConfig:
+    """How to decode: search strategy, beam size, lengths, batching."""
+
+    strategy: Literal["beam", "greedy", "sample"] = "beam"
+    """`beam` search, `greedy` (beam 1) or `sample` (top-k / top-p sampling)."""
+    beam_size: int = 5
+    """Beam width for `beam`."""
+    nbest: int = 1
+    """Hypotheses kept per input and target (at most beam_size)."""
+    len_penalty: float = 1.0
+    """Scores are divided by length ** len_penalty (beam search)."""
+    normalize_scores: bool = True
+    """Report length-normalised log-probabilities (per token) instead of sums."""
+    temperature: float = 1.0
+    """Logit temperature (sampling, and beam search when != 1)."""
+    top_k: int = 0
+    """Sample from the k most likely tokens (0: use top_p)."""
+    top_p: float = 0.9
+    """Nucleus sampling mass when top_k is 0."""
+    seed: int | None = None
+    """Random seed for sampling (None: torch's current state)."""
+    batch_size: int = 16
+    """Inputs decoded together (sorted by source length)."""
+    max_batch_tokens: int = 8192
+    """Cap on padded source tokens per batch."""
+    image_len: int | None = None
+    """Tokens per image; None: from the image tokenizer / model config."""
+    lengths: LengthLimits = field(default_factory=LengthLimits)
+    """Per target modality length limits (text, speech)."""
+
+    def check(self) -> None:
+        if self.strategy not in ("beam", "greedy", "sample"):
+            raise GenerationError(f"unknown strategy '{self.strategy}'; use beam, greedy or sample")
+        if self.beam_size < 1:
+            raise GenerationError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.nbest < 1 or (self.strategy == "beam" and self.nbest > self.beam_size):
+            raise GenerationError(f"nbest must be in 1..beam_size ({self.beam_size}), got {self.nbest}")
+        if self.batch_size < 1:
+            raise GenerationError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.temperature <= 0:
+            raise GenerationError(f"temperature must be > 0, got {self.temperature}")
+        for m in ("text", "speech"):
+            lim = self.lengths.get(m)
+            if lim.min_len < 1 or lim.b < 0 or lim.a < 0:
+                raise GenerationError(f"lengths.{m}: need min_len >= 1, a >= 0, b >= 0 (got {lim})")
+
+
+@dataclass
+class Hypothesis:
+    """One decoded sequence."""
+
+    tokens: np.ndarray
+    """Tokenizer-local ids of the target modality (no <eos>)."""
+    score: float
+    """Log-probability (per token when normalised) under the restricted distribution."""
+    step_scores: np.ndarray | None = None
+    """Per-token log-probabilities, <eos> last (beam search)."""
+
+
+class Generator:
+    """Decode batches of source token sequences into target modalities."""
+
+    def __init__(
+        self,
+        model: Module,
+        vocab: JointVocab,
+        config: GenerationConfig | None = None,
+        *,
+        image_len: int | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.vocab = vocab
+        self.config = config or GenerationConfig()
+        self.config.check()
+        self.image_len = self.config.image_len or image_len
+        self.fast = has_fast_path(model)
+        try:
+            self.device = next(model.parameters()).device
+        except StopIteration:
+            self.device = torch.device("cpu")
+        self._spaces: dict[str, TargetSpace] = {}
+
+    # ---- public ------------------------------------------------------------
+    def generate(
+        self,
+        sources: Sequence[np.ndarray | Sequence[int]],
+        src: str | Sequence[str],
+        tgt: str | Sequence[str],
+        *,
+        names: Sequence[str] | None = None,
+    ) -> list[dict[str, list[Hypothesis]]]:
+        """Decode every source into every target modality in `tgt`.
+
+        `sources` hold tokenizer-local ids of modality `src` (one name for all,
+        or one per source). Returns, per source, {target: n-best hypotheses},
+        best first. Raises GenerationError naming the input when nothing
+        survives.
+        """
+        n = len(sources)
+        srcs = [src] * n if isinstance(src, str) else list(src)
+        tgts = [tgt] if isinstance(tgt, str) else list(tgt)
+        names = list(names) if names is not None else [f"input #{i}" for i in range(n)]
+        if len(srcs) != n or len(names) != n:
+            raise ValueError("src and names must have one entry per source")
+        for m in (*srcs, *tgts):
+            if m not in MODALITIES:
+                raise GenerationError(f"unknown modality '{m}'; expected one of {list(MODALITIES)}")
+        if not tgts:
+            raise GenerationError("no target modality given")
+        joint = []
+        for i, (s, m) in enumerate(zip(sources, srcs, strict=True)):
+            a = np.asarray(s, dtype=np.int64)
+            if a.ndim != 1 or a.size == 0:
+                raise GenerationError(f"{names[i]}: the {m} input produced no tokens; nothing to translate")
+            try:
+                ids = self.vocab.to_joint(m, a)
+            except TmtError as e:
+                raise GenerationError(f"{names[i]}: {e}") from None
+            joint.append(np.concatenate([ids, [EOS]]))
+        max_src = int(getattr(self.model, "max_source_seq_len", 1 << 30))
+        for i, j in enumerate(joint):
+            if len(j) > max_src:
+                raise GenerationError(
+                    f"{names[i]}: {len(j) - 1} {srcs[i]} tokens exceed the model's source limit "
+                    f"({max_src - 1}); shorten the input"
+                )
+        results: list[dict[str, list[Hypothesis]]] = [{} for _ in range(n)]
+        for batch in self._batches([len(j) for j in joint]):
+            self._decode_batch(batch, joint, tgts, names, results)
+        return results
+
+    # ---- internals ---------------------------------------------------------
+    def _batches(self, lens: list[int]) -> list[list[int]]:
+        order = sorted(range(len(lens)), key=lambda i: (lens[i], i))
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            widest = max([lens[j] for j in cur] + [lens[i]])
+            if cur and (len(cur) >= self.config.batch_size or widest * (len(cur) + 1) > self.config.max_batch_tokens):
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(cur)
+        return batches
+
+    def _space(self, modality: str) -> TargetSpace:
+        if modality not in self._spaces:
+            try:
+                self._spaces[modality] = TargetSpace.of(self.vocab, modality, self.device)
+            except ValueError as e:
+                raise GenerationError(f"cannot translate into {modality}: {e}") from None
+        return self._spaces[modality]
+
+    def length_bounds(self, tgt: str, src_len: int) -> tuple[int, int]:
+        """(min, max) target tokens for a source of `src_len` tokens (no <eos>)."""
+        cap = int(getattr(self.model, "max_target_seq_len", 1 << 30)) - 2  # <bos> ... <eos>
+        if tgt == "image":
+            if self.image_len is None:
+                raise GenerationError(
+                    "the number of tokens per image is unknown: pass image_len (the image tokenizer's "
+                    "tokens_per_image) or set generation.image_len"
+                )
+            if self.image_len > cap:
+                raise GenerationError(
+                    f"images need {self.image_len} tokens but the model decodes at most {cap}; "
+                    "train with a larger max_target_seq_len"
+                )
+            return self.image_len, self.image_len
+        lim = self.config.lengths.get(tgt)
+        hi = min(cap, math.floor(lim.a * src_len + lim.b))
+        lo = min(lim.min_len, cap)
+        return lo, max(hi, lo)
+
+    def _decode_batch(
+        self,
+        batch: list[int],
+        joint: list[np.ndarray],
+        tgts: list[str],
+        names: list[str],
+        results: list[dict[str, list[Hypothesis]]],
+    ) -> None:
+        lens = [len(joint[i]) for i in batch]
+        seqs = torch.full((len(batch), max(lens)), PAD, dtype=torch.int64)
+        for r, i in enumerate(batch):
+            seqs[r, : lens[r]] = torch.from_numpy(joint[i])
+        seqs = seqs.to(self.device)
+        layout = BatchLayout.of(seqs, lens)
+        encoded: EncoderOutput | None = None
+        if self.fast and len(tgts) > 1:
+            with torch.inference_mode():
+                encoded = encode(self.model, seqs, layout)  # shared by all targets
+        for tgt in tgts:
+            bounds = [self.length_bounds(tgt, n - 1) for n in lens]
+            hyps = self._run(seqs, layout, tgt, bounds, encoded, [names[i] for i in batch])
+            for r, i in enumerate(batch):
+                results[i][tgt] = hyps[r]
+
+    def _run(
+        self,
+        seqs: Tensor,
+        layout: BatchLayout,
+        tgt: str,
+        bounds: list[tuple[int, int]],
+        encoded: EncoderOutput | None,
+        names: list[str],
+    ) -> list[list[Hypothesis]]:
+        cfg = self.config
+        space = self._space(tgt)
+        min_lens = torch.tensor([b[0] for b in bounds], dtype=torch.int64, device=self.device)
+        max_lens = torch.tensor([b[1] for b in bounds], dtype=torch.int64, device=self.device)
+        model = RestrictedSeq2Seq(self.model, space, min_lens, max_lens, encoded=encoded, fast=self.fast)
+        longest = int(max_lens.max())
+        # the generator's own global limit only needs to cover the longest row:
+        # the wrapper forces <eos> per row (fairseq2 would use the batch's longest source)
+        gen_len = (0.0, longest + 1)
+        gen: Any
+        if cfg.strategy == "sample":
+            sampler = TopKSampler(cfg.top_k) if cfg.top_k > 0 else TopPSampler(cfg.top_p)
+            gen = SamplingSeq2SeqGenerator(
+                model, space.vocab_info(), sampler, num_gens=1, min_gen_len=1, max_gen_len=gen_len,
+                compute_scores=True, normalize_scores=cfg.normalize_scores, temperature=cfg.temperature,
+                len_penalty=cfg.len_penalty,
+            )
+            if cfg.seed is not None:
+                torch.manual_seed(cfg.seed)
+        else:
+            gen = BeamSearchSeq2SeqGenerator(
+                model, space.vocab_info(), beam_size=1 if cfg.strategy == "greedy" else cfg.beam_size,
+                min_gen_len=1, max_gen_len=gen_len, normalize_scores=cfg.normalize_scores,
+                temperature=cfg.temperature, len_penalty=cfg.len_penalty,
+            )
+        prompt = torch.full((seqs.size(0), 1), LOCAL_BOS, dtype=torch.int64, device=self.device)
+        try:
+            out = gen(seqs, layout, prompt, BatchLayout.of(prompt))
+        except SequenceGenerationError:
+            raise GenerationError(
+                f"decoding into {tgt} produced invalid scores (NaN) for a batch containing "
+                f"{', '.join(names)}; check the model checkpoint"
+            ) from None
+        hyps_out: list[list[Hypothesis]] = []
+        for r, hyps in enumerate(out.hypotheses):
+            kept = [h for h in hyps if h.score is not None and math.isfinite(float(h.score))]
+            if not kept:
+                raise GenerationError(
+                    f"{names[r]}: no {tgt} hypothesis survived decoding (length bounds {bounds[r]}); "
+                    "check the generation length settings"
+                )
+            row = []
+            for h in kept[: cfg.nbest]:
+                seq = h.seq
+                if int(seq[-1]) == LOCAL_EOS:
+                    seq = seq[:-1]
+                if bool((seq < LOCAL_OFFSET).any()):
+                    raise GenerationError(f"{names[r]}: decoder emitted a special token inside a {tgt} output")
+                row.append(Hypothesis(
+                    tokens=space.to_tokenizer_ids(seq).cpu().numpy(),
+                    score=float(h.score),
+                    step_scores=None if h.step_scores is None else h.step_scores.float().cpu().numpy(),
+                ))
+            hyps_out.append(row)
+        return hyps_out

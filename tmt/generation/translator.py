@@ -1,0 +1,451 @@
+"""`Translator`: the Python API behind `tmt translate`.
+
+    tr = Translator.from_checkpoint("exp/tmt")
+    [res] = tr.translate(["speech.wav"], tgt="image")
+    res.image.save("out.png")
+
+It loads the model, `vocab.json`, and the tokenizers named there (refusing a
+tokenizer whose fingerprint differs from the one the model was trained with),
+encodes inputs with the source modality's tokenizer, decodes with `Generator`,
+and turns the output tokens back into media: text strings, PIL images (the VQ
+decoder), waveforms (the unit vocoder, when one is given; otherwise the units).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tmt import MODALITIES, TmtError
+from tmt.generation.generator import GenerationConfig, GenerationError, Generator, Hypothesis
+from tmt.vocab import JointVocab
+
+log = logging.getLogger(__name__)
+
+SPEECH_EXTS = (".wav", ".flac")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+TEXT_EXTS = (".txt",)
+
+
+class TranslateError(TmtError):
+    """Bad translation input or setup (unknown modality, missing file, no tokenizer)."""
+
+
+def modality_of_path(path: str | Path) -> str | None:
+    """Source modality from a file extension (None when the extension is not known)."""
+    ext = Path(path).suffix.lower()
+    if ext in SPEECH_EXTS:
+        return "speech"
+    if ext in IMAGE_EXTS:
+        return "image"
+    if ext in TEXT_EXTS:
+        return "text"
+    return None
+
+
+def infer_modality(item: Any) -> str:
+    """The modality of one Python input: PIL image -> image, waveform array -> speech,
+    a path with a known extension -> by extension, any other string -> text."""
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return "image"
+    if isinstance(item, np.ndarray) or (isinstance(item, tuple) and len(item) == 2):
+        return "speech"
+    if isinstance(item, Path):
+        m = modality_of_path(item)
+        if m is None:
+            raise TranslateError(
+                f"{item}: cannot tell the modality from the extension '{item.suffix}'; "
+                f"use wav/flac (speech), png/jpg (image) or txt (text), or give src="
+            )
+        return m
+    if isinstance(item, str):
+        m = modality_of_path(item) if "\n" not in item and len(item) < 4096 else None
+        if m is not None and (m != "text" or Path(item).is_file()):
+            return m
+        return "text"
+    raise TranslateError(f"cannot translate a {type(item).__name__}; give a path, a string, an image or a waveform")
+
+
+def check_modality(m: str, what: str) -> None:
+    if m not in MODALITIES:
+        raise TranslateError(f"unknown {what} modality '{m}'; expected one of {', '.join(MODALITIES)}")
+
+
+@dataclass
+class Translation:
+    """One translated input, with its media in the target modality."""
+
+    id: str
+    """Input id (file stem, manifest id, or `input-N`)."""
+    src: str
+    """Source modality."""
+    tgt: str
+    """Target modality."""
+    tokens: np.ndarray
+    """Output tokens (the target tokenizer's own ids)."""
+    score: float
+    """Length-normalised log-probability of the output under the model."""
+    via: str | None = None
+    """Pivot modality of a cascade (src -> via -> tgt), else None."""
+    text: str | None = None
+    """Text target: the detokenized string."""
+    image: Any = None
+    """Image target: a PIL image (VQ decoder)."""
+    waveform: np.ndarray | None = None
+    """Speech target with a vocoder: float32 samples."""
+    sample_rate: int | None = None
+    """Sample rate of `waveform`."""
+    pivot: Translation | None = None
+    """The intermediate result of a cascade."""
+    nbest: list[Hypothesis] = field(default_factory=list)
+    """All kept hypotheses (best first)."""
+
+    @property
+    def units(self) -> np.ndarray | None:
+        """Speech target: the unit sequence (what the vocoder reads)."""
+        return self.tokens if self.tgt == "speech" else None
+
+    def output_name(self) -> str:
+        """File name this result is written under (`<id>.png`, `<id>.wav`, `<id>.units.txt`)."""
+        stem = self.id.replace("/", "_").replace("\\", "_")
+        if self.tgt == "image":
+            return f"{stem}.png"
+        if self.tgt == "speech":
+            return f"{stem}.wav" if self.waveform is not None else f"{stem}.units.txt"
+        return f"{stem}.txt"
+
+    def save(self, path: str | Path) -> Path:
+        """Write the media atomically: text -> utf-8 line, image -> PNG/JPEG, speech -> WAV
+        (or the units as text when no vocoder was given). Returns the path written."""
+        from tmt.io import atomic_open, atomic_write_text
+
+        p = Path(path)
+        if self.tgt == "text":
+            atomic_write_text(p, (self.text or "") + "\n")
+        elif self.tgt == "image":
+            fmt = "JPEG" if p.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+            with atomic_open(p, "wb") as f:
+                self.image.save(f, format=fmt)
+        elif self.waveform is not None:
+            import soundfile as sf
+
+            with atomic_open(p, "wb") as f:
+                sf.write(f, self.waveform, int(self.sample_rate or 16000), format="WAV", subtype="PCM_16")
+        else:
+            atomic_write_text(p, " ".join(str(int(u)) for u in self.tokens) + "\n")
+        return p
+
+    def hypothesis(self) -> str:
+        """A one-line rendering: the text, or the tokens separated by spaces."""
+        if self.text is not None:
+            return self.text
+        return " ".join(str(int(t)) for t in self.tokens)
+
+
+def _units_path(path: Path) -> Path:
+    name = path.name
+    for ext in (".wav", ".flac", ".units.txt", ".txt"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return path.with_name(name + ".units.txt")
+
+
+class Translator:
+    """Translate any modality into any other with a trained tmt model."""
+
+    def __init__(
+        self,
+        model: Any,
+        vocab: JointVocab,
+        *,
+        tokenizers: Mapping[str, Any] | None = None,
+        tokenizer_dirs: Mapping[str, str | Path] | None = None,
+        vocoder: Any = None,
+        vocoder_dir: str | Path | None = None,
+        config: GenerationConfig | None = None,
+        model_dir: str | Path | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.model = model
+        self.vocab = vocab
+        self.config = config or GenerationConfig()
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.device = device
+        self._tokenizers: dict[str, Any] = dict(tokenizers or {})
+        self._tokenizer_dirs = {m: Path(d) for m, d in (tokenizer_dirs or {}).items()}
+        for m in self._tokenizer_dirs:
+            check_modality(m, "--tokenizer")
+        self._vocoder = vocoder
+        self._vocoder_dir = Path(vocoder_dir) if vocoder_dir is not None else None
+        self._generator: Generator | None = None
+        for m, tok in self._tokenizers.items():
+            self._check_tokenizer(m, tok, "given")
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        model_dir: str | Path,
+        *,
+        device: str = "cpu",
+        tokenizers: Mapping[str, str | Path] | None = None,
+        vocoder: str | Path | None = None,
+        config: GenerationConfig | None = None,
+    ) -> Translator:
+        """Load `model_dir` (model.pt, config.yaml, vocab.json). Tokenizers are found from
+        vocab.json's path hints unless `tokenizers={"speech": DIR, ...}` overrides them; they
+        load on first use and must match vocab.json's fingerprints."""
+        from tmt.models.tmt import load_model
+
+        model = load_model(model_dir, device)
+        return cls(
+            model, model.vocab, tokenizer_dirs=tokenizers, vocoder_dir=vocoder, config=config,
+            model_dir=model_dir, device=device,
+        )
+
+    # ---- components ----------------------------------------------------------
+    def _check_tokenizer(self, m: str, tok: Any, where: str) -> None:
+        if getattr(tok, "modality", m) != m:
+            raise TranslateError(f"the {m} tokenizer {where} is a {tok.modality} tokenizer")
+        self.vocab.check_fingerprints({m: str(tok.fingerprint)}, what=f"{m} tokenizer ({where})")
+        if int(tok.vocab_size) != self.vocab.sizes[m]:
+            raise TranslateError(
+                f"the {m} tokenizer ({where}) has {tok.vocab_size} ids but vocab.json's {m} range has "
+                f"{self.vocab.sizes[m]}; use the tokenizer the model was trained with"
+            )
+
+    def _tokenizer_candidates(self, m: str) -> list[Path]:
+        if m in self._tokenizer_dirs:
+            return [self._tokenizer_dirs[m]]
+        info = self.vocab.tokenizers.get(m)
+        hint = info.path if info is not None else None
+        if not hint:
+            return []
+        p = Path(hint)
+        out = [p]
+        if not p.is_absolute() and self.model_dir is not None:
+            out.append(self.model_dir / p)
+        return out
+
+    def tokenizer(self, m: str) -> Any:
+        """The (fingerprint-checked) tokenizer of modality `m`, loaded on first use."""
+        check_modality(m, "tokenizer")
+        if m in self._tokenizers:
+            return self._tokenizers[m]
+        if m not in self.vocab.tokenizers or self.vocab.sizes[m] == 0:
+            raise TranslateError(f"the model's vocabulary has no {m} tokens; it cannot handle {m}")
+        cands = self._tokenizer_candidates(m)
+        found = next((c for c in cands if (c / "tokenizer.json").is_file()), None)
+        if found is None:
+            named = f" (vocab.json / --tokenizer names {', '.join(map(str, cands))})" if cands else ""
+            raise TranslateError(
+                f"no fitted {m} tokenizer found{named}; pass --tokenizer {m}=DIR "
+                f"(Python: tokenizers={{'{m}': DIR}})"
+            )
+        from tmt.tokenizers.base import load_tokenizer
+
+        tok = load_tokenizer(found)
+        self._check_tokenizer(m, tok, str(found))
+        self._tokenizers[m] = tok
+        return tok
+
+    def vocoder(self) -> Any:
+        """The unit vocoder, or None when none was given."""
+        if self._vocoder is None and self._vocoder_dir is not None:
+            from tmt.models.vocoder import load_vocoder
+
+            fp = self.vocab.tokenizers["speech"].fingerprint if "speech" in self.vocab.tokenizers else None
+            self._vocoder = load_vocoder(self._vocoder_dir, self.device, expected_fingerprint=fp or None)
+        return self._vocoder
+
+    @property
+    def generator(self) -> Generator:
+        if self._generator is None:
+            self._generator = Generator(self.model, self.vocab, self.config)
+        return self._generator
+
+    def _image_len(self) -> int:
+        if self.config.image_len:
+            return int(self.config.image_len)
+        return int(self.tokenizer("image").tokens_per_image)
+
+    # ---- encoding / decoding -----------------------------------------------------
+    def encode(self, inputs: Sequence[Any], src: str, ids: Sequence[str]) -> list[np.ndarray]:
+        """Inputs of one modality -> tokenizer-local token arrays (errors name the input)."""
+        for item, name in zip(inputs, ids, strict=True):
+            if isinstance(item, str | Path) and (src != "text" or isinstance(item, Path)):
+                if not Path(item).is_file():
+                    raise TranslateError(f"{src} input not found: {item}")
+            if src == "text" and isinstance(item, str) and not item.strip():
+                raise TranslateError(f"{name}: the text is empty; nothing to translate")
+        texts = [_read_text_input(x) for x in inputs] if src == "text" else list(inputs)
+        if src == "text":
+            for t, name in zip(texts, ids, strict=True):
+                if not str(t).strip():
+                    raise TranslateError(f"{name}: the text is empty; nothing to translate")
+        tok = self.tokenizer(src)
+        try:
+            toks = tok.encode(texts)
+        except TmtError:
+            raise
+        except Exception as e:  # a reader library's own error: name the input
+            names = ", ".join(ids[:3]) + (" ..." if len(ids) > 3 else "")
+            raise TranslateError(f"cannot read {src} input ({names}): {e}") from None
+        out = []
+        for t, name in zip(toks, ids, strict=True):
+            a = np.asarray(t, dtype=np.int64).reshape(-1)
+            if a.size == 0:
+                raise TranslateError(f"{name}: the {src} input produced no tokens (empty or silent?)")
+            out.append(a)
+        return out
+
+    def detokenize(self, results: list[Translation]) -> None:
+        """Fill in text / image / waveform for results of one target modality."""
+        if not results:
+            return
+        tgt = results[0].tgt
+        if tgt == "text":
+            texts = self.tokenizer("text").decode([r.tokens for r in results])
+            for r, t in zip(results, texts, strict=True):
+                r.text = str(t)
+        elif tgt == "image":
+            imgs = self.tokenizer("image").decode([r.tokens for r in results])
+            for r, im in zip(results, imgs, strict=True):
+                r.image = im
+        else:
+            voc = self.vocoder()
+            if voc is not None:
+                wavs = voc.synthesize([r.tokens for r in results])
+                for r, w in zip(results, wavs, strict=True):
+                    r.waveform = np.asarray(w, dtype=np.float32)
+                    r.sample_rate = int(voc.sample_rate)
+
+    # ---- translation ---------------------------------------------------------------
+    def translate(
+        self,
+        inputs: Sequence[Any],
+        *,
+        tgt: str,
+        src: str | None = None,
+        via: str | None = None,
+        ids: Sequence[str] | None = None,
+        detokenize: bool = True,
+    ) -> list[Translation]:
+        """Translate `inputs` (paths, strings, PIL images, waveforms) into `tgt`.
+
+        `src` defaults to each input's inferred modality; `via` runs a cascade
+        (src -> via -> tgt) and keeps the intermediate result in `.pivot`."""
+        check_modality(tgt, "target")
+        if via is not None:
+            check_modality(via, "pivot")
+            first = self.translate_many(inputs, tgts=[via], src=src, ids=ids, detokenize=detokenize)
+            mids = [r[via] for r in first]
+            if any(r.src == via for r in mids) or via == tgt:
+                raise TranslateError(f"--via {via} must differ from the source and the target ({tgt})")
+            second = self.translate_tokens(
+                [r.tokens for r in mids], src=via, tgt=tgt, ids=[r.id for r in mids], detokenize=detokenize
+            )
+            for r, mid in zip(second, mids, strict=True):
+                r.src, r.via, r.pivot = mid.src, via, mid
+            return second
+        return [r[tgt] for r in self.translate_many(inputs, tgts=[tgt], src=src, ids=ids, detokenize=detokenize)]
+
+    def translate_many(
+        self,
+        inputs: Sequence[Any],
+        *,
+        tgts: Sequence[str],
+        src: str | None = None,
+        ids: Sequence[str] | None = None,
+        detokenize: bool = True,
+    ) -> list[dict[str, Translation]]:
+        """Translate each input into every modality in `tgts`; each batch is encoded once."""
+        inputs = list(inputs)
+        if not inputs:
+            return []
+        ids = list(ids) if ids is not None else _default_ids(inputs)
+        if len(ids) != len(inputs):
+            raise TranslateError(f"{len(ids)} ids for {len(inputs)} inputs")
+        srcs = [src] * len(inputs) if src is not None else [infer_modality(x) for x in inputs]
+        for m in srcs:
+            check_modality(m, "source")
+        for t in tgts:
+            check_modality(t, "target")
+        out: list[dict[str, Translation]] = [{} for _ in inputs]
+        for m in dict.fromkeys(srcs):  # group by source modality, keep order
+            idx = [i for i, s in enumerate(srcs) if s == m]
+            toks = self.encode([inputs[i] for i in idx], m, [ids[i] for i in idx])
+            res = self._translate_tokens(toks, m, list(tgts), [ids[i] for i in idx], detokenize)
+            for i, r in zip(idx, res, strict=True):
+                out[i] = r
+        return out
+
+    def translate_tokens(
+        self,
+        tokens: Sequence[np.ndarray],
+        *,
+        src: str,
+        tgt: str,
+        ids: Sequence[str] | None = None,
+        detokenize: bool = True,
+    ) -> list[Translation]:
+        """Translate already tokenized inputs (tokenizer-local ids of `src`)."""
+        check_modality(src, "source")
+        check_modality(tgt, "target")
+        ids = list(ids) if ids is not None else [f"input-{i + 1:04d}" for i in range(len(tokens))]
+        return [r[tgt] for r in self._translate_tokens(list(tokens), src, [tgt], ids, detokenize)]
+
+    def _translate_tokens(
+        self, toks: list[np.ndarray], src: str, tgts: list[str], ids: list[str], detokenize: bool
+    ) -> list[dict[str, Translation]]:
+        for t in tgts:
+            if t == src:
+                raise TranslateError(f"source and target are both {src}; pick another --to")
+        gen = self.generator
+        if "image" in tgts:
+            gen.image_len = self._image_len()
+        try:
+            hyps = gen.generate(toks, src, tgts, names=ids)
+        except GenerationError:
+            raise
+        out: list[dict[str, Translation]] = []
+        for i, h in enumerate(hyps):
+            out.append({
+                t: Translation(id=ids[i], src=src, tgt=t, tokens=h[t][0].tokens, score=h[t][0].score, nbest=h[t])
+                for t in tgts
+            })
+        if detokenize:
+            for t in tgts:
+                self.detokenize([o[t] for o in out])
+        return out
+
+
+def _read_text_input(x: Any) -> Any:
+    """A text input: a `.txt` path (Path, or an existing file named *.txt) is read, else as is."""
+    if isinstance(x, Path) or (isinstance(x, str) and x.lower().endswith(".txt") and Path(x).is_file()):
+        try:
+            return Path(x).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise TranslateError(f"cannot read text file {x}: {e}") from None
+    return x
+
+
+def _default_ids(inputs: Sequence[Any]) -> list[str]:
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    for i, x in enumerate(inputs):
+        if isinstance(x, Path) or (isinstance(x, str) and modality_of_path(x) and Path(x).is_file()):
+            base = Path(x).stem
+        else:
+            base = f"input-{i + 1:04d}"
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        ids.append(base if n == 0 else f"{base}-{n}")
+    return ids

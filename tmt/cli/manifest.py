@@ -108,10 +108,10 @@ def head(path: str, num: int) -> None:
     else:
         from tmt.store.manifest import iter_manifest
 
-        for i, row in enumerate(iter_manifest(path)):
+        for i, raw in enumerate(iter_manifest(path)):
             if i >= num:
                 break
-            click.echo(json.dumps(row, ensure_ascii=False))
+            click.echo(json.dumps(raw, ensure_ascii=False))
 
 
 @cli.command(context_settings=CONTEXT, epilog=EPILOG)

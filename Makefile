@@ -11,7 +11,7 @@ STAMP := $(VENV)/.tmt-installed
 SYSPKGS := espeak-ng flite libsndfile1 sox
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps test demo bench lint typecheck clean help
+.PHONY: install sysdeps test demo bench lint docs clean help
 
 help:
 	@echo "make demo     - run the embedded scenes demo (recipes/scenes/run.sh --preset quick)"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench    - run the benchmarks in benchmarks/ (tables on stdout, json in benchmarks/results/)"
 	@echo "make install  - create .venv and install tmt with the dev and judges extras"
 	@echo "make lint     - ruff + mypy"
+	@echo "make docs     - regenerate docs/cli.md from the CLI's --help"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +59,9 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check tmt tests benchmarks
 	$(VENV)/bin/mypy
+
+docs: $(STAMP)
+	$(PY) docs/gen_cli.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

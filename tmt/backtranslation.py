@@ -157,12 +157,18 @@ def backtranslate(
     translator: Any = None,
     real_rows: int | None = None,
     shard: str | None = None,
+    input_part: tuple[int, int] | None = None,
     resume: bool = True,
     overwrite: bool = False,
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Generate the missing modalities of every row of `input_store` into `out_store`.
+
+    With `shard="k/N"` this worker takes a contiguous k-th part of the input rows and
+    writes `part_dir(out_store, k, N)`. With `input_part=(k, N)` the input store is
+    already worker k's part (e.g. tokenized from a manifest with `--shard k/N`): every
+    row of it is used and the output goes to the same part directory.
 
     Returns counts: inputs seen, rows written, pseudo targets generated and filtered
     per direction.
@@ -190,9 +196,16 @@ def backtranslate(
     )
     generator = Generator(translator.model, vocab, gen_cfg, image_len=_image_len(store, translator))
 
-    k, n_shards = parse_shard_spec(shard)
-    selected = _select_rows(len(store), cfg, real_rows)
-    mine = selected[shard_range(len(selected), k, n_shards).start : shard_range(len(selected), k, n_shards).stop]
+    if input_part is not None:
+        if shard is not None:
+            raise BacktranslateError("give either shard or input_part, not both")
+        k, n_shards = input_part
+        mine = _select_rows(len(store), cfg, None if real_rows is None else real_rows // n_shards)
+    else:
+        k, n_shards = parse_shard_spec(shard)
+        selected = _select_rows(len(store), cfg, real_rows)
+        part = shard_range(len(selected), k, n_shards)
+        mine = selected[part.start : part.stop]
     target = part_dir(out_store, k, n_shards) if n_shards > 1 else Path(out_store)
     ckpt = checkpoint_id(model_dir)
     streams = {m: vocab.sizes[m] for m in available}

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # The scenes recipe: tri-modal translation on the embedded, procedurally drawn corpus.
 #
 # Every output lives under --out (default exp/scenes-<preset>); deleting that
@@ -10,6 +11,7 @@
 #   bash recipes/scenes/run.sh --preset full --device cuda
 #   bash recipes/scenes/run.sh --stage 4 --stop-stage 4  # only training
 set -euo pipefail
+cmdline=$(printf '%q ' "$0" "$@")
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 shared_dir=${recipe_dir}/../_shared
@@ -25,6 +27,7 @@ num_scenes=          # override the preset's number of scenes
 train_steps=         # override the preset's optimizer steps for the first training
 single_task=false    # full preset: also train the six single-direction baselines
 
+# shellcheck disable=SC2034  # read by parse_options.sh
 help_message=$(cat <<EOF
 Usage: $0 [options]
   --stage N          first stage (default ${stage})
@@ -43,20 +46,24 @@ Stages:
   9 score                        10 report (table, chart, samples)    11 single-task baselines (optional)
 EOF
 )
+# shellcheck source=../_shared/parse_options.sh
 . "${shared_dir}/parse_options.sh"
+# shellcheck source=../_shared/stage_utils.sh
 . "${shared_dir}/stage_utils.sh"
+# shellcheck source=../_shared/parallel.sh
+. "${shared_dir}/parallel.sh"
 
 case "${preset}" in
   quick)
     : "${num_scenes:=300}"
-    vq_steps=1500; km_sample=100000
+    vq_steps=1500; vq_minutes=3; km_sample=100000
     : "${train_steps:=2500}"; bt_steps=600
     vocoder_config=unit-mel; vocoder_minutes=3
     model_preset=demo; beam=5; test_limit=60
     ;;
   full)
     : "${num_scenes:=2000}"
-    vq_steps=6000; km_sample=300000
+    vq_steps=6000; vq_minutes=14; km_sample=300000
     : "${train_steps:=12000}"; bt_steps=3000
     vocoder_config=demo; vocoder_minutes=25
     model_preset=demo; beam=5; test_limit=0
@@ -75,9 +82,8 @@ eval_splits="test test_novel"
 directions="image:text image:speech text:image speech:image speech:text text:speech"
 
 # keep the command line, so the experiment can re-run itself
-echo "$0 $*" >> "${out}/command.txt"
+echo "${cmdline}" >> "${out}/command.txt"
 log "Recipe scenes, preset ${preset}: outputs under ${out}"
-cpu_threads=$(nproc 2>/dev/null || echo 2)
 
 if stage_wanted 0; then
   log "Stage 0: prepare scenes: ${num_scenes} scenes -> ${data}/{images,speech,*.jsonl.gz}"
@@ -91,16 +97,16 @@ if stage_wanted 1; then
     tmt tokenize text fit --card tokenizers/text-wordpiece-trained.yaml --manifest "${data}/train.jsonl.gz" --out "${tok}/text"
   run_stage 1-speech "${logs}/1-speech.log" \
     tmt tokenize speech fit --card tokenizers/speech-mfcc-km200.yaml --manifest "${data}/train.jsonl.gz" \
-      --set kmeans.sample_frames="${km_sample}" --out "${tok}/speech"
+      --set sample_size="${km_sample}" --out "${tok}/speech"
   run_stage 1-image "${logs}/1-image.log" \
     tmt tokenize image fit --card tokenizers/image-vq-f8-512.yaml --manifest "${data}/train.jsonl.gz" \
-      --set train.steps="${vq_steps}" --out "${tok}/image"
+      --set train.steps="${vq_steps}" --set train.max_minutes="${vq_minutes}" --out "${tok}/image"
 fi
 
 if stage_wanted 2; then
   for split in ${splits}; do
     log "Stage 2: tokenize ${data}/${split}.jsonl.gz -> ${store}/${split}"
-    run_stage "2-tokenize-${split}" "${logs}/2-tokenize-${split}.log" \
+    run_sharded "2-tokenize-${split}" "${logs}/2-tokenize-${split}" "${jobs}" "${store}/${split}" \
       tmt tokenize all --text "${tok}/text" --speech "${tok}/speech" --image "${tok}/image" \
         --manifest "${data}/${split}.jsonl.gz" --store "${store}/${split}"
   done
@@ -116,7 +122,7 @@ if stage_wanted 4; then
   log "Stage 4: train six directions (${model_preset}, ${train_steps} steps): ${store}/train -> ${out}/exp/tmt"
   run_stage 4-train "${logs}/4-train.log" \
     tmt train -o "${out}/exp/tmt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
-      --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" --device "${device}"
+      --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" --device "${device}" --resume
 fi
 
 if stage_wanted 5; then
@@ -133,14 +139,14 @@ if stage_wanted 6; then
     tmt train -o "${out}/exp/tmt_bt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
       --init-from "${out}/exp/tmt" --store "${store}/train" \
       --store "${store}/bt_images_only=0.5" --store "${store}/bt_speech_text_only=0.5" \
-      --valid-store "${store}/valid" --max-steps "${bt_steps}" --device "${device}"
+      --valid-store "${store}/valid" --max-steps "${bt_steps}" --device "${device}" --resume
 fi
 
 if stage_wanted 7; then
   log "Stage 7: unit vocoder (${vocoder_config}, ${vocoder_minutes} min): ${store}/train + wavs -> ${out}/exp/vocoder"
   run_stage 7-vocoder "${logs}/7-vocoder.log" \
     tmt vocoder train --store "${store}/train" --manifest "${data}/train.jsonl.gz" --config "${vocoder_config}" \
-      --set train.max_minutes="${vocoder_minutes}" --out "${out}/exp/vocoder"
+      --set train.max_minutes="${vocoder_minutes}" --out "${out}/exp/vocoder" --resume
 fi
 
 if stage_wanted 8; then
@@ -175,7 +181,7 @@ if stage_wanted 10; then
   log "Stage 10: report -> ${out}/report.md"
   rm -f "${out}/.done/10-report"
   run_stage 10-report "${logs}/10-report.log" \
-    tmt score compare "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test" --out "${out}/report.md"
+    tmt score compare "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test"
   cat "${logs}/10-report.log"
 fi
 
@@ -185,7 +191,7 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
     run_stage "11-single-${d}" "${logs}/11-single-${d}.log" \
       tmt train -o "${out}/exp/single_${d}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
         --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" \
-        --directions "${d}" --device "${device}"
+        --directions "${d}" --device "${device}" --resume
   done
 fi
 

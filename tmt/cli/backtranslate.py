@@ -76,18 +76,28 @@ def cli(
             raise TmtError(f"--tokenizer expects MODALITY=DIR, got '{item}'")
         dirs[m] = d
     translator = Translator.from_checkpoint(model_dir, device=device, tokenizers=dirs or None)
+    input_part = None
     if manifest is not None:
+        from tmt.store.token_store import parse_shard_spec, part_dir
         from tmt.tokenizers.encode import encode_with_tokenizers
 
+        # each --shard worker tokenizes only its own rows, into its own part of <out>.src
         src_store = Path(out).with_name(Path(out).name + ".src")
         mods = [m for m in ("text", "speech", "image") if translator.vocab.sizes.get(m)]
         log.info("tokenizing %s into %s", manifest, src_store)
-        encode_with_tokenizers(manifest, src_store, {m: translator.tokenizer(m) for m in mods}, split=split)
-        in_store = str(src_store)
+        encode_with_tokenizers(
+            manifest, src_store, {m: translator.tokenizer(m) for m in mods}, split=split, shard=shard,
+        )
+        if shard is not None:
+            input_part = parse_shard_spec(shard)
+            in_store = str(part_dir(src_store, *input_part))
+            shard = None
+        else:
+            in_store = str(src_store)
     assert in_store is not None
     real = count_real_rows(real_store) if real_store else None
     stats = backtranslate(
         model_dir, in_store, out, cfg, translator=translator, real_rows=real, shard=shard,
-        overwrite=overwrite, device=device,
+        input_part=input_part, overwrite=overwrite, device=device,
     )
     echo_json(stats)

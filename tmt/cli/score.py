@@ -1,6 +1,7 @@
 """`tmt score`: metrics for translation outputs, run comparison, retrieval.
 
     tmt score HYPDIR... [--manifest M]     score `tmt translate` batch outputs
+    tmt score --model EXP --manifest M --split test --out-dir D    translate, then score
     tmt score --compare A B                two scores.json side by side
     tmt score retrieval --model EXP --store S --src speech --tgt image
 """
@@ -18,6 +19,8 @@ Examples:
   tmt score exp/out/image-text --manifest data/scenes/test.jsonl.gz
   tmt score exp/out/* --out-dir exp/scores --vocoder exp/vocoder --ref-store data/scenes/store/test
   tmt score exp/out/text-speech --asr-prompt "red green blue circle square triangle"
+  tmt score --model exp/tmt --manifest data/scenes/test.jsonl.gz --split test \\
+      --directions i2t,s2t,t2i --out-dir exp/scores --vocoder exp/vocoder --limit 50
   tmt score --compare exp/scores exp_bt/scores
   tmt score retrieval --model exp/tmt --store data/scenes/store/test --src speech --tgt image
 """
@@ -62,6 +65,13 @@ def cli() -> None:
 @click.option("--no-ceiling", is_flag=True, help="Do not score ground truth with the judges.")
 @click.option("--samples", default=5, help="Sample outputs per direction in report.md.")
 @click.option("--max-items", type=int, default=None, help="Score only the first N hypotheses per directory.")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
+              help="Model mode: translate --manifest rows with this experiment first (into OUT-DIR/hyp/<src>-<tgt>).")
+@click.option("--split", default=None, help="Model mode: only manifest rows of this split.")
+@click.option("--directions", default="all", help="Model mode: comma list, e.g. i2t,s2t,t2i (or image->text; all = the six).")
+@click.option("--limit", type=int, default=None, help="Model mode: translate at most N inputs per direction (one per image for image sources).")
+@click.option("--beam-size", type=int, default=5, help="Model mode: beam width (1 = greedy).")
+@click.option("--device", default="cpu", help="Model mode: torch device for translation.")
 @click.option("--compare", "compare_pair", nargs=2, type=click.Path(), default=None, metavar="A B",
               help="Print two scores.json (files or directories) side by side with deltas (B - A).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -78,25 +88,57 @@ def run(
     no_ceiling: bool,
     samples: int,
     max_items: int | None,
+    model_dir: str | None,
+    split: str | None,
+    directions: str,
+    limit: int | None,
+    beam_size: int,
+    device: str,
     compare_pair: tuple[str, str] | None,
     as_json: bool,
 ) -> None:
-    """Score hypotheses directories written by `tmt translate --output-dir`."""
+    """Score hypotheses directories written by `tmt translate --output-dir`.
+
+    With --model (and --manifest, --out-dir), translate the manifest's rows in
+    each of --directions first, then score them: model + split mode.
+    """
+    model_only = {"--split": split, "--limit": limit}
     if compare_pair:
-        if hyp_dirs:
-            raise click.UsageError("--compare takes two score files/directories and no HYP_DIRS")
+        if hyp_dirs or model_dir:
+            raise click.UsageError("--compare takes two score files/directories and no HYP_DIRS or --model")
         _print_compare(*compare_pair, as_json=as_json)
         return
-    if not hyp_dirs:
-        raise click.UsageError("give at least one hypotheses directory (or --compare A B)")
+    if model_dir is None:
+        used = [k for k, v in model_only.items() if v is not None]
+        if used:
+            raise click.UsageError(f"{', '.join(used)} apply to --model runs only")
+        if not hyp_dirs:
+            raise click.UsageError("give at least one hypotheses directory, --model EXP --manifest M, or --compare A B")
+    else:
+        if hyp_dirs:
+            raise click.UsageError("give either hypotheses directories or --model, not both")
+        if not manifest or not out_dir:
+            raise click.UsageError("--model needs --manifest (the rows to translate) and --out-dir")
     from tmt.evaluation.score import ScoreConfig, default_out_dir, headline, score_runs
 
     cfg = ScoreConfig(
         manifest=manifest, ref_store=ref_store, vocoder=vocoder, clip=clip_dir, asr_model_dir=asr_model,
         asr_prompt=asr_prompt, coco=not no_coco, ceiling=not no_ceiling, samples=samples, max_items=max_items,
     )
-    out = out_dir or str(default_out_dir(hyp_dirs))
-    scores = score_runs(hyp_dirs, out, cfg)
+    if model_dir is not None:
+        from tmt.evaluation.score import ModelRunConfig, parse_score_directions, score_model
+
+        assert manifest is not None and out_dir is not None
+        run_cfg = ModelRunConfig(
+            model=model_dir, manifest=manifest, split=split,
+            directions=[f"{s}->{t}" for s, t in parse_score_directions(directions)],
+            vocoder=vocoder, limit=limit, beam_size=beam_size, device=device,
+        )
+        out = out_dir
+        scores = score_model(run_cfg, out, cfg)
+    else:
+        out = out_dir or str(default_out_dir(hyp_dirs))
+        scores = score_runs(hyp_dirs, out, cfg)
     if as_json:
         echo_json(scores)
         return

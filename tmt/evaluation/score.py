@@ -1,6 +1,8 @@
 """Score translation outputs of every direction; write scores.json, report.md and a chart.
 
-Input: hypotheses directories written by `tmt translate` batch mode::
+Input: hypotheses directories written by `tmt translate` batch mode, or a
+model + a manifest split (`score_model`: translates each direction into
+OUT/hyp/<src>-<tgt> first, then scores those)::
 
     D/run.json          {"src", "tgt", "via", "manifest", "split", "model", "beam_size", ...}
     D/hypotheses.jsonl  {"id", "group", "src", "tgt", "hyp", "tokens", "score", "via"} per input;
@@ -34,7 +36,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -711,6 +713,138 @@ def write_chart(scores: dict[str, Any], path: str | Path) -> bool:
         fig.savefig(f, format="png")
     plt.close(fig)
     return True
+
+
+# ------------------------------------------------------------ model + split mode
+_SHORT = {"t": "text", "s": "speech", "i": "image"}
+HYP_SUBDIR = "hyp"
+"""Model mode writes each direction's hypotheses to OUT/hyp/<src>-<tgt>."""
+
+
+def parse_score_directions(spec: str | Sequence[str] | None) -> list[tuple[str, str]]:
+    """Directions for model mode, in report order: `i2t,s2t`, `image->text`, `image-text` or `all`.
+
+    None or `all` gives all six.
+    """
+    if spec is None:
+        names: list[str] = ["all"]
+    elif isinstance(spec, str):
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+    else:
+        names = [str(n).strip() for n in spec]
+    if not names:
+        raise ScoreError("--directions is empty; give some of i2t,i2s,t2i,s2i,s2t,t2s (or all)")
+    wanted: set[str] = set()
+    for n in names:
+        if n == "all":
+            wanted.update(DIRECTIONS)
+            continue
+        src = tgt = ""
+        if "->" in n:
+            src, _, tgt = n.partition("->")
+        elif "-" in n:
+            src, _, tgt = n.partition("-")
+        elif len(n) == 3 and n[1] == "2":
+            src, tgt = _SHORT.get(n[0], ""), _SHORT.get(n[2], "")
+        key = f"{src}->{tgt}"
+        if key not in DIRECTIONS:
+            raise ScoreError(
+                f"unknown direction '{n}'; expected some of i2t,i2s,t2i,s2i,s2t,t2s "
+                "(or image->text, image-text, ..., or all)"
+            )
+        wanted.add(key)
+    return [(d.split("->")[0], d.split("->")[1]) for d in DIRECTIONS if d in wanted]
+
+
+@dataclass(kw_only=True)
+class ModelRunConfig:
+    """What `tmt score run --model` translates before scoring."""
+
+    model: str
+    """Experiment directory (model.pt, config.yaml, vocab.json)."""
+    manifest: str
+    """Raw manifest whose rows are translated (and hold the references)."""
+    split: str | None = None
+    """Only rows of this split (None: every row of the manifest)."""
+    directions: list[str] = field(default_factory=lambda: list(DIRECTIONS))
+    """Directions to translate and score (`src->tgt`)."""
+    vocoder: str | None = None
+    """Unit vocoder directory: speech outputs become wavs (else units, vocoded at scoring time if possible)."""
+    limit: int | None = None
+    """Translate at most N inputs per direction (after keeping one row per image for image sources)."""
+    one_per_image: bool = True
+    """Image sources: translate one row per group (the rows of one image share it; scoring keeps one anyway)."""
+    beam_size: int = 5
+    """Beam width (1 = greedy)."""
+    device: str = "cpu"
+    """Torch device for translation."""
+
+
+def translate_for_scoring(run: ModelRunConfig, out_dir: str | Path) -> list[Path]:
+    """Translate the manifest rows into OUT/hyp/<src>-<tgt> for every direction; returns those dirs.
+
+    Each direction is written to a temporary sibling and renamed into place only
+    when complete, so a failure leaves no half-written hypotheses directory.
+    """
+    import shutil
+
+    from tmt.generation.batch import manifest_inputs, translate_to_dir
+    from tmt.generation.generator import GenerationConfig
+    from tmt.generation.translator import Translator
+
+    if run.limit is not None and run.limit < 1:
+        raise ScoreError(f"--limit must be >= 1, got {run.limit}")
+    dirs = parse_score_directions(run.directions)
+    gen = GenerationConfig(beam_size=max(1, run.beam_size), strategy="beam" if run.beam_size > 1 else "greedy")
+    gen.check()
+    translator = Translator.from_checkpoint(run.model, device=run.device, vocoder=run.vocoder, config=gen)
+    hyp_root = Path(out_dir) / HYP_SUBDIR
+    hyp_root.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for src, tgt in dirs:
+        inputs, ids, groups = manifest_inputs(run.manifest, run.split, src)
+        if src == "image" and run.one_per_image:
+            seen: set[str] = set()
+            keep: list[int] = []
+            for i, rid in enumerate(ids):
+                if groups[rid] not in seen:
+                    seen.add(groups[rid])
+                    keep.append(i)
+            inputs, ids = [inputs[i] for i in keep], [ids[i] for i in keep]
+        if run.limit is not None:
+            inputs, ids = inputs[: run.limit], ids[: run.limit]
+        final = hyp_root / f"{src}-{tgt}"
+        tmp = hyp_root / f".{src}-{tgt}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        info = {
+            "src": src, "tgt": tgt, "via": None, "manifest": str(run.manifest), "split": run.split,
+            "model": str(run.model), "beam_size": gen.beam_size if gen.strategy == "beam" else 1,
+            "strategy": gen.strategy, "vocoder": run.vocoder, "limit": run.limit,
+        }
+        log.info("translating %d %s inputs into %s -> %s", len(ids), src, tgt, final)
+        try:
+            translate_to_dir(
+                translator, inputs, ids, src=src, tgt=tgt, via=None, output_dir=tmp, run_info=info,
+                groups=groups, chunk=max(gen.batch_size * 4, 16),
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        written.append(final)
+    return written
+
+
+def score_model(run: ModelRunConfig, out_dir: str | Path, cfg: ScoreConfig | None = None) -> dict[str, Any]:
+    """Model + split mode: translate (see `translate_for_scoring`), then score every direction
+    into `out_dir` (scores.json, report.md, scores.png; hypotheses under OUT/hyp/)."""
+    import dataclasses
+
+    cfg = cfg or ScoreConfig()
+    cfg = dataclasses.replace(cfg, manifest=cfg.manifest or run.manifest, vocoder=cfg.vocoder or run.vocoder)
+    hyp_dirs = translate_for_scoring(run, out_dir)
+    return score_runs(hyp_dirs, out_dir, cfg)
 
 
 # ---------------------------------------------------------------------- compare

@@ -1,11 +1,11 @@
 """A convolutional VQ-VAE: the image tokenizer (encoder + quantizer) and detokenizer (decoder).
 
     image (B, 3, H, W) in [-1, 1]
-      -> Encoder      strided 3x3 convs, one stride-2 step per halving of H and/or W,
+      -> Encoder      strided 4x4 convs, one stride-2 step per halving of H and/or W,
                       then residual blocks at the latent resolution -> (B, D, h, w)
       -> EMAQuantizer nearest codebook entry per latent vector; EMA codebook updates,
                       dead-code restarts, commitment loss               -> ids (B, h, w)
-      -> Decoder      mirror of the encoder with nearest upsampling     -> (B, 3, H, W)
+      -> Decoder      mirror of the encoder with transposed convs       -> (B, 3, H, W)
 
 The downsampling factor can differ between height and width (`factor: [16, 8]` on a
 64x64 image gives a 4x8 grid = 32 tokens), so any fixed token count that is a product
@@ -39,8 +39,10 @@ class VQConfig:
     """Image channels (3 = RGB)."""
     factor: int | list[int] = 8
     """Downsampling factor: one power of two, or [factor_h, factor_w]. The grid is image_size / factor."""
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
-    """Conv channels at full resolution, then after each downsampling step (the last value repeats if short)."""
+    channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    """Conv channels after each downsampling step (the last value repeats if the list is short)."""
+    head_channels: int = 0
+    """Decoder: >0 ends with a transposed conv to this many channels plus a 3x3 conv at full resolution; 0: the last transposed conv writes the image."""
     num_res_blocks: int = 2
     """Residual blocks at the latent resolution, in both encoder and decoder."""
     codebook_size: int = 512
@@ -51,8 +53,8 @@ class VQConfig:
     """Weight of the commitment loss ||z - sg(q)||^2."""
     ema_decay: float = 0.99
     """Decay of the EMA codebook statistics."""
-    dead_code_threshold: float = 0.05
-    """A code whose EMA usage count (vectors per step) falls below this is restarted from a random encoder output."""
+    dead_code_threshold: float = 1.0
+    """A code whose EMA usage count (vectors per step) is below this is restarted from a random encoder output."""
 
     def size_hw(self) -> tuple[int, int]:
         return _pair(self.image_size, "image_size")
@@ -72,7 +74,7 @@ class VQConfig:
         return [(2 if i < nh else 1, 2 if i < nw else 1) for i in range(max(nh, nw))]
 
     def stage_channels(self) -> list[int]:
-        n = len(self.strides()) + 1
+        n = max(1, len(self.strides()))
         ch = list(self.channels) or [64]
         return (ch + [ch[-1]] * n)[:n]
 
@@ -110,14 +112,26 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
 
+def _kernel(stride: tuple[int, int]) -> tuple[int, int]:
+    # 4x4 / stride 2 / padding 1 halves a dimension exactly; 3 / stride 1 / padding 1 keeps it
+    return (4 if stride[0] == 2 else 3, 4 if stride[1] == 2 else 3)
+
+
 class Encoder(nn.Module):
+    """Strided 4x4 convs (one per halving; the first one reads the image directly, so no conv
+    runs at full resolution: ~4x cheaper on CPU), then residual blocks, then a 1x1 to code_dim."""
+
     def __init__(self, cfg: VQConfig) -> None:
         super().__init__()
         ch = cfg.stage_channels()
-        layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)]
+        layers: list[nn.Module] = []
+        c_in = cfg.in_channels
         for i, stride in enumerate(cfg.strides()):
-            # 3x3, padding 1, stride (2|1, 2|1): halves exactly the dimensions that need it
-            layers += [nn.ReLU(), nn.Conv2d(ch[i], ch[i + 1], 3, stride=stride, padding=1)]
+            if i:
+                layers.append(nn.ReLU())
+            layers.append(nn.Conv2d(c_in, ch[i], _kernel(stride), stride=stride, padding=1))
+            c_in = ch[i]
+        layers.append(nn.Conv2d(c_in, ch[-1], 3, padding=1))
         layers += [ResBlock(ch[-1]) for _ in range(cfg.num_res_blocks)]
         layers += [nn.ReLU(), nn.Conv2d(ch[-1], cfg.code_dim, 1)]
         self.net = nn.Sequential(*layers)
@@ -127,16 +141,23 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
+    """Mirror of the encoder: 3x3 conv from code_dim, residual blocks, then one 4x4 transposed
+    conv per doubling (the last one writes the image)."""
+
     def __init__(self, cfg: VQConfig) -> None:
         super().__init__()
         ch = cfg.stage_channels()
         layers: list[nn.Module] = [nn.Conv2d(cfg.code_dim, ch[-1], 3, padding=1)]
         layers += [ResBlock(ch[-1]) for _ in range(cfg.num_res_blocks)]
-        for i, stride in reversed(list(enumerate(cfg.strides()))):
-            # nearest upsampling + conv avoids the checkerboard of transposed convs
-            layers += [nn.ReLU(), nn.Upsample(scale_factor=(float(stride[0]), float(stride[1])), mode="nearest"),
-                       nn.Conv2d(ch[i + 1], ch[i], 3, padding=1)]
-        layers += [nn.ReLU(), nn.Conv2d(ch[0], cfg.in_channels, 3, padding=1)]
+        strides = cfg.strides()
+        c_in = ch[-1]
+        head = cfg.head_channels
+        for i in reversed(range(len(strides))):
+            c_out = ch[i - 1] if i else (head or cfg.in_channels)
+            layers += [nn.ReLU(), nn.ConvTranspose2d(c_in, c_out, _kernel(strides[i]), stride=strides[i], padding=1)]
+            c_in = c_out
+        if head or not strides:  # a thin 3x3 conv at full resolution sharpens edges
+            layers += [nn.ReLU(), nn.Conv2d(c_in, cfg.in_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -193,6 +214,23 @@ class EMAQuantizer(nn.Module):
         """(B, h, w) ids -> (B, D, h, w) code vectors."""
         return F.embedding(ids, self.embed).permute(0, 3, 1, 2).contiguous()
 
+    @torch.no_grad()
+    def init_kmeans(self, flat: Tensor, iters: int = 10) -> None:
+        """Initialise the codebook by k-means on encoder outputs (N, D) (used after a continuous warm-up)."""
+        embed = self._sample(flat, self.codebook_size)
+        for _ in range(iters):
+            ids = torch.cdist(flat, embed).argmin(1)
+            counts = torch.bincount(ids, minlength=self.codebook_size).float()
+            sums = torch.zeros_like(embed).index_add_(0, ids, flat)
+            empty = counts == 0
+            embed = torch.where(empty[:, None], embed, sums / counts.clamp(min=1)[:, None])
+            if bool(empty.any()):
+                embed[empty] = self._sample(flat, int(empty.sum()))
+        self.embed.copy_(embed)
+        self.embed_sum.copy_(embed)
+        self.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
+
     def _sample(self, flat: Tensor, n: int) -> Tensor:
         idx = torch.randint(0, flat.shape[0], (n,))
         return flat[idx] + 1e-3 * torch.randn(n, flat.shape[1])
@@ -211,13 +249,14 @@ class EMAQuantizer(nn.Module):
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n  # Laplace smoothing
         self.embed.copy_(self.embed_sum / smoothed[:, None])
+        # dead-code restart (as in Jukebox): every code still under the threshold gets a fresh
+        # random encoder output each step until vectors start being assigned to it
         dead = self.cluster_size < self.threshold
         num_dead = int(dead.sum())
         if num_dead:
             new = self._sample(flat, num_dead)
             self.embed[dead] = new
-            self.embed_sum[dead] = new
-            self.cluster_size[dead] = 1.0
+            self.embed_sum[dead] = new * smoothed[dead][:, None]
         return num_dead
 
     def forward(self, z: Tensor) -> QuantizerOutput:
@@ -259,8 +298,14 @@ class VQVAE(nn.Module):
     def grid(self) -> tuple[int, int]:
         return self.cfg.grid()
 
-    def forward(self, x: Tensor) -> VQOutput:
-        q = self.quantizer(self.encoder(x))
+    def forward(self, x: Tensor, *, quantize: bool = True) -> VQOutput:
+        """`quantize=False` (warm-up) feeds the continuous latents to the decoder."""
+        z = self.encoder(x)
+        if not quantize:
+            b, _, h, w = z.shape
+            zero = z.new_zeros(())
+            return VQOutput(self.decoder(z), torch.zeros(b, h, w, dtype=torch.long), zero, zero, 0)
+        q = self.quantizer(z)
         return VQOutput(self.decoder(q.quantized), q.indices, q.commitment_loss, q.perplexity, q.restarted)
 
     @torch.no_grad()
@@ -297,12 +342,14 @@ def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
     return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
 
 
-def reconstruction_loss(recon: Tensor, target: Tensor, kind: Literal["l1", "l2", "l1+l2"]) -> Tensor:
-    if kind == "l1":
-        return F.l1_loss(recon, target)
-    if kind == "l2":
-        return F.mse_loss(recon, target)
-    return F.l1_loss(recon, target) + F.mse_loss(recon, target)
+def reconstruction_loss(recon: Tensor, target: Tensor, kind: Literal["l1", "l2", "l1+l2"],
+                        weights: Tensor | None = None) -> Tensor:
+    """Pixel loss, optionally weighted per pixel by `weights` (B, 1, H, W) with mean 1."""
+    diff = recon - target
+    per_pixel = {"l1": diff.abs(), "l2": diff.pow(2), "l1+l2": diff.abs() + diff.pow(2)}[kind]
+    if weights is not None:
+        per_pixel = per_pixel * weights
+    return per_pixel.mean()
 
 
 def codebook_usage(ids: Tensor, codebook_size: int) -> dict[str, float]:

@@ -1,0 +1,185 @@
+"""`tmt tokenize image`: fit the VQ image tokenizer, encode manifests into stores, decode tokens to PNGs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tmt.cli._common import CONTEXT, echo_json, shard_option
+from tmt.config import config_options
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\b
+Examples:
+  tmt tokenize image fit --card tokenizers/image-vq-f8-512.yaml --manifest data/scenes/train.jsonl.gz --out exp/tok/image
+  tmt tokenize image fit --card tokenizers/image-vq-f8-512.yaml --manifest m.jsonl.gz --out exp/tok/image --set train.steps=200
+  tmt tokenize image encode --tokenizer exp/tok/image --manifest data/scenes/train.jsonl.gz --store data/store/train
+  tmt tokenize image encode --tokenizer exp/tok/image --manifest m.jsonl.gz --store data/store/train --shard 0/4
+  tmt tokenize image merge --store data/store/train --parts 4
+  tmt tokenize image decode --tokenizer exp/tok/image --store data/store/test --out-dir out/png --limit 8
+  echo "3 17 ... (64 ids)" | tmt tokenize image decode --tokenizer exp/tok/image --tokens - --out-dir out/png
+"""
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _split(split: str) -> str | None:
+    return None if split in ("all", "") else split
+
+
+@click.group(context_settings=CONTEXT, epilog=EPILOG)
+def cli() -> None:
+    """Images: VQ codes (the VQ decoder is the image detokenizer)."""
+
+
+@cli.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--card", required=True, type=click.Path(dir_okay=False), help="Tokenizer card (tokenizers/image-vq-*.yaml).")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest whose images to fit on.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output tokenizer directory.")
+@click.option("--split", default="train", help="Manifest split to fit on ('all' for every row).")
+@click.option("--max-images", type=int, default=0, help="Fit on at most this many distinct images (0: all).")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
+@config_options
+def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, threads: int | None,
+        no_resume: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool) -> None:
+    """Train the VQ-VAE on the manifest's images; write OUT (tokenizer.json, vq.safetensors, samples/).
+
+    Card values can be changed with --config FILE / --set train.steps=N. Progress bar on
+    stderr (TMT_PROGRESS=1 forces it); reconstruction grids in OUT/samples/; rerunning
+    resumes from OUT/checkpoints/last.pt. Prints the codebook usage report as JSON.
+    """
+    from tmt.config import dump_yaml, resolve
+    from tmt.store.manifest import media_path, read_manifest
+    from tmt.tokenizers.base import TokenizerError, load_card
+    from tmt.tokenizers.image import card_dict, fit_image_tokenizer, parse_card
+
+    cfg = resolve(parse_card(load_card(card)), config_file, overrides)
+    if dump_config:
+        click.echo(dump_yaml(cfg), nl=False)
+        return
+    _threads(threads)
+    rows = read_manifest(manifest, split=_split(split))
+    paths = list(dict.fromkeys(str(media_path(manifest, r["image"])) for r in rows if r.get("image")))
+    if max_images:
+        paths = paths[:max_images]
+    if not paths:
+        raise TokenizerError(f"{manifest}: no rows with an image in split '{split}' (use --split all?)")
+    log.info("fitting on %d images from %s", len(paths), manifest)
+    import os
+
+    show = sys.stderr.isatty() or os.environ.get("TMT_PROGRESS") == "1"
+    tok = fit_image_tokenizer(card_dict(cfg), paths, out_dir, resume=not no_resume, progress=show)
+    echo_json({"tokenizer": out_dir, "name": tok.name, "vocab_size": tok.vocab_size, "grid": list(tok.grid),
+               "tokens_per_image": tok.tokens_per_image, "fingerprint": tok.fingerprint, **tok.stats})
+
+
+@cli.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--tokenizer", "tok_dir", required=True, type=click.Path(file_okay=False), help="Fitted image tokenizer directory.")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest to encode.")
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="Token store directory to write.")
+@click.option("--split", default="all", help="Only rows of this split ('all': every row).")
+@shard_option
+@click.option("--batch-size", type=int, default=32, help="Rows per encoder call.")
+@click.option("--skip-bad", is_flag=True, help="Skip (and count) rows whose image cannot be read instead of failing.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+def encode(tok_dir: str, manifest: str, store: str, split: str, shard: str | None, batch_size: int,
+           skip_bad: bool, overwrite: bool, threads: int | None) -> None:
+    """Encode the manifest's images into a token store (sharded with --shard, resumable)."""
+    from tmt.tokenizers.encode import encode_with_tokenizers
+    from tmt.tokenizers.image import ImageTokenizer
+
+    _threads(threads)
+    tok = ImageTokenizer.load(tok_dir)
+    counts = encode_with_tokenizers(
+        manifest, store, {"image": tok}, paths={"image": tok_dir}, split=_split(split), shard=shard,
+        batch_size=batch_size, skip_bad=skip_bad, overwrite=overwrite, progress=True,
+    )
+    echo_json(counts)
+
+
+@cli.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="Store whose parts to merge.")
+@click.option("--parts", required=True, type=int, help="N of the --shard k/N runs.")
+def merge(store: str, parts: int) -> None:
+    """Merge the parts written with --shard k/N into the store."""
+    from tmt.store.token_store import merge_parts
+
+    index = merge_parts(store, parts)
+    click.echo(f"merged {parts} parts into {store}: {index['rows']} rows")
+
+
+def read_token_lines(source: str) -> list[tuple[str, list[int]]]:
+    """Lines of whitespace-separated ids, optionally `id<TAB>ids` -> [(id, ids)]; '-' is stdin."""
+    from tmt.tokenizers.base import TokenizerError
+
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    out: list[tuple[str, list[int]]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, _, ids = line.rpartition("\t")
+        try:
+            out.append((name or f"{len(out):06d}", [int(x) for x in ids.split()]))
+        except ValueError:
+            raise TokenizerError(f"{source}:{n}: expected whitespace-separated integer ids") from None
+    return out
+
+
+def store_tokens(store: str, modality: str, limit: int) -> list[tuple[str, Any]]:
+    """[(row id, tokens)] of the store's rows that have `modality`."""
+    from tmt.store.token_store import TokenStore
+
+    st = TokenStore(store)
+    out: list[tuple[str, Any]] = []
+    for i in range(len(st)):
+        t = st.tokens(i, modality)
+        if len(t):
+            out.append((str(st.meta(i)["id"]), t))
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
+@cli.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--tokenizer", "tok_dir", required=True, type=click.Path(file_okay=False), help="Fitted image tokenizer directory.")
+@click.option("--store", default=None, type=click.Path(file_okay=False), help="Decode the image tokens of this store.")
+@click.option("--tokens", "tokens_file", default=None, help="Or a file ('-': stdin) of lines '[id<TAB>]ids...'.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Where to write <id>.png.")
+@click.option("--limit", type=int, default=0, help="Decode at most N rows (0: all).")
+def decode(tok_dir: str, store: str | None, tokens_file: str | None, out_dir: str, limit: int) -> None:
+    """Turn image tokens into PNG files (the VQ decoder is the image detokenizer)."""
+    from tmt.io import atomic_open
+    from tmt.tokenizers.base import TokenizerError
+    from tmt.tokenizers.image import ImageTokenizer
+
+    if (store is None) == (tokens_file is None):
+        raise TokenizerError("give exactly one of --store or --tokens")
+    tok = ImageTokenizer.load(tok_dir)
+    items = store_tokens(store, "image", limit) if store else read_token_lines(str(tokens_file))
+    if limit:
+        items = items[:limit]
+    out = Path(out_dir)
+    written = []
+    for start in range(0, len(items), 64):
+        chunk = items[start:start + 64]
+        images = tok.decode([t for _, t in chunk])
+        for (name, _), img in zip(chunk, images, strict=True):
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+            path = out / f"{safe}.png"
+            with atomic_open(path, "wb") as f:
+                img.save(f, format="PNG")
+            written.append(str(path))
+    click.echo(json.dumps({"written": len(written), "out_dir": str(out)}))

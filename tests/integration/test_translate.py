@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -34,33 +33,14 @@ def _ok(*args: str, input: str | None = None) -> Any:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tmt.corpora.tts import available_engines
-    from tmt.testing.fixtures import make_scenes_corpus
+def trained(tiny_pipeline: Any) -> dict[str, Any]:
+    """The session's shared tiny pipeline (tests/integration/conftest.py), in this file's terms."""
+    from tmt.tokenizers.base import load_tokenizer
 
-    if not available_engines():
-        pytest.skip("no TTS engine (espeak-ng or flite) to synthesise the scenes' speech")
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("e2e")
-    data = make_scenes_corpus(root, num_scenes=20)
-    train = data / "train.jsonl.gz"
-    tok = root / "tok"
-    _ok("tokenize", "text", "fit", "--card", REPO / "tokenizers/text-wordpiece-trained.yaml",
-        "--manifest", train, "--out", tok / "text", "--vocab-size", "200")
-    _ok("tokenize", "speech", "fit", "--card", REPO / "tokenizers/speech-mfcc-km200.yaml", "--manifest", train,
-        "--out", tok / "speech", "--set", "clusters=16", "--threads", "1")
-    _ok("tokenize", "image", "fit", "--card", REPO / "tokenizers/image-vq-32tok.yaml", "--manifest", train,
-        "--out", tok / "image", "--set", "train.steps=2", "--set", "train.batch_size=4",
-        "--set", "train.sample_every=0", "--set", "model.codebook_size=64", "--threads", "1")
-    store = root / "store" / "train"
-    _ok("tokenize", "all", "--text", tok / "text", "--speech", tok / "speech", "--image", tok / "image",
-        "--manifest", train, "--store", store, "--threads", "1")
-    _ok("vocab", "build", "--text", tok / "text", "--speech", tok / "speech", "--image", tok / "image",
-        "-o", root / "vocab.json")
-    exp = root / "exp"
-    _ok("train", "-o", exp, "--preset", "tiny", "--vocab", root / "vocab.json", "--store", store,
-        "--max-steps", "20", "--device", "cpu")
-    return {"data": data, "exp": exp, "tok": tok, "root": root}
+    return {
+        "data": tiny_pipeline.corpus, "exp": tiny_pipeline.exp, "root": tiny_pipeline.root,
+        "units": load_tokenizer(tiny_pipeline.tokenizers["speech"]).vocab_size,
+    }
 
 
 def _first_row(data: Path, split: str = "train") -> dict[str, Any]:
@@ -73,7 +53,7 @@ def _first_row(data: Path, split: str = "train") -> dict[str, Any]:
             "image": media_path(man, row["image"])}
 
 
-def test_six_directions_from_python(trained: dict[str, Path]) -> None:
+def test_six_directions_from_python(trained: dict[str, Any]) -> None:
     from tmt.generation import Translator
 
     tr = Translator.from_checkpoint(trained["exp"])
@@ -93,7 +73,7 @@ def test_six_directions_from_python(trained: dict[str, Path]) -> None:
     assert cascade.pivot is not None and cascade.via == "text" and len(cascade.tokens) == n_img
 
 
-def test_six_directions_from_the_cli(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_six_directions_from_the_cli(trained: dict[str, Any], tmp_path: Path) -> None:
     exp, row = trained["exp"], _first_row(trained["data"])
     (tmp_path / "caption.txt").write_text(row["text"] + "\n")
     inputs = {"speech": str(row["speech"]), "image": str(row["image"]), "text": str(tmp_path / "caption.txt")}
@@ -110,13 +90,13 @@ def test_six_directions_from_the_cli(trained: dict[str, Path], tmp_path: Path) -
             out = tmp_path / f"{src}.wav"
             r = _ok("translate", "--model", exp, "--to", "speech", inputs[src], "-o", out)
             units = (tmp_path / f"{src}.units.txt").read_text().split()
-            assert units and all(0 <= int(u) < 16 for u in units) and "units" in r.stderr
+            assert units and all(0 <= int(u) < trained["units"] for u in units) and "units" in r.stderr
     r = _ok("translate", "--model", exp, "--to", "image", "--output-dir", tmp_path / "stdin", input=row["text"] + "\n")
     [line] = [json.loads(x) for x in (tmp_path / "stdin" / "hypotheses.jsonl").read_text().splitlines()]
     assert len(line["tokens"]) == 32 and (tmp_path / "stdin" / line["hyp"]).is_file()
 
 
-def test_manifest_batch_mode(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_manifest_batch_mode(trained: dict[str, Any], tmp_path: Path) -> None:
     data, exp = trained["data"], trained["exp"]
     split = "test" if (data / "test.jsonl.gz").is_file() else "train"
     out = tmp_path / "t2i"
@@ -130,7 +110,7 @@ def test_manifest_batch_mode(trained: dict[str, Path], tmp_path: Path) -> None:
     assert run["tgt"] == "image" and run["num"] == len(lines)
 
 
-def test_wrong_tokenizer_is_refused(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_wrong_tokenizer_is_refused(trained: dict[str, Any], tmp_path: Path) -> None:
     """A tokenizer whose fingerprint differs from vocab.json's is refused by name."""
     from tmt.tokenizers.base import load_tokenizer
 

@@ -1,0 +1,83 @@
+"""Unit vocoder synthesis speed: real-time factor (audio seconds per wall second), 2 threads.
+
+For each config (`demo`, `paper`, `unit-mel`) the same utterances (random units,
+durations 1..6 frames, fixed seed) are synthesised batched (one padded batch)
+and one by one; the table gives both real-time factors and their ratio. Weights
+are untrained: speed does not depend on them (durations are given, so the
+untrained duration predictor does not change the audio length).
+
+    .venv/bin/python benchmarks/vocoder.py            # 16 utterances of ~3 s
+    .venv/bin/python benchmarks/vocoder.py --quick    # 4 utterances of ~1.5 s
+
+Writes benchmarks/results/vocoder.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tmt.cli._common import format_table
+from tmt.models.vocoder import SAMPLE_RATE, UnitVocoder, build_model, preset
+from tmt.models.vocoder_testing import random_units
+
+
+def _time(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small run (4 short utterances, 1 repeat)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--configs", default="demo,paper,unit-mel")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "vocoder.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n_utts, n_units, repeats = (4, 40, 1) if args.quick else (16, 80, 2)
+    rng = np.random.default_rng(0)
+    pairs = [random_units(rng, 200, int(rng.integers(n_units // 2, n_units + 1))) for _ in range(n_utts)]
+    units = [p[0] for p in pairs]
+    durs = [p[1] for p in pairs]
+    audio_s = sum(int(d.sum()) for d in durs) * 320 / SAMPLE_RATE
+    rows, results = [], []
+    for name in args.configs.split(","):
+        cfg = preset(name)
+        voc = UnitVocoder(build_model(cfg), cfg)
+        voc.synthesize(units[:1], durs[:1])  # warm-up
+        t_batch = _time(lambda: voc.synthesize(units, durs, max_frames_per_batch=10**9), repeats)  # noqa: B023
+        t_single = _time(lambda: [voc.synthesize([u], [d]) for u, d in zip(units, durs, strict=True)], repeats)  # noqa: B023
+        params = sum(p.numel() for p in voc.model.parameters())
+        r = {
+            "config": name, "arch": cfg.arch, "parameters": params, "utterances": n_utts, "audio_seconds": round(audio_s, 2),
+            "rtf_batched": audio_s / t_batch, "rtf_one_by_one": audio_s / t_single, "batched_speedup": t_single / t_batch,
+        }
+        results.append(r)
+        rows.append([name, f"{params / 1e6:.2f}M", r["rtf_batched"], r["rtf_one_by_one"], r["batched_speedup"]])
+        print(f"{name}: done", flush=True)
+    print(f"\nsynthesis real-time factor (audio s / wall s, higher is faster), {args.threads} threads, "
+          f"{n_utts} utterances, {audio_s:.1f} s of audio")
+    print(format_table(rows, ["config", "params", "rtf batched", "rtf one-by-one", "batched / one-by-one"]))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "vocoder synthesis RTF", "quick": args.quick, "threads": args.threads,
+        "torch": torch.__version__, "machine": platform.machine(), "results": results,
+    }, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

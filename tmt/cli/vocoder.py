@@ -1,0 +1,228 @@
+"""`tmt vocoder`: train, synthesize, import-fairseq, eval.
+
+The vocoder turns deduplicated speech units into 16 kHz waveforms. A vocoder
+directory holds `vocoder.json` + `model.safetensors`; `tmt translate --vocoder DIR`
+uses it for speech outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tmt.cli._common import CONTEXT, echo_json, format_table
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\b
+Examples:
+  tmt vocoder train --store data/scenes/store/train --manifest data/scenes/train.jsonl.gz \\
+      --config unit-mel --out exp/vocoder
+  tmt vocoder train ... --config demo --set train.max_minutes=30 --out exp/hifigan
+  tmt vocoder train ... --config demo --out exp/hifigan --resume
+  tmt vocoder train --config paper --dump-config > vocoder.yaml
+  tmt vocoder synthesize exp/vocoder --store data/scenes/store/test --limit 5 --out-dir wavs/
+  echo "12 7 99 3 41" | tmt vocoder synthesize exp/vocoder --units - --out-dir wavs/
+  tmt vocoder import-fairseq g_00500000 config.json --out exp/hubert-km100-vocoder
+  tmt vocoder eval exp/vocoder --store data/scenes/store/test --manifest data/scenes/test.jsonl.gz
+"""
+
+
+@click.group(context_settings=CONTEXT, epilog=EPILOG)
+def cli() -> None:
+    """Train, import and run the unit vocoder (speech units -> 16 kHz wav)."""
+
+
+def _resolve_config(config: str | None, arch: str | None, overrides: tuple[str, ...]) -> Any:
+    from tmt.config import load_yaml, merge, parse_overrides
+    from tmt.models.vocoder import preset
+
+    name = config or ("unit-mel" if arch == "unit-mel" else "demo")
+    if Path(name).suffix in (".yaml", ".yml") or Path(name).is_file():
+        data = load_yaml(name)
+        base = preset(str(data.pop("preset", "unit-mel" if data.get("arch", arch) == "unit-mel" else "demo")))
+        cfg = merge(base, data)
+    else:
+        cfg = preset(name)
+    if arch is not None:
+        cfg = merge(cfg, {"arch": arch})
+    ov = parse_overrides(overrides)
+    return merge(cfg, ov) if ov else cfg
+
+
+@cli.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--store", type=click.Path(file_okay=False), help="Token store with speech + durations streams.")
+@click.option("--manifest", type=click.Path(dir_okay=False), help="Raw manifest (jsonl.gz) naming each row's wav.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output directory (becomes a vocoder directory).")
+@click.option("--config", "config", default=None, metavar="NAME|FILE",
+              help="Preset (paper, demo, unit-mel, tiny) or a YAML file (may name `preset:`). Default: demo.")
+@click.option("--arch", type=click.Choice(["hifigan", "unit-mel"]), default=None, help="Override the architecture.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value, e.g. --set train.max_minutes=10.")
+@click.option("--dump-config", is_flag=True, help="Print the resolved config as YAML and exit.")
+@click.option("--valid-store", type=click.Path(file_okay=False), default=None, help="Held-out store (default: last rows of --store).")
+@click.option("--valid-manifest", type=click.Path(dir_okay=False), default=None, help="Manifest for --valid-store (default: --manifest).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--device", default="cpu", help="torch device.")
+def train(store: str | None, manifest: str | None, out: str | None, config: str | None, arch: str | None,
+          overrides: tuple[str, ...], dump_config: bool, valid_store: str | None, valid_manifest: str | None,
+          resume: bool, device: str) -> None:
+    """Train a unit vocoder on a token store's units and the matching wavs."""
+    from tmt.config import dump_yaml, save_yaml
+
+    cfg = _resolve_config(config, arch, overrides)
+    if dump_config:
+        click.echo(dump_yaml(cfg), nl=False)
+        return
+    missing = [n for n, v in (("--store", store), ("--manifest", manifest), ("--out", out)) if not v]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)}")
+    from tmt.training.vocoder import train_vocoder
+
+    assert store and manifest and out
+    Path(out).mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, Path(out) / "config.yaml")
+    result = train_vocoder(cfg, store, manifest, out, valid_store=valid_store, valid_manifest=valid_manifest,
+                           resume=resume, device=device)
+    echo_json({"vocoder": out, **result})
+
+
+def _read_unit_lines(path: str) -> list[tuple[str, Any]]:
+    import numpy as np
+
+    from tmt.io import open_text
+    from tmt.models.vocoder import VocoderError
+
+    rows = []
+    with open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            rid, _, rest = line.rpartition("\t")
+            try:
+                units = np.asarray([int(t) for t in rest.split()], dtype=np.int64)
+            except ValueError:
+                raise VocoderError(f"{path}:{n}: expected space-separated unit ids (optionally 'id<TAB>units')") from None
+            rows.append((rid or f"{n:06d}", units))
+    return rows
+
+
+def _expected_fingerprint(tokenizer: str | None, fingerprint: str | None) -> str | None:
+    if tokenizer:
+        from tmt.tokenizers.base import read_tokenizer_json
+
+        return str(read_tokenizer_json(tokenizer)["fingerprint"])
+    return fingerprint
+
+
+@cli.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.argument("vocoder", type=click.Path(file_okay=False))
+@click.option("--units", "units_file", default=None, type=click.Path(allow_dash=True),
+              help="Text file (or - for stdin): one utterance per line, 'id<TAB>u1 u2 ...' or 'u1 u2 ...'.")
+@click.option("--store", default=None, type=click.Path(file_okay=False), help="Or: a token store's speech rows.")
+@click.option("--limit", default=None, type=int, help="At most this many rows.")
+@click.option("--gt-durations", is_flag=True, help="With --store: use the stored run lengths instead of predicted ones.")
+@click.option("--duration-scale", default=1.0, help="Multiply predicted durations (speaking rate).")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Where <id>.wav files go.")
+@click.option("--tokenizer", default=None, type=click.Path(file_okay=False), help="Speech tokenizer dir the units came from (fingerprint check).")
+@click.option("--device", default="cpu", help="torch device.")
+def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: int | None, gt_durations: bool,
+               duration_scale: float, out_dir: str, tokenizer: str | None, device: str) -> None:
+    """Turn unit sequences into wav files (batched)."""
+    from tmt.models.vocoder import VocoderError, load_vocoder
+    from tmt.training.vocoder import write_wav
+
+    if (units_file is None) == (store is None):
+        raise click.UsageError("give exactly one of --units or --store")
+    expected = _expected_fingerprint(tokenizer, None)
+    durations = None
+    if store is not None:
+        from tmt.store.token_store import TokenStore
+
+        ts = TokenStore(store)
+        expected = expected or ts.fingerprints.get("speech")
+        ids, units, durs = [], [], []
+        for i in range(len(ts)):
+            u = ts.tokens(i, "speech")
+            if u.size == 0:
+                continue
+            ids.append(str(ts.meta(i)["id"]))
+            units.append(u.astype("int64"))
+            if gt_durations:
+                if "durations" not in ts.streams:
+                    raise VocoderError(f"{store} has no durations stream; drop --gt-durations")
+                durs.append(ts.tokens(i, "durations").astype("int64"))
+            if limit is not None and len(ids) >= limit:
+                break
+        durations = durs if gt_durations else None
+    else:
+        assert units_file is not None
+        rows = _read_unit_lines(units_file)[:limit]
+        ids, units = [r[0] for r in rows], [r[1] for r in rows]
+    voc = load_vocoder(vocoder, device, expected_fingerprint=expected)
+    wavs = voc.synthesize(units, durations, duration_scale=duration_scale)
+    out = Path(out_dir)
+    for rid, wav in zip(ids, wavs, strict=True):
+        write_wav(out / f"{rid}.wav", wav, voc.sample_rate)
+    seconds = sum(len(w) for w in wavs) / voc.sample_rate
+    click.echo(f"wrote {len(wavs)} wavs ({seconds:.1f} s of audio) to {out}")
+
+
+@cli.command("import-fairseq", context_settings=CONTEXT, epilog=EPILOG)
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("config_json", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Vocoder directory to write.")
+@click.option("--tokenizer", default=None, type=click.Path(file_okay=False),
+              help="The tmt speech tokenizer whose units this vocoder voices (its fingerprint is recorded).")
+@click.option("--fingerprint", default=None, help="Or: the speech tokenizer fingerprint to record.")
+@click.option("--trust-pickle", is_flag=True, help="Allow arbitrary pickled objects in CHECKPOINT (only for files you trust).")
+def import_fairseq_cmd(checkpoint: str, config_json: str, out: str, tokenizer: str | None, fingerprint: str | None,
+                       trust_pickle: bool) -> None:
+    """Convert a fairseq / speech-resynthesis unit HiFi-GAN (g_XXXXXXXX + config.json)."""
+    from tmt.models.vocoder_fairseq import import_fairseq
+
+    st: dict[str, Any] = {}
+    fp = _expected_fingerprint(tokenizer, fingerprint)
+    if fp:
+        st["fingerprint"] = fp
+    if tokenizer:
+        from tmt.tokenizers.base import read_tokenizer_json
+
+        st["name"] = read_tokenizer_json(tokenizer).get("name")
+    path = import_fairseq(checkpoint, config_json, out, speech_tokenizer=st, trust_pickle=trust_pickle)
+    info = json.loads((path / "vocoder.json").read_text())
+    click.echo(f"wrote {path}: {info['arch']} vocoder, {info['num_units']} units, "
+               f"duration predictor: {'yes' if info['has_duration_predictor'] else 'no'}")
+
+
+@cli.command("eval", context_settings=CONTEXT, epilog=EPILOG)
+@click.argument("vocoder", type=click.Path(file_okay=False))
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="Held-out token store (ground-truth units).")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest with the rows' wavs and texts.")
+@click.option("--limit", default=None, type=int, help="At most this many rows.")
+@click.option("--gt-durations", is_flag=True, help="Use the stored run lengths (default: predicted durations, as in translation).")
+@click.option("--model", default=None, type=click.Path(file_okay=False),
+              help="Also transcribe with this tmt translation model (speech->text), if the judge is missing.")
+@click.option("--out-dir", default=None, type=click.Path(file_okay=False), help="Keep the resynthesised wavs here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def eval_cmd(vocoder: str, store: str, manifest: str, limit: int | None, gt_durations: bool, model: str | None,
+             out_dir: str | None, as_json: bool) -> None:
+    """Resynthesise held-out units; report WER (ASR judge) and mel distance to the original audio."""
+    from tmt.training.vocoder import evaluate_vocoder
+
+    res = evaluate_vocoder(vocoder, store, manifest, limit=limit, gt_durations=gt_durations, model=model,
+                           out_dir=out_dir)
+    if as_json:
+        echo_json(res)
+        return
+    rows = [[k, v] for k, v in res.items() if not isinstance(v, dict | list)]
+    click.echo(format_table(rows, ["metric", "value"]))
+    for k, v in res.items():
+        if isinstance(v, dict) and v:
+            click.echo(f"{k}: {json.dumps(v)}", err=False)
+    sys.stdout.flush()

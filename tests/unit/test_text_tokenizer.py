@@ -162,3 +162,13 @@ def test_cli_fit_encode_decode(tmp_path: Path) -> None:
     res = r.invoke(cli, ["tokenize", "text", "fit", "--card", str(CARDS / "text-bert-vocab.yaml"), "--out", str(tmp_path / "b"),
                          "--vocab", str(tmp_path / "missing.txt")])
     assert res.exit_code == 1 and "vocabulary not found" in res.output
+
+
+def test_bert_control_tokens_are_not_decoded_as_text(tmp_path):
+    from tmt.tokenizers.text import WordPieceTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "ball", "##s"]
+    tok = WordPieceTokenizer({"class": "text-wordpiece", "name": "t"}, vocab)
+    ids = tok.encode(["a red balls"])[0]
+    assert tok.decode([ids]) == ["a red balls"]
+    assert tok.decode([[2, *ids.tolist(), 3, 0]]) == ["a red balls"]

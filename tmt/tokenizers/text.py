@@ -209,6 +209,10 @@ def _vocab_from_path(path: str | Path) -> list[str]:
     return read_vocab_txt(p)
 
 
+CONTROL_TOKENS = frozenset({"[PAD]", "[CLS]", "[SEP]", "[MASK]"})
+"""BERT vocabulary entries that mark structure, not text: skipped when decoding."""
+
+
 class WordPieceTokenizer(_TextBase):
     """BERT WordPiece over normalised text (HF `tokenizers` does the greedy longest-match)."""
 
@@ -300,6 +304,8 @@ class WordPieceTokenizer(_TextBase):
                 if not 0 <= i < n:
                     raise TokenizerError(f"text id {i} outside the vocabulary [0, {n})")
                 t = self.tokens[i]
+                if t in CONTROL_TOKENS:
+                    continue  # BERT's control tokens never stand for text (encode never emits them)
                 if t.startswith("##") and words:
                     words[-1] += t[2:]
                 else:

@@ -37,7 +37,7 @@ def print_table(rows: list[list[Any]], header: list[str], title: str = "") -> No
     if title:
         print(f"\n{title}")
     for n, r in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
         if n == 0:
             print("  ".join("-" * w for w in widths))
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_json  # noqa: E402
+from _common import print_table, write_json
 
-from tmt.store.token_store import TokenStore, TokenStoreWriter  # noqa: E402
+from tmt.store.token_store import TokenStore, TokenStoreWriter
 
 SIZES = {"text": 30522, "speech": 200, "image": 8192}
 

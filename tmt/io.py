@@ -28,7 +28,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    f = open(tmp, mode)  # noqa: SIM115
+    f = open(tmp, mode)
     try:
         yield f
         f.flush()
@@ -89,4 +89,4 @@ def open_text(path: str | Path) -> IO[str]:
     p = Path(path)
     if p.suffix == ".gz":
         return gzip.open(p, "rt", encoding="utf-8")
-    return open(p, encoding="utf-8")  # noqa: SIM115
+    return open(p, encoding="utf-8")

@@ -25,6 +25,8 @@ jobs=2               # parallel worker processes for corpus synthesis and tokeni
 device=auto          # auto | cpu | cuda (training and decoding)
 num_scenes=          # override the preset's number of scenes
 train_steps=         # override the preset's optimizer steps for the first training
+bt_steps=            # override the preset's steps of training on real + synthetic
+vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 single_task=false    # full preset: also train the six single-direction baselines
 
 # shellcheck disable=SC2034  # read by parse_options.sh
@@ -38,6 +40,8 @@ Usage: $0 [options]
   --device DEV       auto | cpu | cuda (default ${device})
   --num-scenes N     override the preset's corpus size
   --train-steps N    override the preset's training steps
+  --bt-steps N       override the preset's steps on real + synthetic data
+  --vocoder-minutes M override the preset's vocoder budget
   --single-task B    true: also train single-direction baselines (default ${single_task})
 Stages:
   0 prepare scenes corpus        1 fit text/speech/image tokenizers   2 tokenize every split
@@ -57,15 +61,15 @@ case "${preset}" in
   quick)
     : "${num_scenes:=300}"
     vq_steps=1500; vq_minutes=3; km_sample=100000
-    : "${train_steps:=2500}"; bt_steps=600
-    vocoder_config=unit-mel; vocoder_minutes=3
+    : "${train_steps:=2500}"; : "${bt_steps:=600}"
+    vocoder_config=unit-mel; : "${vocoder_minutes:=3}"
     model_preset=demo; beam=5; test_limit=60
     ;;
   full)
     : "${num_scenes:=2000}"
     vq_steps=6000; vq_minutes=14; km_sample=300000
-    : "${train_steps:=12000}"; bt_steps=3000
-    vocoder_config=demo; vocoder_minutes=25
+    : "${train_steps:=12000}"; : "${bt_steps:=3000}"
+    vocoder_config=unit-mel; : "${vocoder_minutes:=25}"
     model_preset=demo; beam=5; test_limit=0
     ;;
   *) echo "unknown --preset ${preset} (quick|full)" >&2; exit 1 ;;

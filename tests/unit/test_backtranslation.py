@@ -8,7 +8,14 @@ import torch
 from click.testing import CliRunner
 
 from tmt.backtranslation import BacktranslateConfig, BacktranslateError, backtranslate, plan_row
-from tmt.store.token_store import DURATION_VOCAB, TokenStore, TokenStoreWriter, merge_parts, store_stats, validate_store
+from tmt.store.token_store import (
+    DURATION_VOCAB,
+    TokenStore,
+    TokenStoreWriter,
+    merge_parts,
+    store_stats,
+    validate_store,
+)
 from tmt.vocab import JointVocab
 
 SIZES = {"text": 40, "speech": 30, "image": 24}
@@ -48,7 +55,7 @@ def test_plan_prefers_pivot_and_text():
 
 
 def test_backtranslate_marks_and_counts(setup, tmp_path):
-    root, vocab = setup
+    root, _ = setup
     cfg = BacktranslateConfig(beam_size=2, chunk_rows=4)
     stats = backtranslate(root / "exp", root / "partial", tmp_path / "bt", cfg, progress=False)
     assert stats["generated"] == {"image->speech": 7, "image->text": 8, "text->image": 5}

@@ -48,7 +48,7 @@ def test_unknown_key_names_key_and_valid_ones(tmp_path):
         resolve(Train(), None, ["optim.lrr=1"])
     f = tmp_path / "c.yaml"
     f.write_text("stepz: 3\n")
-    with pytest.raises(ConfigError, match="'stepz'.*steps"):
+    with pytest.raises(ConfigError, match=r"'stepz'.*steps"):
         resolve(Train(), f)
 
 

@@ -264,4 +264,4 @@ def test_random_bytes_in_any_file_give_store_errors(tmp_path_factory, name, junk
         validate_store(root)
     except StoreError:
         return
-    raise AssertionError("corrupted store validated")  # noqa: EM101
+    raise AssertionError("corrupted store validated")

@@ -94,7 +94,7 @@ def test_save_load_round_trip(tmp_path):
 def test_fingerprint_mismatch_refused():
     v = make_vocab()
     v.check_fingerprints({"speech": "speech-fp", "text": "text-fp"})
-    with pytest.raises(FingerprintMismatch, match="speech .*fingerprint"):
+    with pytest.raises(FingerprintMismatch, match=r"speech .*fingerprint"):
         v.check_fingerprints({"speech": "other-kmeans"})
 
 

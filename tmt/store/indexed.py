@@ -171,7 +171,7 @@ class IndexedWriter:
         self.dtype = np.dtype(dtype)
         self.tmp_bin = prefix.with_name(prefix.name + ".bin.tmp")
         self.tmp_idx = prefix.with_name(prefix.name + ".idx.tmp")
-        self._f: IO[bytes] = open(self.tmp_bin, "wb")  # noqa: SIM115
+        self._f: IO[bytes] = open(self.tmp_bin, "wb")
         self._hash = hashlib.sha256()
         self.sizes: list[int] = []
         self._lo = 0 if self.dtype.kind == "u" else int(np.iinfo(self.dtype).min)

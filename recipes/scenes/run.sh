@@ -63,14 +63,14 @@ case "${preset}" in
     vq_steps=1500; vq_minutes=3; km_sample=100000
     : "${train_steps:=2500}"; : "${bt_steps:=600}"
     vocoder_config=unit-mel; : "${vocoder_minutes:=3}"
-    model_preset=demo; beam=5; test_limit=60
+    model_preset=demo; beam=5; test_limit=40; eval_splits="test"
     ;;
   full)
     : "${num_scenes:=2000}"
     vq_steps=6000; vq_minutes=14; km_sample=300000
     : "${train_steps:=12000}"; : "${bt_steps:=3000}"
     vocoder_config=unit-mel; : "${vocoder_minutes:=25}"
-    model_preset=demo; beam=5; test_limit=0
+    model_preset=demo; beam=5; test_limit=0; eval_splits="test test_novel"
     ;;
   *) echo "unknown --preset ${preset} (quick|full)" >&2; exit 1 ;;
 esac
@@ -82,7 +82,6 @@ tok=${out}/tokenizers
 store=${out}/data/store
 logs=${out}/logs
 splits="train valid test test_novel images_only speech_text_only"
-eval_splits="test test_novel"
 directions="image:text image:speech text:image speech:image speech:text text:speech"
 
 # keep the command line, so the experiment can re-run itself
@@ -182,10 +181,27 @@ if stage_wanted 9; then
 fi
 
 if stage_wanted 10; then
-  log "Stage 10: report -> ${out}/report.md"
+  log "Stage 10: report: ${out}/scores/{tmt,tmt_bt}/* -> ${out}/report.md"
   rm -f "${out}/.done/10-report"
   run_stage 10-report "${logs}/10-report.log" \
     tmt score compare "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test"
+  {
+    echo "# scenes recipe, preset ${preset}"
+    echo
+    echo "Command: \`${cmdline}\`"
+    echo
+    echo "## Six directions on the test split: before (A = tmt) and after back-translation (B = tmt_bt)"
+    echo
+    echo '```'
+    cat "${logs}/10-report.log"
+    echo '```'
+    echo
+    for model in tmt tmt_bt; do
+      for split in ${eval_splits}; do
+        echo "- ${model}, ${split}: [report](scores/${model}/${split}/report.md), ![chart](scores/${model}/${split}/scores.png)"
+      done
+    done
+  } > "${out}/report.md"
   cat "${logs}/10-report.log"
 fi
 

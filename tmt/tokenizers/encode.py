@@ -129,6 +129,17 @@ def _encode_batch(
     return out
 
 
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """tqdm on stderr when asked for and stderr is a terminal (or TMT_PROGRESS=1)."""
+    import os
+    import sys
+
+    from tqdm import tqdm
+
+    show = enabled and (sys.stderr.isatty() or os.environ.get("TMT_PROGRESS") == "1")
+    return tqdm(total=total, desc=desc, unit="row", file=sys.stderr, disable=not show, dynamic_ncols=True)
+
+
 def _done_position(root: Path, rows: Sequence[Mapping[str, Any]]) -> int:
     """Input rows already handled by an interrupted run: up to the last row id it stored."""
     try:
@@ -231,9 +242,7 @@ def encode_manifest(
         counts["resumed_after"] = start
         todo = part[start:]
         batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"encode {out.name}", unit="row", disable=not progress)
+        bar = _progress_bar(len(todo), f"encode {out.name}", progress)
         try:
             for raw_batch in batches:
                 batch = [_resolve_row(manifest, r) for r in raw_batch]

@@ -1,0 +1,188 @@
+"""`tmt tokenize speech`: fit k-means speech units, encode manifests into stores, import km.bin."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from tmt.cli._common import CONTEXT, echo_json, shard_option
+from tmt.config import config_options
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\b
+Examples:
+  tmt tokenize speech fit --card tokenizers/speech-mfcc-km200.yaml --manifest data/scenes/manifest.jsonl.gz --out exp/tok/speech
+  tmt tokenize speech fit --card tokenizers/speech-hubert-base-l6-km200.yaml --set hubert.weights=/models/hubert_base_ls960.pt \\
+      --manifest data/coco/manifest.jsonl.gz --out exp/tok/speech-hubert
+  tmt tokenize speech encode --tokenizer exp/tok/speech --manifest data/scenes/manifest.jsonl.gz --split train --store data/store/train
+  tmt tokenize speech encode --tokenizer exp/tok/speech --manifest m.jsonl.gz --store data/store/train --shard 0/4
+  tmt tokenize speech merge --store data/store/train --parts 4
+  tmt tokenize speech import-km --km km.bin --card tokenizers/speech-hubert-base-l6-km200.yaml \\
+      --set hubert.weights=/models/hubert_base_ls960.pt --out exp/tok/speech-fairseq --trust-pickle
+"""
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _split(split: str) -> str | None:
+    return None if split in ("all", "") else split
+
+
+def _show_progress() -> bool:
+    return sys.stderr.isatty() or os.environ.get("TMT_PROGRESS") == "1"
+
+
+def _save_atomically(tok: object, out_dir: str, overwrite: bool) -> None:
+    """Write the tokenizer to OUT.tmp, then rename: no half-written tokenizer directory."""
+    from tmt.tokenizers.base import TokenizerError
+
+    out = Path(out_dir)
+    if (out / "tokenizer.json").exists() and not overwrite:
+        raise TokenizerError(f"{out} already holds a tokenizer; pass --overwrite to replace it")
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tok.save(tmp)  # type: ignore[attr-defined]
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def _card(card: str, config_file: str | None, overrides: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    from tmt.config import ConfigError, resolve
+    from tmt.tokenizers.base import TokenizerError
+    from tmt.tokenizers.speech import load_speech_card
+
+    try:
+        return resolve(load_speech_card(card), config_file, overrides)
+    except ConfigError as e:
+        raise TokenizerError(f"{card}: {e}") from None
+
+
+@click.group(context_settings=CONTEXT, epilog=EPILOG)
+def cli() -> None:
+    """Speech: 50 Hz features (MFCC or HuBERT) + k-means units, run-length deduplicated."""
+
+
+@cli.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--card", required=True, type=click.Path(dir_okay=False), help="Tokenizer card (tokenizers/speech-*.yaml).")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest whose speech to fit on.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output tokenizer directory.")
+@click.option("--split", default="train", help="Manifest split to fit on ('all' for every row).")
+@click.option("--skip-bad", is_flag=True, help="Skip (and count) unreadable/empty/silent audio instead of failing.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow full unpickling of a fairseq HuBERT checkpoint that holds pickled config objects. "
+                   "Pickles can run arbitrary code: only for files you trust.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it already holds a tokenizer.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@config_options
+def fit(card: str, manifest: str, out_dir: str, split: str, skip_bad: bool, trust_pickle: bool, overwrite: bool,
+        threads: int | None, config_file: str | None, overrides: tuple[str, ...], dump_config: bool) -> None:
+    """Train k-means on a seeded sample of the manifest's speech features; write OUT.
+
+    OUT holds tokenizer.json, centroids.safetensors and, for HuBERT cards, the converted
+    weights (hubert.safetensors), so encoding needs neither the original checkpoint nor a
+    trust flag. Card values can be changed with --config FILE / --set clusters=100.
+    """
+    from tmt.config import dump_yaml
+    from tmt.tokenizers.base import TokenizerError
+    from tmt.tokenizers.speech import SpeechTokenizer, iter_speech_paths
+
+    cfg = _card(card, config_file, overrides)
+    if dump_config:
+        click.echo(dump_yaml(cfg), nl=False)
+        return
+    _threads(threads)
+    if (Path(out_dir) / "tokenizer.json").exists() and not overwrite:
+        raise TokenizerError(f"{out_dir} already holds a tokenizer; pass --overwrite to replace it")
+    paths = list(dict.fromkeys(iter_speech_paths(manifest, _split(split))))
+    if not paths:
+        raise TokenizerError(f"{manifest}: no rows with speech in split '{split}' (use --split all?)")
+    log.info("fitting %s on up to %d files from %s", cfg.name, len(paths), manifest)
+    tok = SpeechTokenizer.fit(cfg, paths, trust_pickle=trust_pickle, skip_bad=skip_bad, progress=_show_progress())
+    _save_atomically(tok, out_dir, overwrite)
+    echo_json({"tokenizer": out_dir, "name": tok.name, "features": cfg.features, "vocab_size": tok.vocab_size,
+               "feature_dim": tok.feature_dim, "fingerprint": tok.fingerprint, **tok.fit_stats})
+
+
+@cli.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--tokenizer", "tok_dir", required=True, type=click.Path(file_okay=False), help="Fitted speech tokenizer directory.")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest to encode.")
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="Token store directory to write.")
+@click.option("--split", default="all", help="Only rows of this split ('all': every row).")
+@shard_option
+@click.option("--batch-size", type=int, default=16, help="Files per batched feature extraction.")
+@click.option("--skip-bad", is_flag=True, help="Skip (and count) rows whose audio cannot be used instead of failing.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+def encode(tok_dir: str, manifest: str, store: str, split: str, shard: str | None, batch_size: int,
+           skip_bad: bool, overwrite: bool, threads: int | None) -> None:
+    """Encode the manifest's speech into a token store: units + run lengths (`durations` stream).
+
+    Resumable: a rerun skips a finished store/part and continues an interrupted one.
+    """
+    from tmt.tokenizers.encode import encode_with_tokenizers
+    from tmt.tokenizers.speech import SpeechTokenizer
+
+    _threads(threads)
+    tok = SpeechTokenizer.load(tok_dir)
+    counts = encode_with_tokenizers(
+        manifest, store, {"speech": tok}, paths={"speech": tok_dir}, split=_split(split), shard=shard,
+        batch_size=batch_size, skip_bad=skip_bad, overwrite=overwrite, progress=True,
+    )
+    echo_json(counts)
+
+
+@cli.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="Store whose parts to merge.")
+@click.option("--parts", required=True, type=int, help="N of the --shard k/N runs.")
+def merge(store: str, parts: int) -> None:
+    """Merge the parts written with --shard k/N into the store."""
+    from tmt.store.token_store import merge_parts
+
+    index = merge_parts(store, parts)
+    click.echo(f"merged {parts} parts into {store}: {index['rows']} rows")
+
+
+@cli.command("import-km", context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--km", "km_path", required=True, type=click.Path(dir_okay=False), help="fairseq km.bin (joblib pickle).")
+@click.option("--card", required=True, type=click.Path(dir_okay=False), help="Card describing the features the k-means was trained on.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output tokenizer directory.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Required: km.bin is a pickle and unpickling can run arbitrary code. Pass it only for a "
+                   "file you trust; the centroids are converted to safetensors and the pickle is not needed again.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it already holds a tokenizer.")
+@config_options
+def import_km(km_path: str, card: str, out_dir: str, trust_pickle: bool, overwrite: bool,
+              config_file: str | None, overrides: tuple[str, ...], dump_config: bool) -> None:
+    """Import fairseq's k-means (`km.bin`, scikit-learn MiniBatchKMeans) as a speech tokenizer.
+
+    km.bin is a pickle, and loading a pickle can run arbitrary code: it is refused unless
+    --trust-pickle is given, then converted to centroids.safetensors.
+
+    The cluster count is taken from the file; the card gives the features (HuBERT layer
+    and weights) that the k-means was trained on. The --trust-pickle flag also allows a
+    fairseq HuBERT checkpoint with pickled config objects.
+    """
+    from tmt.config import dump_yaml
+    from tmt.tokenizers.speech import import_km as do_import
+
+    cfg = _card(card, config_file, overrides)
+    if dump_config:
+        click.echo(dump_yaml(cfg), nl=False)
+        return
+    tok = do_import(km_path, cfg, trust_pickle=trust_pickle, trust_pickle_weights=trust_pickle)
+    _save_atomically(tok, out_dir, overwrite)
+    echo_json({"tokenizer": out_dir, "name": tok.name, "vocab_size": tok.vocab_size, "feature_dim": tok.feature_dim,
+               "fingerprint": tok.fingerprint})

@@ -69,3 +69,18 @@ def test_field_docs_are_read_from_source():
     docs = field_docs(Train)
     assert docs["steps"] == "Number of optimizer steps."
     assert field_docs(Optim)["lr"] == "Peak learning rate."
+
+
+def test_device_names():
+    import torch
+
+    from tmt import TmtError
+    from tmt.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(TmtError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(TmtError, match="CUDA is not available"):
+            resolve_device("cuda")

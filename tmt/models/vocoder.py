@@ -397,7 +397,9 @@ class UnitVocoder:
                  device: str | torch.device = "cpu") -> None:
         self.cfg = cfg
         self.info = dict(info or {})
-        self.device = torch.device(device)
+        from tmt.device import resolve_device
+
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.num_units = cfg.num_units
         self._inverter: GriffinLimInverter | None = None

@@ -14,8 +14,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from tmt import TmtError
-
 
 @dataclass
 class DistInfo:
@@ -35,14 +33,10 @@ class DistInfo:
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TmtError(f"device '{spec}' requested but CUDA is not available; use --set device=cpu")
-        if dev.index is None:
-            dev = torch.device(f"cuda:{local_rank}")
+    """See `tmt.device.resolve_device` (kept here for the trainer's callers)."""
+    from tmt.device import resolve_device as _resolve
+
+    dev: torch.device = _resolve(spec, local_rank)
     return dev
 
 

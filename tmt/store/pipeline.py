@@ -15,7 +15,9 @@ the shuffle buffers), so a resumed run sees the same batches.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +205,17 @@ def bucket_sizes(max_tokens: int, max_len: int) -> list[tuple[int, int]]:
     return out
 
 
+_LIVE_READERS: weakref.WeakSet[BatchReader] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_readers() -> None:
+    # fairseq2n's own exit handler crashes (SIGSEGV) when a data pipeline is still alive at
+    # interpreter shutdown; atexit hooks run before it, so drop every reader still open.
+    for reader in list(_LIVE_READERS):
+        reader.close()
+
+
 class BatchReader:
     """Length-bucketed `RowBatch`es from one or more weighted token stores.
 
@@ -275,6 +288,7 @@ class BatchReader:
         if prefetch > 0:
             builder = builder.prefetch(prefetch)
         self.pipeline = builder.and_return()
+        _LIVE_READERS.add(self)
 
     # ---- setup helpers ---------------------------------------------------------
     def _check_store(self, path: str, store: TokenStore, check_fingerprints: bool) -> None:

@@ -184,7 +184,7 @@ if stage_wanted 10; then
   log "Stage 10: report: ${out}/scores/{tmt,tmt_bt}/* -> ${out}/report.md"
   rm -f "${out}/.done/10-report"
   run_stage 10-report "${logs}/10-report.log" \
-    tmt score compare "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test"
+    tmt score compare --headline "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test"
   {
     echo "# scenes recipe, preset ${preset}"
     echo
@@ -194,6 +194,12 @@ if stage_wanted 10; then
     echo
     echo '```'
     cat "${logs}/10-report.log"
+    echo '```'
+    echo
+    echo "Every metric:"
+    echo
+    echo '```'
+    tmt score compare "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test"
     echo '```'
     echo
     for model in tmt tmt_bt; do

@@ -351,3 +351,24 @@ def test_unit_outputs_are_vocoded_and_ceiling_resynthesised(tmp_path: Path, mani
     assert "resynthesised ground-truth units" in e["ceiling"]["source"]
     # 3 units with durations 2+3+4 frames of 20 ms at 16 kHz -> 9 * 320 samples
     assert len(judge.calls[1][0][0]) == 9 * 320
+
+
+def test_compare_headline_keeps_one_metric_per_direction():
+    from tmt.evaluation.score import compare
+
+    a = {"directions": {
+        "image->text": {"tgt": "text", "metrics": {"bleu1": 50.0, "bleu4": 20.0}},
+        "speech->text": {"tgt": "text", "metrics": {"wer": 30.0, "cer": 10.0}},
+        "text->image": {"tgt": "image", "metrics": {"scene_exact": 40.0, "scene_shape": 60.0}},
+    }}
+    b = {"directions": {
+        "image->text": {"tgt": "text", "metrics": {"bleu1": 55.0, "bleu4": 25.0}},
+        "speech->text": {"tgt": "text", "metrics": {"wer": 20.0, "cer": 8.0}},
+        "text->image": {"tgt": "image", "metrics": {"scene_exact": 30.0, "scene_shape": 70.0}},
+    }}
+    rows = compare(a, b, headline_only=True)
+    assert [(r["direction"], r["metric"], r["better"]) for r in rows] == [
+        ("image->text", "bleu4", "b"), ("speech->text", "wer", "b"), ("text->image", "scene_exact", "a"),
+    ]
+    assert rows[1]["delta"] == -10.0
+    assert len(compare(a, b)) == 6

@@ -154,10 +154,10 @@ def run(
     click.echo(f"wrote {out}/scores.json, {out}/report.md, {out}/scores.png")
 
 
-def _print_compare(a: str, b: str, *, as_json: bool) -> None:
+def _print_compare(a: str, b: str, *, as_json: bool, headline: bool = False) -> None:
     from tmt.evaluation.score import compare
 
-    rows = compare(a, b)
+    rows = compare(a, b, headline_only=headline)
     if as_json:
         echo_json(rows)
         return
@@ -174,9 +174,10 @@ def _print_compare(a: str, b: str, *, as_json: bool) -> None:
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def compare_cmd(a: str, b: str, as_json: bool) -> None:
+@click.option("--headline", is_flag=True, help="Only each direction's headline metric (BLEU-4, WER, scene exact match).")
+def compare_cmd(a: str, b: str, as_json: bool, headline: bool) -> None:
     """Two runs' scores side by side with deltas (B - A); same as `tmt score --compare A B`."""
-    _print_compare(a, b, as_json=as_json)
+    _print_compare(a, b, as_json=as_json, headline=headline)
 
 
 @cli.command("retrieval", context_settings=CONTEXT, epilog=EPILOG)

@@ -863,8 +863,11 @@ def load_scores(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def compare(a: str | Path | dict[str, Any], b: str | Path | dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows {direction, metric, a, b, delta, better} for every metric in either run.
+def compare(
+    a: str | Path | dict[str, Any], b: str | Path | dict[str, Any], *, headline_only: bool = False
+) -> list[dict[str, Any]]:
+    """Rows {direction, metric, a, b, delta, better} for every metric in either run
+    (only each direction's headline metric with `headline_only`).
 
     `delta` is b - a; `better` names the run that wins ("a", "b", "=" or "" when one is missing).
     """
@@ -875,7 +878,12 @@ def compare(a: str | Path | dict[str, Any], b: str | Path | dict[str, Any]) -> l
     for key in keys:
         ea, eb = sa["directions"].get(key, {}), sb["directions"].get(key, {})
         ma, mb = ea.get("metrics", {}), eb.get("metrics", {})
-        for m in list(ma) + [x for x in mb if x not in ma]:
+        names = list(ma) + [x for x in mb if x not in ma]
+        if headline_only:
+            h = headline(ea) if ea else None
+            h = h or (headline(eb) if eb else None)
+            names = [h[0]] if h else []
+        for m in names:
             va, vb = ma.get(m), mb.get(m)
             delta = None if va is None or vb is None else float(vb) - float(va)
             better = ""

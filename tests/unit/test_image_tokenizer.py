@@ -184,9 +184,26 @@ def test_card_errors() -> None:
 
 
 def test_patch_gan_and_foreground_weight_options_train(tmp_path: Path) -> None:
-    tok = fit_image_tokenizer(tiny_card(steps=4, gan_weight=0.1, gan_start=2, fg_weight=2.0, sample_every=0),
-                              make_images(8), tmp_path / "a", progress=False)
+    tok = fit_image_tokenizer(tiny_card(steps=4, gan_weight=0.1, gan_start=2, fg_weight=2.0, edge_weight=1.0,
+                                        augment=True, sample_every=0), make_images(8), tmp_path / "a", progress=False)
     assert tok.stats["steps"] == 4 and np.isfinite(tok.stats["final_recon_loss"])
+
+
+def test_dihedral_augmentation_flips_whole_images() -> None:
+    from tmt.tokenizers.image import _dihedral
+
+    torch.manual_seed(0)
+    x = torch.rand(32, 3, 5, 5)
+    y = _dihedral(x)
+    variants = []
+    for img in x:
+        vs = []
+        for t in (img, img.transpose(1, 2)):
+            vs += [t, t.flip(2), t.flip(1), t.flip(1).flip(2)]
+        variants.append(vs)
+    # every output is one of the 8 flips/rotations of its own input, and several differ from the input
+    assert all(any(torch.equal(o, v) for v in vs) for o, vs in zip(y, variants, strict=True))
+    assert sum(not torch.equal(o, i) for o, i in zip(y, x, strict=True)) >= 16
 
 
 def test_continuous_warmup_then_kmeans_codebook(tmp_path: Path) -> None:

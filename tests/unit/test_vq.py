@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tmt import TmtError
-from tmt.models.vq import VQVAE, EMAQuantizer, VQConfig, codebook_usage
+from tmt.models.vq import VQVAE, EMAQuantizer, ResBlock, VQConfig, codebook_usage, gradient_loss
 
 torch.set_num_threads(1)
 
@@ -98,3 +98,32 @@ def test_codebook_usage() -> None:
     assert u["codes_used"] == 4 and u["codes_used_pct"] == 50.0
     assert u["perplexity"] == pytest.approx(4.0, rel=1e-4)
     assert codebook_usage(torch.zeros(10, dtype=torch.long), 8)["perplexity"] == pytest.approx(1.0)
+
+
+def test_architecture_options_cosine_codes_and_decoder_blocks() -> None:
+    torch.manual_seed(0)
+    cfg = tiny(cosine_codes=True, code_dim=4, up_res_blocks=1, decoder_channels=[12, 16], activation="silu",
+               norm="group", head_channels=4)
+    m = VQVAE(cfg)
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    out = m(x)  # a training step: the EMA update keeps the codes on the unit sphere
+    assert out.recon.shape == x.shape
+    assert torch.allclose(m.quantizer.embed.norm(dim=1), torch.ones(16), atol=1e-5)
+    # cosine lookup: the chosen code has the highest cosine similarity with the encoder output
+    m.eval()
+    z = m.encoder(x).permute(0, 2, 3, 1).reshape(-1, 4)
+    cos = torch.nn.functional.normalize(z, dim=1) @ m.quantizer.embed.t()
+    assert torch.equal(m.encode(x).reshape(-1), cos.argmax(1))
+    # the decoder's extra blocks and channels are there; the default layout is unchanged
+    assert any(p.shape[0] == 12 for p in m.decoder.parameters())
+    assert sum(isinstance(mod, ResBlock) for mod in m.decoder.modules()) == 1 + 1
+    plain = VQVAE(tiny()).state_dict()
+    assert not any("act" in k for k in plain)  # relu/no-norm blocks: same weight names as before
+
+
+def test_gradient_loss() -> None:
+    a = torch.zeros(1, 1, 3, 3)
+    b = torch.zeros(1, 1, 3, 3)
+    b[..., :, 2] = 1.0  # a vertical edge
+    assert float(gradient_loss(a, a)) == 0.0
+    assert float(gradient_loss(a, b)) == pytest.approx(0.5)  # half the horizontal differences are 1

@@ -53,8 +53,21 @@ class VQConfig:
     """Weight of the commitment loss ||z - sg(q)||^2."""
     ema_decay: float = 0.99
     """Decay of the EMA codebook statistics."""
-    dead_code_threshold: float = 1.0
-    """A code whose EMA usage count (vectors per step) is below this is restarted from a random encoder output."""
+    dead_code_threshold: float = 0.1
+    """A code whose EMA usage count (vectors per step) is below this is restarted from a random encoder output.
+    Keep it well below the mean count (batch_size * tokens_per_image / codebook_size): near the
+    mean, half the codebook is restarted every step and reconstructions stay blurry."""
+    cosine_codes: bool = False
+    """l2-normalise encoder outputs and codes and look codes up by cosine similarity (ViT-VQGAN
+    style; pair with a small code_dim such as 16-32, the factorised low-dimensional lookup)."""
+    up_res_blocks: int = 0
+    """Decoder: residual blocks after each intermediate upsampling step (e.g. at 16x16 and 32x32)."""
+    decoder_channels: list[int] = field(default_factory=list)
+    """Decoder conv channels per stage, same layout as `channels` (empty: the same as `channels`)."""
+    activation: Literal["relu", "silu"] = "relu"
+    """Non-linearity of encoder and decoder."""
+    norm: Literal["none", "group"] = "none"
+    """Normalisation before each activation: none or GroupNorm (8 groups, or fewer for thin layers)."""
 
     def size_hw(self) -> tuple[int, int]:
         return _pair(self.image_size, "image_size")
@@ -73,9 +86,9 @@ class VQConfig:
         nh, nw = int(math.log2(fh)), int(math.log2(fw))
         return [(2 if i < nh else 1, 2 if i < nw else 1) for i in range(max(nh, nw))]
 
-    def stage_channels(self) -> list[int]:
+    def stage_channels(self, decoder: bool = False) -> list[int]:
         n = max(1, len(self.strides()))
-        ch = list(self.channels) or [64]
+        ch = list(self.decoder_channels if decoder and self.decoder_channels else self.channels) or [64]
         return (ch + [ch[-1]] * n)[:n]
 
     def check(self) -> None:
@@ -100,16 +113,27 @@ def _pair(v: int | list[int] | tuple[int, ...], name: str) -> tuple[int, int]:
     return int(vals[0]), int(vals[1])
 
 
-class ResBlock(nn.Module):
-    """x + conv1x1(relu(conv3x3(relu(x)))) — the residual block of the original VQ-VAE."""
+def _act(cfg: VQConfig, channels: int) -> nn.Module:
+    """(norm +) activation as set by the card."""
+    act: nn.Module = nn.SiLU() if cfg.activation == "silu" else nn.ReLU()
+    if cfg.norm == "group":
+        return nn.Sequential(nn.GroupNorm(math.gcd(8, channels), channels), act)
+    return act
 
-    def __init__(self, channels: int) -> None:
+
+class ResBlock(nn.Module):
+    """x + conv1x1(act(conv3x3(act(x)))) — the residual block of the original VQ-VAE."""
+
+    def __init__(self, channels: int, cfg: VQConfig | None = None) -> None:
         super().__init__()
+        cfg = cfg or VQConfig()
+        self.act1 = _act(cfg, channels)
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act2 = _act(cfg, channels)
         self.conv2 = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        return x + self.conv2(self.act2(self.conv1(self.act1(x))))
 
 
 def _kernel(stride: tuple[int, int]) -> tuple[int, int]:
@@ -128,12 +152,12 @@ class Encoder(nn.Module):
         c_in = cfg.in_channels
         for i, stride in enumerate(cfg.strides()):
             if i:
-                layers.append(nn.ReLU())
+                layers.append(_act(cfg, c_in))
             layers.append(nn.Conv2d(c_in, ch[i], _kernel(stride), stride=stride, padding=1))
             c_in = ch[i]
         layers.append(nn.Conv2d(c_in, ch[-1], 3, padding=1))
-        layers += [ResBlock(ch[-1]) for _ in range(cfg.num_res_blocks)]
-        layers += [nn.ReLU(), nn.Conv2d(ch[-1], cfg.code_dim, 1)]
+        layers += [ResBlock(ch[-1], cfg) for _ in range(cfg.num_res_blocks)]
+        layers += [_act(cfg, ch[-1]), nn.Conv2d(ch[-1], cfg.code_dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -142,22 +166,25 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     """Mirror of the encoder: 3x3 conv from code_dim, residual blocks, then one 4x4 transposed
-    conv per doubling (the last one writes the image)."""
+    conv per doubling (the last one writes the image), optionally with residual blocks after
+    each intermediate doubling (`up_res_blocks`: sharper small objects for little compute)."""
 
     def __init__(self, cfg: VQConfig) -> None:
         super().__init__()
-        ch = cfg.stage_channels()
+        ch = cfg.stage_channels(decoder=True)
         layers: list[nn.Module] = [nn.Conv2d(cfg.code_dim, ch[-1], 3, padding=1)]
-        layers += [ResBlock(ch[-1]) for _ in range(cfg.num_res_blocks)]
+        layers += [ResBlock(ch[-1], cfg) for _ in range(cfg.num_res_blocks)]
         strides = cfg.strides()
         c_in = ch[-1]
         head = cfg.head_channels
         for i in reversed(range(len(strides))):
             c_out = ch[i - 1] if i else (head or cfg.in_channels)
-            layers += [nn.ReLU(), nn.ConvTranspose2d(c_in, c_out, _kernel(strides[i]), stride=strides[i], padding=1)]
+            layers += [_act(cfg, c_in), nn.ConvTranspose2d(c_in, c_out, _kernel(strides[i]), stride=strides[i], padding=1)]
+            if i:
+                layers += [ResBlock(c_out, cfg) for _ in range(cfg.up_res_blocks)]
             c_in = c_out
         if head or not strides:  # a thin 3x3 conv at full resolution sharpens edges
-            layers += [nn.ReLU(), nn.Conv2d(c_in, cfg.in_channels, 3, padding=1)]
+            layers += [_act(cfg, c_in), nn.Conv2d(c_in, cfg.in_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -194,6 +221,7 @@ class EMAQuantizer(nn.Module):
         self.decay = cfg.ema_decay
         self.commitment = cfg.commitment
         self.threshold = cfg.dead_code_threshold
+        self.cosine = cfg.cosine_codes
         self.eps = 1e-5
         self.register_buffer("embed", torch.randn(k, d) * 0.1)
         self.register_buffer("cluster_size", torch.zeros(k))
@@ -204,8 +232,13 @@ class EMAQuantizer(nn.Module):
         self.embed_sum: Tensor
         self.initialized: Tensor
 
+    def prepare(self, z: Tensor, dim: int = 1) -> Tensor:
+        """Encoder outputs as the quantizer sees them: l2-normalised along `dim` in cosine mode."""
+        return F.normalize(z, dim=dim) if self.cosine else z
+
     def nearest(self, flat: Tensor) -> Tensor:
-        """(N, D) -> (N,) ids of the nearest codes (squared L2)."""
+        """(N, D) -> (N,) ids of the nearest codes (squared L2; for unit vectors = highest cosine)."""
+        flat = self.prepare(flat)
         e = self.embed
         dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ e.t() + e.pow(2).sum(1)[None, :]
         return dist.argmin(1)
@@ -217,6 +250,7 @@ class EMAQuantizer(nn.Module):
     @torch.no_grad()
     def init_kmeans(self, flat: Tensor, iters: int = 10) -> None:
         """Initialise the codebook by k-means on encoder outputs (N, D) (used after a continuous warm-up)."""
+        flat = self.prepare(flat)
         embed = self._sample(flat, self.codebook_size)
         for _ in range(iters):
             ids = torch.cdist(flat, embed).argmin(1)
@@ -226,6 +260,7 @@ class EMAQuantizer(nn.Module):
             embed = torch.where(empty[:, None], embed, sums / counts.clamp(min=1)[:, None])
             if bool(empty.any()):
                 embed[empty] = self._sample(flat, int(empty.sum()))
+            embed = self.prepare(embed)  # spherical k-means in cosine mode
         self.embed.copy_(embed)
         self.embed_sum.copy_(embed)
         self.cluster_size.fill_(1.0)
@@ -233,7 +268,7 @@ class EMAQuantizer(nn.Module):
 
     def _sample(self, flat: Tensor, n: int) -> Tensor:
         idx = torch.randint(0, flat.shape[0], (n,))
-        return flat[idx] + 1e-3 * torch.randn(n, flat.shape[1])
+        return self.prepare(flat[idx] + 1e-3 * torch.randn(n, flat.shape[1]))
 
     @torch.no_grad()
     def _ema_update(self, flat: Tensor, ids: Tensor) -> int:
@@ -248,7 +283,7 @@ class EMAQuantizer(nn.Module):
         self.embed_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n  # Laplace smoothing
-        self.embed.copy_(self.embed_sum / smoothed[:, None])
+        self.embed.copy_(self.prepare(self.embed_sum / smoothed[:, None]))
         # dead-code restart (as in Jukebox): every code still under the threshold gets a fresh
         # random encoder output each step until vectors start being assigned to it
         dead = self.cluster_size < self.threshold
@@ -260,6 +295,7 @@ class EMAQuantizer(nn.Module):
         return num_dead
 
     def forward(self, z: Tensor) -> QuantizerOutput:
+        z = self.prepare(z)
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)
         ids = self.nearest(flat.detach())
@@ -302,6 +338,7 @@ class VQVAE(nn.Module):
         """`quantize=False` (warm-up) feeds the continuous latents to the decoder."""
         z = self.encoder(x)
         if not quantize:
+            z = self.quantizer.prepare(z)
             b, _, h, w = z.shape
             zero = z.new_zeros(())
             return VQOutput(self.decoder(z), torch.zeros(b, h, w, dtype=torch.long), zero, zero, 0)
@@ -350,6 +387,13 @@ def reconstruction_loss(recon: Tensor, target: Tensor, kind: Literal["l1", "l2",
     if weights is not None:
         per_pixel = per_pixel * weights
     return per_pixel.mean()
+
+
+def gradient_loss(recon: Tensor, target: Tensor) -> Tensor:
+    """L1 distance between the horizontal and vertical pixel differences of two image batches."""
+    dx = (recon[..., :, 1:] - recon[..., :, :-1]) - (target[..., :, 1:] - target[..., :, :-1])
+    dy = (recon[..., 1:, :] - recon[..., :-1, :]) - (target[..., 1:, :] - target[..., :-1, :])
+    return dx.abs().mean() + dy.abs().mean()
 
 
 def codebook_usage(ids: Tensor, codebook_size: int) -> dict[str, float]:

@@ -43,6 +43,7 @@ from tmt.models.vq import (
     PatchDiscriminator,
     VQConfig,
     codebook_usage,
+    gradient_loss,
     hinge_d_loss,
     reconstruction_loss,
 )
@@ -109,6 +110,11 @@ class VQTrainConfig:
     on plain backgrounds): weight = 1 + fg_weight * min(1, distance / fg_scale). 0: plain loss."""
     fg_scale: float = 0.2
     """Colour distance (in [-1, 1] pixel units) at which a pixel gets the full foreground weight."""
+    edge_weight: float = 0.0
+    """Weight of an L1 loss on horizontal and vertical pixel differences (sharper object edges). 0: off."""
+    augment: bool = False
+    """Random flips (and transposes of square images) of each training image: 8x more distinct
+    inputs, against overfitting small image sets. Only for images whose meaning survives a flip."""
     usage_images: int = 2000
     """Images encoded after fitting for the codebook usage report and the reconstruction PSNR."""
 
@@ -410,6 +416,16 @@ def _pixel_weights(x: torch.Tensor, t: VQTrainConfig) -> torch.Tensor | None:
     return w / w.mean(dim=(1, 2, 3), keepdim=True)  # keep the loss scale comparable
 
 
+def _dihedral(x: torch.Tensor) -> torch.Tensor:
+    """Per image: random horizontal flip, vertical flip and (square images) transpose."""
+    flips = torch.rand(3, x.shape[0]) < 0.5
+    x = torch.where(flips[0, :, None, None, None], x.flip(3), x)
+    x = torch.where(flips[1, :, None, None, None], x.flip(2), x)
+    if x.shape[2] == x.shape[3]:
+        x = torch.where(flips[2, :, None, None, None], x.transpose(2, 3), x)
+    return x
+
+
 _RESUMABLE_CHANGES = ("steps", "max_minutes", "sample_every", "checkpoint_every", "usage_images")
 """Train settings that may change between a run and its resumption (e.g. train longer)."""
 
@@ -479,6 +495,8 @@ def fit_image_tokenizer(card: dict[str, Any] | ImageVQCard, images: Sequence[Ima
     torch.manual_seed(t.seed)
     model = VQVAE(cfg.model)
     model.train()
+    # channels-last activations: faster conv steps on CPU (oneDNN; 147 vs 180 ms per batch-16 step, 1 thread)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (missing from the stubs)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(0.9, 0.99))
     disc: PatchDiscriminator | None = None
     opt_d: torch.optim.Optimizer | None = None
@@ -531,7 +549,9 @@ def fit_image_tokenizer(card: dict[str, Any] | ImageVQCard, images: Sequence[Ima
     stopped_early = False
     while step < t.steps and _progress(step, time.monotonic() - t0, t) < 1.0:
         idx = torch.randint(0, len(pixels), (t.batch_size,))
-        x = pixels[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        x = pixels[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # NHWC memory: channels-last
+        if t.augment:
+            x = _dihedral(x)
         lr = _lr_at(step, _progress(step, time.monotonic() - t0, t), t)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -541,6 +561,8 @@ def fit_image_tokenizer(card: dict[str, Any] | ImageVQCard, images: Sequence[Ima
         o = model(x, quantize=quantize)
         rec = reconstruction_loss(o.recon, x, t.recon_loss, _pixel_weights(x, t))
         loss = rec + o.commitment_loss
+        if t.edge_weight > 0:
+            loss = loss + t.edge_weight * gradient_loss(o.recon, x)
         use_gan = disc is not None and opt_d is not None and step >= t.gan_start
         if use_gan:
             assert disc is not None

@@ -77,3 +77,19 @@ def test_schedule_and_dump_config(data) -> None:
     assert g(15) == pytest.approx(0.5)
     r = CliRunner().invoke(root, ["train", "--preset", "paper", "-o", "x", "--dump-config", "--set", "optim.lr=1e-4"])
     assert r.exit_code == 0 and "model_dim: 1024" in r.output and "lr: 0.0001" in r.output
+
+
+def test_time_budget_stops_and_saves(data, monkeypatch) -> None:
+    import tmt.training.trainer as trainer
+
+    clock = {"t": 0.0}
+
+    def fake_monotonic() -> float:
+        clock["t"] += 30.0  # every call: half a minute passes
+        return clock["t"]
+
+    monkeypatch.setattr(trainer.time, "monotonic", fake_monotonic)
+    cfg = _cfg(data, max_steps=50, max_minutes=1.5, save_every=100)
+    res = train(cfg, data / "budget")
+    assert list_steps(data / "budget") == [res.step] and 1 <= res.step < 50
+    assert (data / "budget" / "model.pt").is_file()

@@ -70,6 +70,9 @@ class TrainConfig:
     """Optimizer and schedule."""
     max_steps: int = 10_000
     """Optimizer steps in total (the schedule runs to here)."""
+    max_minutes: float | None = None
+    """Wall-clock budget of one run: stop (validating and saving first) once it is spent.
+    Pair it with `optim.schedule=inverse_sqrt`, whose decay does not depend on max_steps."""
     valid_every: int = 500
     """Validate every N steps (and at the end) when valid stores are given."""
     save_every: int = 500
@@ -95,6 +98,8 @@ class TrainConfig:
         self.model.validate()
         if self.max_steps < 1:
             raise TmtError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise TmtError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.optim.grad_accum < 1:
             raise TmtError(f"optim.grad_accum must be >= 1, got {self.optim.grad_accum}")
         if not 0 <= self.optim.label_smoothing < 1:

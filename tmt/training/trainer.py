@@ -388,7 +388,9 @@ def _run(
     steps_in_window = 0
     start = step
     saved_at = -1
-    while step < cfg.max_steps and (stop_after is None or step - start < stop_after):
+    run_t0 = time.monotonic()
+    out_of_time = False
+    while step < cfg.max_steps and (stop_after is None or step - start < stop_after) and not out_of_time:
         wrapped.train()
         for micro in range(accum):
             batch = next(batches)
@@ -409,7 +411,11 @@ def _run(
         opt.zero_grad(set_to_none=True)
         step += 1
         steps_in_window += 1
-        last = step == cfg.max_steps or (stop_after is not None and step - start >= stop_after)
+        if cfg.max_minutes is not None:  # rank 0's clock decides, so every rank stops together
+            out_of_time = _bcast_flag(time.monotonic() - run_t0 >= cfg.max_minutes * 60, info)
+            if out_of_time and info.is_main:
+                log.info("time budget of %.1f min spent at step %d; stopping", cfg.max_minutes, step)
+        last = step == cfg.max_steps or (stop_after is not None and step - start >= stop_after) or out_of_time
 
         if step % cfg.log_every == 0 or last:
             per_dir = window.reduce(directions, info, device)

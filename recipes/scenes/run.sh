@@ -24,8 +24,10 @@ out=                 # output directory (default exp/scenes-<preset>)
 jobs=2               # parallel worker processes for corpus synthesis and tokenization
 device=auto          # auto | cpu | cuda (training and decoding)
 num_scenes=          # override the preset's number of scenes
-train_steps=         # override the preset's optimizer steps for the first training
-bt_steps=            # override the preset's steps of training on real + synthetic
+train_steps=         # cap on optimizer steps of the first training (the time budget usually ends it)
+bt_steps=            # cap on steps of training on real + synthetic
+train_minutes=       # override the preset's training budget (minutes)
+bt_minutes=          # override the preset's budget on real + synthetic (minutes)
 vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 single_task=false    # full preset: also train the six single-direction baselines
 
@@ -41,6 +43,8 @@ Usage: $0 [options]
   --num-scenes N     override the preset's corpus size
   --train-steps N    override the preset's training steps
   --bt-steps N       override the preset's steps on real + synthetic data
+  --train-minutes M  override the preset's training budget
+  --bt-minutes M     override the preset's budget on real + synthetic data
   --vocoder-minutes M override the preset's vocoder budget
   --single-task B    true: also train single-direction baselines (default ${single_task})
 Stages:
@@ -60,15 +64,17 @@ EOF
 case "${preset}" in
   quick)
     : "${num_scenes:=300}"
-    vq_steps=1500; vq_minutes=3; km_sample=100000
-    : "${train_steps:=2500}"; : "${bt_steps:=600}"
+    vq_steps=20000; vq_minutes=3; km_sample=100000
+    : "${train_steps:=100000}"; : "${bt_steps:=100000}"   # the time budgets below end training
+    : "${train_minutes:=10}"; : "${bt_minutes:=3}"
     vocoder_config=unit-mel; : "${vocoder_minutes:=3}"
     model_preset=demo; beam=5; test_limit=40; eval_splits="test"
     ;;
   full)
     : "${num_scenes:=2000}"
-    vq_steps=6000; vq_minutes=14; km_sample=300000
-    : "${train_steps:=12000}"; : "${bt_steps:=3000}"
+    vq_steps=20000; vq_minutes=14; km_sample=300000
+    : "${train_steps:=100000}"; : "${bt_steps:=100000}"
+    : "${train_minutes:=75}"; : "${bt_minutes:=25}"
     vocoder_config=unit-mel; : "${vocoder_minutes:=25}"
     model_preset=demo; beam=5; test_limit=0; eval_splits="test test_novel"
     ;;
@@ -122,10 +128,11 @@ if stage_wanted 3; then
 fi
 
 if stage_wanted 4; then
-  log "Stage 4: train six directions (${model_preset}, ${train_steps} steps): ${store}/train -> ${out}/exp/tmt"
+  log "Stage 4: train six directions (${model_preset}, ${train_minutes} min): ${store}/train -> ${out}/exp/tmt"
   run_stage 4-train "${logs}/4-train.log" \
     tmt train -o "${out}/exp/tmt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
-      --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" --device "${device}" --resume
+      --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" --device "${device}" \
+      --set max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt --resume
 fi
 
 if stage_wanted 5; then
@@ -137,12 +144,13 @@ if stage_wanted 5; then
 fi
 
 if stage_wanted 6; then
-  log "Stage 6: continue on real + synthetic (${bt_steps} steps): ${out}/exp/tmt -> ${out}/exp/tmt_bt"
+  log "Stage 6: continue on real + synthetic (${bt_minutes} min): ${out}/exp/tmt -> ${out}/exp/tmt_bt"
   run_stage 6-train-bt "${logs}/6-train-bt.log" \
     tmt train -o "${out}/exp/tmt_bt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
       --init-from "${out}/exp/tmt" --store "${store}/train" \
       --store "${store}/bt_images_only=0.5" --store "${store}/bt_speech_text_only=0.5" \
-      --valid-store "${store}/valid" --max-steps "${bt_steps}" --device "${device}" --resume
+      --valid-store "${store}/valid" --max-steps "${bt_steps}" --device "${device}" \
+      --set max_minutes="${bt_minutes}" --set optim.schedule=inverse_sqrt --set optim.warmup_steps=50 --resume
 fi
 
 if stage_wanted 7; then
@@ -217,6 +225,7 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
     run_stage "11-single-${d}" "${logs}/11-single-${d}.log" \
       tmt train -o "${out}/exp/single_${d}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
         --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" \
+        --set max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt \
         --directions "${d}" --device "${device}" --resume
   done
 fi

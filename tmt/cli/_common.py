@@ -53,3 +53,19 @@ def _fmt(c: Any) -> str:
     if isinstance(c, int):
         return f"{c:,}"
     return str(c)
+
+
+def merge_command(epilog: str | None = None) -> click.Command:
+    """`merge --store S --parts N`: the merge step after `--shard k/N` jobs (same in every group)."""
+
+    @click.command("merge", context_settings=CONTEXT, epilog=epilog)
+    @click.option("--store", required=True, type=click.Path(file_okay=False), help="Store whose parts to merge.")
+    @click.option("--parts", required=True, type=int, help="N of the --shard k/N runs.")
+    def merge(store: str, parts: int) -> None:
+        """Merge the parts written with --shard k/N into the store."""
+        from tmt.store.token_store import merge_parts
+
+        index = merge_parts(store, parts)
+        click.echo(f"merged {parts} parts into {store}: {index['rows']} rows")
+
+    return merge

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from tmt.cli._common import CONTEXT, echo_json, shard_option
+from tmt.cli._common import CONTEXT, echo_json, merge_command, shard_option
 from tmt.config import config_options
 
 log = logging.getLogger(__name__)
@@ -144,15 +144,7 @@ def encode(tok_dir: str, manifest: str, store: str, split: str, shard: str | Non
     echo_json(counts)
 
 
-@cli.command(context_settings=CONTEXT, epilog=EPILOG)
-@click.option("--store", required=True, type=click.Path(file_okay=False), help="Store whose parts to merge.")
-@click.option("--parts", required=True, type=int, help="N of the --shard k/N runs.")
-def merge(store: str, parts: int) -> None:
-    """Merge the parts written with --shard k/N into the store."""
-    from tmt.store.token_store import merge_parts
-
-    index = merge_parts(store, parts)
-    click.echo(f"merged {parts} parts into {store}: {index['rows']} rows")
+cli.add_command(merge_command(EPILOG))
 
 
 @cli.command("import-km", context_settings=CONTEXT, epilog=EPILOG)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tmt.cli._common import CONTEXT, echo_json, shard_option
+from tmt.cli._common import CONTEXT, echo_json, merge_command, shard_option
 
 EPILOG = """\b
 Examples:
@@ -85,15 +85,7 @@ def encode(tok_dir: str, manifest: str | None, store: str | None, text_file: str
     echo_json(counts)
 
 
-@cli.command(context_settings=CONTEXT, epilog=EPILOG)
-@click.option("--store", required=True, type=click.Path(file_okay=False), help="Store whose parts to merge.")
-@click.option("--parts", required=True, type=int, help="N of the --shard k/N runs.")
-def merge(store: str, parts: int) -> None:
-    """Merge the parts written with --shard k/N into the store."""
-    from tmt.store.token_store import merge_parts
-
-    index = merge_parts(store, parts)
-    click.echo(f"merged {parts} parts into {store}: {index['rows']} rows")
+cli.add_command(merge_command(EPILOG))
 
 
 @cli.command(context_settings=CONTEXT, epilog=EPILOG)

@@ -58,7 +58,12 @@ def load_fairseq_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> 
     if not path.is_file():
         raise VocoderError(f"fairseq vocoder checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        if trust_pickle:
+            from tmt.io import load_pickled_torch
+
+            obj = load_pickled_torch(path)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise VocoderError(
             f"{path} holds Python objects besides tensors, so it was refused (weights_only=True): {e}. "

@@ -415,7 +415,9 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
                 "trust this file, pass --trust-pickle (trust_pickle=True)"
             ) from None
     log.warning("loading %s with full unpickling (--trust-pickle)", path)
-    return torch.load(path, map_location="cpu", weights_only=False)
+    from tmt.io import load_pickled_torch
+
+    return load_pickled_torch(path)
 
 
 def _as_plain(obj: Any) -> Any:

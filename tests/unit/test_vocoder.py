@@ -30,6 +30,7 @@ from tmt.models.vocoder_nets import (
     apply_weight_norm,
     discriminator_loss,
     duration_loss,
+    durations_from_log,
     expand_units,
     feature_matching_loss,
     generator_adversarial_loss,
@@ -238,3 +239,22 @@ def test_unit_mel_learns_synthetic_tones(corpus: dict, tmp_path: Path) -> None:
     samples = sorted((tmp_path / "um" / "samples").rglob("*"))
     assert any(p.suffix == ".wav" for p in samples) and any(p.suffix == ".png" for p in samples)
     assert (tmp_path / "um" / "samples" / "step_0000150" / "utt010.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_durations_from_log_keeps_the_total_length() -> None:
+    # 1.3 frames each: per-unit rounding would give 1 + 1 + ... (23% short)
+    cont = torch.full((2, 10), 1.3)
+    log_dur = torch.log1p(cont)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+    d = durations_from_log(log_dur, 1.0, mask)
+    assert d[0].sum().item() == 13
+    assert d[1, :6].sum().item() == round(1.3 * 6)
+    assert (d >= 1).all() and set(d[0].tolist()) <= {1, 2}
+    # the scale stretches the total; predictions below one frame still give one
+    assert durations_from_log(log_dur[:1], 2.0)[0].sum().item() == 26
+    assert durations_from_log(torch.full((1, 4), -3.0)).tolist() == [[1, 1, 1, 1]]
+    # whole-frame predictions come back unchanged, never 0 at half-way sums
+    whole = torch.tensor([[1.0, 2.0, 3.0, 1.0, 0.5, 2.5]])
+    out = durations_from_log(torch.log1p(whole))[0].tolist()
+    assert out[:4] == [1, 2, 3, 1] and min(out) >= 1 and sum(out) in (10, 11)

@@ -450,7 +450,7 @@ class UnitVocoder:
         for s in range(0, len(idx), batch_size):
             chunk = idx[s : s + batch_size]
             u, m = self._pad([units[i] for i in chunk])
-            d = durations_from_log(self.model.predict_log_durations(u, m), scale)
+            d = durations_from_log(self.model.predict_log_durations(u, m), scale, m)
             for row, i in enumerate(chunk):
                 out[i] = d[row, : len(units[i])].cpu().numpy()
         return out

@@ -30,6 +30,8 @@ train_minutes=       # override the preset's training budget (minutes)
 bt_minutes=          # override the preset's budget on real + synthetic (minutes)
 vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 single_task=false    # full preset: also train the six single-direction baselines
+single_minutes=      # training budget of each single-direction baseline (default: the preset's train budget)
+image_decoding="--sample --top-k 16 --seed 0"  # decoding of image targets (beam search gives blank images)
 
 # shellcheck disable=SC2034  # read by parse_options.sh
 help_message=$(cat <<EOF
@@ -47,6 +49,8 @@ Usage: $0 [options]
   --bt-minutes M     override the preset's budget on real + synthetic data
   --vocoder-minutes M override the preset's vocoder budget
   --single-task B    true: also train single-direction baselines (default ${single_task})
+  --single-minutes M budget of each single-direction baseline (default: --train-minutes)
+  --image-decoding S decoding options for image targets (default "${image_decoding}")
 Stages:
   0 prepare scenes corpus        1 fit text/speech/image tokenizers   2 tokenize every split
   3 joint vocabulary             4 train (six directions)             5 back-translate partial pools
@@ -93,6 +97,23 @@ directions="image:text image:speech text:image speech:image speech:text text:spe
 # keep the command line, so the experiment can re-run itself
 echo "${cmdline}" >> "${out}/command.txt"
 log "Recipe scenes, preset ${preset}: outputs under ${out}"
+
+# translate_split NAME MODEL_DIR SPLIT SRC TGT: one direction of one split -> hyp/NAME/SPLIT/SRC-TGT
+translate_split() {
+  local name=$1 model_dir=$2 split=$3 src=$4 tgt=$5
+  local dest=${out}/hyp/${name}/${split}/${src}-${tgt}
+  local limit_opt=() decode_opt=(--beam "${beam}")
+  [ "${test_limit}" -gt 0 ] && limit_opt=(--limit "${test_limit}")
+  # VQ image codes are many equally likely layouts: the single most likely one (beam search)
+  # is a blank background, so image targets are sampled (as DALL-E style decoders do)
+  # shellcheck disable=SC2206  # word splitting of the option string is intended
+  [ "${tgt}" = image ] && decode_opt=(${image_decoding})
+  log "Stage ${stage_no}: translate ${split} ${src}->${tgt} with ${model_dir} -> ${dest}"
+  run_stage "${stage_no}-${name}-${split}-${src}-${tgt}" "${logs}/${stage_no}-${name}-${split}-${src}-${tgt}.log" \
+    tmt translate -m "${model_dir}" --manifest "${data}/${split}.jsonl.gz" --split "${split}" \
+      --from "${src}" --to "${tgt}" "${decode_opt[@]}" --vocoder "${out}/exp/vocoder" --device "${device}" \
+      "${limit_opt[@]}" --output-dir "${dest}"
+}
 
 if stage_wanted 0; then
   log "Stage 0: prepare scenes: ${num_scenes} scenes -> ${data}/{images,speech,*.jsonl.gz}"
@@ -161,17 +182,12 @@ if stage_wanted 7; then
 fi
 
 if stage_wanted 8; then
+  stage_no=8
   for model in tmt tmt_bt; do
     for split in ${eval_splits}; do
       for d in ${directions}; do
         src=${d%%:*}; tgt=${d##*:}
-        dest=${out}/hyp/${model}/${split}/${src}-${tgt}
-        log "Stage 8: translate ${split} ${src}->${tgt} with ${model} -> ${dest}"
-        limit_opt=(); [ "${test_limit}" -gt 0 ] && limit_opt=(--limit "${test_limit}")
-        run_stage "8-${model}-${split}-${src}-${tgt}" "${logs}/8-${model}-${split}-${src}-${tgt}.log" \
-          tmt translate -m "${out}/exp/${model}" --manifest "${data}/${split}.jsonl.gz" --split "${split}" \
-            --from "${src}" --to "${tgt}" --beam "${beam}" --vocoder "${out}/exp/vocoder" --device "${device}" \
-            "${limit_opt[@]}" --output-dir "${dest}"
+        translate_split "${model}" "${out}/exp/${model}" "${split}" "${src}" "${tgt}"
       done
     done
   done
@@ -220,13 +236,28 @@ if stage_wanted 10; then
 fi
 
 if stage_wanted 11 && [ "${single_task}" = true ]; then
-  for d in i2t i2s t2i s2i s2t t2s; do
-    log "Stage 11: single-direction baseline ${d} -> ${out}/exp/single_${d}"
-    run_stage "11-single-${d}" "${logs}/11-single-${d}.log" \
-      tmt train -o "${out}/exp/single_${d}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
+  stage_no=11
+  : "${single_minutes:=${train_minutes}}"
+  for d in ${directions}; do
+    src=${d%%:*}; tgt=${d##*:}; short=${src:0:1}2${tgt:0:1}
+    log "Stage 11: single-direction baseline ${src}->${tgt} (${single_minutes} min) -> ${out}/exp/single_${short}"
+    run_stage "11-single-${short}" "${logs}/11-single-${short}.log" \
+      tmt train -o "${out}/exp/single_${short}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
         --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" \
-        --set max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt \
-        --directions "${d}" --device "${device}" --resume
+        --set max_minutes="${single_minutes}" --set optim.schedule=inverse_sqrt \
+        --directions "${short}" --device "${device}" --resume
+    for split in ${eval_splits}; do
+      translate_split single "${out}/exp/single_${short}" "${split}" "${src}" "${tgt}"
+    done
+  done
+  for split in ${eval_splits}; do
+    log "Stage 11: score ${out}/hyp/single/${split}/* -> ${out}/scores/single/${split}"
+    run_stage "11-score-single-${split}" "${logs}/11-score-single-${split}.log" \
+      tmt score run "${out}/hyp/single/${split}/"* --manifest "${data}/${split}.jsonl.gz" \
+        --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/single/${split}"
+    log "Stage 11: unified (A = tmt) against single-direction models (B = single), ${split}"
+    tmt score compare --headline "${out}/scores/tmt/${split}" "${out}/scores/single/${split}" \
+      | tee "${out}/scores/unified_vs_single_${split}.txt"
   done
 fi
 

@@ -93,3 +93,23 @@ def test_time_budget_stops_and_saves(data, monkeypatch) -> None:
     res = train(cfg, data / "budget")
     assert list_steps(data / "budget") == [res.step] and 1 <= res.step < 50
     assert (data / "budget" / "model.pt").is_file()
+
+
+def test_time_budget_spans_resumed_runs(data, monkeypatch) -> None:
+    import tmt.training.trainer as trainer
+
+    clock = {"t": 0.0}
+
+    def fake_monotonic() -> float:
+        clock["t"] += 30.0
+        return clock["t"]
+
+    monkeypatch.setattr(trainer.time, "monotonic", fake_monotonic)
+    cfg = _cfg(data, max_steps=50, max_minutes=1.5, save_every=100)
+    first = train(cfg, data / "span").step
+    # the same budget again: already spent, so no further step
+    assert train(cfg, data / "span", resume=True).step == first
+    # a larger budget: only the difference is trained (a fresh 3-minute run would take more steps)
+    more = train(replace(cfg, max_minutes=3.0), data / "span", resume=True).step
+    fresh = train(replace(cfg, max_minutes=3.0), data / "fresh").step
+    assert first < more and more - first < fresh

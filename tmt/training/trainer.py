@@ -357,6 +357,7 @@ def _run(
     torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout differs per rank
 
     step = 0
+    prior_seconds = 0.0
     metrics = MetricsWriter(exp / "metrics.jsonl", enabled=info.is_main)
     if resume and steps_done:
         trainer_state, rank_state = ckpt.load_checkpoint(exp, info)
@@ -370,6 +371,7 @@ def _run(
         )
         sched.load_state_dict(trainer_state["scheduler"])
         step = int(trainer_state["step"])
+        prior_seconds = float(trainer_state.get("train_seconds", 0.0))
         reader.load_state_dict(rank_state["data"])
         ckpt.set_rng_state(rank_state["rng"])
         metrics.truncate_after(step)
@@ -388,8 +390,9 @@ def _run(
     steps_in_window = 0
     start = step
     saved_at = -1
-    run_t0 = time.monotonic()
-    out_of_time = False
+    run_t0 = time.monotonic() - prior_seconds  # the time budget spans resumed runs
+    # a resumed run whose budget is already spent trains no further
+    out_of_time = cfg.max_minutes is not None and prior_seconds >= cfg.max_minutes * 60
     while step < cfg.max_steps and (stop_after is None or step - start < stop_after) and not out_of_time:
         wrapped.train()
         for micro in range(accum):
@@ -458,11 +461,12 @@ def _run(
 
         if step % cfg.save_every == 0 or last or is_best:
             _save(exp, step, info, step_module, opt, sched, reader, cfg, fsdp,
-                  write_model=is_best or valid_reader is None)
+                  write_model=is_best or valid_reader is None, train_seconds=time.monotonic() - run_t0)
             saved_at = step
 
     if saved_at != step and step > 0:  # resumed at max_steps: nothing ran
-        _save(exp, step, info, step_module, opt, sched, reader, cfg, fsdp, write_model=valid_reader is None)
+        _save(exp, step, info, step_module, opt, sched, reader, cfg, fsdp, write_model=valid_reader is None,
+              train_seconds=time.monotonic() - run_t0)
     if info.is_main and not (exp / "model.pt").is_file():
         save_model(model, exp)
     if cfg.plot and info.is_main:
@@ -485,7 +489,7 @@ def _bcast_flag(flag: bool, info: DistInfo) -> bool:
 
 def _save(
     exp: Path, step: int, info: DistInfo, step_module: SixWayStep, opt: torch.optim.Optimizer,
-    sched: Any, reader: BatchReader, cfg: TrainConfig, fsdp: bool, *, write_model: bool,
+    sched: Any, reader: BatchReader, cfg: TrainConfig, fsdp: bool, *, write_model: bool, train_seconds: float,
 ) -> None:
     msd, osd = _full_state(step_module, opt, fsdp)
     # state keys are "model.<...>" (the SixWayStep wrapper); store the bare model's keys
@@ -494,7 +498,7 @@ def _save(
     if info.is_main:
         trainer_state = {
             "model": model_sd, "optimizer": osd, "scheduler": sched.state_dict(), "step": step,
-            "world_size": info.world_size, "best": ckpt.read_best(exp),
+            "world_size": info.world_size, "best": ckpt.read_best(exp), "train_seconds": train_seconds,
         }
     rank_state = {"rng": ckpt.rng_state(), "data": reader.state_dict(),
                   "params_sha256": None if fsdp else params_digest(step_module.model)}

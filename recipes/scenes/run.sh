@@ -195,10 +195,13 @@ fi
 
 if stage_wanted 9; then
   for model in tmt tmt_bt; do
+    # the judges' ceiling (ground truth through the same judges) is the same for every model:
+    # score it once, with the first model
+    ceiling_opt=(); [ "${model}" = tmt ] || ceiling_opt=(--no-ceiling)
     for split in ${eval_splits}; do
       log "Stage 9: score ${out}/hyp/${model}/${split}/* -> ${out}/scores/${model}/${split}"
       run_stage "9-score-${model}-${split}" "${logs}/9-score-${model}-${split}.log" \
-        tmt score run "${out}/hyp/${model}/${split}/"* --manifest "${data}/${split}.jsonl.gz" \
+        tmt score run "${out}/hyp/${model}/${split}/"* --manifest "${data}/${split}.jsonl.gz" "${ceiling_opt[@]}" \
           --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/${model}/${split}"
     done
   done
@@ -253,7 +256,7 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
   for split in ${eval_splits}; do
     log "Stage 11: score ${out}/hyp/single/${split}/* -> ${out}/scores/single/${split}"
     run_stage "11-score-single-${split}" "${logs}/11-score-single-${split}.log" \
-      tmt score run "${out}/hyp/single/${split}/"* --manifest "${data}/${split}.jsonl.gz" \
+      tmt score run "${out}/hyp/single/${split}/"* --manifest "${data}/${split}.jsonl.gz" --no-ceiling \
         --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/single/${split}"
     log "Stage 11: unified (A = tmt) against single-direction models (B = single), ${split}"
     tmt score compare --headline "${out}/scores/tmt/${split}" "${out}/scores/single/${split}" \

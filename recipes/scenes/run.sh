@@ -32,6 +32,7 @@ vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 single_task=false    # full preset: also train the six single-direction baselines
 single_minutes=      # training budget of each single-direction baseline (default: the preset's train budget)
 image_decoding="--sample --top-k 16 --seed 0"  # decoding of image targets (beam search gives blank images)
+no_repeat_ngram=4    # text and speech targets: never repeat an n-gram of this size (0: off)
 
 # shellcheck disable=SC2034  # read by parse_options.sh
 help_message=$(cat <<EOF
@@ -51,6 +52,7 @@ Usage: $0 [options]
   --single-task B    true: also train single-direction baselines (default ${single_task})
   --single-minutes M budget of each single-direction baseline (default: --train-minutes)
   --image-decoding S decoding options for image targets (default "${image_decoding}")
+  --no-repeat-ngram N text/speech targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
 Stages:
   0 prepare scenes corpus        1 fit text/speech/image tokenizers   2 tokenize every split
   3 joint vocabulary             4 train (six directions)             5 back-translate partial pools
@@ -102,10 +104,12 @@ log "Recipe scenes, preset ${preset}: outputs under ${out}"
 translate_split() {
   local name=$1 model_dir=$2 split=$3 src=$4 tgt=$5
   local dest=${out}/hyp/${name}/${split}/${src}-${tgt}
-  local limit_opt=() decode_opt=(--beam "${beam}")
+  local limit_opt=() decode_opt=(--beam "${beam}" --set no_repeat_ngram_size="${no_repeat_ngram}")
   [ "${test_limit}" -gt 0 ] && limit_opt=(--limit "${test_limit}")
   # VQ image codes are many equally likely layouts: the single most likely one (beam search)
-  # is a blank background, so image targets are sampled (as DALL-E style decoders do)
+  # is a blank background, so image targets are sampled (as DALL-E style decoders do).
+  # Text and speech use beam search with n-gram blocking, which stops an undertrained model's
+  # unit loops (quick demo: text->speech outputs of 240 units for 93-unit references)
   # shellcheck disable=SC2206  # word splitting of the option string is intended
   [ "${tgt}" = image ] && decode_opt=(${image_decoding})
   log "Stage ${stage_no}: translate ${split} ${src}->${tgt} with ${model_dir} -> ${dest}"

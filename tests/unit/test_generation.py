@@ -254,3 +254,26 @@ def test_config_overrides_are_nested() -> None:
     cfg = resolve(GenerationConfig(), None, ["lengths.text.b=3", "strategy=greedy"])
     assert (cfg.lengths.text.a, cfg.lengths.text.b, cfg.strategy) == (0.5, 3, "greedy")
     assert cfg.lengths.speech == LengthLimits().speech
+
+
+def _repeats(tokens: np.ndarray, n: int) -> bool:
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_no_repeat_ngram_blocks_loops_but_not_images(model: torch.nn.Module, vocab: JointVocab, strategy: str) -> None:
+    srcs = _sources(6, "text", seed=5)
+    lengths = LengthLimits(speech=LengthLimit(a=0, b=60, min_len=40))  # long outputs: an untrained model loops
+    plain = _gen(model, vocab, strategy=strategy, seed=2, top_k=3, lengths=lengths).generate(srcs, "text", "speech")
+    assert any(_repeats(r["speech"][0].tokens, 2) for r in plain), "fixture should loop without blocking"
+    blocked = _gen(model, vocab, strategy=strategy, seed=2, top_k=3, lengths=lengths, no_repeat_ngram_size=2)
+    for r in blocked.generate(srcs, "text", "speech"):
+        assert len(r["speech"][0].tokens) >= 40 and not _repeats(r["speech"][0].tokens, 2)
+    # image codes are exempt: the same images with and without the setting
+    a = _gen(model, vocab, strategy="greedy").generate(srcs, "text", "image")
+    b = _gen(model, vocab, strategy="greedy", no_repeat_ngram_size=2).generate(srcs, "text", "image")
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x["image"][0].tokens, y["image"][0].tokens)
+    with pytest.raises(GenerationError, match="no_repeat_ngram_size"):
+        _gen(model, vocab, no_repeat_ngram_size=-1).generate(srcs, "text", "speech")

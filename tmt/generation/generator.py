@@ -21,6 +21,7 @@ import torch
 from fairseq2.generation import SequenceGenerationError
 from fairseq2.generation.beam_search import BeamSearchSeq2SeqGenerator
 from fairseq2.generation.sampling import SamplingSeq2SeqGenerator, TopKSampler, TopPSampler
+from fairseq2.generation.step_processor import NGramRepeatBlockProcessor
 from fairseq2.nn import BatchLayout
 from torch import Tensor
 from torch.nn import Module
@@ -97,6 +98,9 @@ class GenerationConfig:
     """Inputs decoded together (sorted by source length)."""
     max_batch_tokens: int = 8192
     """Cap on padded source tokens per batch."""
+    no_repeat_ngram_size: int = 0
+    """Forbid repeating any n-gram of this size in text and speech targets (0: off). It stops an
+    undertrained model's loops; image targets are exempt, their background codes repeat by nature."""
     image_len: int | None = None
     """Tokens per image; None: from the image tokenizer / model config."""
     lengths: LengthLimits = field(default_factory=LengthLimits)
@@ -111,6 +115,8 @@ class GenerationConfig:
             raise GenerationError(f"nbest must be in 1..beam_size ({self.beam_size}), got {self.nbest}")
         if self.batch_size < 1:
             raise GenerationError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.no_repeat_ngram_size < 0:
+            raise GenerationError(f"no_repeat_ngram_size must be >= 0 (0: off), got {self.no_repeat_ngram_size}")
         if self.temperature <= 0:
             raise GenerationError(f"temperature must be > 0, got {self.temperature}")
         for m in ("text", "speech"):
@@ -288,13 +294,14 @@ class Generator:
         # the generator's own global limit only needs to cover the longest row:
         # the wrapper forces <eos> per row (fairseq2 would use the batch's longest source)
         gen_len = (0.0, longest + 1)
+        procs = [NGramRepeatBlockProcessor(cfg.no_repeat_ngram_size)] if cfg.no_repeat_ngram_size and tgt != "image" else None
         gen: Any
         if cfg.strategy == "sample":
             sampler = TopKSampler(cfg.top_k) if cfg.top_k > 0 else TopPSampler(cfg.top_p)
             gen = SamplingSeq2SeqGenerator(
                 model, space.vocab_info(), sampler, num_gens=1, min_gen_len=1, max_gen_len=gen_len,
                 compute_scores=True, normalize_scores=cfg.normalize_scores, temperature=cfg.temperature,
-                len_penalty=cfg.len_penalty,
+                len_penalty=cfg.len_penalty, step_processors=procs,
             )
             if cfg.seed is not None:
                 torch.manual_seed(cfg.seed)
@@ -302,7 +309,7 @@ class Generator:
             gen = BeamSearchSeq2SeqGenerator(
                 model, space.vocab_info(), beam_size=1 if cfg.strategy == "greedy" else cfg.beam_size,
                 min_gen_len=1, max_gen_len=gen_len, normalize_scores=cfg.normalize_scores,
-                temperature=cfg.temperature, len_penalty=cfg.len_penalty,
+                temperature=cfg.temperature, len_penalty=cfg.len_penalty, step_processors=procs,
             )
         prompt = torch.full((seqs.size(0), 1), LOCAL_BOS, dtype=torch.int64, device=self.device)
         try:

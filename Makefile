@@ -59,6 +59,8 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check tmt tests benchmarks
 	$(VENV)/bin/mypy
+	@if command -v shellcheck >/dev/null; then shellcheck -x recipes/*/run.sh; \
+	else echo "shellcheck not installed: recipes not linted" >&2; fi
 
 docs: $(STAMP)
 	$(PY) docs/gen_cli.py

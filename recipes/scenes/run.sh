@@ -264,8 +264,23 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
         --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/single/${split}"
     log "Stage 11: unified (A = tmt) against single-direction models (B = single), ${split}"
     tmt score compare --headline "${out}/scores/tmt/${split}" "${out}/scores/single/${split}" \
-      | tee "${out}/scores/unified_vs_single_${split}.txt"
+      > "${out}/scores/unified_vs_single_${split}.txt"
+    cat "${out}/scores/unified_vs_single_${split}.txt"
   done
+  if [ -f "${out}/report.md" ] && ! grep -q "^## Unified model against" "${out}/report.md"; then
+    {
+      echo
+      echo "## Unified model against single-direction models (A = tmt, B = single, ${single_minutes} min each)"
+      for split in ${eval_splits}; do
+        echo
+        echo "${split}:"
+        echo
+        echo '```'
+        cat "${out}/scores/unified_vs_single_${split}.txt"
+        echo '```'
+      done
+    } >> "${out}/report.md"
+  fi
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

@@ -25,8 +25,13 @@ run_sharded() {
   fi
   mkdir -p "$(dirname "${logprefix}")"
   local t0=${SECONDS} k pids=() failed=()
+  # split the cores between the jobs (unless OMP_NUM_THREADS is set): N jobs that each
+  # start one torch thread per core oversubscribe the machine, and spinning OpenMP
+  # threads then slow every job down several times over
+  local threads=${OMP_NUM_THREADS:-$(($(nproc) / njobs))}
+  [ "${threads}" -ge 1 ] || threads=1
   for ((k = 0; k < njobs; k++)); do
-    "$@" --shard "${k}/${njobs}" >"${logprefix}.${k}.log" 2>&1 &
+    OMP_NUM_THREADS=${threads} MKL_NUM_THREADS=${threads} "$@" --shard "${k}/${njobs}" >"${logprefix}.${k}.log" 2>&1 &
     pids+=("$!")
   done
   # stop the jobs when the recipe itself is interrupted

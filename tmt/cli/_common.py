@@ -38,6 +38,61 @@ def shard_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def split_filter(split: str) -> str | None:
+    """`--split` value -> manifest filter: 'all' (or empty) keeps every row."""
+    return None if split in ("all", "") else split
+
+
+def set_threads(n: int | None) -> None:
+    """Apply `--threads` (torch CPU threads); None or 0 keeps torch's default."""
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def encode_options(*, batch_size: int, batch_help: str, skip_what: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options of every `tmt tokenize ... encode` verb, in one order.
+
+    `skip_what` names what --skip-bad skips ("image", "audio", "media"); None: the verb reads
+    no media files, so it has neither --skip-bad nor --threads.
+    """
+
+    def deco(f: Callable[..., Any]) -> Callable[..., Any]:
+        opts = [
+            click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest to encode."),
+            click.option("--store", required=True, type=click.Path(file_okay=False), help="Token store directory to write."),
+            click.option("--split", default="all", help="Only rows of this split ('all': every row)."),
+            shard_option,
+            click.option("--batch-size", type=int, default=batch_size, help=batch_help),
+        ]
+        if skip_what is not None:
+            opts.append(click.option("--skip-bad", is_flag=True,
+                                     help=f"Skip (and count) rows whose {skip_what} cannot be read instead of failing."))
+        opts.append(click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it."))
+        if skip_what is not None:
+            opts.append(click.option("--threads", type=int, default=None, help="torch CPU threads."))
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return deco
+
+
+def run_encode(manifest: str, store: str, toks: dict[str, Any], paths: dict[str, str], *, split: str,
+               shard: str | None, batch_size: int, overwrite: bool, skip_bad: bool = False,
+               threads: int | None = None) -> None:
+    """Encode a manifest into a token store with fitted tokenizers and print the counts."""
+    from tmt.tokenizers.encode import encode_with_tokenizers
+
+    set_threads(threads)
+    counts = encode_with_tokenizers(
+        manifest, store, toks, paths=paths, split=split_filter(split), shard=shard,
+        batch_size=batch_size, skip_bad=skip_bad, overwrite=overwrite, progress=True,
+    )
+    echo_json(counts)
+
+
 def format_table(rows: list[list[Any]], header: list[str]) -> str:
     """A plain aligned text table."""
     cells = [[str(h) for h in header]] + [[_fmt(c) for c in r] for r in rows]

@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from tmt.cli._common import CONTEXT, echo_json, merge_command, shard_option
+from tmt.cli._common import (
+    CONTEXT,
+    echo_json,
+    encode_options,
+    merge_command,
+    run_encode,
+    set_threads,
+    split_filter,
+)
 from tmt.config import config_options
 
 log = logging.getLogger(__name__)
@@ -25,17 +33,6 @@ Examples:
   tmt tokenize image decode --tokenizer exp/tok/image --store data/store/test --out-dir out/png --limit 8
   echo "3 17 ... (64 ids)" | tmt tokenize image decode --tokenizer exp/tok/image --tokens - --out-dir out/png
 """
-
-
-def _threads(n: int | None) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
-
-
-def _split(split: str) -> str | None:
-    return None if split in ("all", "") else split
 
 
 @click.group(context_settings=CONTEXT, epilog=EPILOG)
@@ -69,8 +66,8 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
-    _threads(threads)
-    rows = read_manifest(manifest, split=_split(split))
+    set_threads(threads)
+    rows = read_manifest(manifest, split=split_filter(split))
     paths = list(dict.fromkeys(str(media_path(manifest, r["image"])) for r in rows if r.get("image")))
     if max_images:
         paths = paths[:max_images]
@@ -87,27 +84,14 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
 
 @cli.command(context_settings=CONTEXT, epilog=EPILOG)
 @click.option("--tokenizer", "tok_dir", required=True, type=click.Path(file_okay=False), help="Fitted image tokenizer directory.")
-@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest to encode.")
-@click.option("--store", required=True, type=click.Path(file_okay=False), help="Token store directory to write.")
-@click.option("--split", default="all", help="Only rows of this split ('all': every row).")
-@shard_option
-@click.option("--batch-size", type=int, default=32, help="Rows per encoder call.")
-@click.option("--skip-bad", is_flag=True, help="Skip (and count) rows whose image cannot be read instead of failing.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@encode_options(batch_size=32, batch_help="Rows per encoder call.", skip_what="image")
 def encode(tok_dir: str, manifest: str, store: str, split: str, shard: str | None, batch_size: int,
            skip_bad: bool, overwrite: bool, threads: int | None) -> None:
     """Encode the manifest's images into a token store (sharded with --shard, resumable)."""
-    from tmt.tokenizers.encode import encode_with_tokenizers
     from tmt.tokenizers.image import ImageTokenizer
 
-    _threads(threads)
-    tok = ImageTokenizer.load(tok_dir)
-    counts = encode_with_tokenizers(
-        manifest, store, {"image": tok}, paths={"image": tok_dir}, split=_split(split), shard=shard,
-        batch_size=batch_size, skip_bad=skip_bad, overwrite=overwrite, progress=True,
-    )
-    echo_json(counts)
+    run_encode(manifest, store, {"image": ImageTokenizer.load(tok_dir)}, {"image": tok_dir}, split=split,
+               shard=shard, batch_size=batch_size, skip_bad=skip_bad, overwrite=overwrite, threads=threads)
 
 
 cli.add_command(merge_command(EPILOG))

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import click
 
-from tmt.cli._common import CONTEXT, echo_json, merge_command, shard_option
+from tmt.cli._common import (
+    CONTEXT,
+    echo_json,
+    encode_options,
+    merge_command,
+    run_encode,
+    set_threads,
+    split_filter,
+)
 from tmt.config import config_options
 
 log = logging.getLogger(__name__)
@@ -26,17 +34,6 @@ Examples:
   tmt tokenize speech import-km --km km.bin --card tokenizers/speech-hubert-base-l6-km200.yaml \\
       --set hubert.weights=/models/hubert_base_ls960.pt --out exp/tok/speech-fairseq --trust-pickle
 """
-
-
-def _threads(n: int | None) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
-
-
-def _split(split: str) -> str | None:
-    return None if split in ("all", "") else split
 
 
 def _show_progress() -> bool:
@@ -103,10 +100,10 @@ def fit(card: str, manifest: str, out_dir: str, split: str, skip_bad: bool, trus
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
-    _threads(threads)
+    set_threads(threads)
     if (Path(out_dir) / "tokenizer.json").exists() and not overwrite:
         raise TokenizerError(f"{out_dir} already holds a tokenizer; pass --overwrite to replace it")
-    paths = list(dict.fromkeys(iter_speech_paths(manifest, _split(split))))
+    paths = list(dict.fromkeys(iter_speech_paths(manifest, split_filter(split))))
     if not paths:
         raise TokenizerError(f"{manifest}: no rows with speech in split '{split}' (use --split all?)")
     log.info("fitting %s on up to %d files from %s", cfg.name, len(paths), manifest)
@@ -118,30 +115,17 @@ def fit(card: str, manifest: str, out_dir: str, split: str, skip_bad: bool, trus
 
 @cli.command(context_settings=CONTEXT, epilog=EPILOG)
 @click.option("--tokenizer", "tok_dir", required=True, type=click.Path(file_okay=False), help="Fitted speech tokenizer directory.")
-@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest to encode.")
-@click.option("--store", required=True, type=click.Path(file_okay=False), help="Token store directory to write.")
-@click.option("--split", default="all", help="Only rows of this split ('all': every row).")
-@shard_option
-@click.option("--batch-size", type=int, default=16, help="Files per batched feature extraction.")
-@click.option("--skip-bad", is_flag=True, help="Skip (and count) rows whose audio cannot be used instead of failing.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store instead of resuming it.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@encode_options(batch_size=16, batch_help="Files per batched feature extraction.", skip_what="audio")
 def encode(tok_dir: str, manifest: str, store: str, split: str, shard: str | None, batch_size: int,
            skip_bad: bool, overwrite: bool, threads: int | None) -> None:
     """Encode the manifest's speech into a token store: units + run lengths (`durations` stream).
 
     Resumable: a rerun skips a finished store/part and continues an interrupted one.
     """
-    from tmt.tokenizers.encode import encode_with_tokenizers
     from tmt.tokenizers.speech import SpeechTokenizer
 
-    _threads(threads)
-    tok = SpeechTokenizer.load(tok_dir)
-    counts = encode_with_tokenizers(
-        manifest, store, {"speech": tok}, paths={"speech": tok_dir}, split=_split(split), shard=shard,
-        batch_size=batch_size, skip_bad=skip_bad, overwrite=overwrite, progress=True,
-    )
-    echo_json(counts)
+    run_encode(manifest, store, {"speech": SpeechTokenizer.load(tok_dir)}, {"speech": tok_dir}, split=split,
+               shard=shard, batch_size=batch_size, skip_bad=skip_bad, overwrite=overwrite, threads=threads)
 
 
 cli.add_command(merge_command(EPILOG))

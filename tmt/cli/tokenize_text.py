@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tmt.cli._common import CONTEXT, echo_json, merge_command, shard_option
+from tmt.cli._common import CONTEXT, echo_json, merge_command, run_encode, shard_option
 
 EPILOG = """\b
 Examples:
@@ -76,13 +76,8 @@ def encode(tok_dir: str, manifest: str | None, store: str | None, text_file: str
         return
     if manifest is None or store is None:
         raise TokenizerError("give --manifest and --store (or --text FILE)")
-    from tmt.tokenizers.encode import encode_with_tokenizers
-
-    counts = encode_with_tokenizers(
-        manifest, store, {"text": tok}, paths={"text": tok_dir}, split=None if split == "all" else split,
-        shard=shard, batch_size=batch_size, overwrite=overwrite, progress=True,
-    )
-    echo_json(counts)
+    run_encode(manifest, store, {"text": tok}, {"text": tok_dir}, split=split, shard=shard, batch_size=batch_size,
+               overwrite=overwrite)
 
 
 cli.add_command(merge_command(EPILOG))

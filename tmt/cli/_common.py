@@ -59,7 +59,7 @@ def encode_options(*, batch_size: int, batch_help: str, skip_what: str | None) -
     """
 
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        opts = [
+        opts: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
             click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest to encode."),
             click.option("--store", required=True, type=click.Path(file_okay=False), help="Token store directory to write."),
             click.option("--split", default="all", help="Only rows of this split ('all': every row)."),

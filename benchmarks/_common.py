@@ -25,21 +25,11 @@ def machine() -> dict[str, Any]:
 
 
 def print_table(rows: list[list[Any]], header: list[str], title: str = "") -> None:
-    def fmt(c: Any) -> str:
-        if isinstance(c, float):
-            return f"{c:,.3f}" if abs(c) < 100 else f"{c:,.0f}"
-        if isinstance(c, int):
-            return f"{c:,}"
-        return str(c)
+    from tmt.cli._common import format_table
 
-    cells = [header] + [[fmt(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     if title:
         print(f"\n{title}")
-    for n, r in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(rows, header))
 
 
 def write_json(name: str, data: dict[str, Any]) -> Path:

@@ -113,7 +113,8 @@ translate_split() {
   # shellcheck disable=SC2206  # word splitting of the option string is intended
   [ "${tgt}" = image ] && decode_opt=(${image_decoding})
   log "Stage ${stage_no}: translate ${split} ${src}->${tgt} with ${model_dir} -> ${dest}"
-  run_stage "${stage_no}-${name}-${split}-${src}-${tgt}" "${logs}/${stage_no}-${name}-${split}-${src}-${tgt}.log" \
+  # --jobs shards, each on its share of the cores; the last shard to finish merges the outputs
+  run_sharded "${stage_no}-${name}-${split}-${src}-${tgt}" "${logs}/${stage_no}-${name}-${split}-${src}-${tgt}" "${jobs}" - \
     tmt translate -m "${model_dir}" --manifest "${data}/${split}.jsonl.gz" --split "${split}" \
       --from "${src}" --to "${tgt}" "${decode_opt[@]}" --vocoder "${out}/exp/vocoder" --device "${device}" \
       "${limit_opt[@]}" --output-dir "${dest}"

@@ -361,3 +361,10 @@ def test_cli_manifest_mode(exp: Path, media: dict[str, Path], tmp_path: Path) ->
     lines = [json.loads(x) for x in (tmp_path / "sh" / "hypotheses.jsonl").read_text().splitlines()]
     assert [x["id"] for x in lines] == [f"u{i}" for i in range(5)] and lines[0]["src"] == "text"
     assert all((tmp_path / "sh" / x["hyp"]).is_file() for x in lines)
+    # --limit takes the first rows before sharding: two shards cover what one run would
+    for k in range(2):
+        r = run("translate", "--model", str(exp / "model"), "--manifest", str(man), "--to", "text",
+                "--from", "image", "--limit", "3", "--output-dir", str(tmp_path / "lim"), "--shard", f"{k}/2")
+        assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in (tmp_path / "lim" / "hypotheses.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["u0", "u1", "u2"]

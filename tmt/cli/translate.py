@@ -130,7 +130,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--manifest", default=None, type=click.Path(dir_okay=False), help="Translate the rows of a raw manifest (needs --output-dir).")
 @click.option("--split", default=None, help="Only manifest rows of this split.")
 @shard_option
-@click.option("--limit", type=int, default=None, help="Translate only the first N manifest rows (of this shard).")
+@click.option("--limit", type=int, default=None, help="Translate only the first N manifest rows (before --shard splits them).")
 @click.option("--format", "fmt", type=click.Choice(["plain", "jsonl"]), default="plain", help="Text on stdout: one hypothesis per line, or JSON lines with id, hypothesis and score.")
 @click.option("--tokenizer", "tokenizers", multiple=True, metavar="M=DIR", help="Use this fitted tokenizer for modality M instead of vocab.json's path (repeatable).")
 @click.option("--vocoder", default=None, type=click.Path(file_okay=False), help="Unit vocoder directory; without it speech outputs are written as units (.units.txt).")
@@ -204,9 +204,7 @@ def cli(
         msrc = src or default_source(tgt, via)
         if src is None:
             log.info("--from not given: translating the manifest's %s into %s", msrc, tgt)
-        items, ids, groups = manifest_inputs(manifest, split, msrc, (k, n))
-        if limit is not None:
-            items, ids = items[:limit], ids[:limit]
+        items, ids, groups = manifest_inputs(manifest, split, msrc, (k, n), limit)
         srcs = [msrc] * len(items)
     else:
         items, ids, srcs = _collect_inputs(inputs, texts, src)

@@ -153,9 +153,12 @@ def translate_to_dir(
 
 
 def manifest_inputs(
-    manifest: str | Path, split: str | None, src: str, shard: tuple[int, int] = (0, 1)
+    manifest: str | Path, split: str | None, src: str, shard: tuple[int, int] = (0, 1), limit: int | None = None
 ) -> tuple[list[Any], list[str], dict[str, str]]:
-    """Rows of `split` that have the source modality -> (inputs, ids, {id: group}) for shard k/N."""
+    """Rows of `split` that have the source modality -> (inputs, ids, {id: group}) for shard k/N.
+
+    `limit` keeps the first N such rows before sharding, so N shards together cover exactly
+    the rows one unsharded run would."""
     from tmt.store.manifest import media_path, read_manifest
     from tmt.store.token_store import shard_range
 
@@ -168,6 +171,8 @@ def manifest_inputs(
     rows = [r for r in rows if r.get(src) not in (None, "")]
     if not rows:
         raise TranslateError(f"no row of {mp}{f' (split {split})' if split else ''} has {src}; pick another --from")
+    if limit is not None:
+        rows = rows[:limit]
     k, n = shard
     rows = [rows[i] for i in shard_range(len(rows), k, n)]
     inputs: list[Any] = [r[src] if src == "text" else media_path(mp, r[src]) for r in rows]

@@ -143,8 +143,13 @@ def test_import_matches_the_fairseq_generator(fairseq_ckpt: tuple, tmp_path: Pat
     # predicted durations: the same duration predictor, the same waveform
     with torch.no_grad():
         want_pred = gen(torch.from_numpy(units)[None], dur_prediction=True).numpy()
-    got_pred = voc.synthesize([units])[0]
+    got_pred = voc.synthesize([units], duration_rounding="per-unit")[0]
     np.testing.assert_allclose(got_pred, want_pred, atol=2e-5)
+    # the default rounding keeps the predicted total instead: same units, its own durations
+    diffuse = voc.predict_durations([units])[0]
+    np.testing.assert_allclose(voc.synthesize([units])[0], voc.synthesize([units], [diffuse])[0], atol=1e-6)
+    with pytest.raises(VocoderError, match="rounding"):
+        voc.synthesize([units], duration_rounding="nearest")
 
 
 def test_import_cli(fairseq_ckpt: tuple, tmp_path: Path) -> None:

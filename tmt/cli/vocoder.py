@@ -128,11 +128,14 @@ def _expected_fingerprint(tokenizer: str | None, fingerprint: str | None) -> str
 @click.option("--limit", default=None, type=int, help="At most this many rows.")
 @click.option("--gt-durations", is_flag=True, help="With --store: use the stored run lengths instead of predicted ones.")
 @click.option("--duration-scale", default=1.0, help="Multiply predicted durations (speaking rate).")
+@click.option("--duration-rounding", type=click.Choice(["diffuse", "per-unit"]), default="diffuse",
+              help="Predicted durations to whole frames: keep each utterance's total (diffuse), or round each "
+                   "unit on its own as fairseq does (per-unit; shorter, less intelligible speech).")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Where <id>.wav files go.")
 @click.option("--tokenizer", default=None, type=click.Path(file_okay=False), help="Speech tokenizer dir the units came from (fingerprint check).")
 @click.option("--device", default="cpu", help="torch device.")
 def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: int | None, gt_durations: bool,
-               duration_scale: float, out_dir: str, tokenizer: str | None, device: str) -> None:
+               duration_scale: float, duration_rounding: str, out_dir: str, tokenizer: str | None, device: str) -> None:
     """Turn unit sequences into wav files (batched)."""
     from tmt.models.vocoder import VocoderError, load_vocoder
     from tmt.training.vocoder import write_wav
@@ -165,7 +168,7 @@ def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: i
         rows = _read_unit_lines(units_file)[:limit]
         ids, units = [r[0] for r in rows], [r[1] for r in rows]
     voc = load_vocoder(vocoder, device, expected_fingerprint=expected)
-    wavs = voc.synthesize(units, durations, duration_scale=duration_scale)
+    wavs = voc.synthesize(units, durations, duration_scale=duration_scale, duration_rounding=duration_rounding)
     out = Path(out_dir)
     for rid, wav in zip(ids, wavs, strict=True):
         write_wav(out / f"{rid}.wav", wav, voc.sample_rate)

@@ -440,8 +440,16 @@ class UnitVocoder:
         return t.to(self.device), sequence_mask(lengths, t.size(1)).to(self.device)
 
     @torch.inference_mode()
-    def predict_durations(self, units: Sequence[np.ndarray], *, scale: float = 1.0, batch_size: int = 64) -> list[np.ndarray]:
-        """Frames (20 ms) per unit, predicted; at least 1 each."""
+    def predict_durations(
+        self, units: Sequence[np.ndarray], *, scale: float = 1.0, batch_size: int = 64, rounding: str = "diffuse"
+    ) -> list[np.ndarray]:
+        """Frames (20 ms) per unit, predicted; at least 1 each.
+
+        `rounding`: `diffuse` keeps each utterance's predicted length; `per-unit` rounds
+        every unit on its own, exactly as fairseq's CodeHiFiGAN does (see `durations_from_log`).
+        """
+        if rounding not in ("diffuse", "per-unit"):
+            raise VocoderError(f"duration rounding must be 'diffuse' or 'per-unit', got {rounding!r}")
         units = self._check_units(units)
         if not self.has_duration_predictor:
             raise VocoderError("this vocoder has no duration predictor; pass durations to synthesize()")
@@ -450,7 +458,7 @@ class UnitVocoder:
         for s in range(0, len(idx), batch_size):
             chunk = idx[s : s + batch_size]
             u, m = self._pad([units[i] for i in chunk])
-            d = durations_from_log(self.model.predict_log_durations(u, m), scale, m)
+            d = durations_from_log(self.model.predict_log_durations(u, m), scale, m, rounding)
             for row, i in enumerate(chunk):
                 out[i] = d[row, : len(units[i])].cpu().numpy()
         return out
@@ -462,6 +470,7 @@ class UnitVocoder:
         durations: Sequence[np.ndarray] | None = None,
         *,
         duration_scale: float = 1.0,
+        duration_rounding: str = "diffuse",
         max_frames_per_batch: int = 4000,
     ) -> list[np.ndarray]:
         """Units (tokenizer-local ids, deduplicated) -> float32 waveforms at 16 kHz.
@@ -473,7 +482,7 @@ class UnitVocoder:
         """
         units = self._check_units(units)
         if durations is None:
-            durs = self.predict_durations(units, scale=duration_scale)
+            durs = self.predict_durations(units, scale=duration_scale, rounding=duration_rounding)
         else:
             if len(durations) != len(units):
                 raise VocoderError(f"got {len(durations)} duration sequences for {len(units)} unit sequences")

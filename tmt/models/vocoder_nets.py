@@ -88,15 +88,22 @@ class DurationPredictor(nn.Module):
         return out if mask is None else out.masked_fill(~mask, 0.0)
 
 
-def durations_from_log(log_dur: Tensor, scale: float = 1.0, mask: Tensor | None = None) -> Tensor:
+def durations_from_log(
+    log_dur: Tensor, scale: float = 1.0, mask: Tensor | None = None, rounding: str = "diffuse"
+) -> Tensor:
     """Invert the log(1 + d) target to whole frames, at least one per unit.
 
-    Rounding each unit on its own shortens speech badly: most run lengths are
-    1 or 2 frames, and every prediction between them (1.3, say) rounds down.
-    The running sum is rounded instead (error diffusion), so an utterance keeps
-    the length the predictor asked for; on the scenes test units this took the
-    ASR judge's WER from 93% to 42% (ground-truth durations: 38%).
+    Rounding each unit on its own (`per-unit`, what fairseq's CodeHiFiGAN does)
+    shortens speech badly: most run lengths are 1 or 2 frames, and every
+    prediction between them (1.3, say) rounds down. `diffuse` (the default)
+    rounds the running sum instead (error diffusion), so an utterance keeps the
+    length the predictor asked for; on the scenes test units this took the ASR
+    judge's WER from 91% to 40% (ground-truth durations: 38%).
     """
+    if rounding == "per-unit":
+        return torch.clamp(torch.round((torch.exp(log_dur) - 1.0) * scale), min=1).long()
+    if rounding != "diffuse":
+        raise ValueError(f"rounding must be 'diffuse' or 'per-unit', got {rounding!r}")
     d = torch.clamp((torch.exp(log_dur) - 1.0) * scale, min=1.0)
     if mask is not None:
         d = d.masked_fill(~mask, 0.0)

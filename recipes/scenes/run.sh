@@ -100,9 +100,9 @@ directions="image:text image:speech text:image speech:image speech:text text:spe
 echo "${cmdline}" >> "${out}/command.txt"
 log "Recipe scenes, preset ${preset}: outputs under ${out}"
 
-# translate_split NAME MODEL_DIR SPLIT SRC TGT: one direction of one split -> hyp/NAME/SPLIT/SRC-TGT
+# translate_split STAGE NAME MODEL_DIR SPLIT SRC TGT: one direction of one split -> hyp/NAME/SPLIT/SRC-TGT
 translate_split() {
-  local name=$1 model_dir=$2 split=$3 src=$4 tgt=$5
+  local stage_no=$1 name=$2 model_dir=$3 split=$4 src=$5 tgt=$6
   local dest=${out}/hyp/${name}/${split}/${src}-${tgt}
   local limit_opt=() decode_opt=(--beam "${beam}" --set no_repeat_ngram_size="${no_repeat_ngram}")
   [ "${test_limit}" -gt 0 ] && limit_opt=(--limit "${test_limit}")
@@ -187,12 +187,11 @@ if stage_wanted 7; then
 fi
 
 if stage_wanted 8; then
-  stage_no=8
   for model in tmt tmt_bt; do
     for split in ${eval_splits}; do
       for d in ${directions}; do
         src=${d%%:*}; tgt=${d##*:}
-        translate_split "${model}" "${out}/exp/${model}" "${split}" "${src}" "${tgt}"
+        translate_split 8 "${model}" "${out}/exp/${model}" "${split}" "${src}" "${tgt}"
       done
     done
   done
@@ -244,7 +243,6 @@ if stage_wanted 10; then
 fi
 
 if stage_wanted 11 && [ "${single_task}" = true ]; then
-  stage_no=11
   : "${single_minutes:=${train_minutes}}"
   for d in ${directions}; do
     src=${d%%:*}; tgt=${d##*:}; short=${src:0:1}2${tgt:0:1}
@@ -255,7 +253,7 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
         --set max_minutes="${single_minutes}" --set optim.schedule=inverse_sqrt \
         --directions "${short}" --device "${device}" --resume
     for split in ${eval_splits}; do
-      translate_split single "${out}/exp/single_${short}" "${split}" "${src}" "${tgt}"
+      translate_split 11 single "${out}/exp/single_${short}" "${split}" "${src}" "${tgt}"
     done
   done
   for split in ${eval_splits}; do

@@ -34,6 +34,7 @@ from tmt import TmtError
 from tmt.config import from_dict, to_dict
 from tmt.io import atomic_open, atomic_write_json
 from tmt.models.vocoder_nets import (
+    DURATION_ROUNDINGS,
     CodeHiFiGAN,
     UnitMel,
     durations_from_log,
@@ -448,8 +449,8 @@ class UnitVocoder:
         `rounding`: `diffuse` keeps each utterance's predicted length; `per-unit` rounds
         every unit on its own, exactly as fairseq's CodeHiFiGAN does (see `durations_from_log`).
         """
-        if rounding not in ("diffuse", "per-unit"):
-            raise VocoderError(f"duration rounding must be 'diffuse' or 'per-unit', got {rounding!r}")
+        if rounding not in DURATION_ROUNDINGS:
+            raise VocoderError(f"duration rounding must be one of {DURATION_ROUNDINGS}, got {rounding!r}")
         units = self._check_units(units)
         if not self.has_duration_predictor:
             raise VocoderError("this vocoder has no duration predictor; pass durations to synthesize()")

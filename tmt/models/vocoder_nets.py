@@ -88,6 +88,10 @@ class DurationPredictor(nn.Module):
         return out if mask is None else out.masked_fill(~mask, 0.0)
 
 
+DURATION_ROUNDINGS = ("diffuse", "per-unit")
+"""The ways `durations_from_log` turns predicted durations into whole frames."""
+
+
 def durations_from_log(
     log_dur: Tensor, scale: float = 1.0, mask: Tensor | None = None, rounding: str = "diffuse"
 ) -> Tensor:
@@ -102,8 +106,8 @@ def durations_from_log(
     """
     if rounding == "per-unit":
         return torch.clamp(torch.round((torch.exp(log_dur) - 1.0) * scale), min=1).long()
-    if rounding != "diffuse":
-        raise ValueError(f"rounding must be 'diffuse' or 'per-unit', got {rounding!r}")
+    if rounding not in DURATION_ROUNDINGS:
+        raise ValueError(f"rounding must be one of {DURATION_ROUNDINGS}, got {rounding!r}")
     d = torch.clamp((torch.exp(log_dur) - 1.0) * scale, min=1.0)
     if mask is not None:
         d = d.masked_fill(~mask, 0.0)

@@ -364,7 +364,19 @@ def test_cli_manifest_mode(exp: Path, media: dict[str, Path], tmp_path: Path) ->
     # --limit takes the first rows before sharding: two shards cover what one run would
     for k in range(2):
         r = run("translate", "--model", str(exp / "model"), "--manifest", str(man), "--to", "text",
-                "--from", "image", "--limit", "3", "--output-dir", str(tmp_path / "lim"), "--shard", f"{k}/2")
+                "--from", "image", "--limit", "3", "--all-rows", "--output-dir", str(tmp_path / "lim"), "--shard", f"{k}/2")
         assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in (tmp_path / "lim" / "hypotheses.jsonl").read_text().splitlines()]
     assert [x["id"] for x in lines] == ["u0", "u1", "u2"]
+    # without --all-rows an image source is translated once per group (image), then limited
+    r = run("translate", "--model", str(exp / "model"), "--manifest", str(man), "--to", "text",
+            "--from", "image", "--limit", "2", "--output-dir", str(tmp_path / "img"))
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in (tmp_path / "img" / "hypotheses.jsonl").read_text().splitlines()]
+    assert [(x["id"], x["group"]) for x in lines] == [("u0", "g0"), ("u2", "g1")]
+    # other sources keep every row of a group (each caption has its own speech and text)
+    r = run("translate", "--model", str(exp / "model"), "--manifest", str(man), "--to", "image",
+            "--from", "text", "--limit", "2", "--output-dir", str(tmp_path / "txt"))
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in (tmp_path / "txt" / "hypotheses.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["u0", "u1"]

@@ -131,6 +131,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--split", default=None, help="Only manifest rows of this split.")
 @shard_option
 @click.option("--limit", type=int, default=None, help="Translate only the first N manifest rows (before --shard splits them).")
+@click.option("--all-rows", is_flag=True, help="Image sources: translate every manifest row. By default the rows of one image (one per caption) are translated once, with the first row's id.")
 @click.option("--format", "fmt", type=click.Choice(["plain", "jsonl"]), default="plain", help="Text on stdout: one hypothesis per line, or JSON lines with id, hypothesis and score.")
 @click.option("--tokenizer", "tokenizers", multiple=True, metavar="M=DIR", help="Use this fitted tokenizer for modality M instead of vocab.json's path (repeatable).")
 @click.option("--vocoder", default=None, type=click.Path(file_okay=False), help="Unit vocoder directory; without it speech outputs are written as units (.units.txt).")
@@ -147,7 +148,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 def cli(
     inputs: tuple[str, ...], model_dir: str, tgt: str, src: str | None, via: str | None, texts: tuple[str, ...],
     output: str | None, output_dir: str | None, manifest: str | None, split: str | None, shard: str | None,
-    limit: int | None, fmt: str, tokenizers: tuple[str, ...], vocoder: str | None, beam_size: int | None, greedy: bool, sample: bool,
+    limit: int | None, all_rows: bool, fmt: str, tokenizers: tuple[str, ...], vocoder: str | None, beam_size: int | None, greedy: bool, sample: bool,
     top_k: int | None, top_p: float | None, temperature: float | None, seed: int | None, batch_size: int | None,
     device: str, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
 ) -> None:
@@ -184,8 +185,8 @@ def cli(
         raise CliInputError("give either -o/--output or --output-dir, not both")
     if manifest is not None and output_dir is None:
         raise CliInputError("--manifest needs --output-dir")
-    if manifest is None and (split is not None or shard is not None or limit is not None):
-        raise CliInputError("--split, --shard and --limit apply to --manifest runs only")
+    if manifest is None and (split is not None or shard is not None or limit is not None or all_rows):
+        raise CliInputError("--split, --shard, --limit and --all-rows apply to --manifest runs only")
     if limit is not None and limit < 1:
         raise CliInputError(f"--limit must be >= 1, got {limit}")
     if manifest is not None and (inputs or texts):
@@ -204,7 +205,9 @@ def cli(
         msrc = src or default_source(tgt, via)
         if src is None:
             log.info("--from not given: translating the manifest's %s into %s", msrc, tgt)
-        items, ids, groups = manifest_inputs(manifest, split, msrc, (k, n), limit)
+        items, ids, groups = manifest_inputs(
+            manifest, split, msrc, (k, n), limit, one_per_group=msrc == "image" and not all_rows
+        )
         srcs = [msrc] * len(items)
     else:
         items, ids, srcs = _collect_inputs(inputs, texts, src)

@@ -802,17 +802,9 @@ def translate_for_scoring(run: ModelRunConfig, out_dir: str | Path) -> list[Path
     hyp_root.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for src, tgt in dirs:
-        inputs, ids, groups = manifest_inputs(run.manifest, run.split, src)
-        if src == "image" and run.one_per_image:
-            seen: set[str] = set()
-            keep: list[int] = []
-            for i, rid in enumerate(ids):
-                if groups[rid] not in seen:
-                    seen.add(groups[rid])
-                    keep.append(i)
-            inputs, ids = [inputs[i] for i in keep], [ids[i] for i in keep]
-        if run.limit is not None:
-            inputs, ids = inputs[: run.limit], ids[: run.limit]
+        inputs, ids, groups = manifest_inputs(
+            run.manifest, run.split, src, limit=run.limit, one_per_group=src == "image" and run.one_per_image
+        )
         final = hyp_root / f"{src}-{tgt}"
         tmp = hyp_root / f".{src}-{tgt}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

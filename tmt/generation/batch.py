@@ -153,12 +153,20 @@ def translate_to_dir(
 
 
 def manifest_inputs(
-    manifest: str | Path, split: str | None, src: str, shard: tuple[int, int] = (0, 1), limit: int | None = None
+    manifest: str | Path,
+    split: str | None,
+    src: str,
+    shard: tuple[int, int] = (0, 1),
+    limit: int | None = None,
+    *,
+    one_per_group: bool = False,
 ) -> tuple[list[Any], list[str], dict[str, str]]:
     """Rows of `split` that have the source modality -> (inputs, ids, {id: group}) for shard k/N.
 
-    `limit` keeps the first N such rows before sharding, so N shards together cover exactly
-    the rows one unsharded run would."""
+    `one_per_group` keeps the first row of each group: the rows of one image (one per caption)
+    share the image, so an image source needs translating once, and scoring keeps one output
+    per image anyway. `limit` then keeps the first N rows, before sharding, so N shards together
+    cover exactly the rows one unsharded run would."""
     from tmt.store.manifest import media_path, read_manifest
     from tmt.store.token_store import shard_range
 
@@ -171,6 +179,15 @@ def manifest_inputs(
     rows = [r for r in rows if r.get(src) not in (None, "")]
     if not rows:
         raise TranslateError(f"no row of {mp}{f' (split {split})' if split else ''} has {src}; pick another --from")
+    if one_per_group:
+        seen: set[str] = set()
+        kept = []
+        for r in rows:
+            g = str(r.get("group") or r["id"])
+            if g not in seen:
+                seen.add(g)
+                kept.append(r)
+        rows = kept
     if limit is not None:
         rows = rows[:limit]
     k, n = shard

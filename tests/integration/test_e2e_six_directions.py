@@ -31,6 +31,9 @@ DIRECTIONS = [("image", "text"), ("image", "speech"), ("text", "image"), ("speec
               ("speech", "text"), ("text", "speech")]
 LIMIT = 3
 """Test-split rows translated per direction."""
+IMAGES = 1
+"""Images among those rows: the tiny test split is one scene, and an image source is translated
+once per image (`tmt translate` without `--all-rows`)."""
 BEAM = 3
 TOKENS_PER_IMAGE = 32
 IMAGE_SIZE = (64, 64)
@@ -82,6 +85,10 @@ def _expected_metrics(src: str, tgt: str) -> tuple[tuple[str, ...], str]:
     return SCENE, ""
 
 
+def _expected_rows(src: str) -> int:
+    return IMAGES if src == "image" else LIMIT
+
+
 def _lines(d: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in (d / "hypotheses.jsonl").read_text().splitlines()]
 
@@ -97,7 +104,7 @@ def six(tiny_pipeline: TinyPipeline, tmp_path_factory: pytest.TempPathFactory) -
         extra = ["--vocoder", p.vocoder] if tgt == "speech" else []
         r = invoke("translate", "--model", p.exp, "--manifest", p.manifests["test"], "--split", "test",
                    "--from", src, "--to", tgt, "--output-dir", d, "--limit", LIMIT, "--beam-size", BEAM, *extra)
-        assert f"wrote {LIMIT} {tgt} outputs" in r.stderr
+        assert f"wrote {_expected_rows(src)} {tgt} outputs" in r.stderr
         dirs[f"{src}->{tgt}"] = d
     return dirs
 
@@ -127,8 +134,9 @@ def test_batch_translation_outputs(six: dict[str, Path], tiny_pipeline: TinyPipe
         src, tgt = key.split("->")
         lines = _lines(d)
         run = json.loads((d / "run.json").read_text())
-        assert (run["src"], run["tgt"], run["split"], run["num"], run["beam_size"]) == (src, tgt, "test", LIMIT, BEAM)
-        assert len(lines) == LIMIT and len({x["id"] for x in lines}) == LIMIT
+        n = _expected_rows(src)
+        assert (run["src"], run["tgt"], run["split"], run["num"], run["beam_size"]) == (src, tgt, "test", n, BEAM)
+        assert len(lines) == n and len({x["id"] for x in lines}) == n
         for x in lines:
             assert x["id"] in test_ids and (x["src"], x["tgt"]) == (src, tgt) and math.isfinite(x["score"])
             assert x["tokens"], x
@@ -202,7 +210,7 @@ def test_score_all_six_and_compare(six: dict[str, Path], tiny_pipeline: TinyPipe
         assert (e["direction"], e["src"], e["tgt"], e["via"], e["split"]) == (key, src, tgt, None, "test")
         assert e["hyp_dir"] == str(six[key]) and e["manifest"] == str(p.manifests["test"])
         # image sources: one output per image (the 5 test rows are one scene)
-        assert e["n"] == (1 if src == "image" else LIMIT)
+        assert e["n"] == _expected_rows(src)
         expected, needs = _expected_metrics(src, tgt)
         for m in expected:
             missing = [w for j, w in (("asr", asr_why), ("coco", coco_why)) if j in needs and w]

@@ -29,9 +29,12 @@ bt_steps=            # cap on steps of training on real + synthetic
 train_minutes=       # override the preset's training budget (minutes)
 bt_minutes=          # override the preset's budget on real + synthetic (minutes)
 vocoder_minutes=     # override the preset's vocoder training budget (minutes)
+vq_minutes=          # override the preset's image tokenizer (VQ) budget (minutes)
+vq_steps=            # cap on VQ steps (with a generous --vq-minutes: a fit of exactly N steps)
 test_limit=          # rows of each test split translated and scored (0: all; default: the preset's)
 single_task=false    # full preset: also train the six single-direction baselines
 single_minutes=      # training budget of each single-direction baseline (default: the preset's train budget)
+single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines stage 11 trains
 image_decoding="--sample --top-k 16 --seed 0"  # decoding of image targets (beam search gives blank images)
 no_repeat_ngram=4    # text and speech targets: never repeat an n-gram of this size (0: off)
 
@@ -50,9 +53,12 @@ Usage: $0 [options]
   --train-minutes M  override the preset's training budget
   --bt-minutes M     override the preset's budget on real + synthetic data
   --vocoder-minutes M override the preset's vocoder budget
+  --vq-minutes M     override the preset's image tokenizer budget
+  --vq-steps N       cap on image tokenizer steps (a fit of exactly N steps, given the minutes)
   --test-limit N     translate and score the first N rows of each test split (0: all)
   --single-task B    true: also train single-direction baselines (default ${single_task})
   --single-minutes M budget of each single-direction baseline (default: --train-minutes)
+  --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default "${image_decoding}")
   --no-repeat-ngram N text/speech targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
 Stages:
@@ -72,7 +78,7 @@ EOF
 case "${preset}" in
   quick)
     : "${num_scenes:=300}"
-    vq_steps=20000; vq_minutes=3; km_sample=100000
+    : "${vq_steps:=20000}"; : "${vq_minutes:=3}"; km_sample=100000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"   # the time budgets below end training
     : "${train_minutes:=10}"; : "${bt_minutes:=3}"
     vocoder_config=unit-mel; : "${vocoder_minutes:=3}"
@@ -80,7 +86,7 @@ case "${preset}" in
     ;;
   full)
     : "${num_scenes:=2000}"
-    vq_steps=20000; vq_minutes=14; km_sample=300000
+    : "${vq_steps:=20000}"; : "${vq_minutes:=14}"; km_sample=300000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=75}"; : "${bt_minutes:=25}"
     vocoder_config=unit-mel; : "${vocoder_minutes:=25}"
@@ -108,8 +114,9 @@ log "Recipe scenes, preset ${preset}: outputs under ${out}"
 translate_split() {
   local stage_no=$1 name=$2 model_dir=$3 split=$4 src=$5 tgt=$6
   local dest=${out}/hyp/${name}/${split}/${src}-${tgt}
-  local limit_opt=() decode_opt=(--beam "${beam}" --set no_repeat_ngram_size="${no_repeat_ngram}")
+  local limit_opt=() vocoder_opt=() decode_opt=(--beam "${beam}" --set no_repeat_ngram_size="${no_repeat_ngram}")
   [ "${test_limit}" -gt 0 ] && limit_opt=(--limit "${test_limit}")
+  [ "${tgt}" = speech ] && vocoder_opt=(--vocoder "${out}/exp/vocoder")
   # VQ image codes are many equally likely layouts: the single most likely one (beam search)
   # is a blank background, so image targets are sampled (as DALL-E style decoders do).
   # Text and speech use beam search with n-gram blocking, which stops an undertrained model's
@@ -121,7 +128,7 @@ translate_split() {
   # --jobs shards, each on its share of the cores; the last shard to finish merges the outputs
   run_sharded "${stage_no}-${name}-${split}-${src}-${tgt}" "${logs}/${stage_no}-${name}-${split}-${src}-${tgt}" "${jobs}" - \
     tmt translate -m "${model_dir}" --manifest "${data}/${split}.jsonl.gz" --split "${split}" \
-      --from "${src}" --to "${tgt}" "${decode_opt[@]}" --vocoder "${out}/exp/vocoder" --device "${device}" \
+      --from "${src}" --to "${tgt}" "${decode_opt[@]}" "${vocoder_opt[@]}" --device "${device}" \
       "${limit_opt[@]}" --output-dir "${dest}"
 }
 
@@ -251,6 +258,7 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
   : "${single_minutes:=${train_minutes}}"
   for d in ${directions}; do
     src=${d%%:*}; tgt=${d##*:}; short=${src:0:1}2${tgt:0:1}
+    case " ${single_directions} " in *" ${short} "*) ;; *) continue ;; esac
     log "Stage 11: single-direction baseline ${src}->${tgt} (${single_minutes} min) -> ${out}/exp/single_${short}"
     run_stage "11-single-${short}" "${logs}/11-single-${short}.log" \
       tmt train -o "${out}/exp/single_${short}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
@@ -266,6 +274,10 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
     run_stage "11-score-single-${split}" "${logs}/11-score-single-${split}.log" \
       tmt score run "${out}/hyp/single/${split}/"* --manifest "${data}/${split}.jsonl.gz" --no-ceiling \
         --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/single/${split}"
+    if [ ! -f "${out}/scores/tmt/${split}/scores.json" ]; then
+      log "Stage 11: no unified scores in ${out}/scores/tmt/${split} (stages 8-9): not comparing"
+      continue
+    fi
     log "Stage 11: unified (A = tmt) against single-direction models (B = single), ${split}"
     tmt score compare --headline "${out}/scores/tmt/${split}" "${out}/scores/single/${split}" \
       > "${out}/scores/unified_vs_single_${split}.txt"
@@ -276,6 +288,7 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
       echo
       echo "## Unified model against single-direction models (A = tmt, B = single, ${single_minutes} min each)"
       for split in ${eval_splits}; do
+        [ -f "${out}/scores/unified_vs_single_${split}.txt" ] || continue
         echo
         echo "${split}:"
         echo

@@ -29,6 +29,7 @@ bt_steps=            # cap on steps of training on real + synthetic
 train_minutes=       # override the preset's training budget (minutes)
 bt_minutes=          # override the preset's budget on real + synthetic (minutes)
 vocoder_minutes=     # override the preset's vocoder training budget (minutes)
+vocoder_steps=       # cap on vocoder steps (with a generous --vocoder-minutes: a fit of exactly N steps)
 vq_minutes=          # override the preset's image tokenizer (VQ) budget (minutes)
 vq_steps=            # cap on VQ steps (with a generous --vq-minutes: a fit of exactly N steps)
 test_limit=          # rows of each test split translated and scored (0: all; default: the preset's)
@@ -53,6 +54,7 @@ Usage: $0 [options]
   --train-minutes M  override the preset's training budget
   --bt-minutes M     override the preset's budget on real + synthetic data
   --vocoder-minutes M override the preset's vocoder budget
+  --vocoder-steps N  cap on vocoder steps (a fit of exactly N steps, given the minutes)
   --vq-minutes M     override the preset's image tokenizer budget
   --vq-steps N       cap on image tokenizer steps (a fit of exactly N steps, given the minutes)
   --test-limit N     translate and score the first N rows of each test split (0: all)
@@ -193,9 +195,10 @@ fi
 
 if stage_wanted 7; then
   log "Stage 7: unit vocoder (${vocoder_config}, ${vocoder_minutes} min): ${store}/train + wavs -> ${out}/exp/vocoder"
+  vocoder_steps_opt=(); [ -n "${vocoder_steps}" ] && vocoder_steps_opt=(--set train.max_steps="${vocoder_steps}")
   run_stage 7-vocoder "${logs}/7-vocoder.log" \
     tmt vocoder train --store "${store}/train" --manifest "${data}/train.jsonl.gz" --config "${vocoder_config}" \
-      --set train.max_minutes="${vocoder_minutes}" --out "${out}/exp/vocoder" --resume
+      --set train.max_minutes="${vocoder_minutes}" "${vocoder_steps_opt[@]}" --out "${out}/exp/vocoder" --resume
 fi
 
 if stage_wanted 8; then
@@ -270,8 +273,11 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
     done
   done
   for split in ${eval_splits}; do
+    # the marker names the baselines scored, so a later run that adds one scores them again
+    scored=""
+    for h in "${out}/hyp/single/${split}/"*; do [ -d "${h}" ] && scored+="+${h##*/}"; done
     log "Stage 11: score ${out}/hyp/single/${split}/* -> ${out}/scores/single/${split}"
-    run_stage "11-score-single-${split}" "${logs}/11-score-single-${split}.log" \
+    run_stage "11-score-single-${split}${scored}" "${logs}/11-score-single-${split}.log" \
       tmt score run "${out}/hyp/single/${split}/"* --manifest "${data}/${split}.jsonl.gz" --no-ceiling \
         --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/single/${split}"
     if [ ! -f "${out}/scores/tmt/${split}/scores.json" ]; then

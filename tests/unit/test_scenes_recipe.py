@@ -1,6 +1,6 @@
-"""`recipes/scenes/run.sh` stage 11 (single-direction baselines), run against a stand-in `tmt`
-that records its command lines: which baselines train, which calls get a vocoder, and when the
-unified-vs-single comparison runs."""
+"""`recipes/scenes/run.sh` stages 7 and 11 (vocoder, single-direction baselines), run against a
+stand-in `tmt` that records its command lines: which baselines train, which calls get a vocoder,
+when the unified-vs-single comparison runs, and the vocoder's step cap."""
 
 from __future__ import annotations
 
@@ -12,14 +12,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 FAKE_TMT = """#!/usr/bin/env bash
 printf '%s\\n' "$*" >> "$TMT_CALLS"
+if [ "$1" = translate ]; then
+  while [ $# -gt 0 ]; do [ "$1" = --output-dir ] && mkdir -p "$2"; shift; done
+fi
 if [ "$1 $2" = "score compare" ]; then echo "the comparison table"; fi
 exit 0
 """
 
 
 def _stage11(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    return _recipe(tmp_path, "--stage", "11", "--stop-stage", "11", "--single-task", "true",
+                   "--single-minutes", "0.5", *extra)
+
+
+def _recipe(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
+    bin_dir.mkdir(parents=True, exist_ok=True)
     fake = bin_dir / "tmt"
     fake.write_text(FAKE_TMT)
     fake.chmod(0o755)
@@ -27,7 +35,7 @@ def _stage11(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[s
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMT_CALLS": str(calls)}
     r = subprocess.run(
         ["bash", str(REPO / "recipes" / "scenes" / "run.sh"), "--preset", "quick", "--out", str(tmp_path / "out"),
-         "--stage", "11", "--stop-stage", "11", "--single-task", "true", "--single-minutes", "0.5", *extra],
+         *args],
         cwd=REPO, env=env, capture_output=True, text=True, check=False,
     )
     return r, calls.read_text().splitlines() if calls.exists() else []
@@ -63,3 +71,30 @@ def test_the_comparison_runs_when_unified_scores_exist(tmp_path: Path) -> None:
     assert table.read_text() == "the comparison table\n"
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Unified model against single-direction models" in report and "the comparison table" in report
+
+
+def test_adding_a_baseline_later_scores_again_and_an_unchanged_rerun_does_not(tmp_path: Path) -> None:
+    r, calls = _stage11(tmp_path, "--single-directions", "t2i")
+    assert r.returncode == 0, r.stderr
+    assert len([c for c in calls if c.startswith("score run ")]) == 1
+    # a second run that adds a baseline: the earlier one is not retrained, both are scored
+    r, calls = _stage11(tmp_path, "--single-directions", "t2i s2t")
+    assert r.returncode == 0, r.stderr
+    assert [c.split("--directions ")[1].split()[0] for c in calls if c.startswith("train ")] == ["t2i", "s2t"]
+    [_, second] = [c for c in calls if c.startswith("score run ")]
+    assert "hyp/single/test/speech-text" in second and "hyp/single/test/text-image" in second
+    # nothing new: no scoring
+    r, calls = _stage11(tmp_path, "--single-directions", "t2i s2t")
+    assert r.returncode == 0, r.stderr
+    assert len([c for c in calls if c.startswith("score run ")]) == 2
+
+
+def test_vocoder_steps_caps_the_vocoder_fit_only_when_given(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path / "a", "--stage", "7", "--stop-stage", "7", "--vocoder-minutes", "9")
+    assert r.returncode == 0, r.stderr
+    [train] = calls
+    assert train.startswith("vocoder train ") and "train.max_minutes=9" in train and "max_steps" not in train
+    r, calls = _recipe(tmp_path / "b", "--stage", "7", "--stop-stage", "7", "--vocoder-steps", "6850")
+    assert r.returncode == 0, r.stderr
+    [train] = calls
+    assert "--set train.max_steps=6850" in train and "train.max_minutes=3" in train  # quick preset's budget

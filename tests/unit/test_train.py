@@ -113,3 +113,58 @@ def test_time_budget_spans_resumed_runs(data, monkeypatch) -> None:
     more = train(replace(cfg, max_minutes=3.0), data / "span", resume=True).step
     fresh = train(replace(cfg, max_minutes=3.0), data / "fresh").step
     assert first < more and more - first < fresh
+
+
+
+def test_best_per_direction_matches_the_validation_log(data) -> None:
+    import json
+
+    from tmt.models.tmt import load_model
+
+    cfg = _cfg(data, max_steps=6, valid_every=2, save_every=2, keep_last=5, best_per_direction=True)
+    cfg = replace(cfg, data=replace(cfg.data, valid_stores=[str(data / "store")]))
+    exp = data / "perdir"
+    train(cfg, exp)
+    valid = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in valid if r["split"] == "valid"]
+    dirs = sorted(k.removeprefix("ce/") for k in valid[0] if k.startswith("ce/"))
+    assert sorted(p.name for p in (exp / "best").iterdir()) == dirs
+    for d in dirs:
+        want = min(valid, key=lambda r: r[f"ce/{d}"])  # the first step at the lowest CE
+        best = json.loads((exp / "best" / d / "best.json").read_text())
+        assert best["step"] == want["step"] and best["loss"] == pytest.approx(want[f"ce/{d}"])
+        load_model(exp / "best" / d)  # a complete model directory: weights, vocab, config
+        got = torch.load(exp / "best" / d / "model.pt", weights_only=True)
+        ref = torch.load(exp / "checkpoints" / f"step_{best['step']:08d}" / "trainer.pt", weights_only=True)["model"]
+        assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref), d
+
+
+def test_keep_direction_bests_rewrites_only_a_direction_that_improves(data, tmp_path) -> None:
+    import json
+
+    from tmt.models.tmt import create_model
+    from tmt.training.trainer import _keep_direction_bests
+
+    cfg = _cfg(data)
+    model = create_model(cfg.model, synthetic_vocab())
+    history = [  # step -> validation CE per direction: i2t is best at 2, t2i at 4
+        (2, {"i2t": 1.0, "t2i": 3.0}),
+        (4, {"i2t": 1.2, "t2i": 2.5}),
+        (6, {"i2t": 1.1, "t2i": 2.6}),
+    ]
+    for step, ce in history:
+        with torch.no_grad():
+            model.frontend.embed.weight.fill_(float(step))  # tells the steps' weights apart
+        _keep_direction_bests(tmp_path, step, model, {d: {"ce": v, "acc": 0.0} for d, v in ce.items()}, cfg)
+    for d, step in (("i2t", 2), ("t2i", 4)):
+        best = json.loads((tmp_path / "best" / d / "best.json").read_text())
+        assert best == {"step": step, "loss": dict(history)[step][d], "direction": d}
+        w = torch.load(tmp_path / "best" / d / "model.pt", weights_only=True)["frontend.embed.weight"]
+        assert torch.all(w == float(step)), d
+
+
+def test_best_per_direction_off_by_default(data) -> None:
+    cfg = _cfg(data, max_steps=2, valid_every=1)
+    cfg = replace(cfg, data=replace(cfg.data, valid_stores=[str(data / "store")]))
+    train(cfg, data / "nodirs")
+    assert not (data / "nodirs" / "best").exists()

@@ -5,6 +5,7 @@
         rank0.pt       RNG states and data-pipeline position of rank 0
         rank1.pt       ... one per process
     exp_dir/checkpoints/best.json   {"step": ..., "loss": ...}
+    exp_dir/best/<direction>/       (best_per_direction) that direction's best model and best.json
 
 A step directory is written as `step_XXXXXXXX.tmp/` and renamed once every rank
 has written its part, so a killed run never leaves a half checkpoint that
@@ -128,6 +129,31 @@ def update_best(exp_dir: str | Path, step: int, loss: float) -> bool:
     (Path(exp_dir) / CKPT_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(exp_dir) / CKPT_DIR / "best.json", {"step": step, "loss": loss})
     return True
+
+
+BEST_DIR = "best"
+
+
+def direction_best_dir(exp_dir: str | Path, direction: str) -> Path:
+    """Where `best_per_direction` keeps the model best for one direction."""
+    return Path(exp_dir) / BEST_DIR / direction
+
+
+def read_direction_best(exp_dir: str | Path, direction: str) -> dict[str, Any] | None:
+    p = direction_best_dir(exp_dir, direction) / "best.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def improves_direction_best(exp_dir: str | Path, direction: str, loss: float) -> bool:
+    best = read_direction_best(exp_dir, direction)
+    return best is None or loss < best["loss"]
+
+
+def write_direction_best(exp_dir: str | Path, direction: str, step: int, loss: float) -> None:
+    """Record the step of `direction`'s best model; call it after the model itself is written,
+    so best.json never names a model that is not there."""
+    atomic_write_json(direction_best_dir(exp_dir, direction) / "best.json",
+                      {"step": step, "loss": loss, "direction": direction})
 
 
 def prune(exp_dir: str | Path, keep_last: int) -> None:

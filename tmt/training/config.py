@@ -80,6 +80,11 @@ class TrainConfig:
     """Write a checkpoint every N steps (and at the end)."""
     keep_last: int = 3
     """Checkpoints kept besides the best one."""
+    best_per_direction: bool = False
+    """Also keep each direction's own best model: `best/<direction>/` (model.pt, vocab.json,
+    config.yaml, best.json), written whenever that direction's validation CE is the lowest so
+    far, and loadable by `tmt translate -m`. The top-level `model.pt` stays the checkpoint best
+    on the mean over directions. Costs one model file per direction; not with FSDP."""
     log_every: int = 50
     """Log training loss/accuracy per direction every N steps."""
     seed: int = 0

@@ -324,6 +324,9 @@ def _run(
 ) -> TrainResult:
     device = info.device
     fsdp = cfg.distributed == "fsdp" and info.distributed
+    if fsdp and cfg.best_per_direction:
+        raise TmtError("best_per_direction is not supported with distributed=fsdp (each rank holds a shard); "
+                       "use distributed=ddp or drop --set best_per_direction=true")
 
     if info.is_main:
         exp.mkdir(parents=True, exist_ok=True)
@@ -455,6 +458,8 @@ def _run(
                 log.info("valid step %d: ce %.3f | %s", step, vloss,
                          " ".join(f"{d} {v['ce']:.3f}/{v['acc']:.2f}" for d, v in last_valid.items()))
                 is_best = ckpt.update_best(exp, step, vloss)
+                if cfg.best_per_direction:
+                    _keep_direction_bests(exp, step, step_module.model, last_valid, cfg)
             is_best = bool(_bcast_flag(is_best, info))
             if cfg.plot and info.is_main:
                 plot_metrics(exp / "metrics.jsonl", exp / "curves.png")
@@ -473,6 +478,18 @@ def _run(
         plot_metrics(exp / "metrics.jsonl", exp / "curves.png")
     barrier(info)
     return TrainResult(exp_dir=exp, step=step, train=last_train, valid=last_valid, best=ckpt.read_best(exp))
+
+
+def _keep_direction_bests(
+    exp: Path, step: int, model: TmtModel, valid: dict[str, dict[str, float]], cfg: TrainConfig
+) -> None:
+    """best_per_direction: write best/<d>/ for every direction whose validation CE is a new low."""
+    for d, v in valid.items():
+        if ckpt.improves_direction_best(exp, d, v["ce"]):
+            save_model(model, ckpt.direction_best_dir(exp, d), train_config=cfg)
+            ckpt.write_direction_best(exp, d, step, v["ce"])
+            log.info("valid step %d: new best for %s (ce %.3f) -> %s", step, d, v["ce"],
+                     ckpt.direction_best_dir(exp, d))
 
 
 def _mean(xs: list[float]) -> float:

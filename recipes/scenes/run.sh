@@ -38,6 +38,7 @@ single_minutes=      # training budget of each single-direction baseline (defaul
 single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines stage 11 trains
 image_decoding="--sample --top-k 16 --seed 0"  # decoding of image targets (beam search gives blank images)
 no_repeat_ngram=4    # text and speech targets: never repeat an n-gram of this size (0: off)
+per_direction_best=false  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir)
 
 # shellcheck disable=SC2034  # read by parse_options.sh
 help_message=$(cat <<EOF
@@ -63,6 +64,8 @@ Usage: $0 [options]
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default "${image_decoding}")
   --no-repeat-ngram N text/speech targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
+  --per-direction-best B true: stages 8-9 also score "tmt_dir", each direction translated by the
+                     stage-4 checkpoint best for it (exp/tmt/best/<dir>; default ${per_direction_best})
 Stages:
   0 prepare scenes corpus        1 fit text/speech/image tokenizers   2 tokenize every split
   3 joint vocabulary             4 train (six directions)             5 back-translate partial pools
@@ -107,6 +110,7 @@ store=${out}/data/store
 logs=${out}/logs
 splits="train valid test test_novel images_only speech_text_only"
 directions="image:text image:speech text:image speech:image speech:text text:speech"
+eval_models="tmt tmt_bt"; [ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
 
 # keep the command line, so the experiment can re-run itself
 echo "${cmdline}" >> "${out}/command.txt"
@@ -172,7 +176,7 @@ if stage_wanted 4; then
   run_stage 4-train "${logs}/4-train.log" \
     tmt train -o "${out}/exp/tmt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
       --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" --device "${device}" \
-      --set max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt --resume
+      --set max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt --set best_per_direction=true --resume
 fi
 
 if stage_wanted 5; then
@@ -202,18 +206,21 @@ if stage_wanted 7; then
 fi
 
 if stage_wanted 8; then
-  for model in tmt tmt_bt; do
+  for model in ${eval_models}; do
     for split in ${eval_splits}; do
       for d in ${directions}; do
         src=${d%%:*}; tgt=${d##*:}
-        translate_split 8 "${model}" "${out}/exp/${model}" "${split}" "${src}" "${tgt}"
+        model_dir=${out}/exp/${model}
+        # tmt_dir: the unified model's checkpoint that is best for this direction (stage 4 keeps them)
+        [ "${model}" = tmt_dir ] && model_dir=${out}/exp/tmt/best/${src:0:1}2${tgt:0:1}
+        translate_split 8 "${model}" "${model_dir}" "${split}" "${src}" "${tgt}"
       done
     done
   done
 fi
 
 if stage_wanted 9; then
-  for model in tmt tmt_bt; do
+  for model in ${eval_models}; do
     # the judges' ceiling (ground truth through the same judges) is the same for every model:
     # score it once, with the first model
     ceiling_opt=(); [ "${model}" = tmt ] || ceiling_opt=(--no-ceiling)
@@ -248,7 +255,7 @@ if stage_wanted 10; then
     tmt score compare "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test"
     echo '```'
     echo
-    for model in tmt tmt_bt; do
+    for model in ${eval_models}; do
       for split in ${eval_splits}; do
         echo "- ${model}, ${split}: [report](scores/${model}/${split}/report.md), ![chart](scores/${model}/${split}/scores.png)"
       done
@@ -288,6 +295,13 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
     tmt score compare --headline "${out}/scores/tmt/${split}" "${out}/scores/single/${split}" \
       > "${out}/scores/unified_vs_single_${split}.txt"
     cat "${out}/scores/unified_vs_single_${split}.txt"
+    if [ -f "${out}/scores/tmt_dir/${split}/scores.json" ]; then
+      # the fairer pairing: like each baseline, the unified model's checkpoint best for the direction
+      log "Stage 11: unified, best checkpoint per direction (A = tmt_dir) against single-direction models, ${split}"
+      tmt score compare --headline "${out}/scores/tmt_dir/${split}" "${out}/scores/single/${split}" \
+        > "${out}/scores/unified_dir_vs_single_${split}.txt"
+      cat "${out}/scores/unified_dir_vs_single_${split}.txt"
+    fi
   done
   if [ -f "${out}/report.md" ] && ! grep -q "^## Unified model against" "${out}/report.md"; then
     {
@@ -300,6 +314,13 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
         echo
         echo '```'
         cat "${out}/scores/unified_vs_single_${split}.txt"
+        echo '```'
+        [ -f "${out}/scores/unified_dir_vs_single_${split}.txt" ] || continue
+        echo
+        echo "${split}, A = tmt_dir (the unified model's best checkpoint for each direction):"
+        echo
+        echo '```'
+        cat "${out}/scores/unified_dir_vs_single_${split}.txt"
         echo '```'
       done
     } >> "${out}/report.md"

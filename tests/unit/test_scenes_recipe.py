@@ -98,3 +98,36 @@ def test_vocoder_steps_caps_the_vocoder_fit_only_when_given(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     [train] = calls
     assert "--set train.max_steps=6850" in train and "train.max_minutes=3" in train  # quick preset's budget
+
+
+def test_per_direction_best_translates_each_direction_with_its_own_checkpoint(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path / "a", "--stage", "4", "--stop-stage", "8", "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    [stage4, stage6] = [c for c in calls if c.startswith("train ")]
+    assert "--set best_per_direction=true" in stage4  # stage 4 always keeps them
+    assert "best_per_direction" not in stage6
+    models = {c.split("-m ")[1].split()[0].split("/exp/")[1] for c in calls if c.startswith("translate ")}
+    assert models == {"tmt", "tmt_bt"}
+    r, calls = _recipe(tmp_path / "b", "--stage", "8", "--stop-stage", "8", "--jobs", "1",
+                       "--per-direction-best", "true")
+    assert r.returncode == 0, r.stderr
+    by_dir = {}
+    for c in calls:
+        if c.startswith("translate ") and "/hyp/tmt_dir/" in c:
+            src, tgt = c.split("--from ")[1].split()[0], c.split("--to ")[1].split()[0]
+            by_dir[f"{src[0]}2{tgt[0]}"] = c.split("-m ")[1].split()[0]
+    assert sorted(by_dir) == ["i2s", "i2t", "s2i", "s2t", "t2i", "t2s"]
+    for short, model in by_dir.items():
+        assert model == str(tmp_path / "b" / "out" / "exp" / "tmt" / "best" / short)
+
+
+def test_stage11_also_compares_the_per_direction_checkpoints_when_scored(tmp_path: Path) -> None:
+    for model in ("tmt", "tmt_dir"):
+        scored = tmp_path / "out" / "scores" / model / "test"
+        scored.mkdir(parents=True)
+        (scored / "scores.json").write_text("{}")
+    r, calls = _stage11(tmp_path, "--single-directions", "s2t")
+    assert r.returncode == 0, r.stderr
+    compares = [c for c in calls if c.startswith("score compare")]
+    assert [c.split()[3].split("/scores/")[1] for c in compares] == ["tmt/test", "tmt_dir/test"]
+    assert (tmp_path / "out" / "scores" / "unified_dir_vs_single_test.txt").read_text() == "the comparison table\n"

@@ -138,6 +138,14 @@ translate_split() {
       "${limit_opt[@]}" --output-dir "${dest}"
 }
 
+# report_table TITLE FILE: a report.md section with FILE's table, when FILE exists
+report_table() {
+  [ -f "$2" ] || return 0
+  printf '\n%s\n\n```\n' "$1"
+  cat "$2"
+  echo '```'
+}
+
 if stage_wanted 0; then
   log "Stage 0: prepare scenes: ${num_scenes} scenes -> ${data}/{images,speech,*.jsonl.gz}"
   run_stage 0-prepare "${logs}/0-prepare.log" \
@@ -308,20 +316,9 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
       echo
       echo "## Unified model against single-direction models (A = tmt, B = single, ${single_minutes} min each)"
       for split in ${eval_splits}; do
-        [ -f "${out}/scores/unified_vs_single_${split}.txt" ] || continue
-        echo
-        echo "${split}:"
-        echo
-        echo '```'
-        cat "${out}/scores/unified_vs_single_${split}.txt"
-        echo '```'
-        [ -f "${out}/scores/unified_dir_vs_single_${split}.txt" ] || continue
-        echo
-        echo "${split}, A = tmt_dir (the unified model's best checkpoint for each direction):"
-        echo
-        echo '```'
-        cat "${out}/scores/unified_dir_vs_single_${split}.txt"
-        echo '```'
+        report_table "${split}:" "${out}/scores/unified_vs_single_${split}.txt"
+        report_table "${split}, A = tmt_dir (the unified model's best checkpoint for each direction):" \
+          "${out}/scores/unified_dir_vs_single_${split}.txt"
       done
     } >> "${out}/report.md"
   fi

@@ -56,9 +56,30 @@ def list_steps(exp_dir: str | Path) -> list[int]:
     return sorted(steps)
 
 
-def read_best(exp_dir: str | Path) -> dict[str, Any] | None:
-    p = Path(exp_dir) / CKPT_DIR / "best.json"
+BEST_DIR = "best"
+
+
+def direction_best_dir(exp_dir: str | Path, direction: str) -> Path:
+    """Where `best_per_direction` keeps the model best for one direction."""
+    return Path(exp_dir) / BEST_DIR / direction
+
+
+def _best_json(exp_dir: str | Path, direction: str | None) -> Path:
+    """best.json of the run (mean over directions) or, given `direction`, of that direction."""
+    if direction is None:
+        return Path(exp_dir) / CKPT_DIR / "best.json"
+    return direction_best_dir(exp_dir, direction) / "best.json"
+
+
+def read_best(exp_dir: str | Path, direction: str | None = None) -> dict[str, Any] | None:
+    p = _best_json(exp_dir, direction)
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+def improves_best(exp_dir: str | Path, loss: float, direction: str | None = None) -> bool:
+    """True if `loss` is lower than the recorded best (or nothing is recorded yet)."""
+    best = read_best(exp_dir, direction)
+    return best is None or loss < best["loss"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -123,37 +144,17 @@ def save_checkpoint(
 
 def update_best(exp_dir: str | Path, step: int, loss: float) -> bool:
     """Record `step` as best if its validation loss is lower; True if it is the new best."""
-    best = read_best(exp_dir)
-    if best is not None and best["loss"] <= loss:
+    if not improves_best(exp_dir, loss):
         return False
     (Path(exp_dir) / CKPT_DIR).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(Path(exp_dir) / CKPT_DIR / "best.json", {"step": step, "loss": loss})
+    atomic_write_json(_best_json(exp_dir, None), {"step": step, "loss": loss})
     return True
-
-
-BEST_DIR = "best"
-
-
-def direction_best_dir(exp_dir: str | Path, direction: str) -> Path:
-    """Where `best_per_direction` keeps the model best for one direction."""
-    return Path(exp_dir) / BEST_DIR / direction
-
-
-def read_direction_best(exp_dir: str | Path, direction: str) -> dict[str, Any] | None:
-    p = direction_best_dir(exp_dir, direction) / "best.json"
-    return json.loads(p.read_text()) if p.is_file() else None
-
-
-def improves_direction_best(exp_dir: str | Path, direction: str, loss: float) -> bool:
-    best = read_direction_best(exp_dir, direction)
-    return best is None or loss < best["loss"]
 
 
 def write_direction_best(exp_dir: str | Path, direction: str, step: int, loss: float) -> None:
     """Record the step of `direction`'s best model; call it after the model itself is written,
     so best.json never names a model that is not there."""
-    atomic_write_json(direction_best_dir(exp_dir, direction) / "best.json",
-                      {"step": step, "loss": loss, "direction": direction})
+    atomic_write_json(_best_json(exp_dir, direction), {"step": step, "loss": loss, "direction": direction})
 
 
 def prune(exp_dir: str | Path, keep_last: int) -> None:

@@ -485,11 +485,11 @@ def _keep_direction_bests(
 ) -> None:
     """best_per_direction: write best/<d>/ for every direction whose validation CE is a new low."""
     for d, v in valid.items():
-        if ckpt.improves_direction_best(exp, d, v["ce"]):
-            save_model(model, ckpt.direction_best_dir(exp, d), train_config=cfg)
+        if ckpt.improves_best(exp, v["ce"], direction=d):
+            dest = ckpt.direction_best_dir(exp, d)
+            save_model(model, dest, train_config=cfg)
             ckpt.write_direction_best(exp, d, step, v["ce"])
-            log.info("valid step %d: new best for %s (ce %.3f) -> %s", step, d, v["ce"],
-                     ckpt.direction_best_dir(exp, d))
+            log.info("valid step %d: new best for %s (ce %.3f) -> %s", step, d, v["ce"], dest)
 
 
 def _mean(xs: list[float]) -> float:

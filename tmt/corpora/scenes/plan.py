@@ -1,0 +1,123 @@
+"""The corpus plan: settings, split sizes, and every scene decided up front from the seed.
+
+`plan_scenes(cfg)` fixes each scene's split, graph, captions, render settings
+and voices before any media is written, so the same seed and settings give
+the same corpus whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tmt import TmtError
+from tmt.corpora.scenes.captions import make_captions
+from tmt.corpora.scenes.geometry import BACKGROUND
+from tmt.corpora.scenes.layout import clean_scene, sample_scene
+
+GENERATOR_VERSION = 1
+"""Bumped whenever the same settings would draw or say something different."""
+
+SPLITS: tuple[str, ...] = ("train", "valid", "test", "test_novel", "images_only", "speech_text_only")
+
+
+@dataclass(kw_only=True)
+class ScenesConfig:
+    """Settings of `tmt prepare scenes`."""
+
+    num_scenes: int = 2000
+    """Number of images; each gets five captions and five recordings."""
+    seed: int = 0
+    """Random seed: the same seed and settings give the same bytes."""
+    image_size: int = 64
+    """Side of the square RGB images, in pixels."""
+    min_objects: int = 1
+    """Fewest objects per image."""
+    max_objects: int = 2
+    """Most objects per image (1 to 3)."""
+    captions_per_image: int = 5
+    """Captions (and recordings) per image."""
+    speech: bool = True
+    """Synthesise one recording per caption; false writes text-only captions."""
+    engines: tuple[str, ...] = ("espeak-ng", "flite")
+    """Speech engines to use when installed (at least one must be)."""
+    fractions: dict[str, float] = field(
+        default_factory=lambda: {
+            "train": 0.7,
+            "valid": 0.05,
+            "test": 0.05,
+            "test_novel": 0.05,
+            "images_only": 0.075,
+            "speech_text_only": 0.075,
+        }
+    )
+    """Share of the images in each split (normalised); every split gets at least one image
+    when there are enough."""
+
+
+def _split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
+    names = [s for s in SPLITS if fractions.get(s, 0) > 0]
+    unknown = set(fractions) - set(SPLITS)
+    if unknown:
+        raise TmtError(f"unknown split(s) {sorted(unknown)} in fractions; valid: {', '.join(SPLITS)}")
+    total = sum(fractions[s] for s in names)
+    if not names or total <= 0:
+        raise TmtError("split fractions must add up to a positive number")
+    exact = {s: n * fractions[s] / total for s in names}
+    counts = {s: math.floor(v) for s, v in exact.items()}
+    if n >= len(names):  # every split gets at least one image
+        for s in names:
+            counts[s] = max(counts[s], 1)
+    while sum(counts.values()) > n:
+        s = max((s for s in names if counts[s] > 1), key=lambda s: counts[s] - exact[s])
+        counts[s] -= 1
+    while sum(counts.values()) < n:
+        s = max(names, key=lambda s: exact[s] - counts[s])
+        counts[s] += 1
+    return counts
+
+
+def plan_scenes(cfg: ScenesConfig, pool: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Everything about each scene, decided up front from the seed (no media yet)."""
+    from tmt.corpora.tts import sample_voice
+
+    if not 1 <= cfg.min_objects <= cfg.max_objects <= 3:
+        raise TmtError(f"need 1 <= min_objects <= max_objects <= 3, got {cfg.min_objects}..{cfg.max_objects}")
+    if cfg.num_scenes < 1:
+        raise TmtError(f"--num-scenes must be at least 1, got {cfg.num_scenes}")
+    counts = _split_counts(cfg.num_scenes, cfg.fractions)
+    order = np.random.default_rng([cfg.seed, 7]).permutation(cfg.num_scenes)
+    split_of: dict[int, str] = {}
+    start = 0
+    for s, c in counts.items():
+        for i in order[start : start + c]:
+            split_of[int(i)] = s
+        start += c
+    plans = []
+    for i in range(cfg.num_scenes):
+        rng = np.random.default_rng([cfg.seed, 1, i])
+        split = split_of[i]
+        n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+        scene = sample_scene(rng, num_objects=n_obj, novel=split == "test_novel")
+        captions = make_captions(scene, rng, cfg.captions_per_image)
+        render = {"background": int(rng.integers(BACKGROUND[0], BACKGROUND[1] + 1)), "noise_seed": int(rng.integers(2**31))}
+        voice_rng = np.random.default_rng([cfg.seed, 2, i])
+        voices = [sample_voice(voice_rng, pool).to_dict() if pool else None for _ in captions]
+        sid = f"scene_{i:06d}"
+        plans.append(
+            {
+                "id": sid,
+                "index": i,
+                "split": split,
+                "scene": clean_scene(scene),
+                "render": render,
+                "captions": [{"template": t, "text": text} for t, text in captions],
+                "voices": voices,
+            }
+        )
+    return plans
+

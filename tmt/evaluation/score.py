@@ -31,7 +31,6 @@ ground-truth images.
 from __future__ import annotations
 
 import datetime
-import importlib
 import json
 import logging
 import os
@@ -42,19 +41,15 @@ from typing import Any
 
 import numpy as np
 
-from tmt import TmtError, __version__
+from tmt import __version__
+from tmt.core.errors import TmtError
+from tmt.core.modality import DIRECTIONS as ALL_DIRECTION_PAIRS
+from tmt.core.modality import parse_directions
 from tmt.evaluation.metrics import MetricResult, bleu, caption_metrics, wer_cer
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS: tuple[str, ...] = (
-    "image->text",
-    "image->speech",
-    "text->image",
-    "speech->image",
-    "speech->text",
-    "text->speech",
-)
+DIRECTIONS: tuple[str, ...] = tuple(d.arrow for d in ALL_DIRECTION_PAIRS)
 """The six directions, in report order."""
 
 LOWER_IS_BETTER = frozenset({"wer", "cer"})
@@ -447,7 +442,7 @@ def _score_image(
     ceiling: dict[str, Any] | None = None
     if is_scenes:
         try:
-            scenes = importlib.import_module("tmt.corpora.scenes")
+            from tmt.corpora import scenes
         except ImportError as e:
             result.unavailable["scene_exact"] = f"scene parser unavailable ({e})"
             return None
@@ -716,7 +711,6 @@ def write_chart(scores: dict[str, Any], path: str | Path) -> bool:
 
 
 # ------------------------------------------------------------ model + split mode
-_SHORT = {"t": "text", "s": "speech", "i": "image"}
 HYP_SUBDIR = "hyp"
 """Model mode writes each direction's hypotheses to OUT/hyp/<src>-<tgt>."""
 
@@ -726,34 +720,7 @@ def parse_score_directions(spec: str | Sequence[str] | None) -> list[tuple[str, 
 
     None or `all` gives all six.
     """
-    if spec is None:
-        names: list[str] = ["all"]
-    elif isinstance(spec, str):
-        names = [n.strip() for n in spec.split(",") if n.strip()]
-    else:
-        names = [str(n).strip() for n in spec]
-    if not names:
-        raise ScoreError("--directions is empty; give some of i2t,i2s,t2i,s2i,s2t,t2s (or all)")
-    wanted: set[str] = set()
-    for n in names:
-        if n == "all":
-            wanted.update(DIRECTIONS)
-            continue
-        src = tgt = ""
-        if "->" in n:
-            src, _, tgt = n.partition("->")
-        elif "-" in n:
-            src, _, tgt = n.partition("-")
-        elif len(n) == 3 and n[1] == "2":
-            src, tgt = _SHORT.get(n[0], ""), _SHORT.get(n[2], "")
-        key = f"{src}->{tgt}"
-        if key not in DIRECTIONS:
-            raise ScoreError(
-                f"unknown direction '{n}'; expected some of i2t,i2s,t2i,s2i,s2t,t2s "
-                "(or image->text, image-text, ..., or all)"
-            )
-        wanted.add(key)
-    return [(d.split("->")[0], d.split("->")[1]) for d in DIRECTIONS if d in wanted]
+    return [(d.src, d.tgt) for d in parse_directions(spec, allow_all=True, error=ScoreError)]
 
 
 @dataclass(kw_only=True)

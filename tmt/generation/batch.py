@@ -168,7 +168,7 @@ def manifest_inputs(
     per image anyway. `limit` then keeps the first N rows, before sharding, so N shards together
     cover exactly the rows one unsharded run would."""
     from tmt.store.manifest import media_path, read_manifest
-    from tmt.store.token_store import shard_range
+    from tmt.core.shards import shard_range
 
     mp = Path(manifest)
     if not mp.is_file():

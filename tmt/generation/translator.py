@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from tmt import MODALITIES, TmtError
+from tmt.core.errors import TmtError
+from tmt.core.modality import MODALITIES
+from tmt.core.modality import check_modality as core_check_modality
 from tmt.generation.generator import GenerationConfig, GenerationError, Generator, Hypothesis
 from tmt.vocab import JointVocab
 
@@ -74,8 +76,7 @@ def infer_modality(item: Any) -> str:
 
 
 def check_modality(m: str, what: str) -> None:
-    if m not in MODALITIES:
-        raise TranslateError(f"unknown {what} modality '{m}'; expected one of {', '.join(MODALITIES)}")
+    core_check_modality(m, f"{what} modality", error=TranslateError)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Literal
 
 from tmt import TmtError
 from tmt.models.tmt import PRESETS, TmtModelConfig, get_preset
-from tmt.store.pipeline import ALL_DIRECTIONS
+from tmt.core.modality import ALL_DIRECTIONS
 
 
 @dataclass(kw_only=True)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tmt.config import from_dict, to_dict
+from tmt.core.progress import progress_bar
 from tmt.io import atomic_open
 from tmt.models.vocoder import (
     FRAME_HOP,
@@ -441,13 +442,8 @@ class VocoderTrainer:
 
     # ---- loop --------------------------------------------------------------------------
     def run(self, *, progress: bool | None = None) -> dict[str, Any]:
-        from tqdm import tqdm
-
         t = self.cfg.train
-        if progress is None:
-            progress = sys.stderr.isatty() or os.environ.get("TMT_PROGRESS") == "1"
-        bar = tqdm(total=t.max_steps, initial=self.step, desc="vocoder", unit="step", file=sys.stderr,
-                   disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=t.max_steps, initial=self.step, desc="vocoder", unit="step", enabled=progress)
         budget = t.max_minutes * 60 if t.max_minutes is not None else math.inf
         log_path = self.out_dir / "train_log.jsonl"
         start = time.monotonic() - self.elapsed

@@ -37,6 +37,7 @@ from tmt.core.errors import TmtError
 from tmt.core.modality import MODALITIES, check_modality
 from tmt.core.progress import progress_bar
 from tmt.core.shards import parse_shard_spec, part_dir, shard_range
+from tmt.core.tokenizer import Tokenizer
 from tmt.io import sha256_file
 from tmt.store import StoreError
 from tmt.store.manifest import media_path, read_manifest, validate_rows
@@ -270,7 +271,7 @@ def encode_manifest(
 # --------------------------------------------------------------------------------------
 # tokenizer -> encoder
 # --------------------------------------------------------------------------------------
-def encoder_for(tokenizer: Any) -> Encoder:
+def encoder_for(tokenizer: Tokenizer) -> Encoder:
     """The encoder of any fitted tokenizer, by its `modality`.
 
     A tokenizer may provide its own `make_encoder()` (the speech tokenizer does:
@@ -300,7 +301,7 @@ def encoder_for(tokenizer: Any) -> Encoder:
 
 
 def store_spec(
-    tokenizers: Mapping[str, Any], paths: Mapping[str, str | Path] | None = None
+    tokenizers: Mapping[str, Tokenizer], paths: Mapping[str, str | Path] | None = None
 ) -> tuple[dict[str, int], dict[str, str], dict[str, dict[str, Any]]]:
     """(streams, fingerprints, tokenizer infos) of a store written by these tokenizers."""
     from tmt.config import to_dict
@@ -323,7 +324,7 @@ def store_spec(
 def encode_with_tokenizers(
     manifest: str | Path,
     store: str | Path,
-    tokenizers: Mapping[str, Any],
+    tokenizers: Mapping[str, Tokenizer],
     *,
     paths: Mapping[str, str | Path] | None = None,
     **kwargs: Any,

@@ -43,6 +43,7 @@ import numpy as np
 
 from tmt import __version__
 from tmt.core.errors import TmtError
+from tmt.core.hypotheses import read_hyp_dir
 from tmt.core.modality import DIRECTIONS as ALL_DIRECTION_PAIRS
 from tmt.core.modality import parse_directions
 from tmt.evaluation.metrics import MetricResult, bleu, caption_metrics, wer_cer
@@ -98,44 +99,6 @@ class ScoreConfig:
 
 
 # --------------------------------------------------------------------------- inputs
-def read_hyp_dir(hyp_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """run.json and the hypotheses of one `tmt translate` batch output directory."""
-    d = Path(hyp_dir)
-    run_path, hyp_path = d / "run.json", d / "hypotheses.jsonl"
-    if not hyp_path.is_file():
-        raise ScoreError(f"{hyp_path} not found; give the --output-dir of `tmt translate` batch mode")
-    run: dict[str, Any] = {}
-    if run_path.is_file():
-        try:
-            run = json.loads(run_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ScoreError(f"{run_path} is not valid JSON ({e.msg})") from None
-    hyps: list[dict[str, Any]] = []
-    with open(hyp_path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                h = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ScoreError(f"{hyp_path}:{n}: not valid JSON ({e.msg})") from None
-            for k in ("id", "src", "tgt", "hyp"):
-                if k not in h:
-                    raise ScoreError(f"{hyp_path}:{n}: missing field '{k}'")
-            hyps.append(h)
-    if not hyps:
-        raise ScoreError(f"{hyp_path} holds no hypotheses")
-    pairs = {(h["src"], h["tgt"]) for h in hyps}
-    if len(pairs) > 1:
-        raise ScoreError(f"{hyp_path} mixes directions {sorted(pairs)}; score one direction per directory")
-    src, tgt = next(iter(pairs))
-    if run.get("src", src) != src or run.get("tgt", tgt) != tgt:
-        raise ScoreError(f"{run_path} says {run.get('src')}->{run.get('tgt')} but the hypotheses are {src}->{tgt}")
-    run.setdefault("src", src)
-    run.setdefault("tgt", tgt)
-    return run, hyps
-
-
 class References:
     """Manifest rows by id, and the captions of each group."""
 
@@ -245,7 +208,7 @@ def score_dir(hyp_dir: str | Path, cfg: ScoreConfig | None = None, *, judges: Ju
     cfg = cfg or ScoreConfig()
     judges = judges or Judges(cfg)
     d = Path(hyp_dir)
-    run, hyps = read_hyp_dir(d)
+    run, hyps = read_hyp_dir(d, error=ScoreError)
     src, tgt = str(run["src"]), str(run["tgt"])
     manifest = cfg.manifest or run.get("manifest")
     if not manifest:

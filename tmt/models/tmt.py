@@ -415,7 +415,7 @@ def create_model(config: TmtModelConfig, vocab: JointVocab, *, device: str | tor
     """A freshly initialised TmtModel (uses torch's current RNG)."""
     model = TmtModel(config, vocab)
     if device is not None:
-        from tmt.device import resolve_device
+        from tmt.core.device import resolve_device
 
         model.to(resolve_device(device))
     return model
@@ -537,7 +537,7 @@ def load_model(exp_dir: str | Path, device: str | torch.device = "cpu", *, weigh
         raise ModelError(
             f"{wpath} does not match {exp / CONFIG_FILE} / {exp / VOCAB_FILE}: {str(e).splitlines()[0]}"
         ) from None
-    from tmt.device import resolve_device
+    from tmt.core.device import resolve_device
 
     model.to(resolve_device(device))
     model.eval()

@@ -395,7 +395,7 @@ class UnitVocoder:
                  device: str | torch.device = "cpu") -> None:
         self.cfg = cfg
         self.info = dict(info or {})
-        from tmt.device import resolve_device
+        from tmt.core.device import resolve_device
 
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()

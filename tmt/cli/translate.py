@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from tmt.core.errors import TmtError
-from tmt.core.modality import MODALITIES, check_modality
 from tmt.cli._common import CONTEXT, progress, shard_option
 from tmt.config import config_options, dump_yaml, resolve
+from tmt.core.errors import TmtError
+from tmt.core.modality import check_modality
 
 log = logging.getLogger("tmt.translate")
 

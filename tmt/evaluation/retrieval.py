@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tmt.core.errors import TmtError
-from tmt.core.modality import MODALITIES, check_modality
+from tmt.core.modality import check_modality
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ written atomically last (per shard with `--shard k/N`, merged by the last worker
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -16,8 +15,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tmt.core.hypotheses import (
+    HYPOTHESES,
+    RUN_JSON,
+    merge_hypothesis_parts,
+    part_tag,
+    write_hypotheses,
+)
 from tmt.generation.translator import TranslateError, Translation, Translator
-from tmt.core.hypotheses import HYPOTHESES, RUN_JSON, merge_hypothesis_parts, part_tag, write_hypotheses
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +129,8 @@ def manifest_inputs(
     share the image, so an image source needs translating once, and scoring keeps one output
     per image anyway. `limit` then keeps the first N rows, before sharding, so N shards together
     cover exactly the rows one unsharded run would."""
-    from tmt.store.manifest import media_path, read_manifest
     from tmt.core.shards import shard_range
+    from tmt.store.manifest import media_path, read_manifest
 
     mp = Path(manifest)
     if not mp.is_file():

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from tmt.core.errors import TmtError
-from tmt.core.modality import MODALITIES, check_modality
+from tmt.core.modality import check_modality
 from tmt.generation.constrained import (
     LOCAL_BOS,
     LOCAL_EOS,

@@ -22,7 +22,6 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from tmt.core.errors import TmtError
-from tmt.core.modality import MODALITIES
 from tmt.core.modality import check_modality as core_check_modality
 from tmt.core.tokenizer import ImageTokenizerLike, SpeechTokenizerLike, TextTokenizerLike, Tokenizer
 from tmt.generation.generator import GenerationConfig, GenerationError, Generator, Hypothesis

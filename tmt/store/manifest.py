@@ -9,8 +9,6 @@ Media paths are relative to the manifest's directory (or absolute);
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path

@@ -29,7 +29,7 @@ from fairseq2.data.data_pipeline import DataPipeline, read_sequence
 from fairseq2.nn import BatchLayout
 from torch import Tensor
 
-from tmt.core.modality import MODALITIES, parse_direction
+from tmt.core.modality import ALL_DIRECTIONS, MODALITIES, parse_direction
 from tmt.core.modality import parse_directions as core_parse_directions
 from tmt.store import StoreError
 from tmt.store.token_store import TokenStore

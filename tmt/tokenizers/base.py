@@ -15,16 +15,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from tmt.core.tokenizer import Tokenizer as Tokenizer  # re-exported: the protocol moved to tmt.core
 from tmt.core.tokenizer import TokenizerError as TokenizerError
-
 
 # registry: class name in tokenizer.json / cards -> "module:Class"
 REGISTRY: dict[str, str] = {

@@ -38,8 +38,8 @@ from typing import Any, Literal
 import numpy as np
 
 from tmt.config import ConfigError, from_dict, merge, to_dict
-from tmt.io import atomic_write_json
 from tmt.core.audio import FRAME_HOP, FRAME_RATE, SAMPLE_RATE, SILENCE_PEAK, AudioError, as_waveform
+from tmt.io import atomic_write_json
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, load_card, read_tokenizer_json
 
 log = logging.getLogger(__name__)

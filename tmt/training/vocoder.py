@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,9 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tmt.config import from_dict, to_dict
+from tmt.core.audio import FRAME_HOP, SAMPLE_RATE, load_audio
 from tmt.core.progress import progress_bar
 from tmt.io import atomic_open
-from tmt.core.audio import FRAME_HOP, SAMPLE_RATE, load_audio
 from tmt.models.vocoder import (
     LogMel,
     UnitVocoder,

@@ -180,7 +180,7 @@ def backtranslate(
     vocab = translator.vocab
     store = TokenStore(input_store)
     vocab.check_fingerprints({m: fp for m, fp in store.fingerprints.items() if m in MODALITIES}, what="input store")
-    available = [m for m in MODALITIES if vocab.sizes.get(m)]
+    available: list[str] = [m for m in MODALITIES if vocab.sizes.get(m)]
     gen_cfg = GenerationConfig(
         strategy=cfg.strategy,
         beam_size=cfg.beam_size if cfg.strategy == "beam" else 1,

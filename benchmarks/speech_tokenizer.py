@@ -85,7 +85,7 @@ def synth(text: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
 # k-means
 # --------------------------------------------------------------------------------------
 def mfcc_frames(n_frames: int, seed: int = 0) -> np.ndarray:
-    from tmt.tokenizers.audio import resample
+    from tmt.core.audio import resample
     from tmt.tokenizers.speech import MfccConfig, mfcc_features
 
     rng = np.random.default_rng(seed)
@@ -178,7 +178,7 @@ def fairseq_style(model: Any, centroids: np.ndarray, paths: list[str], layer: in
     import soundfile as sf
     import torch
 
-    from tmt.tokenizers.audio import resample
+    from tmt.core.audio import resample
     from tmt.tokenizers.speech import run_length
 
     c_norm = (centroids**2).sum(1)

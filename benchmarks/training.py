@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from fairseq2.nn import BatchLayout
 from torch.utils.flop_counter import FlopCounterMode
 
+from tmt.core.modality import ALL_DIRECTIONS, parse_direction
 from tmt.models.tmt import TmtModel, TmtModelConfig, create_model
-from tmt.store.pipeline import ALL_DIRECTIONS, RowBatch, decoder_io, parse_direction
+from tmt.store.pipeline import RowBatch, decoder_io
 from tmt.training.trainer import SixWayStep
 from tmt.vocab import PAD, PAPER_SIZES, JointVocab
 

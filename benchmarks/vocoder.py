@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from tmt.cli._common import format_table
-from tmt.models.vocoder import SAMPLE_RATE, UnitVocoder, build_model, preset
+from tmt.core.audio import SAMPLE_RATE
+from tmt.models.vocoder import UnitVocoder, build_model, preset
 from tmt.models.vocoder_testing import random_units
 
 

@@ -31,19 +31,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tmt import MODALITIES, TmtError
+from tmt.core.errors import TmtError
+from tmt.core.modality import MODALITIES, check_modality
+from tmt.core.shards import parse_shard_spec, part_dir, shard_range
 from tmt.store.token_store import (
     DURATION_VOCAB,
     TokenStore,
     TokenStoreWriter,
-    parse_shard_spec,
-    part_dir,
-    shard_range,
 )
 
 log = logging.getLogger(__name__)
-
-SHORT = {"text": "t", "speech": "s", "image": "i"}
 
 
 class BacktranslateError(TmtError):
@@ -93,8 +90,7 @@ class BacktranslateConfig:
             raise BacktranslateError(f"max_ratio must be > 0, got {self.max_ratio}")
         for tgt, srcs in self.source_preference.items():
             for m in (tgt, *srcs):
-                if m not in MODALITIES:
-                    raise BacktranslateError(f"source_preference: unknown modality '{m}'")
+                check_modality(m, "modality in source_preference", error=BacktranslateError)
 
 
 def plan_row(present: Sequence[str], available: Sequence[str], preference: Mapping[str, Sequence[str]]) -> dict[str, str]:
@@ -173,7 +169,7 @@ def backtranslate(
     Returns counts: inputs seen, rows written, pseudo targets generated and filtered
     per direction.
     """
-    from tmt.cli._common import progress as bar
+    from tmt.core.progress import progress as bar
     from tmt.generation import GenerationConfig, Translator
     from tmt.generation.generator import Generator
 
@@ -184,7 +180,7 @@ def backtranslate(
     vocab = translator.vocab
     store = TokenStore(input_store)
     vocab.check_fingerprints({m: fp for m, fp in store.fingerprints.items() if m in MODALITIES}, what="input store")
-    available = [m for m in MODALITIES if vocab.sizes.get(m)]
+    available: list[str] = [m for m in MODALITIES if vocab.sizes.get(m)]
     gen_cfg = GenerationConfig(
         strategy=cfg.strategy,
         beam_size=cfg.beam_size if cfg.strategy == "beam" else 1,

@@ -1,28 +1,7 @@
-"""Device names: `auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:N`."""
+"""Device names; `resolve_device` lives in `tmt.core.device` and is re-exported here."""
 
 from __future__ import annotations
 
-from typing import Any
+from tmt.core.device import resolve_device
 
-from tmt import TmtError
-
-
-def resolve_device(spec: Any = "auto", local_rank: int = 0) -> Any:
-    """A torch.device for `spec`; `auto` picks CUDA when present. Unavailable CUDA is an error."""
-    import torch
-
-    if isinstance(spec, torch.device):
-        return spec
-    spec = str(spec or "auto")
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise TmtError(f"unknown device '{spec}'; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TmtError(f"device '{spec}' requested but CUDA is not available; use --device cpu")
-        if dev.index is None:
-            dev = torch.device(f"cuda:{local_rank}")
-    return dev
+__all__ = ["resolve_device"]

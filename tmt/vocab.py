@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from tmt import MODALITIES, TmtError
+from tmt.core.errors import TmtError
+from tmt.core.modality import MODALITIES, check_modality
 
 PAD, UNK, EOS = 0, 1, 2
 BOS: dict[str, int] = {"text": 3, "speech": 4, "image": 5}
@@ -107,8 +108,7 @@ class JointVocab:
         return BOS[modality]
 
     def _check_modality(self, modality: str) -> None:
-        if modality not in MODALITIES:
-            raise VocabError(f"unknown modality '{modality}'; expected one of {list(MODALITIES)}")
+        check_modality(modality, error=VocabError)
 
     def _build_type_table(self) -> np.ndarray:
         t = np.full(self.size, NEUTRAL_TYPE, dtype=np.int64)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tmt.tokenizers.audio import (
+from tmt.core.audio import (
     SAMPLE_RATE,
     AudioError,
     as_waveform,

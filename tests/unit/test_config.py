@@ -75,7 +75,7 @@ def test_device_names():
     import torch
 
     from tmt import TmtError
-    from tmt.device import resolve_device
+    from tmt.core.device import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda")

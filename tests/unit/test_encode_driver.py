@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from tmt import TmtError
+from tmt.core.shards import part_dir
 from tmt.store.manifest import write_manifest
 from tmt.store.token_store import (
     DURATION_VOCAB,
     TokenStore,
     merge_parts,
-    part_dir,
     validate_store,
 )
 from tmt.tokenizers.encode import encode_manifest, encoder_for

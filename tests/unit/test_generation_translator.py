@@ -17,7 +17,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from tmt.generation.batch import merge_parts, translate_to_dir
+from tmt.core.hypotheses import merge_hypothesis_parts
+from tmt.generation.batch import translate_to_dir
 from tmt.generation.generator import GenerationConfig
 from tmt.generation.translator import TranslateError, Translator, infer_modality
 from tmt.models.tmt import create_model, get_preset, save_model
@@ -265,7 +266,7 @@ def test_shards_merge_in_order(translator: Translator, tmp_path: Path) -> None:
     units = (tmp_path / "t3.units.txt").read_text().split()
     assert [int(u) for u in units] == lines[2]["tokens"]
     assert json.loads((tmp_path / "run.json").read_text())["num"] == 4
-    assert merge_parts(tmp_path, 3) is None
+    assert merge_hypothesis_parts(tmp_path, 3) is None
 
 
 # ---- CLI ----------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def test_encode_store_decodes_back_to_the_same_units(corpus: Path, fitted: Path,
 def test_same_audio_same_units_and_split(corpus: Path, fitted: Path, tmp_path: Path) -> None:
     tok = SpeechTokenizer.load(fitted)
     wav, sr = sf.read(corpus.parent / "wav" / "s000.wav", dtype="float32")
-    from tmt.tokenizers.audio import load_audio
+    from tmt.core.audio import load_audio
 
     a = tok.encode([corpus.parent / "wav" / "s000.wav"])[0]
     b = tok.encode([load_audio(corpus.parent / "wav" / "s000.wav")])[0]

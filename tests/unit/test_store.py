@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tmt.core.shards import ShardSpecError, parse_shard_spec, part_dir, shard_range
 from tmt.store import StoreError
 from tmt.store.token_store import (
     DURATION_VOCAB,
@@ -19,9 +20,6 @@ from tmt.store.token_store import (
     TokenStoreWriter,
     combine_stores,
     merge_parts,
-    parse_shard_spec,
-    part_dir,
-    shard_range,
     store_stats,
     validate_store,
 )
@@ -250,7 +248,7 @@ def test_shard_spec_parsing():
     assert parse_shard_spec("2/4") == (2, 4)
     assert parse_shard_spec(None) == (0, 1)
     for bad in ("4/4", "a/b", "1", "-1/2"):
-        with pytest.raises(StoreError):
+        with pytest.raises(ShardSpecError):
             parse_shard_spec(bad)
     assert sum(len(shard_range(10, k, 3)) for k in range(3)) == 10
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tmt.models.vocoder import FRAME_HOP, VocoderError, load_vocoder
+from tmt.core.audio import FRAME_HOP
+from tmt.models.vocoder import VocoderError, load_vocoder
 from tmt.models.vocoder_fairseq import import_fairseq
 
 torch.set_num_threads(1)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
+from tmt.core.progress import progress as progress  # re-exported for the CLI modules
 
 T = TypeVar("T")
 
@@ -17,16 +18,6 @@ CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"]}
 def echo_json(obj: Any) -> None:
     """Print a result as JSON on stdout."""
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-
-
-def progress(it: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it") -> Iterator[T]:
-    """tqdm on stderr, silent when stderr is not a terminal and TMT_PROGRESS is unset."""
-    import os
-
-    from tqdm import tqdm
-
-    disable = not (sys.stderr.isatty() or os.environ.get("TMT_PROGRESS") == "1")
-    yield from tqdm(it, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True)
 
 
 def shard_option(f: Callable[..., Any]) -> Callable[..., Any]:

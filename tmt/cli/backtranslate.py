@@ -78,7 +78,7 @@ def cli(
     translator = Translator.from_checkpoint(model_dir, device=device, tokenizers=dirs or None)
     input_part = None
     if manifest is not None:
-        from tmt.store.token_store import parse_shard_spec, part_dir
+        from tmt.core.shards import parse_shard_spec, part_dir
         from tmt.tokenizers.encode import encode_with_tokenizers
 
         # each --shard worker tokenizes only its own rows, into its own part of <out>.src

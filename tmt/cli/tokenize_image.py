@@ -20,6 +20,7 @@ from tmt.cli._common import (
     split_filter,
 )
 from tmt.config import config_options
+from tmt.core.progress import progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,7 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
     if not paths:
         raise TokenizerError(f"{manifest}: no rows with an image in split '{split}' (use --split all?)")
     log.info("fitting on %d images from %s", len(paths), manifest)
-    import os
-
-    show = sys.stderr.isatty() or os.environ.get("TMT_PROGRESS") == "1"
-    tok = fit_image_tokenizer(card_dict(cfg), paths, out_dir, resume=not no_resume, progress=show)
+    tok = fit_image_tokenizer(card_dict(cfg), paths, out_dir, resume=not no_resume, progress=progress_enabled())
     echo_json({"tokenizer": out_dir, "name": tok.name, "vocab_size": tok.vocab_size, "grid": list(tok.grid),
                "tokens_per_image": tok.tokens_per_image, "fingerprint": tok.fingerprint, **tok.stats})
 

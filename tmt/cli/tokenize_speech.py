@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import click
@@ -20,6 +18,7 @@ from tmt.cli._common import (
     split_filter,
 )
 from tmt.config import config_options
+from tmt.core.progress import progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +33,6 @@ Examples:
   tmt tokenize speech import-km --km km.bin --card tokenizers/speech-hubert-base-l6-km200.yaml \\
       --set hubert.weights=/models/hubert_base_ls960.pt --out exp/tok/speech-fairseq --trust-pickle
 """
-
-
-def _show_progress() -> bool:
-    return sys.stderr.isatty() or os.environ.get("TMT_PROGRESS") == "1"
 
 
 def _save_atomically(tok: object, out_dir: str, overwrite: bool) -> None:
@@ -107,7 +102,7 @@ def fit(card: str, manifest: str, out_dir: str, split: str, skip_bad: bool, trus
     if not paths:
         raise TokenizerError(f"{manifest}: no rows with speech in split '{split}' (use --split all?)")
     log.info("fitting %s on up to %d files from %s", cfg.name, len(paths), manifest)
-    tok = SpeechTokenizer.fit(cfg, paths, trust_pickle=trust_pickle, skip_bad=skip_bad, progress=_show_progress())
+    tok = SpeechTokenizer.fit(cfg, paths, trust_pickle=trust_pickle, skip_bad=skip_bad, progress=progress_enabled())
     _save_atomically(tok, out_dir, overwrite)
     echo_json({"tokenizer": out_dir, "name": tok.name, "features": cfg.features, "vocab_size": tok.vocab_size,
                "feature_dim": tok.feature_dim, "fingerprint": tok.fingerprint, **tok.fit_stats})

@@ -90,6 +90,8 @@ cli.add_command(merge_command(EPILOG))
 @click.option("--limit", type=int, default=0, help="Decode at most N rows (0: all).")
 def decode(tok_dir: str, store: str | None, tokens_file: str | None, limit: int) -> None:
     """Print `id<TAB>text` per row: wordpieces joined back into normalised text."""
+    import numpy as np
+
     from tmt.cli.tokenize_image import read_token_lines, store_tokens
     from tmt.tokenizers.base import TokenizerError, load_tokenizer
 
@@ -99,5 +101,5 @@ def decode(tok_dir: str, store: str | None, tokens_file: str | None, limit: int)
     items = store_tokens(store, "text", limit) if store else read_token_lines(str(tokens_file))
     if limit:
         items = items[:limit]
-    for (name, _), text in zip(items, tok.decode([t for _, t in items]), strict=True):
+    for (name, _), text in zip(items, tok.decode([np.asarray(t) for _, t in items]), strict=True):
         click.echo(f"{name}\t{text}")

@@ -10,9 +10,10 @@ from typing import Any
 
 import click
 
-from tmt import MODALITIES, TmtError
 from tmt.cli._common import CONTEXT, progress, shard_option
 from tmt.config import config_options, dump_yaml, resolve
+from tmt.core.errors import TmtError
+from tmt.core.modality import check_modality
 
 log = logging.getLogger("tmt.translate")
 
@@ -35,8 +36,8 @@ class CliInputError(TmtError):
 
 
 def _check_modality(value: str | None, opt: str) -> str | None:
-    if value is not None and value not in MODALITIES:
-        raise CliInputError(f"unknown {opt} modality '{value}'; expected one of {', '.join(MODALITIES)}")
+    if value is not None:
+        check_modality(value, f"{opt} modality", error=CliInputError)
     return value
 
 
@@ -196,7 +197,7 @@ def cli(
     if output is not None:
         _check_output_suffix(Path(output), tgt)
 
-    from tmt.store.token_store import parse_shard_spec
+    from tmt.core.shards import parse_shard_spec
 
     k, n = parse_shard_spec(shard)
     if manifest is not None:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -50,7 +49,8 @@ def scene_scores(
     if len(preds) != len(refs):
         raise ValueError(f"{len(preds)} predictions but {len(refs)} references")
     if compare is None or matches is None:
-        scenes = importlib.import_module("tmt.corpora.scenes")
+        from tmt.corpora import scenes
+
         compare = compare or scenes.compare_scenes
         matches = matches or scenes.scene_matches
     out = MetricResult()
@@ -84,7 +84,8 @@ def parse_images(paths: Sequence[str | Path | None]) -> list[Any]:
     """Run the scenes parser on image files; None where a file is missing or unreadable."""
     from PIL import Image
 
-    scenes = importlib.import_module("tmt.corpora.scenes")
+    from tmt.corpora import scenes
+
     out: list[Any] = []
     for p in paths:
         if p is None or not Path(p).is_file():

@@ -11,7 +11,7 @@ Conventions
   WordPiece), `exp` smoothing, and any number of references per hypothesis.
   Scores are on sacrebleu's 0-100 scale.
 - WER and CER are corpus-level (total edits / total reference words or
-  characters), after `normalize_text` (lower case, punctuation removed,
+  characters), after `normalize_for_scoring` (lower case, punctuation removed,
   whitespace collapsed) on both sides, as is usual when scoring an ASR judge's
   output (Whisper writes capitals and full stops, our references may not).
 - METEOR, ROUGE-L and CIDEr come from `pycocoevalcap` (the `judges` extra),
@@ -62,8 +62,9 @@ _PUNCT = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)", re.UNICODE)
 _SPACES = re.compile(r"\s+")
 
 
-def normalize_text(text: str) -> str:
-    """Lower-case, drop punctuation (keeping in-word apostrophes), collapse spaces."""
+def normalize_for_scoring(text: str) -> str:
+    """Lower-case, drop punctuation (keeping in-word apostrophes), collapse spaces: what BLEU/WER
+    compare (the text tokenizer's own normalisation is `tmt.tokenizers.text.normalize_text`)."""
     text = unicodedata.normalize("NFKC", text).lower()
     text = text.replace("_", " ")
     text = _PUNCT.sub(" ", text)
@@ -133,7 +134,7 @@ def wer_cer(hyps: Sequence[str], refs: Sequence[str], *, normalize: bool = True)
 
     _check_lengths(hyps, refs)
     out = MetricResult()
-    norm = normalize_text if normalize else (lambda s: _SPACES.sub(" ", s).strip())
+    norm = normalize_for_scoring if normalize else (lambda s: _SPACES.sub(" ", s).strip())
     pairs = [(norm(h), norm(r)) for h, r in zip(hyps, refs, strict=True)]
     kept = [(h, r) for h, r in pairs if r]
     if len(kept) < len(pairs):

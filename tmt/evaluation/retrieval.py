@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from tmt import MODALITIES, TmtError
+from tmt.core.errors import TmtError
+from tmt.core.modality import check_modality
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,7 @@ def evaluate_retrieval(model: Any, store_dir: str | Path, cfg: RetrievalConfig |
 
     cfg = cfg or RetrievalConfig()
     for m in (cfg.src, cfg.tgt):
-        if m not in MODALITIES:
-            raise TmtError(f"unknown modality '{m}'; expected one of {list(MODALITIES)}")
+        check_modality(m, error=TmtError)
     if cfg.src == cfg.tgt:
         raise TmtError("retrieval needs two different modalities (--src and --tgt)")
     store = TokenStore(store_dir)

@@ -31,7 +31,6 @@ ground-truth images.
 from __future__ import annotations
 
 import datetime
-import importlib
 import json
 import logging
 import os
@@ -42,19 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from tmt import TmtError, __version__
+from tmt import __version__
+from tmt.core.errors import TmtError
+from tmt.core.hypotheses import read_hyp_dir
+from tmt.core.modality import DIRECTIONS as ALL_DIRECTION_PAIRS
+from tmt.core.modality import parse_directions
 from tmt.evaluation.metrics import MetricResult, bleu, caption_metrics, wer_cer
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS: tuple[str, ...] = (
-    "image->text",
-    "image->speech",
-    "text->image",
-    "speech->image",
-    "speech->text",
-    "text->speech",
-)
+DIRECTIONS: tuple[str, ...] = tuple(d.arrow for d in ALL_DIRECTION_PAIRS)
 """The six directions, in report order."""
 
 LOWER_IS_BETTER = frozenset({"wer", "cer"})
@@ -103,44 +99,6 @@ class ScoreConfig:
 
 
 # --------------------------------------------------------------------------- inputs
-def read_hyp_dir(hyp_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """run.json and the hypotheses of one `tmt translate` batch output directory."""
-    d = Path(hyp_dir)
-    run_path, hyp_path = d / "run.json", d / "hypotheses.jsonl"
-    if not hyp_path.is_file():
-        raise ScoreError(f"{hyp_path} not found; give the --output-dir of `tmt translate` batch mode")
-    run: dict[str, Any] = {}
-    if run_path.is_file():
-        try:
-            run = json.loads(run_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ScoreError(f"{run_path} is not valid JSON ({e.msg})") from None
-    hyps: list[dict[str, Any]] = []
-    with open(hyp_path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                h = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ScoreError(f"{hyp_path}:{n}: not valid JSON ({e.msg})") from None
-            for k in ("id", "src", "tgt", "hyp"):
-                if k not in h:
-                    raise ScoreError(f"{hyp_path}:{n}: missing field '{k}'")
-            hyps.append(h)
-    if not hyps:
-        raise ScoreError(f"{hyp_path} holds no hypotheses")
-    pairs = {(h["src"], h["tgt"]) for h in hyps}
-    if len(pairs) > 1:
-        raise ScoreError(f"{hyp_path} mixes directions {sorted(pairs)}; score one direction per directory")
-    src, tgt = next(iter(pairs))
-    if run.get("src", src) != src or run.get("tgt", tgt) != tgt:
-        raise ScoreError(f"{run_path} says {run.get('src')}->{run.get('tgt')} but the hypotheses are {src}->{tgt}")
-    run.setdefault("src", src)
-    run.setdefault("tgt", tgt)
-    return run, hyps
-
-
 class References:
     """Manifest rows by id, and the captions of each group."""
 
@@ -250,7 +208,7 @@ def score_dir(hyp_dir: str | Path, cfg: ScoreConfig | None = None, *, judges: Ju
     cfg = cfg or ScoreConfig()
     judges = judges or Judges(cfg)
     d = Path(hyp_dir)
-    run, hyps = read_hyp_dir(d)
+    run, hyps = read_hyp_dir(d, error=ScoreError)
     src, tgt = str(run["src"]), str(run["tgt"])
     manifest = cfg.manifest or run.get("manifest")
     if not manifest:
@@ -447,7 +405,7 @@ def _score_image(
     ceiling: dict[str, Any] | None = None
     if is_scenes:
         try:
-            scenes = importlib.import_module("tmt.corpora.scenes")
+            from tmt.corpora import scenes
         except ImportError as e:
             result.unavailable["scene_exact"] = f"scene parser unavailable ({e})"
             return None
@@ -716,7 +674,6 @@ def write_chart(scores: dict[str, Any], path: str | Path) -> bool:
 
 
 # ------------------------------------------------------------ model + split mode
-_SHORT = {"t": "text", "s": "speech", "i": "image"}
 HYP_SUBDIR = "hyp"
 """Model mode writes each direction's hypotheses to OUT/hyp/<src>-<tgt>."""
 
@@ -726,34 +683,7 @@ def parse_score_directions(spec: str | Sequence[str] | None) -> list[tuple[str, 
 
     None or `all` gives all six.
     """
-    if spec is None:
-        names: list[str] = ["all"]
-    elif isinstance(spec, str):
-        names = [n.strip() for n in spec.split(",") if n.strip()]
-    else:
-        names = [str(n).strip() for n in spec]
-    if not names:
-        raise ScoreError("--directions is empty; give some of i2t,i2s,t2i,s2i,s2t,t2s (or all)")
-    wanted: set[str] = set()
-    for n in names:
-        if n == "all":
-            wanted.update(DIRECTIONS)
-            continue
-        src = tgt = ""
-        if "->" in n:
-            src, _, tgt = n.partition("->")
-        elif "-" in n:
-            src, _, tgt = n.partition("-")
-        elif len(n) == 3 and n[1] == "2":
-            src, tgt = _SHORT.get(n[0], ""), _SHORT.get(n[2], "")
-        key = f"{src}->{tgt}"
-        if key not in DIRECTIONS:
-            raise ScoreError(
-                f"unknown direction '{n}'; expected some of i2t,i2s,t2i,s2i,s2t,t2s "
-                "(or image->text, image-text, ..., or all)"
-            )
-        wanted.add(key)
-    return [(d.split("->")[0], d.split("->")[1]) for d in DIRECTIONS if d in wanted]
+    return [(d.src, d.tgt) for d in parse_directions(spec, allow_all=True, error=ScoreError)]
 
 
 @dataclass(kw_only=True)

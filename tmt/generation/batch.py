@@ -1,22 +1,13 @@
 """Batch translation into an output directory (manifest mode of `tmt translate`).
 
-Output directory layout (read by `tmt score`)::
-
-    D/hypotheses.jsonl   one line per input: {"id", "group", "src", "tgt", "hyp", "tokens", "score", "via"}
-                         hyp: the text for text targets, else the media file's path relative to D
-    D/run.json           {"src", "tgt", "via", "manifest", "split", "model", "beam_size", "num", ...}
-    D/<id>.png | D/<id>.wav | D/<id>.units.txt    one media file per input (image / speech targets)
-
-Nothing is half-written: media go to a staging folder inside D and are moved
-into place only after every input translated; `hypotheses.jsonl` and
-`run.json` are written atomically last. With `--shard k/N`, worker k writes
-`hypotheses.k-of-N.jsonl` / `run.k-of-N.json`; the worker that finds all N
-parts present merges them into `hypotheses.jsonl` / `run.json` (in k order).
+The directory's format (hypotheses.jsonl, run.json, one media file per input) is owned by
+`tmt.core.hypotheses`. Nothing is half-written: media go to a staging folder inside D and
+are moved into place only after every input translated; the hypotheses and run files are
+written atomically last (per shard with `--shard k/N`, merged by the last worker).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -24,14 +15,16 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tmt.core.hypotheses import (
+    HYPOTHESES,
+    RUN_JSON,
+    merge_hypothesis_parts,
+    part_tag,
+    write_hypotheses,
+)
 from tmt.generation.translator import TranslateError, Translation, Translator
-from tmt.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
-
-HYPOTHESES = "hypotheses.jsonl"
-RUN_JSON = "run.json"
-
 
 def default_source(tgt: str, via: str | None = None) -> str:
     """The source used when a manifest run names none: text for speech/image targets, speech for text."""
@@ -39,10 +32,6 @@ def default_source(tgt: str, via: str | None = None) -> str:
         if m not in (tgt, via):
             return m
     raise TranslateError(f"no source modality left for --to {tgt} --via {via}")
-
-
-def _part_tag(k: int, n: int) -> str:
-    return f"{k:05d}-of-{n:05d}"
 
 
 def hypothesis_line(r: Translation, group: str | None, media: str | None) -> dict[str, Any]:
@@ -65,7 +54,7 @@ class OutputDir:
         self.root = Path(root)
         self.k, self.n = shard
         self.root.mkdir(parents=True, exist_ok=True)
-        self.staging = self.root / f".staging-{_part_tag(self.k, self.n)}-{os.getpid()}"
+        self.staging = self.root / f".staging-{part_tag(self.k, self.n)}-{os.getpid()}"
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir()
         self.lines: list[dict[str, Any]] = []
@@ -85,37 +74,10 @@ class OutputDir:
         for name in self._media:
             os.replace(self.staging / name, self.root / name)
         shutil.rmtree(self.staging, ignore_errors=True)
-        body = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in self.lines)
-        info = dict(run_info, num=len(self.lines))
-        if self.n == 1:
-            atomic_write_text(self.root / HYPOTHESES, body)
-            atomic_write_json(self.root / RUN_JSON, info)
-            return self.root / HYPOTHESES
-        tag = _part_tag(self.k, self.n)
-        atomic_write_text(self.root / f"hypotheses.{tag}.jsonl", body)
-        atomic_write_json(self.root / f"run.{tag}.json", dict(info, shard=f"{self.k}/{self.n}"))
-        merged = merge_parts(self.root, self.n)
-        return merged if merged is not None else self.root / f"hypotheses.{tag}.jsonl"
+        return write_hypotheses(self.root, self.lines, run_info, shard=(self.k, self.n))
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
-
-
-def merge_parts(root: str | Path, n: int) -> Path | None:
-    """Merge the N shard outputs once all are present; None while some are missing."""
-    root = Path(root)
-    tags = [_part_tag(k, n) for k in range(n)]
-    if not all((root / f"run.{t}.json").is_file() for t in tags):
-        return None
-    body = "".join((root / f"hypotheses.{t}.jsonl").read_text(encoding="utf-8") for t in tags)
-    runs = [json.loads((root / f"run.{t}.json").read_text()) for t in tags]
-    info = {k: v for k, v in runs[0].items() if k != "shard"}
-    info["num"] = sum(int(r["num"]) for r in runs)
-    info["shards"] = n
-    atomic_write_text(root / HYPOTHESES, body)
-    atomic_write_json(root / RUN_JSON, info)
-    log.info("merged %d shard outputs into %s", n, root / HYPOTHESES)
-    return root / HYPOTHESES
 
 
 def translate_to_dir(
@@ -167,8 +129,8 @@ def manifest_inputs(
     share the image, so an image source needs translating once, and scoring keeps one output
     per image anyway. `limit` then keeps the first N rows, before sharding, so N shards together
     cover exactly the rows one unsharded run would."""
+    from tmt.core.shards import shard_range
     from tmt.store.manifest import media_path, read_manifest
-    from tmt.store.token_store import shard_range
 
     mp = Path(manifest)
     if not mp.is_file():
@@ -204,6 +166,6 @@ __all__ = [
     "OutputDir",
     "default_source",
     "manifest_inputs",
-    "merge_parts",
+    "merge_hypothesis_parts",
     "translate_to_dir",
 ]

@@ -26,7 +26,8 @@ from fairseq2.nn import BatchLayout
 from torch import Tensor
 from torch.nn import Module
 
-from tmt import MODALITIES, TmtError
+from tmt.core.errors import TmtError
+from tmt.core.modality import check_modality
 from tmt.generation.constrained import (
     LOCAL_BOS,
     LOCAL_EOS,
@@ -183,8 +184,7 @@ class Generator:
         if len(srcs) != n or len(names) != n:
             raise ValueError("src and names must have one entry per source")
         for m in (*srcs, *tgts):
-            if m not in MODALITIES:
-                raise GenerationError(f"unknown modality '{m}'; expected one of {list(MODALITIES)}")
+            check_modality(m, error=GenerationError)
         if not tgts:
             raise GenerationError("no target modality given")
         joint = []

@@ -17,11 +17,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
-from tmt import MODALITIES, TmtError
+from tmt.core.errors import TmtError
+from tmt.core.modality import check_modality as core_check_modality
+from tmt.core.tokenizer import ImageTokenizerLike, SpeechTokenizerLike, TextTokenizerLike, Tokenizer
 from tmt.generation.generator import GenerationConfig, GenerationError, Generator, Hypothesis
 from tmt.vocab import JointVocab
 
@@ -74,8 +76,7 @@ def infer_modality(item: Any) -> str:
 
 
 def check_modality(m: str, what: str) -> None:
-    if m not in MODALITIES:
-        raise TranslateError(f"unknown {what} modality '{m}'; expected one of {', '.join(MODALITIES)}")
+    core_check_modality(m, f"{what} modality", error=TranslateError)
 
 
 @dataclass
@@ -166,7 +167,7 @@ class Translator:
         model: Any,
         vocab: JointVocab,
         *,
-        tokenizers: Mapping[str, Any] | None = None,
+        tokenizers: Mapping[str, Tokenizer] | None = None,
         tokenizer_dirs: Mapping[str, str | Path] | None = None,
         vocoder: Any = None,
         vocoder_dir: str | Path | None = None,
@@ -179,7 +180,7 @@ class Translator:
         self.config = config or GenerationConfig()
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.device = device
-        self._tokenizers: dict[str, Any] = dict(tokenizers or {})
+        self._tokenizers: dict[str, Tokenizer] = dict(tokenizers or {})
         self._tokenizer_dirs = {m: Path(d) for m, d in (tokenizer_dirs or {}).items()}
         for m in self._tokenizer_dirs:
             check_modality(m, "--tokenizer")
@@ -211,7 +212,7 @@ class Translator:
         )
 
     # ---- components ----------------------------------------------------------
-    def _check_tokenizer(self, m: str, tok: Any, where: str) -> None:
+    def _check_tokenizer(self, m: str, tok: Tokenizer, where: str) -> None:
         if getattr(tok, "modality", m) != m:
             raise TranslateError(f"the {m} tokenizer {where} is a {tok.modality} tokenizer")
         self.vocab.check_fingerprints({m: str(tok.fingerprint)}, what=f"{m} tokenizer ({where})")
@@ -234,7 +235,16 @@ class Translator:
             out.append(self.model_dir / p)
         return out
 
-    def tokenizer(self, m: str) -> Any:
+    @overload
+    def tokenizer(self, m: Literal["speech"]) -> SpeechTokenizerLike: ...
+    @overload
+    def tokenizer(self, m: Literal["image"]) -> ImageTokenizerLike: ...
+    @overload
+    def tokenizer(self, m: Literal["text"]) -> TextTokenizerLike: ...
+    @overload
+    def tokenizer(self, m: str) -> Tokenizer: ...
+
+    def tokenizer(self, m: str) -> Tokenizer:
         """The (fingerprint-checked) tokenizer of modality `m`, loaded on first use."""
         check_modality(m, "tokenizer")
         if m in self._tokenizers:

@@ -65,7 +65,8 @@ from fairseq2.nn import (
 from torch import Tensor
 from torch.nn import Dropout
 
-from tmt import MODALITIES, TmtError
+from tmt.core.errors import TmtError
+from tmt.core.modality import MODALITIES, check_modality
 from tmt.vocab import EOS, NEUTRAL_TYPE, PAD, JointVocab
 
 log = logging.getLogger(__name__)
@@ -372,8 +373,7 @@ class TmtModel(Seq2SeqModel):
     # ---- output restriction -----------------------------------------------------------
     def slice_ids(self, modality: str) -> Tensor:
         """Joint ids of `modality`'s output slice: `<eos>` first, then the modality's range."""
-        if modality not in MODALITIES:
-            raise ModelError(f"unknown modality '{modality}'; expected one of {list(MODALITIES)}")
+        check_modality(modality, error=ModelError)
         ids: Tensor = getattr(self, f"_slice_{modality}")
         return ids
 
@@ -415,7 +415,7 @@ def create_model(config: TmtModelConfig, vocab: JointVocab, *, device: str | tor
     """A freshly initialised TmtModel (uses torch's current RNG)."""
     model = TmtModel(config, vocab)
     if device is not None:
-        from tmt.device import resolve_device
+        from tmt.core.device import resolve_device
 
         model.to(resolve_device(device))
     return model
@@ -537,7 +537,7 @@ def load_model(exp_dir: str | Path, device: str | torch.device = "cpu", *, weigh
         raise ModelError(
             f"{wpath} does not match {exp / CONFIG_FILE} / {exp / VOCAB_FILE}: {str(e).splitlines()[0]}"
         ) from None
-    from tmt.device import resolve_device
+    from tmt.core.device import resolve_device
 
     model.to(resolve_device(device))
     model.eval()

@@ -32,6 +32,7 @@ from torch.nn.utils import parametrize
 
 from tmt import TmtError
 from tmt.config import from_dict, to_dict
+from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
 from tmt.io import atomic_open, atomic_write_json
 from tmt.models.vocoder_nets import (
     DURATION_ROUNDINGS,
@@ -44,10 +45,6 @@ from tmt.models.vocoder_nets import (
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-"""Output sample rate of every vocoder."""
-FRAME_HOP = 320
-"""Samples per unit frame: units are at 50 Hz (20 ms)."""
 VOCODER_FORMAT = "tmt-unit-vocoder"
 VOCODER_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -398,7 +395,7 @@ class UnitVocoder:
                  device: str | torch.device = "cpu") -> None:
         self.cfg = cfg
         self.info = dict(info or {})
-        from tmt.device import resolve_device
+        from tmt.core.device import resolve_device
 
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()

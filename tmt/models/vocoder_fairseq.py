@@ -31,9 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
 from tmt.models.vocoder import (
-    FRAME_HOP,
-    SAMPLE_RATE,
     DurationConfig,
     GeneratorConfig,
     VocoderConfig,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tmt.models.vocoder import FRAME_HOP, SAMPLE_RATE
+from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
 
 
 def unit_tone(units: np.ndarray, durations: np.ndarray, num_units: int) -> np.ndarray:

@@ -9,14 +9,13 @@ Media paths are relative to the manifest's directory (or absolute);
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tmt import MODALITIES
+from tmt.core.jsonl import iter_jsonl
 from tmt.io import atomic_write_bytes, gzip_jsonl_bytes
 from tmt.store import StoreError
 
@@ -25,24 +24,7 @@ REQUIRED = ("id", "group", "split")
 
 def iter_manifest(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield the rows of a raw manifest (`.jsonl.gz` or plain `.jsonl`)."""
-    p = Path(path)
-    if not p.is_file():
-        raise StoreError(f"manifest not found: {p}")
-    opener = gzip.open if p.suffix == ".gz" else open
-    try:
-        with opener(p, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise StoreError(f"{p}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise StoreError(f"{p}:{n}: each line must be a JSON object")
-                yield row
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise StoreError(f"{p}: cannot read manifest ({e})") from None
+    return iter_jsonl(path, what="manifest", error=StoreError)
 
 
 def read_manifest(path: str | Path, *, split: str | None = None) -> list[dict[str, Any]]:

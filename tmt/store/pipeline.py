@@ -29,43 +29,18 @@ from fairseq2.data.data_pipeline import DataPipeline, read_sequence
 from fairseq2.nn import BatchLayout
 from torch import Tensor
 
-from tmt import MODALITIES
+from tmt.core.modality import ALL_DIRECTIONS, MODALITIES, parse_direction
+from tmt.core.modality import parse_directions as core_parse_directions
 from tmt.store import StoreError
 from tmt.store.token_store import TokenStore
 from tmt.vocab import BOS, EOS, PAD, JointVocab
 
 log = logging.getLogger(__name__)
 
-ABBREV: dict[str, str] = {"t": "text", "s": "speech", "i": "image"}
-SHORT: dict[str, str] = {v: k for k, v in ABBREV.items()}
-ALL_DIRECTIONS: tuple[str, ...] = ("i2t", "i2s", "t2i", "s2i", "s2t", "t2s")
-"""The six directions (source 2 target; t text, s speech, i image)."""
-
-
-def parse_direction(name: str) -> tuple[str, str]:
-    """'i2t' -> ('image', 'text')."""
-    try:
-        a, b = name.strip().split("2")
-        src, tgt = ABBREV[a], ABBREV[b]
-    except (ValueError, KeyError):
-        raise StoreError(f"unknown direction '{name}'; expected some of {', '.join(ALL_DIRECTIONS)}") from None
-    if src == tgt:
-        raise StoreError(f"direction '{name}' translates a modality into itself")
-    return src, tgt
-
-
-def direction_name(src: str, tgt: str) -> str:
-    return f"{SHORT[src]}2{SHORT[tgt]}"
-
 
 def parse_directions(names: Sequence[str] | str) -> list[str]:
-    """Validate and normalise a direction list ('i2t,s2t' or a list); keeps the canonical order."""
-    if isinstance(names, str):
-        names = [n for n in names.split(",") if n.strip()]
-    wanted = {direction_name(*parse_direction(n)) for n in names}
-    if not wanted:
-        raise StoreError("no directions given; expected some of " + ", ".join(ALL_DIRECTIONS))
-    return [d for d in ALL_DIRECTIONS if d in wanted]
+    """Validate and normalise a direction list ('i2t,s2t' or a list) to short names in the canonical order."""
+    return [d.short for d in core_parse_directions(names, error=StoreError)]
 
 
 @dataclass

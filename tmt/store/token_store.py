@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from tmt import MODALITIES
+from tmt.core.modality import MODALITIES
+from tmt.core.shards import part_dir
 from tmt.io import atomic_write_json, fsync_dir, gzip_jsonl_bytes, sha256_bytes, sha256_file
 from tmt.store import StoreError
 from tmt.store.indexed import IndexedBin, IndexedWriter, IndexFile, best_dtype
@@ -44,31 +45,6 @@ AUX_STREAMS: dict[str, str] = {"durations": "speech"}
 """Auxiliary integer streams and the modality they are aligned with."""
 DURATION_VOCAB = 65499
 """Run lengths are stored as uint16 (65,498 frames of 20 ms is 21 minutes)."""
-
-
-def parse_shard_spec(spec: str | None) -> tuple[int, int]:
-    """'k/N' (k in 0..N-1) -> (k, N); None -> (0, 1)."""
-    if spec is None:
-        return 0, 1
-    try:
-        k_s, n_s = spec.split("/")
-        k, n = int(k_s), int(n_s)
-    except ValueError:
-        raise StoreError(f"--shard expects k/N such as 0/4, got '{spec}'") from None
-    if n < 1 or not 0 <= k < n:
-        raise StoreError(f"--shard {spec}: k must be in 0..N-1 and N >= 1")
-    return k, n
-
-
-def shard_range(num_rows: int, k: int, n: int) -> range:
-    """The contiguous rows that worker k of n handles (merging parts in k order keeps row order)."""
-    return range(num_rows * k // n, num_rows * (k + 1) // n)
-
-
-def part_dir(store: str | Path, k: int, n: int) -> Path:
-    """Where worker k/N writes its part of `store` before `merge_parts`."""
-    store = Path(store)
-    return store.with_name(store.name + ".parts") / f"{k:05d}-of-{n:05d}"
 
 
 # --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The tokenizer protocol and the on-disk layout every tokenizer shares.
+"""The on-disk layout every tokenizer shares (the protocol itself is `tmt.core.tokenizer`).
 
 A fitted tokenizer is a directory::
 
@@ -15,47 +15,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
 import yaml
 
-from tmt import TmtError
-
-
-class TokenizerError(TmtError):
-    """A tokenizer card, asset or input is invalid."""
-
-
-@runtime_checkable
-class Tokenizer(Protocol):
-    """What every modality tokenizer offers."""
-
-    modality: str
-    """"text", "speech" or "image"."""
-    name: str
-    """Short name, e.g. `speech-mfcc-km200` (from the card)."""
-
-    @property
-    def vocab_size(self) -> int: ...
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 over the card and the assets (centroids, codebook, vocabulary, weights)."""
-        ...
-
-    def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
-        """Inputs (paths, arrays or strings) -> one int array of tokenizer-local ids per input."""
-        ...
-
-    def decode(self, tokens: Sequence[np.ndarray]) -> list[Any]:
-        """Tokens -> media (text strings, images, ...) where the modality has a detokenizer."""
-        ...
-
-    def save(self, directory: str | Path) -> None: ...
-
+from tmt.core.tokenizer import Tokenizer as Tokenizer  # re-exported: the protocol moved to tmt.core
+from tmt.core.tokenizer import TokenizerError as TokenizerError
 
 # registry: class name in tokenizer.json / cards -> "module:Class"
 REGISTRY: dict[str, str] = {
@@ -88,11 +55,12 @@ def read_tokenizer_json(directory: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_tokenizer(directory: str | Path, **kwargs: Any) -> Any:
+def load_tokenizer(directory: str | Path, **kwargs: Any) -> Tokenizer:
     """Load any fitted tokenizer directory."""
     info = read_tokenizer_json(directory)
     cls = resolve_class(info["class"])
-    return cls.load(directory, **kwargs)
+    tok: Tokenizer = cls.load(directory, **kwargs)
+    return tok
 
 
 def load_card(path: str | Path) -> dict[str, Any]:

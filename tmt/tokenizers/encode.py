@@ -33,7 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from tmt import MODALITIES, TmtError
+from tmt.core.errors import TmtError
+from tmt.core.modality import MODALITIES, check_modality
+from tmt.core.progress import progress_bar
+from tmt.core.shards import parse_shard_spec, part_dir, shard_range
+from tmt.core.tokenizer import Tokenizer
 from tmt.io import sha256_file
 from tmt.store import StoreError
 from tmt.store.manifest import media_path, read_manifest, validate_rows
@@ -42,9 +46,6 @@ from tmt.store.token_store import (
     DURATION_VOCAB,
     TokenStore,
     TokenStoreWriter,
-    parse_shard_spec,
-    part_dir,
-    shard_range,
 )
 
 log = logging.getLogger(__name__)
@@ -129,17 +130,6 @@ def _encode_batch(
     return out
 
 
-def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    """tqdm on stderr when asked for and stderr is a terminal (or TMT_PROGRESS=1)."""
-    import os
-    import sys
-
-    from tqdm import tqdm
-
-    show = enabled and (sys.stderr.isatty() or os.environ.get("TMT_PROGRESS") == "1")
-    return tqdm(total=total, desc=desc, unit="row", file=sys.stderr, disable=not show, dynamic_ncols=True)
-
-
 def _done_position(root: Path, rows: Sequence[Mapping[str, Any]]) -> int:
     """Input rows already handled by an interrupted run: up to the last row id it stored."""
     try:
@@ -184,8 +174,7 @@ def encode_manifest(
     if not encoders:
         raise TmtError("nothing to encode: no tokenizer/encoder given")
     for name in encoders:
-        if name not in MODALITIES:
-            raise TmtError(f"unknown modality '{name}' for an encoder; expected some of {list(MODALITIES)}")
+        check_modality(name, "modality for an encoder", error=TmtError)
     if batch_size < 1:
         raise TmtError(f"batch size must be >= 1, got {batch_size}")
     rows = read_manifest(manifest, split=split)
@@ -242,7 +231,8 @@ def encode_manifest(
         counts["resumed_after"] = start
         todo = part[start:]
         batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        bar = _progress_bar(len(todo), f"encode {out.name}", progress)
+        bar = progress_bar(total=len(todo), desc=f"encode {out.name}", unit="row",
+                           enabled=None if progress else False)
         try:
             for raw_batch in batches:
                 batch = [_resolve_row(manifest, r) for r in raw_batch]
@@ -281,7 +271,7 @@ def encode_manifest(
 # --------------------------------------------------------------------------------------
 # tokenizer -> encoder
 # --------------------------------------------------------------------------------------
-def encoder_for(tokenizer: Any) -> Encoder:
+def encoder_for(tokenizer: Tokenizer) -> Encoder:
     """The encoder of any fitted tokenizer, by its `modality`.
 
     A tokenizer may provide its own `make_encoder()` (the speech tokenizer does:
@@ -311,7 +301,7 @@ def encoder_for(tokenizer: Any) -> Encoder:
 
 
 def store_spec(
-    tokenizers: Mapping[str, Any], paths: Mapping[str, str | Path] | None = None
+    tokenizers: Mapping[str, Tokenizer], paths: Mapping[str, str | Path] | None = None
 ) -> tuple[dict[str, int], dict[str, str], dict[str, dict[str, Any]]]:
     """(streams, fingerprints, tokenizer infos) of a store written by these tokenizers."""
     from tmt.config import to_dict
@@ -334,7 +324,7 @@ def store_spec(
 def encode_with_tokenizers(
     manifest: str | Path,
     store: str | Path,
-    tokenizers: Mapping[str, Any],
+    tokenizers: Mapping[str, Tokenizer],
     *,
     paths: Mapping[str, str | Path] | None = None,
     **kwargs: Any,

@@ -38,16 +38,14 @@ from typing import Any, Literal
 import numpy as np
 
 from tmt.config import ConfigError, from_dict, merge, to_dict
+from tmt.core.audio import FRAME_HOP, FRAME_RATE, SAMPLE_RATE, SILENCE_PEAK, AudioError, as_waveform
 from tmt.io import atomic_write_json
-from tmt.tokenizers.audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, as_waveform
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, load_card, read_tokenizer_json
 
 log = logging.getLogger(__name__)
 
 CLASS_NAME = "speech-kmeans"
-FRAME_RATE = 50
-"""Feature frames per second (20 ms hop), the HuBERT rate."""
-HOP = SAMPLE_RATE // FRAME_RATE
+HOP = FRAME_HOP
 """Samples per frame hop (320)."""
 WINDOW = 400
 """Samples per analysis window (25 ms); HuBERT's receptive field is the same."""

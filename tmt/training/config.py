@@ -6,8 +6,8 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from tmt import TmtError
+from tmt.core.modality import ALL_DIRECTIONS
 from tmt.models.tmt import PRESETS, TmtModelConfig, get_preset
-from tmt.store.pipeline import ALL_DIRECTIONS
 
 
 @dataclass(kw_only=True)

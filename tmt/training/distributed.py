@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from tmt.core.device import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -30,14 +32,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """See `tmt.device.resolve_device` (kept here for the trainer's callers)."""
-    from tmt.device import resolve_device as _resolve
-
-    dev: torch.device = _resolve(spec, local_rank)
-    return dev
 
 
 def setup_distributed(device: str = "auto") -> DistInfo:

@@ -25,9 +25,10 @@ from torch import Tensor
 
 from tmt import TmtError
 from tmt.config import dump_yaml
+from tmt.core.modality import parse_direction
 from tmt.io import atomic_write_text
 from tmt.models.tmt import TmtModel, create_model, save_model, sliced_loss
-from tmt.store.pipeline import BatchReader, RowBatch, decoder_io, parse_direction, parse_directions
+from tmt.store.pipeline import BatchReader, RowBatch, decoder_io, parse_directions
 from tmt.training import checkpoint as ckpt
 from tmt.training.config import TrainConfig
 from tmt.training.distributed import (

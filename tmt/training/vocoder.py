@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,10 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tmt.config import from_dict, to_dict
+from tmt.core.audio import FRAME_HOP, SAMPLE_RATE, load_audio
+from tmt.core.progress import progress_bar
 from tmt.io import atomic_open
 from tmt.models.vocoder import (
-    FRAME_HOP,
-    SAMPLE_RATE,
     LogMel,
     UnitVocoder,
     VocoderConfig,
@@ -74,33 +72,6 @@ class Utterance:
     @property
     def num_frames(self) -> int:
         return int(self.durations.sum())
-
-
-def load_audio(path: str | Path) -> np.ndarray:
-    """16 kHz mono float32; the speech tokenizer's loader when present, else soundfile + resample."""
-    try:
-        from tmt.tokenizers import audio as audio_mod  # written by the speech tokenizer issue
-    except ImportError:
-        audio_mod = None  # type: ignore[assignment]
-    loader = getattr(audio_mod, "load_audio", None) if audio_mod is not None else None
-    if loader is not None:
-        wav = loader(path)
-        wav = wav[0] if isinstance(wav, tuple) else wav
-        return np.asarray(wav, dtype=np.float32).reshape(-1)
-    import soundfile as sf
-
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises RuntimeError / LibsndfileError
-        raise VocoderError(f"cannot read audio {path}: {e}") from None
-    wav = data.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        import torchaudio
-
-        wav = torchaudio.functional.resample(torch.from_numpy(wav), sr, SAMPLE_RATE).numpy()
-    if wav.size == 0:
-        raise VocoderError(f"audio {path} is empty")
-    return np.ascontiguousarray(wav, dtype=np.float32)
 
 
 class AudioCache:
@@ -441,13 +412,8 @@ class VocoderTrainer:
 
     # ---- loop --------------------------------------------------------------------------
     def run(self, *, progress: bool | None = None) -> dict[str, Any]:
-        from tqdm import tqdm
-
         t = self.cfg.train
-        if progress is None:
-            progress = sys.stderr.isatty() or os.environ.get("TMT_PROGRESS") == "1"
-        bar = tqdm(total=t.max_steps, initial=self.step, desc="vocoder", unit="step", file=sys.stderr,
-                   disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=t.max_steps, initial=self.step, desc="vocoder", unit="step", enabled=progress)
         budget = t.max_minutes * 60 if t.max_minutes is not None else math.inf
         log_path = self.out_dir / "train_log.jsonl"
         start = time.monotonic() - self.elapsed

@@ -1,4 +1,5 @@
-"""Audio loading for the speech tokenizer and vocoder: 16 kHz mono float32.
+"""Audio shared by the speech tokenizer and the vocoder: the sample rate, the unit frame hop,
+and loading as 16 kHz mono float32.
 
 `load_audio(path)` reads any format libsndfile knows (wav, flac, ogg, mp3, ...)
 with soundfile, averages the channels, resamples to 16 kHz (torchaudio's
@@ -15,10 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from tmt.tokenizers.base import TokenizerError
+from tmt.core.tokenizer import TokenizerError
 
 SAMPLE_RATE = 16_000
-"""The rate every speech feature extractor works at."""
+"""The rate every speech feature extractor works at and every vocoder writes."""
+FRAME_RATE = 50
+"""Speech units per second (20 ms frames), the HuBERT rate."""
+FRAME_HOP = SAMPLE_RATE // FRAME_RATE
+"""Samples per unit frame (320): the tokenizer's feature hop and the vocoder's upsampling factor."""
 SILENCE_PEAK = 1e-4
 """A file whose peak |amplitude| stays below this (-80 dBFS) is treated as silent."""
 MIN_SAMPLES = 400

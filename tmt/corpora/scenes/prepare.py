@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tmt import TmtError
+from tmt.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tmt.core.progress import progress_bar
 from tmt.corpora.scenes.captions import CAPTIONS_PER_IMAGE, caption_vocabulary
 from tmt.corpora.scenes.geometry import (
     COLOURS,
@@ -31,7 +32,6 @@ from tmt.corpora.scenes.geometry import (
     render_scene,
 )
 from tmt.corpora.scenes.plan import GENERATOR_VERSION, SPLITS, ScenesConfig, plan_scenes
-from tmt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("tmt.corpora.scenes")  # the package name, as in log lines before the split
 
@@ -178,10 +178,7 @@ def _build_media(
     """Write every scene's png and wavs (in `jobs` worker processes when > 1); returns
     each scene's recording durations, in plan order."""
     tasks = [(p, str(out), cfg.image_size, cfg.speech) for p in plans]
-    show = progress if progress is not None else (sys.stderr.isatty() or os.environ.get("TMT_PROGRESS") == "1")
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(tasks), desc="scenes", unit="scene", file=sys.stderr, disable=not show, dynamic_ncols=True)
+    bar = progress_bar(total=len(tasks), desc="scenes", unit="scene", enabled=progress)
     durations: list[list[float | None]] = []
     try:
         if jobs <= 1:

@@ -11,6 +11,7 @@ stop_stage=100          # last stage to run
 jobs=4                  # parallel --shard k/N jobs for tokenization, back-translation, decoding
 ngpu=1                  # GPUs for training and decoding: 0 = CPU; > 1 = torchrun (DDP) on this node
 torchrun_args=          # extra torchrun options for multi-node, e.g. "--nnodes 2 --node-rank 0 --rdzv-endpoint host:29500"
+manifest_dir=           # where stage 0 writes the raw manifests (default <out>/data), e.g. data_manifests/<corpus>
 # tokenizers
 speech_card=hubert      # hubert (the paper's units; needs --hubert-ckpt) | mfcc (no weights) | a card .yaml
 hubert_ckpt=            # HuBERT-Base checkpoint: fairseq .pt, torchaudio state dict or Hugging Face directory
@@ -50,6 +51,7 @@ Main options:
   --stage N              first stage (default ${stage})
   --stop-stage N         last stage (default ${stop_stage})
   --out DIR              output directory (default ${out})
+  --manifest-dir DIR     raw manifests of stage 0 (default <out>/data; e.g. data_manifests/${recipe})
   --jobs N               parallel --shard k/N jobs (default ${jobs})
   --ngpu N               GPUs: 0 = CPU, >1 = torchrun DDP (default ${ngpu})
   --torchrun-args STR    extra torchrun options (multi-node)

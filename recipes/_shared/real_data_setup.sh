@@ -21,7 +21,11 @@ fi
 
 mkdir -p "${out}"
 out=$(cd "${out}" && pwd)
+# raw manifests: under --out unless --manifest-dir puts them elsewhere (data_manifests/ shares
+# one prepared corpus between experiments); the vocabulary always stays with the experiment
 data=${out}/data
+if [ -n "${manifest_dir}" ]; then mkdir -p "${manifest_dir}"; data=$(cd "${manifest_dir}" && pwd); fi
+vocab_json=${out}/data/vocab.json
 tok=${out}/tokenizers
 store=${out}/store
 exp=${out}/exp

@@ -69,9 +69,9 @@ if stage_wanted 2; then
 fi
 
 if stage_wanted 3; then
-  log "Stage 3: joint vocabulary from ${tok}/{text,speech,image} -> ${data}/vocab.json"
+  log "Stage 3: joint vocabulary from ${tok}/{text,speech,image} -> ${vocab_json}"
   run_stage 3-vocab "${logs}/3-vocab.log" \
-    tmt vocab build --text "${tok}/text" --speech "${tok}/speech" --image "${tok}/image" -o "${data}/vocab.json"
+    tmt vocab build --text "${tok}/text" --speech "${tok}/speech" --image "${tok}/image" -o "${vocab_json}"
 fi
 
 steps_opt=(); [ -n "${max_steps}" ] && steps_opt=(--max-steps "${max_steps}")
@@ -80,7 +80,7 @@ if stage_wanted 4; then
   log "Stage 4: train six directions (${preset}, ${ngpu} GPU(s)): ${store}/train -> ${exp}/tmt"
   # --resume: a re-run after a kill continues from the last checkpoint (or starts fresh)
   run_stage 4-train "${logs}/4-train.log" \
-    "${train_cmd[@]}" -o "${exp}/tmt" --preset "${preset}" --vocab "${data}/vocab.json" \
+    "${train_cmd[@]}" -o "${exp}/tmt" --preset "${preset}" --vocab "${vocab_json}" \
       --store "${store}/train" --valid-store "${store}/valid" --device "${device}" \
       "${steps_opt[@]}" "${train_extra[@]}" --resume
 fi
@@ -116,7 +116,7 @@ if stage_wanted 6 && [ "${#bt_stores[@]}" -gt 0 ]; then
   bt_steps_opt=(); [ -n "${bt_steps}" ] && bt_steps_opt=(--max-steps "${bt_steps}")
   log "Stage 6: train on real + synthetic (${bt_stores[*]}): ${exp}/tmt -> ${exp}/tmt_bt"
   run_stage 6-train-bt "${logs}/6-train-bt.log" \
-    "${train_cmd[@]}" -o "${exp}/tmt_bt" --preset "${preset}" --vocab "${data}/vocab.json" \
+    "${train_cmd[@]}" -o "${exp}/tmt_bt" --preset "${preset}" --vocab "${vocab_json}" \
       --init-from "${exp}/tmt" --store "${store}/train" "${bt_opts[@]}" --valid-store "${store}/valid" \
       --device "${device}" "${bt_steps_opt[@]}" "${train_extra[@]}" --resume
 fi

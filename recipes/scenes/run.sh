@@ -21,6 +21,7 @@ stage=0              # first stage to run
 stop_stage=100       # last stage to run
 preset=quick         # quick (make demo, ~30 min on 2 cores) | full (quality, <= 3 h on 2 cores)
 out=                 # output directory (default exp/scenes-<preset>)
+manifest_dir=        # where stage 0 writes the corpus and its raw manifests (default <out>/data/scenes)
 jobs=2               # parallel worker processes for corpus synthesis and tokenization
 device=auto          # auto | cpu | cuda (training and decoding)
 num_scenes=          # override the preset's number of scenes
@@ -47,6 +48,8 @@ Usage: $0 [options]
   --stop-stage N     last stage (default ${stop_stage})
   --preset NAME      quick | full (default ${preset})
   --out DIR          output directory (default exp/scenes-<preset>)
+  --manifest-dir DIR corpus + raw manifests of stage 0 (default <out>/data/scenes;
+                     e.g. data_manifests/scenes-<preset> to share them between experiments)
   --jobs N           parallel processes (default ${jobs})
   --device DEV       auto | cpu | cuda (default ${device})
   --num-scenes N     override the preset's corpus size
@@ -105,6 +108,7 @@ esac
 mkdir -p "${out}"
 out=$(cd "${out}" && pwd)
 data=${out}/data/scenes
+if [ -n "${manifest_dir}" ]; then mkdir -p "${manifest_dir}"; data=$(cd "${manifest_dir}" && pwd); fi
 tok=${out}/tokenizers
 store=${out}/data/store
 logs=${out}/logs

@@ -131,3 +131,19 @@ def test_stage11_also_compares_the_per_direction_checkpoints_when_scored(tmp_pat
     compares = [c for c in calls if c.startswith("score compare")]
     assert [c.split()[3].split("/scores/")[1] for c in compares] == ["tmt/test", "tmt_dir/test"]
     assert (tmp_path / "out" / "scores" / "unified_dir_vs_single_test.txt").read_text() == "the comparison table\n"
+
+
+def test_manifest_dir_moves_only_the_raw_manifests(tmp_path: Path) -> None:
+    shared = tmp_path / "data_manifests" / "scenes-quick"
+    r, calls = _recipe(tmp_path, "--stop-stage", "3", "--manifest-dir", str(shared))
+    assert r.returncode == 0, r.stderr
+    prepare = [c for c in calls if c.startswith("prepare scenes ")]
+    assert len(prepare) == 1 and prepare[0].endswith(f"--out {shared}")
+    tokenize = [c for c in calls if c.startswith("tokenize all ")]
+    assert tokenize and all(f"--manifest {shared}/" in c for c in tokenize)
+    assert all(f"--store {tmp_path / 'out' / 'data' / 'store'}/" in c for c in tokenize)  # stores stay in --out
+    assert any(c.startswith("vocab build ") and c.endswith(f"-o {tmp_path / 'out' / 'data' / 'vocab.json'}") for c in calls)
+    # without the option everything stays under --out
+    r, calls = _recipe(tmp_path / "b", "--stop-stage", "0")
+    assert r.returncode == 0, r.stderr
+    assert next(c for c in calls if c.startswith("prepare ")).endswith(f"--out {tmp_path / 'b' / 'out' / 'data' / 'scenes'}")

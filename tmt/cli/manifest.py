@@ -38,9 +38,13 @@ def cli() -> None:
 @click.argument("path", type=click.Path())
 @click.option("--no-checksums", is_flag=True, help="Skip the sha256 check of every file (faster).")
 def validate(path: str, no_checksums: bool) -> None:
-    """Check a store (counts, alignment, checksums, id ranges) or a raw manifest.
+    """Check a store or a raw manifest against the format schemas, and more.
 
-    Exits 1 naming the first problem.
+    A store: index.json and every meta line against their schemas, counts,
+    alignment, checksums, id ranges. A raw manifest: every row against the
+    manifest-row schema, unique ids, a modality per row, media files present.
+    The schemas are in data_manifests/ (README.md explains them). Exits 1
+    naming the first problem (file, line, field, what is expected).
     """
     if _is_store(path):
         from tmt.store.token_store import validate_store
@@ -48,11 +52,11 @@ def validate(path: str, no_checksums: bool) -> None:
         index = validate_store(path, checksums=not no_checksums)
         click.echo(f"ok: {path}: {index['rows']} rows in {len(index['shards'])} shards")
     else:
-        from tmt.store.manifest import read_manifest, validate_rows
+        from tmt.store.manifest import validate_manifest
 
         if not Path(path).exists():
             raise StoreError(f"not found: {path}")
-        info = validate_rows(read_manifest(path), manifest=path)
+        info = validate_manifest(path)
         click.echo(f"ok: {path}: {info['rows']} rows")
 
 
@@ -80,9 +84,9 @@ def stats(path: str, as_json: bool) -> None:
         if s["synthetic_by_direction"]:
             click.echo("synthetic rows: " + ", ".join(f"{k}={v}" for k, v in s["synthetic_by_direction"].items()))
     else:
-        from tmt.store.manifest import read_manifest, validate_rows
+        from tmt.store.manifest import validate_manifest
 
-        info = validate_rows(read_manifest(path), manifest=path, check_files=False)
+        info = validate_manifest(path, check_files=False)
         if as_json:
             echo_json(info)
             return

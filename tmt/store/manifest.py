@@ -5,6 +5,8 @@
 
 Media paths are relative to the manifest's directory (or absolute);
 `media_path` resolves them. `group` ties together the rows of one image.
+The format's one definition is `tmt/store/schemas/manifest_row.schema.json`
+(copied to `data_manifests/`); `validate_rows` checks every row against it.
 """
 
 from __future__ import annotations
@@ -15,16 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from tmt import MODALITIES
-from tmt.core.jsonl import iter_jsonl
+from tmt.core.jsonl import iter_jsonl_numbered
 from tmt.io import atomic_write_bytes, gzip_jsonl_bytes
 from tmt.store import StoreError
-
-REQUIRED = ("id", "group", "split")
+from tmt.store.schema import check
 
 
 def iter_manifest(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield the rows of a raw manifest (`.jsonl.gz` or plain `.jsonl`)."""
-    return iter_jsonl(path, what="manifest", error=StoreError)
+    for _, row in iter_manifest_lines(path):
+        yield row
+
+
+def iter_manifest_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, row) for the rows of a raw manifest (blank lines skipped)."""
+    return iter_jsonl_numbered(path, what="manifest", error=StoreError)
 
 
 def read_manifest(path: str | Path, *, split: str | None = None) -> list[dict[str, Any]]:
@@ -56,27 +63,32 @@ def validate_rows(
     *,
     manifest: str | Path | None = None,
     check_files: bool = True,
+    lines: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Check required fields, unique ids, at least one modality, media files present.
+    """Check each row against the manifest-row schema, then unique ids, at least one
+    modality, non-blank text and (with `check_files`) media files present.
 
+    `lines` (the rows' line numbers in `manifest`) makes messages read
+    `<manifest>:<line>: ...`; without it they name the row's position.
     Raises StoreError naming the first problem; returns counts per split and modality.
     """
     where = str(manifest) if manifest else "manifest"
+    if lines is not None and len(lines) != len(rows):
+        raise ValueError(f"{len(lines)} line numbers for {len(rows)} rows")
     ids: set[str] = set()
     counts: dict[str, dict[str, int]] = {}
     missing: list[str] = []
     for n, r in enumerate(rows, 1):
-        for k in REQUIRED:
-            if not isinstance(r.get(k), str) or not r.get(k):
-                raise StoreError(f"{where} row {n}: field '{k}' must be a non-empty string (got {r.get(k)!r})")
+        at = f"{where}:{lines[n - 1]}" if lines is not None else f"{where} row {n}"
+        check(r, "manifest_row", at)
         if r["id"] in ids:
-            raise StoreError(f"{where} row {n}: duplicate id '{r['id']}'")
+            raise StoreError(f"{at}: duplicate id '{r['id']}'")
         ids.add(r["id"])
         mods = present_modalities(r)
         if not mods:
-            raise StoreError(f"{where} row {n} ('{r['id']}'): no image, speech or text")
-        if "text" in mods and (not isinstance(r["text"], str) or not r["text"].strip()):
-            raise StoreError(f"{where} row {n} ('{r['id']}'): text must be a non-empty string")
+            raise StoreError(f"{at} ('{r['id']}'): no image, speech or text")
+        if "text" in mods and not r["text"].strip():
+            raise StoreError(f"{at} ('{r['id']}'): text must not be blank")
         if check_files and manifest is not None:
             for m in ("image", "speech"):
                 if m in mods and not media_path(manifest, r[m]).is_file():
@@ -90,6 +102,14 @@ def validate_rows(
             f"{where}: {len(missing)} media file(s) missing, e.g. {'; '.join(missing[:3])}"
         )
     return {"rows": len(rows), "splits": counts}
+
+
+def validate_manifest(path: str | Path, *, check_files: bool = True) -> dict[str, Any]:
+    """Read and check a raw manifest file (see `validate_rows`); messages name its lines."""
+    numbered = list(iter_manifest_lines(path))
+    return validate_rows(
+        [r for _, r in numbered], manifest=path, check_files=check_files, lines=[n for n, _ in numbered]
+    )
 
 
 def split_rows(

@@ -36,6 +36,7 @@ from tmt.core.shards import part_dir
 from tmt.io import atomic_write_json, fsync_dir, gzip_jsonl_bytes, sha256_bytes, sha256_file
 from tmt.store import StoreError
 from tmt.store.indexed import IndexedBin, IndexedWriter, IndexFile, best_dtype
+from tmt.store.schema import check
 
 log = logging.getLogger(__name__)
 
@@ -528,12 +529,14 @@ def merge_parts(store: str | Path, num_parts: int) -> dict[str, Any]:
 def validate_store(root: str | Path, *, checksums: bool = True, check_ids: bool = True) -> dict[str, Any]:
     """Check a store end to end; raise StoreError naming the first problem.
 
-    Checks: index.json, every named file present with its size and sha256, each
-    `.idx` well formed with one entry per row, `.bin` sizes, meta lines aligned with
-    the `.idx` lengths, ids inside each stream's vocabulary, unique row ids.
+    Checks: index.json against its schema, every named file present with its size
+    and sha256, each `.idx` well formed with one entry per row, `.bin` sizes, every
+    meta line against its schema and aligned with the `.idx` lengths, ids inside
+    each stream's vocabulary, unique row ids.
     """
     root = Path(root)
     index = load_index(root)
+    check(index, "store_index", str(root / "index.json"))
     store = TokenStore(root)
     seen: set[str] = set()
     for si, sh in enumerate(index["shards"]):
@@ -546,6 +549,9 @@ def validate_store(root: str | Path, *, checksums: bool = True, check_ids: bool 
             if checksums and sha256_file(p) != info["sha256"]:
                 raise StoreError(f"{p}: sha256 differs from index.json (the file is corrupt or was changed)")
         meta = store._meta_shard(si)
+        meta_file = root / f"meta.{sh['name']}.jsonl.gz"
+        for j, m in enumerate(meta, 1):
+            check(m, "store_meta", f"{meta_file}:{j}")
         for stream in store.streams:
             b = store._bin(si, stream)
             if int(b.index.total_tokens) != int(sh["tokens"].get(stream, 0)):

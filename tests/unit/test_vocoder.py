@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tmt.models.vocoder import (
+from tmt.vocoder import (
     FRAME_HOP,
     PRESETS,
     UnitVocoder,
@@ -22,21 +22,18 @@ from tmt.models.vocoder import (
     save_vocoder,
     tiny_config,
 )
-from tmt.models.vocoder_nets import (
+from tmt.vocoder.duration import DurationPredictor, durations_from_log, expand_units, sequence_mask
+from tmt.vocoder.nets import (
     CodeHiFiGAN,
-    DurationPredictor,
     MultiPeriodDiscriminator,
     MultiScaleDiscriminator,
     apply_weight_norm,
     discriminator_loss,
     duration_loss,
-    durations_from_log,
-    expand_units,
     feature_matching_loss,
     generator_adversarial_loss,
-    sequence_mask,
 )
-from tmt.models.vocoder_testing import make_unit_corpus, random_units
+from tmt.vocoder.testing import make_unit_corpus, random_units
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -199,7 +196,7 @@ def test_save_load_roundtrip_and_fingerprint(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- training
 def test_training_resume_is_exact(corpus: dict, tmp_path: Path) -> None:
     from tmt.config import merge
-    from tmt.training.vocoder import CHECKPOINT, train_vocoder
+    from tmt.vocoder import CHECKPOINT, train_vocoder
 
     cfg = merge(tiny_config(), {"train": {"max_steps": 4, "sample_every": 100, "save_every": 2}})
     a = train_vocoder(cfg, corpus["store"], corpus["manifest"], tmp_path / "a", progress=False)
@@ -224,7 +221,7 @@ def test_training_resume_is_exact(corpus: dict, tmp_path: Path) -> None:
 
 def test_unit_mel_learns_synthetic_tones(corpus: dict, tmp_path: Path) -> None:
     from tmt.config import merge
-    from tmt.training.vocoder import train_vocoder
+    from tmt.vocoder import train_vocoder
 
     cfg = merge(
         tiny_config("unit-mel"),

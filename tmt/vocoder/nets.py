@@ -165,6 +165,17 @@ def _scaled(channels: int, scale: float, multiple: int = 1) -> int:
     return max(multiple, (c // multiple) * multiple)
 
 
+def _score_with_features(convs: nn.ModuleList, conv_post: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Run a discriminator's conv stack: flattened scores and every layer's output (for feature matching)."""
+    fmaps = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        fmaps.append(x)
+    x = conv_post(x)
+    fmaps.append(x)
+    return x.flatten(1), fmaps
+
+
 class PeriodDiscriminator(nn.Module):
     """Looks at the waveform folded into (S / period, period) columns with 2-D convs."""
 
@@ -184,14 +195,7 @@ class PeriodDiscriminator(nn.Module):
         if s % self.period:
             x = F.pad(x, (0, self.period - s % self.period), mode="reflect")
             s = x.size(-1)
-        x = x.view(b, c, s // self.period, self.period)
-        fmaps = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmaps.append(x)
-        x = self.conv_post(x)
-        fmaps.append(x)
-        return x.flatten(1), fmaps
+        return _score_with_features(self.convs, self.conv_post, x.view(b, c, s // self.period, self.period))
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -229,13 +233,7 @@ class ScaleDiscriminator(nn.Module):
             apply_weight_norm(self)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        fmaps = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmaps.append(x)
-        x = self.conv_post(x)
-        fmaps.append(x)
-        return x.flatten(1), fmaps
+        return _score_with_features(self.convs, self.conv_post, x)
 
 
 class MultiScaleDiscriminator(nn.Module):

@@ -25,8 +25,8 @@ import torch
 
 from tmt.cli._common import format_table
 from tmt.core.audio import SAMPLE_RATE
-from tmt.models.vocoder import UnitVocoder, build_model, preset
-from tmt.models.vocoder_testing import random_units
+from tmt.vocoder import UnitVocoder, build_model, preset
+from tmt.vocoder.testing import random_units
 
 
 def _time(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]

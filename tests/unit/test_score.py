@@ -322,8 +322,8 @@ def test_text_to_image_on_scenes_uses_the_scene_parser(tmp_path: Path) -> None:
 def test_unit_outputs_are_vocoded_and_ceiling_resynthesised(tmp_path: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from tmt.models.vocoder import build_model, save_vocoder, tiny_config
     from tmt.store.token_store import DURATION_VOCAB, TokenStoreWriter
+    from tmt.vocoder import build_model, save_vocoder, tiny_config
 
     torch.manual_seed(0)
     cfg = tiny_config(num_units=20)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tmt.models.vocoder import (
+from tmt.vocoder import (
     FRAME_HOP,
     PRESETS,
     UnitVocoder,
@@ -22,21 +22,18 @@ from tmt.models.vocoder import (
     save_vocoder,
     tiny_config,
 )
-from tmt.models.vocoder_nets import (
+from tmt.vocoder.duration import DurationPredictor, durations_from_log, expand_units, sequence_mask
+from tmt.vocoder.nets import (
     CodeHiFiGAN,
-    DurationPredictor,
     MultiPeriodDiscriminator,
     MultiScaleDiscriminator,
     apply_weight_norm,
     discriminator_loss,
     duration_loss,
-    durations_from_log,
-    expand_units,
     feature_matching_loss,
     generator_adversarial_loss,
-    sequence_mask,
 )
-from tmt.models.vocoder_testing import make_unit_corpus, random_units
+from tmt.vocoder.testing import make_unit_corpus, random_units
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -199,7 +196,7 @@ def test_save_load_roundtrip_and_fingerprint(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- training
 def test_training_resume_is_exact(corpus: dict, tmp_path: Path) -> None:
     from tmt.config import merge
-    from tmt.training.vocoder import CHECKPOINT, train_vocoder
+    from tmt.vocoder import CHECKPOINT, train_vocoder
 
     cfg = merge(tiny_config(), {"train": {"max_steps": 4, "sample_every": 100, "save_every": 2}})
     a = train_vocoder(cfg, corpus["store"], corpus["manifest"], tmp_path / "a", progress=False)
@@ -224,7 +221,7 @@ def test_training_resume_is_exact(corpus: dict, tmp_path: Path) -> None:
 
 def test_unit_mel_learns_synthetic_tones(corpus: dict, tmp_path: Path) -> None:
     from tmt.config import merge
-    from tmt.training.vocoder import train_vocoder
+    from tmt.vocoder import train_vocoder
 
     cfg = merge(
         tiny_config("unit-mel"),
@@ -258,3 +255,44 @@ def test_durations_from_log_keeps_the_total_length() -> None:
     whole = torch.tensor([[1.0, 2.0, 3.0, 1.0, 0.5, 2.5]])
     out = durations_from_log(torch.log1p(whole))[0].tolist()
     assert out[:4] == [1, 2, 3, 1] and min(out) >= 1 and sum(out) in (10, 11)
+
+
+# ------------------------------------------------------------------------- presets and inputs
+def test_presets_derive_from_paper_and_resolve_like_the_cli(tmp_path: Path) -> None:
+    from tmt.vocoder import resolve_config
+
+    paper, demo, unit_mel = preset("paper"), preset("demo"), preset("unit-mel")
+    # each preset changes only what differs from the paper config; fresh copies every call
+    assert demo.generator.upsample_rates == paper.generator.upsample_rates and demo.generator.upsample_initial_channel == 128
+    assert unit_mel.arch == "unit-mel" and unit_mel.unit_mel == paper.unit_mel and unit_mel.loss.mel_weight == 1.0
+    demo.train.lr = 9.0
+    assert preset("demo").train.lr == 1e-3
+    for name in PRESETS:
+        check_config(preset(name))
+    with pytest.raises(VocoderError, match="unknown vocoder preset 'nope'"):
+        preset("nope")
+    # a YAML file names its base preset; --arch and --set apply on top, in that order
+    yml = tmp_path / "v.yaml"
+    yml.write_text("preset: unit-mel\nembed_dim: 64\ntrain:\n  max_steps: 7\n")
+    cfg = resolve_config(str(yml), None, ["train.max_steps=9"])
+    assert cfg.arch == "unit-mel" and cfg.embed_dim == 64 and cfg.train.max_steps == 9 and cfg.train.lr == 1e-3
+    assert resolve_config(None, "unit-mel").train.max_minutes == 10.0
+    assert resolve_config(None).train.max_minutes == 25.0
+
+
+def test_unit_inputs_from_text_and_store(corpus: dict, tmp_path: Path) -> None:
+    from tmt.vocoder import read_store_units, read_unit_lines, speech_tokenizer_record
+
+    txt = tmp_path / "u.txt"
+    txt.write_text("a\t1 2 3\n\n4 5\n")
+    rows = read_unit_lines(str(txt))
+    assert [r[0] for r in rows] == ["a", "000003"] and rows[1][1].tolist() == [4, 5]
+    txt.write_text("1 x 3\n")
+    with pytest.raises(VocoderError, match=r"u.txt:1: expected space-separated unit ids"):
+        read_unit_lines(str(txt))
+    ids, units, durs, fp = read_store_units(corpus["store"], limit=2, with_durations=True)
+    assert ids == ["utt000", "utt001"] and fp == "f" * 64 and durs is not None
+    assert units[0].tolist() == corpus["tokens"][0][0].tolist() and durs[0].tolist() == corpus["tokens"][0][1].tolist()
+    assert read_store_units(corpus["store"], limit=1)[2] is None
+    assert speech_tokenizer_record(None, "ab" * 32) == {"fingerprint": "ab" * 32}
+    assert speech_tokenizer_record(None) == {}

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from tmt.cli import cli
-from tmt.models.vocoder_testing import make_unit_corpus
+from tmt.vocoder.testing import make_unit_corpus
 
 torch.set_num_threads(1)
 
@@ -67,7 +67,7 @@ def test_synthesize_from_store_and_stdin(trained: tuple[dict, Path], tmp_path: P
 
 
 def test_eval_reports_unavailable_judge_not_a_number(trained: tuple[dict, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    import tmt.training.vocoder as tv
+    import tmt.evaluation.vocoder as tv
 
     corpus, out = trained
     monkeypatch.setattr(tv, "transcribe_with_judge", lambda wavs: (None, "judge not installed (test)"))
@@ -80,7 +80,7 @@ def test_eval_reports_unavailable_judge_not_a_number(trained: tuple[dict, Path],
 
 
 def test_eval_uses_the_judge_when_present(trained: tuple[dict, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    import tmt.training.vocoder as tv
+    import tmt.evaluation.vocoder as tv
 
     corpus, out = trained
     monkeypatch.setattr(tv, "transcribe_with_judge", lambda wavs: (["utterance 0"] * len(wavs), {"judge": "fake"}))

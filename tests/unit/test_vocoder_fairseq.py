@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tmt.core.audio import FRAME_HOP
-from tmt.models.vocoder import VocoderError, load_vocoder
-from tmt.models.vocoder_fairseq import import_fairseq
+from tmt.vocoder import VocoderError, load_vocoder
+from tmt.vocoder.fairseq_import import import_fairseq
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -38,23 +37,6 @@ def cli() -> None:
     """Train, import and run the unit vocoder (speech units -> 16 kHz wav)."""
 
 
-def _resolve_config(config: str | None, arch: str | None, overrides: tuple[str, ...]) -> Any:
-    from tmt.config import load_yaml, merge, parse_overrides
-    from tmt.models.vocoder import preset
-
-    name = config or ("unit-mel" if arch == "unit-mel" else "demo")
-    if Path(name).suffix in (".yaml", ".yml") or Path(name).is_file():
-        data = load_yaml(name)
-        base = preset(str(data.pop("preset", "unit-mel" if data.get("arch", arch) == "unit-mel" else "demo")))
-        cfg = merge(base, data)
-    else:
-        cfg = preset(name)
-    if arch is not None:
-        cfg = merge(cfg, {"arch": arch})
-    ov = parse_overrides(overrides)
-    return merge(cfg, ov) if ov else cfg
-
-
 @cli.command(context_settings=CONTEXT, epilog=EPILOG)
 @click.option("--store", type=click.Path(file_okay=False), help="Token store with speech + durations streams.")
 @click.option("--manifest", type=click.Path(dir_okay=False), help="Raw manifest (jsonl.gz) naming each row's wav.")
@@ -73,51 +55,21 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
           resume: bool, device: str) -> None:
     """Train a unit vocoder on a token store's units and the matching wavs."""
     from tmt.config import dump_yaml, save_yaml
+    from tmt.vocoder import resolve_config, train_vocoder
 
-    cfg = _resolve_config(config, arch, overrides)
+    cfg = resolve_config(config, arch, overrides)
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
     missing = [n for n, v in (("--store", store), ("--manifest", manifest), ("--out", out)) if not v]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)}")
-    from tmt.training.vocoder import train_vocoder
-
     assert store and manifest and out
     Path(out).mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, Path(out) / "config.yaml")
     result = train_vocoder(cfg, store, manifest, out, valid_store=valid_store, valid_manifest=valid_manifest,
                            resume=resume, device=device)
     echo_json({"vocoder": out, **result})
-
-
-def _read_unit_lines(path: str) -> list[tuple[str, Any]]:
-    import numpy as np
-
-    from tmt.io import open_text
-    from tmt.models.vocoder import VocoderError
-
-    rows = []
-    with open_text(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            rid, _, rest = line.rpartition("\t")
-            try:
-                units = np.asarray([int(t) for t in rest.split()], dtype=np.int64)
-            except ValueError:
-                raise VocoderError(f"{path}:{n}: expected space-separated unit ids (optionally 'id<TAB>units')") from None
-            rows.append((rid or f"{n:06d}", units))
-    return rows
-
-
-def _expected_fingerprint(tokenizer: str | None, fingerprint: str | None) -> str | None:
-    if tokenizer:
-        from tmt.tokenizers.base import read_tokenizer_json
-
-        return str(read_tokenizer_json(tokenizer)["fingerprint"])
-    return fingerprint
 
 
 @cli.command(context_settings=CONTEXT, epilog=EPILOG)
@@ -137,35 +89,24 @@ def _expected_fingerprint(tokenizer: str | None, fingerprint: str | None) -> str
 def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: int | None, gt_durations: bool,
                duration_scale: float, duration_rounding: str, out_dir: str, tokenizer: str | None, device: str) -> None:
     """Turn unit sequences into wav files (batched)."""
-    from tmt.models.vocoder import VocoderError, load_vocoder
-    from tmt.training.vocoder import write_wav
+    from tmt.vocoder import (
+        load_vocoder,
+        read_store_units,
+        read_unit_lines,
+        speech_tokenizer_record,
+        write_wav,
+    )
 
     if (units_file is None) == (store is None):
         raise click.UsageError("give exactly one of --units or --store")
-    expected = _expected_fingerprint(tokenizer, None)
+    expected = speech_tokenizer_record(tokenizer).get("fingerprint")
     durations = None
     if store is not None:
-        from tmt.store.token_store import TokenStore
-
-        ts = TokenStore(store)
-        expected = expected or ts.fingerprints.get("speech")
-        ids, units, durs = [], [], []
-        for i in range(len(ts)):
-            u = ts.tokens(i, "speech")
-            if u.size == 0:
-                continue
-            ids.append(str(ts.meta(i)["id"]))
-            units.append(u.astype("int64"))
-            if gt_durations:
-                if "durations" not in ts.streams:
-                    raise VocoderError(f"{store} has no durations stream; drop --gt-durations")
-                durs.append(ts.tokens(i, "durations").astype("int64"))
-            if limit is not None and len(ids) >= limit:
-                break
-        durations = durs if gt_durations else None
+        ids, units, durations, store_fp = read_store_units(store, limit=limit, with_durations=gt_durations)
+        expected = expected or store_fp
     else:
         assert units_file is not None
-        rows = _read_unit_lines(units_file)[:limit]
+        rows = read_unit_lines(units_file)[:limit]
         ids, units = [r[0] for r in rows], [r[1] for r in rows]
     voc = load_vocoder(vocoder, device, expected_fingerprint=expected)
     wavs = voc.synthesize(units, durations, duration_scale=duration_scale, duration_rounding=duration_rounding)
@@ -187,16 +128,10 @@ def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: i
 def import_fairseq_cmd(checkpoint: str, config_json: str, out: str, tokenizer: str | None, fingerprint: str | None,
                        trust_pickle: bool) -> None:
     """Convert a fairseq / speech-resynthesis unit HiFi-GAN (g_XXXXXXXX + config.json)."""
-    from tmt.models.vocoder_fairseq import import_fairseq
+    from tmt.vocoder import speech_tokenizer_record
+    from tmt.vocoder.fairseq_import import import_fairseq
 
-    st: dict[str, Any] = {}
-    fp = _expected_fingerprint(tokenizer, fingerprint)
-    if fp:
-        st["fingerprint"] = fp
-    if tokenizer:
-        from tmt.tokenizers.base import read_tokenizer_json
-
-        st["name"] = read_tokenizer_json(tokenizer).get("name")
+    st = speech_tokenizer_record(tokenizer, fingerprint)
     path = import_fairseq(checkpoint, config_json, out, speech_tokenizer=st, trust_pickle=trust_pickle)
     info = json.loads((path / "vocoder.json").read_text())
     click.echo(f"wrote {path}: {info['arch']} vocoder, {info['num_units']} units, "
@@ -216,7 +151,7 @@ def import_fairseq_cmd(checkpoint: str, config_json: str, out: str, tokenizer: s
 def eval_cmd(vocoder: str, store: str, manifest: str, limit: int | None, gt_durations: bool, model: str | None,
              out_dir: str | None, as_json: bool) -> None:
     """Resynthesise held-out units; report WER (ASR judge) and mel distance to the original audio."""
-    from tmt.training.vocoder import evaluate_vocoder
+    from tmt.evaluation.vocoder import evaluate_vocoder
 
     res = evaluate_vocoder(vocoder, store, manifest, limit=limit, gt_durations=gt_durations, model=model,
                            out_dir=out_dir)

@@ -172,7 +172,7 @@ class Judges:
         if not self.cfg.vocoder:
             return None, "no --vocoder given"
         if self._vocoder is None and self._vocoder_reason is None:
-            from tmt.models.vocoder import load_vocoder
+            from tmt.vocoder import load_vocoder
 
             self._vocoder = load_vocoder(self.cfg.vocoder)
             self._vocoder_reason = ""

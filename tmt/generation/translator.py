@@ -269,7 +269,7 @@ class Translator:
     def vocoder(self) -> Any:
         """The unit vocoder, or None when none was given."""
         if self._vocoder is None and self._vocoder_dir is not None:
-            from tmt.models.vocoder import load_vocoder
+            from tmt.vocoder import load_vocoder
 
             fp = self.vocab.tokenizers["speech"].fingerprint if "speech" in self.vocab.tokenizers else None
             self._vocoder = load_vocoder(self._vocoder_dir, self.device, expected_fingerprint=fp or None)

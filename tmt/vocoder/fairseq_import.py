@@ -32,14 +32,9 @@ import torch
 from torch import Tensor
 
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
-from tmt.models.vocoder import (
-    DurationConfig,
-    GeneratorConfig,
-    VocoderConfig,
-    VocoderError,
-    build_model,
-    save_vocoder,
-)
+from tmt.vocoder.config import DurationConfig, GeneratorConfig, VocoderConfig, VocoderError
+from tmt.vocoder.nets import build_model
+from tmt.vocoder.synthesis import save_vocoder
 
 log = logging.getLogger(__name__)
 

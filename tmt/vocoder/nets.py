@@ -1,10 +1,10 @@
-"""Networks and losses of the unit vocoders (see `tmt.models.vocoder` for the public API).
+"""Networks and losses of the unit vocoders (see `tmt.vocoder` for the public API).
 
 Shapes follow the convention ``B`` batch, ``T`` deduplicated units, ``F`` frames
 (units repeated by their durations, 50 Hz), ``S`` samples (16 kHz, ``F * 320``).
 
-* `DurationPredictor`: two conv1d+ReLU+LayerNorm+dropout blocks and a linear
-  head predicting log(1 + duration) per deduplicated unit.
+* `DurationPredictor` (in `tmt.vocoder.duration`): predicts log(1 + duration)
+  per deduplicated unit; both architectures carry one.
 * `HifiGanGenerator`: HiFi-GAN V1 layout (conv_pre, transposed-conv upsampling,
   multi-receptive-field residual blocks, conv_post, tanh). The parameter layout
   matches fairseq / speech-resynthesis so their checkpoints map onto it 1:1.
@@ -13,6 +13,7 @@ Shapes follow the convention ``B`` batch, ``T`` deduplicated units, ``F`` frames
   (least-squares GAN, feature matching, mel L1, duration MSE).
 * `UnitMel`: the fast CPU alternative: unit embedding + duration predictor +
   a small conv/Transformer network regressing log-mel frames.
+* `build_model`: the generator side of a `VocoderConfig` (what is exported).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize, spectral_norm
+
+from tmt.core.audio import FRAME_HOP
+from tmt.vocoder.config import VocoderConfig, check_config
+from tmt.vocoder.duration import DurationPredictor
 
 LRELU_SLOPE = 0.1
 
@@ -43,94 +48,6 @@ def apply_weight_norm(module: nn.Module) -> None:
     for m in _convs(module):
         if not parametrize.is_parametrized(m, "weight"):
             parametrizations.weight_norm(m)
-
-
-def remove_weight_norm(module: nn.Module) -> None:
-    """Fold g * v / |v| back into plain weights (inference form)."""
-    for m in _convs(module):
-        if parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-
-
-def sequence_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
-    """lengths (B,) -> bool mask (B, max_len), True at valid positions."""
-    n = int(lengths.max().item()) if max_len is None and lengths.numel() else int(max_len or 0)
-    return torch.arange(n, device=lengths.device)[None, :] < lengths[:, None]
-
-
-# ---------------------------------------------------------------------------------------
-# duration predictor
-# ---------------------------------------------------------------------------------------
-class DurationPredictor(nn.Module):
-    """Predicts log(1 + run length) for each deduplicated unit (FastSpeech 2 style)."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, kernel_size: int = 3, dropout: float = 0.5) -> None:
-        super().__init__()
-        pad = (kernel_size - 1) // 2
-        self.conv1 = nn.Conv1d(in_dim, hidden_dim, kernel_size, padding=pad)
-        self.norm1 = nn.LayerNorm(hidden_dim)
-        self.conv2 = nn.Conv1d(hidden_dim, hidden_dim, kernel_size, padding=pad)
-        self.norm2 = nn.LayerNorm(hidden_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(hidden_dim, 1)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        # x: (B, T, C), mask: (B, T) True = valid -> (B, T) log(1 + duration)
-        if mask is not None:
-            x = x * mask[..., None]
-        h = torch.relu(self.conv1(x.transpose(1, 2))).transpose(1, 2)
-        h = self.dropout(self.norm1(h))
-        if mask is not None:
-            h = h * mask[..., None]
-        h = torch.relu(self.conv2(h.transpose(1, 2))).transpose(1, 2)
-        h = self.dropout(self.norm2(h))
-        out = self.proj(h).squeeze(-1)
-        return out if mask is None else out.masked_fill(~mask, 0.0)
-
-
-DURATION_ROUNDINGS = ("diffuse", "per-unit")
-"""The ways `durations_from_log` turns predicted durations into whole frames."""
-
-
-def durations_from_log(
-    log_dur: Tensor, scale: float = 1.0, mask: Tensor | None = None, rounding: str = "diffuse"
-) -> Tensor:
-    """Invert the log(1 + d) target to whole frames, at least one per unit.
-
-    Rounding each unit on its own (`per-unit`, what fairseq's CodeHiFiGAN does)
-    shortens speech badly: most run lengths are 1 or 2 frames, and every
-    prediction between them (1.3, say) rounds down. `diffuse` (the default)
-    rounds the running sum instead (error diffusion), so an utterance keeps the
-    length the predictor asked for; on the scenes test units this took the ASR
-    judge's WER from 91% to 40% (ground-truth durations: 38%).
-    """
-    if rounding == "per-unit":
-        return torch.clamp(torch.round((torch.exp(log_dur) - 1.0) * scale), min=1).long()
-    if rounding not in DURATION_ROUNDINGS:
-        raise ValueError(f"rounding must be one of {DURATION_ROUNDINGS}, got {rounding!r}")
-    d = torch.clamp((torch.exp(log_dur) - 1.0) * scale, min=1.0)
-    if mask is not None:
-        d = d.masked_fill(~mask, 0.0)
-    # floor(x + 0.5), not torch.round: round-half-to-even could give a unit 0 frames
-    ends = torch.floor(torch.cumsum(d, dim=-1) + 0.5)
-    starts = torch.cat([ends.new_zeros(*ends.shape[:-1], 1), ends[..., :-1]], dim=-1)
-    return torch.clamp(ends - starts, min=1).long()
-
-
-def expand_units(units: Tensor, durations: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Repeat each unit by its duration, batched.
-
-    units, durations: (B, T) long; mask: (B, T) bool -> frames (B, F) long, frame_mask (B, F).
-    """
-    durations = durations.masked_fill(~mask, 0)
-    lengths = durations.sum(dim=1)
-    max_f = int(lengths.max().item()) if lengths.numel() else 0
-    frames = units.new_zeros(units.size(0), max_f)
-    for b in range(units.size(0)):
-        n = int(lengths[b].item())
-        if n:
-            frames[b, :n] = torch.repeat_interleave(units[b], durations[b])
-    return frames, sequence_mask(lengths, max_f)
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,6 +165,17 @@ def _scaled(channels: int, scale: float, multiple: int = 1) -> int:
     return max(multiple, (c // multiple) * multiple)
 
 
+def _score_with_features(convs: nn.ModuleList, conv_post: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Run a discriminator's conv stack: flattened scores and every layer's output (for feature matching)."""
+    fmaps = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        fmaps.append(x)
+    x = conv_post(x)
+    fmaps.append(x)
+    return x.flatten(1), fmaps
+
+
 class PeriodDiscriminator(nn.Module):
     """Looks at the waveform folded into (S / period, period) columns with 2-D convs."""
 
@@ -267,14 +195,7 @@ class PeriodDiscriminator(nn.Module):
         if s % self.period:
             x = F.pad(x, (0, self.period - s % self.period), mode="reflect")
             s = x.size(-1)
-        x = x.view(b, c, s // self.period, self.period)
-        fmaps = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmaps.append(x)
-        x = self.conv_post(x)
-        fmaps.append(x)
-        return x.flatten(1), fmaps
+        return _score_with_features(self.convs, self.conv_post, x.view(b, c, s // self.period, self.period))
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -312,13 +233,7 @@ class ScaleDiscriminator(nn.Module):
             apply_weight_norm(self)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        fmaps = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmaps.append(x)
-        x = self.conv_post(x)
-        fmaps.append(x)
-        return x.flatten(1), fmaps
+        return _score_with_features(self.convs, self.conv_post, x)
 
 
 class MultiScaleDiscriminator(nn.Module):
@@ -433,3 +348,32 @@ class UnitMel(nn.Module):
         y = self.out(x)
         b, f, _ = y.shape
         return y.view(b, f * self.mel_per_frame, self.n_mels)
+
+
+# ---------------------------------------------------------------------------------------
+# building
+# ---------------------------------------------------------------------------------------
+VocoderModel = CodeHiFiGAN | UnitMel
+
+
+def build_model(cfg: VocoderConfig, *, has_duration_predictor: bool = True) -> VocoderModel:
+    """The generator side (what is exported); discriminators are built by the trainer."""
+    check_config(cfg)
+    d = cfg.duration
+    if cfg.arch == "hifigan":
+        g = cfg.generator
+        return CodeHiFiGAN(
+            num_units=cfg.num_units, embed_dim=cfg.embed_dim,
+            duration_hidden=d.hidden_dim, duration_kernel=d.kernel_size, duration_dropout=d.dropout,
+            upsample_initial_channel=g.upsample_initial_channel, upsample_rates=g.upsample_rates,
+            upsample_kernel_sizes=g.upsample_kernel_sizes, resblock_kernel_sizes=g.resblock_kernel_sizes,
+            resblock_dilation_sizes=g.resblock_dilation_sizes, has_duration_predictor=has_duration_predictor,
+        )
+    u = cfg.unit_mel
+    return UnitMel(
+        num_units=cfg.num_units, embed_dim=cfg.embed_dim,
+        duration_hidden=d.hidden_dim, duration_kernel=d.kernel_size, duration_dropout=d.dropout,
+        hidden_dim=u.hidden_dim, conv_layers=u.conv_layers, conv_kernel=u.conv_kernel,
+        transformer_layers=u.transformer_layers, heads=u.heads, dropout=u.dropout,
+        n_mels=cfg.mel.n_mels, mel_per_frame=FRAME_HOP // cfg.mel.hop_length,
+    )

@@ -4,7 +4,7 @@
                                                             └──▶ out_dir/: checkpoint.pt, vocoder.json, model.safetensors,
                                                                  train_log.jsonl, samples/step_N/{id}.wav|png
 
-`out_dir` is itself a vocoder directory (`tmt.models.vocoder.load_vocoder`) as soon
+`out_dir` is itself a vocoder directory (`tmt.vocoder.load_vocoder`) as soon
 as the first checkpoint is written. Checkpoints (model, discriminators,
 optimizers, schedulers, step, RNG, elapsed time) are written atomically; `resume`
 continues from the last one.
@@ -12,13 +12,12 @@ continues from the last one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +27,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tmt.config import from_dict, to_dict
-from tmt.core.audio import FRAME_HOP, SAMPLE_RATE, load_audio
 from tmt.core.progress import progress_bar
 from tmt.io import atomic_open
-from tmt.models.vocoder import (
-    LogMel,
-    UnitVocoder,
-    VocoderConfig,
-    VocoderError,
-    build_model,
-    save_vocoder,
-)
-from tmt.models.vocoder_nets import (
+from tmt.vocoder.config import VocoderConfig, VocoderError
+from tmt.vocoder.data import AudioCache, Utterance, collect_utterances, sample_batch
+from tmt.vocoder.mel import LogMel, mel_distance
+from tmt.vocoder.nets import (
     CodeHiFiGAN,
     MultiPeriodDiscriminator,
     MultiScaleDiscriminator,
     apply_weight_norm,
+    build_model,
     discriminator_loss,
     duration_loss,
     feature_matching_loss,
     generator_adversarial_loss,
-    sequence_mask,
 )
+from tmt.vocoder.synthesis import UnitVocoder, save_vocoder, write_wav
 
 log = logging.getLogger(__name__)
 
@@ -57,141 +51,8 @@ CHECKPOINT = "checkpoint.pt"
 
 
 # ---------------------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------------------
-@dataclass
-class Utterance:
-    """One training row: deduplicated units, their run lengths (frames) and the wav."""
-
-    id: str
-    units: np.ndarray
-    durations: np.ndarray
-    wav_path: Path
-    text: str | None = None
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.durations.sum())
-
-
-class AudioCache:
-    """Loads wavs on first use and keeps up to `capacity` of them (cropped/padded to their units)."""
-
-    def __init__(self, capacity: int = 20_000) -> None:
-        self.capacity = capacity
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    def get(self, utt: Utterance) -> np.ndarray:
-        wav = self._cache.get(utt.id)
-        if wav is None:
-            wav = align_audio(load_audio(utt.wav_path), utt.num_frames, utt.id)
-            self._cache[utt.id] = wav
-            if len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(utt.id)
-        return wav
-
-
-def align_audio(wav: np.ndarray, num_frames: int, uid: str = "") -> np.ndarray:
-    """Crop or zero-pad a wav to num_frames * 320 samples (units were made with that hop)."""
-    want = num_frames * FRAME_HOP
-    if abs(len(wav) - want) > 4 * FRAME_HOP:
-        log.debug("%s: wav has %d samples, units cover %d", uid, len(wav), want)
-    if len(wav) >= want:
-        return wav[:want]
-    return np.pad(wav, (0, want - len(wav)))
-
-
-def collect_utterances(store_path: str | Path, manifest: str | Path) -> tuple[list[Utterance], dict[str, Any]]:
-    """Rows of `store_path` with speech units, matched by id to the wavs of the raw manifest."""
-    from tmt.store.manifest import iter_manifest, media_path
-    from tmt.store.token_store import TokenStore
-
-    store = TokenStore(store_path)
-    for s in ("speech", "durations"):
-        if s not in store.streams:
-            raise VocoderError(
-                f"token store {store_path} has no '{s}' stream; tokenize speech with run lengths kept "
-                "(`tmt tokenize speech`) before training a vocoder"
-            )
-    wavs: dict[str, tuple[str, str | None]] = {}
-    for row in iter_manifest(manifest):
-        if row.get("speech"):
-            wavs[str(row["id"])] = (str(row["speech"]), row.get("text"))
-    utts: list[Utterance] = []
-    unmatched = 0
-    for i in range(len(store)):
-        units = store.tokens(i, "speech")
-        if units.size == 0:
-            continue
-        rid = str(store.meta(i)["id"])
-        if rid not in wavs:
-            unmatched += 1
-            continue
-        path, text = wavs[rid]
-        durs = store.tokens(i, "durations").astype(np.int64)
-        utts.append(Utterance(rid, units.astype(np.int64), durs, media_path(manifest, path), text))
-    if not utts:
-        raise VocoderError(
-            f"no row of {store_path} with speech units has a wav in {manifest} (ids matched: 0, unmatched: {unmatched}); "
-            "pass the raw manifest the store was tokenized from"
-        )
-    if unmatched:
-        log.warning("%d rows of %s have no wav in %s and are skipped", unmatched, store_path, manifest)
-    tok = (store.index.get("tokenizers") or {}).get("speech") or {}
-    info = {
-        "num_units": store.vocab_sizes["speech"],
-        "fingerprint": store.fingerprints.get("speech"),
-        "name": tok.get("name") if isinstance(tok, dict) else None,
-    }
-    return utts, info
-
-
-def sample_batch(
-    utts: Sequence[Utterance], cache: AudioCache, rng: np.random.Generator, batch_size: int, segment_frames: int
-) -> dict[str, Tensor]:
-    """Random segments (frame-level units + audio) and the chosen utterances' full unit sequences."""
-    chosen = [utts[int(i)] for i in rng.integers(0, len(utts), batch_size)]
-    frames = np.zeros((batch_size, segment_frames), dtype=np.int64)
-    fmask = np.zeros((batch_size, segment_frames), dtype=bool)
-    audio = np.zeros((batch_size, segment_frames * FRAME_HOP), dtype=np.float32)
-    for b, u in enumerate(chosen):
-        fr = np.repeat(u.units, u.durations)
-        wav = cache.get(u)
-        start = int(rng.integers(0, len(fr) - segment_frames + 1)) if len(fr) > segment_frames else 0
-        seg = fr[start : start + segment_frames]
-        frames[b, : len(seg)] = seg
-        fmask[b, : len(seg)] = True
-        a = wav[start * FRAME_HOP : (start + len(seg)) * FRAME_HOP]
-        audio[b, : len(a)] = a
-    max_t = max(len(u.units) for u in chosen)
-    units = np.zeros((batch_size, max_t), dtype=np.int64)
-    durs = np.zeros((batch_size, max_t), dtype=np.int64)
-    for b, u in enumerate(chosen):
-        units[b, : len(u.units)] = u.units
-        durs[b, : len(u.units)] = u.durations
-    lengths = torch.tensor([len(u.units) for u in chosen])
-    return {
-        "frames": torch.from_numpy(frames),
-        "frame_mask": torch.from_numpy(fmask),
-        "audio": torch.from_numpy(audio),
-        "units": torch.from_numpy(units),
-        "durations": torch.from_numpy(durs),
-        "unit_mask": sequence_mask(lengths, max_t),
-    }
-
-
-# ---------------------------------------------------------------------------------------
 # outputs
 # ---------------------------------------------------------------------------------------
-def write_wav(path: Path, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    import soundfile as sf
-
-    with atomic_open(path, "wb") as f:
-        sf.write(f, np.clip(wav, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
-
-
 def save_mel_png(path: Path, mels: Sequence[tuple[str, np.ndarray]]) -> None:
     """One panel per (title, log-mel (frames, n_mels)) pair."""
     import matplotlib
@@ -209,17 +70,6 @@ def save_mel_png(path: Path, mels: Sequence[tuple[str, np.ndarray]]) -> None:
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=80)
     plt.close(fig)
-
-
-def mel_distance(logmel: LogMel, ref: np.ndarray, hyp: np.ndarray) -> float:
-    """Mean absolute log-mel difference over the common length."""
-    n = min(len(ref), len(hyp))
-    if n < FRAME_HOP:
-        return float("nan")
-    with torch.no_grad():
-        a = logmel(torch.from_numpy(np.ascontiguousarray(ref[:n]))[None])
-        b = logmel(torch.from_numpy(np.ascontiguousarray(hyp[:n]))[None])
-    return float(torch.mean(torch.abs(a - b)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,44 +185,8 @@ class VocoderTrainer:
         log_dur = self.model.predict_log_durations(batch["units"], batch["unit_mask"])
         l_dur = duration_loss(log_dur, batch["durations"], batch["unit_mask"])
         stats: dict[str, float] = {"dur": l_dur.item()}
-        if self.hifigan:
-            assert self.discriminators is not None and self.opt_d is not None
-            y = batch["audio"]
-            y_hat = self.model(batch["frames"], batch["frame_mask"])
-            l_mel = F.l1_loss(self.logmel(y_hat), self.logmel(y))
-            loss = lc.mel_weight * l_mel + lc.duration_weight * l_dur
-            stats["mel"] = l_mel.item()
-            if self.step >= lc.adversarial_start_step:
-                y_, yh_ = y[:, None], y_hat[:, None]
-                # discriminators first, on a detached generation
-                self.opt_d.zero_grad(set_to_none=True)
-                l_d = torch.zeros((), device=self.device)
-                for d in self.discriminators.values():
-                    real, _ = d(y_)
-                    fake, _ = d(yh_.detach())
-                    l_d = l_d + discriminator_loss(real, fake)
-                l_d.backward()
-                nn.utils.clip_grad_norm_(self.discriminators.parameters(), t.grad_clip)
-                self.opt_d.step()
-                stats["disc"] = l_d.item()
-                l_adv = torch.zeros((), device=self.device)
-                l_fm = torch.zeros((), device=self.device)
-                for d in self.discriminators.values():
-                    _, fm_real = d(y_)
-                    fake, fm_fake = d(yh_)
-                    l_adv = l_adv + generator_adversarial_loss(fake)
-                    l_fm = l_fm + feature_matching_loss(fm_real, fm_fake)
-                loss = loss + lc.adversarial_weight * l_adv + lc.feature_weight * l_fm
-                stats["adv"], stats["fm"] = l_adv.item(), l_fm.item()
-                if self.sched_d is not None:
-                    self.sched_d.step()
-        else:
-            mel_hat = self.model(batch["frames"], batch["frame_mask"])
-            target = self.logmel(batch["audio"])[:, : mel_hat.size(1)]
-            mask = batch["frame_mask"].repeat_interleave(mel_hat.size(1) // batch["frames"].size(1), dim=1)
-            l_mel = (torch.abs(mel_hat - target).mean(-1) * mask).sum() / mask.sum().clamp(min=1)
-            loss = lc.mel_weight * l_mel + lc.duration_weight * l_dur
-            stats["mel"] = l_mel.item()
+        dur_term = lc.duration_weight * l_dur
+        loss = self._hifigan_loss(batch, dur_term, stats) if self.hifigan else self._unit_mel_loss(batch, dur_term, stats)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -380,6 +194,55 @@ class VocoderTrainer:
         self.sched_g.step()
         stats["loss"] = loss.item()
         return stats
+
+    def _hifigan_loss(self, batch: dict[str, Tensor], l_dur: Tensor, stats: dict[str, float]) -> Tensor:
+        """Weighted mel L1 + `l_dur`, plus (from `adversarial_start_step` on) adversarial and feature-matching losses;
+        the discriminators take their own step here, on a detached generation."""
+        lc = self.cfg.loss
+        y = batch["audio"]
+        y_hat = self.model(batch["frames"], batch["frame_mask"])
+        l_mel = F.l1_loss(self.logmel(y_hat), self.logmel(y))
+        loss = lc.mel_weight * l_mel + l_dur
+        stats["mel"] = l_mel.item()
+        if self.step >= lc.adversarial_start_step:
+            y_, yh_ = y[:, None], y_hat[:, None]
+            stats["disc"] = self._discriminator_step(y_, yh_.detach())
+            assert self.discriminators is not None
+            l_adv = torch.zeros((), device=self.device)
+            l_fm = torch.zeros((), device=self.device)
+            for d in self.discriminators.values():
+                _, fm_real = d(y_)
+                fake, fm_fake = d(yh_)
+                l_adv = l_adv + generator_adversarial_loss(fake)
+                l_fm = l_fm + feature_matching_loss(fm_real, fm_fake)
+            loss = loss + lc.adversarial_weight * l_adv + lc.feature_weight * l_fm
+            stats["adv"], stats["fm"] = l_adv.item(), l_fm.item()
+            if self.sched_d is not None:
+                self.sched_d.step()
+        return loss
+
+    def _discriminator_step(self, real_audio: Tensor, fake_audio: Tensor) -> float:
+        """One optimizer step of the discriminators; returns their loss."""
+        assert self.discriminators is not None and self.opt_d is not None
+        self.opt_d.zero_grad(set_to_none=True)
+        l_d = torch.zeros((), device=self.device)
+        for d in self.discriminators.values():
+            real, _ = d(real_audio)
+            fake, _ = d(fake_audio)
+            l_d = l_d + discriminator_loss(real, fake)
+        l_d.backward()
+        nn.utils.clip_grad_norm_(self.discriminators.parameters(), self.cfg.train.grad_clip)
+        self.opt_d.step()
+        return l_d.item()
+
+    def _unit_mel_loss(self, batch: dict[str, Tensor], l_dur: Tensor, stats: dict[str, float]) -> Tensor:
+        """Weighted L1 between predicted and true log-mel frames (over valid frames) + `l_dur`."""
+        mel_hat = self.model(batch["frames"], batch["frame_mask"])
+        target = self.logmel(batch["audio"])[:, : mel_hat.size(1)]
+        mask = batch["frame_mask"].repeat_interleave(mel_hat.size(1) // batch["frames"].size(1), dim=1)
+        l_mel = (torch.abs(mel_hat - target).mean(-1) * mask).sum() / mask.sum().clamp(min=1)
+        stats["mel"] = l_mel.item()
+        return self.cfg.loss.mel_weight * l_mel + l_dur
 
     # ---- validation / samples ------------------------------------------------------------
     def vocoder(self) -> UnitVocoder:
@@ -497,108 +360,4 @@ def train_vocoder(
 
 
 def _with_units(cfg: VocoderConfig, num_units: int) -> VocoderConfig:
-    import dataclasses
-
     return dataclasses.replace(cfg, num_units=int(num_units))
-
-
-# ---------------------------------------------------------------------------------------
-# evaluation
-# ---------------------------------------------------------------------------------------
-def transcribe_with_judge(wavs: Sequence[np.ndarray]) -> tuple[list[str] | None, dict[str, Any] | str]:
-    """Transcripts from the evaluation ASR judge, or (None, reason) when it is unavailable."""
-    try:
-        from tmt.evaluation.asr import load_asr_judge
-    except ImportError as e:
-        return None, f"the ASR judge module is missing ({e})"
-    judge, reason = load_asr_judge()
-    if judge is None:
-        return None, reason
-    return judge.transcribe([(w, SAMPLE_RATE) for w in wavs]), judge.describe()
-
-
-def transcribe_with_model(model_dir: str | Path, wav_paths: Sequence[Path]) -> tuple[list[str] | None, str]:
-    """Transcripts from a tmt translation model (speech -> text), or (None, reason)."""
-    try:
-        from tmt.generation.translator import Translator
-    except ImportError as e:
-        return None, f"the translation model code is missing ({e})"
-    tr = Translator.from_checkpoint(model_dir)
-    res = tr.translate([str(p) for p in wav_paths], tgt="text", src="speech")
-    return [r.text or "" for r in res], ""
-
-
-def evaluate_vocoder(
-    vocoder_dir: str | Path,
-    store: str | Path,
-    manifest: str | Path,
-    *,
-    limit: int | None = None,
-    gt_durations: bool = False,
-    model: str | Path | None = None,
-    out_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Resynthesise a held-out store's units; WER against the manifest texts and mel distance to the wavs.
-
-    WER comes from the evaluation ASR judge when installed, else from `model`
-    (a tmt speech->text model) when given; otherwise it is reported as
-    unavailable, with the reason, never estimated. The ASR judge's WER on the
-    original recordings is reported beside it as the ceiling.
-    """
-    import tempfile
-
-    from tmt.models.vocoder import load_vocoder
-
-    utts, info = collect_utterances(store, manifest)
-    utts = utts[:limit] if limit else utts
-    voc = load_vocoder(vocoder_dir, expected_fingerprint=info["fingerprint"])
-    t0 = time.perf_counter()
-    wavs = voc.synthesize([u.units for u in utts], [u.durations for u in utts] if gt_durations else None)
-    synth_s = time.perf_counter() - t0
-    audio_s = sum(len(w) for w in wavs) / SAMPLE_RATE
-    cache = AudioCache()
-    refs_audio = [cache.get(u) for u in utts]
-    logmel = LogMel(voc.cfg.mel)
-    res: dict[str, Any] = {
-        "vocoder": str(vocoder_dir),
-        "arch": voc.arch,
-        "rows": len(utts),
-        "durations": "ground truth" if gt_durations else "predicted",
-        "audio_seconds": round(audio_s, 2),
-        "rtf_x": round(audio_s / max(synth_s, 1e-9), 2),
-        "mel_l1": round(float(np.nanmean([mel_distance(logmel, r, w) for r, w in zip(refs_audio, wavs, strict=True)])), 4),
-    }
-    texts = [u.text or "" for u in utts]
-    keep = out_dir is not None
-    wav_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="tmt-vocoder-eval-"))
-    paths = []
-    for u, w in zip(utts, wavs, strict=True):
-        write_wav(wav_dir / f"{u.id}.wav", w)
-        paths.append(wav_dir / f"{u.id}.wav")
-    from tmt.evaluation.metrics import wer_cer
-
-    hyps, judge = transcribe_with_judge(wavs)
-    if hyps is not None:
-        m = wer_cer(hyps, texts)
-        res["wer"] = round(m.values.get("wer", float("nan")), 2)
-        res["cer"] = round(m.values.get("cer", float("nan")), 2)
-        ref_hyps, _ = transcribe_with_judge(refs_audio)
-        assert ref_hyps is not None
-        m_ref = wer_cer(ref_hyps, texts)
-        res["wer_original_audio"] = round(m_ref.values.get("wer", float("nan")), 2)
-        res["judge"] = judge
-        res["examples"] = [{"id": u.id, "ref": t, "hyp": h} for u, t, h in list(zip(utts, texts, hyps, strict=True))[:5]]
-    else:
-        res["wer"] = f"unavailable: {judge}"
-        if model is not None:
-            mh, why = transcribe_with_model(model, paths)
-            if mh is not None:
-                res["wer_model"] = round(wer_cer(mh, texts).values.get("wer", float("nan")), 2)
-                res["model"] = str(model)
-            else:
-                res["wer_model"] = f"unavailable: {why}"
-    if not keep:
-        import shutil
-
-        shutil.rmtree(wav_dir, ignore_errors=True)
-    return res

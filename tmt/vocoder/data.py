@@ -1,0 +1,145 @@
+"""Training data of the vocoder: a token store's speech units and run lengths, matched by id
+to the wavs of the raw manifest, cut into random fixed-length segments.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tmt.core.audio import FRAME_HOP, load_audio
+from tmt.vocoder.config import VocoderError
+from tmt.vocoder.duration import sequence_mask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Utterance:
+    """One training row: deduplicated units, their run lengths (frames) and the wav."""
+
+    id: str
+    units: np.ndarray
+    durations: np.ndarray
+    wav_path: Path
+    text: str | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.durations.sum())
+
+
+class AudioCache:
+    """Loads wavs on first use and keeps up to `capacity` of them (cropped/padded to their units)."""
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, utt: Utterance) -> np.ndarray:
+        wav = self._cache.get(utt.id)
+        if wav is None:
+            wav = align_audio(load_audio(utt.wav_path), utt.num_frames, utt.id)
+            self._cache[utt.id] = wav
+            if len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(utt.id)
+        return wav
+
+
+def align_audio(wav: np.ndarray, num_frames: int, uid: str = "") -> np.ndarray:
+    """Crop or zero-pad a wav to num_frames * 320 samples (units were made with that hop)."""
+    want = num_frames * FRAME_HOP
+    if abs(len(wav) - want) > 4 * FRAME_HOP:
+        log.debug("%s: wav has %d samples, units cover %d", uid, len(wav), want)
+    if len(wav) >= want:
+        return wav[:want]
+    return np.pad(wav, (0, want - len(wav)))
+
+
+def collect_utterances(store_path: str | Path, manifest: str | Path) -> tuple[list[Utterance], dict[str, Any]]:
+    """Rows of `store_path` with speech units, matched by id to the wavs of the raw manifest."""
+    from tmt.store.manifest import iter_manifest, media_path
+    from tmt.store.token_store import TokenStore
+
+    store = TokenStore(store_path)
+    for s in ("speech", "durations"):
+        if s not in store.streams:
+            raise VocoderError(
+                f"token store {store_path} has no '{s}' stream; tokenize speech with run lengths kept "
+                "(`tmt tokenize speech`) before training a vocoder"
+            )
+    wavs: dict[str, tuple[str, str | None]] = {}
+    for row in iter_manifest(manifest):
+        if row.get("speech"):
+            wavs[str(row["id"])] = (str(row["speech"]), row.get("text"))
+    utts: list[Utterance] = []
+    unmatched = 0
+    for i in range(len(store)):
+        units = store.tokens(i, "speech")
+        if units.size == 0:
+            continue
+        rid = str(store.meta(i)["id"])
+        if rid not in wavs:
+            unmatched += 1
+            continue
+        path, text = wavs[rid]
+        durs = store.tokens(i, "durations").astype(np.int64)
+        utts.append(Utterance(rid, units.astype(np.int64), durs, media_path(manifest, path), text))
+    if not utts:
+        raise VocoderError(
+            f"no row of {store_path} with speech units has a wav in {manifest} (ids matched: 0, unmatched: {unmatched}); "
+            "pass the raw manifest the store was tokenized from"
+        )
+    if unmatched:
+        log.warning("%d rows of %s have no wav in %s and are skipped", unmatched, store_path, manifest)
+    tok = (store.index.get("tokenizers") or {}).get("speech") or {}
+    info = {
+        "num_units": store.vocab_sizes["speech"],
+        "fingerprint": store.fingerprints.get("speech"),
+        "name": tok.get("name") if isinstance(tok, dict) else None,
+    }
+    return utts, info
+
+
+def sample_batch(
+    utts: Sequence[Utterance], cache: AudioCache, rng: np.random.Generator, batch_size: int, segment_frames: int
+) -> dict[str, Tensor]:
+    """Random segments (frame-level units + audio) and the chosen utterances' full unit sequences."""
+    chosen = [utts[int(i)] for i in rng.integers(0, len(utts), batch_size)]
+    frames = np.zeros((batch_size, segment_frames), dtype=np.int64)
+    fmask = np.zeros((batch_size, segment_frames), dtype=bool)
+    audio = np.zeros((batch_size, segment_frames * FRAME_HOP), dtype=np.float32)
+    for b, u in enumerate(chosen):
+        fr = np.repeat(u.units, u.durations)
+        wav = cache.get(u)
+        start = int(rng.integers(0, len(fr) - segment_frames + 1)) if len(fr) > segment_frames else 0
+        seg = fr[start : start + segment_frames]
+        frames[b, : len(seg)] = seg
+        fmask[b, : len(seg)] = True
+        a = wav[start * FRAME_HOP : (start + len(seg)) * FRAME_HOP]
+        audio[b, : len(a)] = a
+    max_t = max(len(u.units) for u in chosen)
+    units = np.zeros((batch_size, max_t), dtype=np.int64)
+    durs = np.zeros((batch_size, max_t), dtype=np.int64)
+    for b, u in enumerate(chosen):
+        units[b, : len(u.units)] = u.units
+        durs[b, : len(u.units)] = u.durations
+    lengths = torch.tensor([len(u.units) for u in chosen])
+    return {
+        "frames": torch.from_numpy(frames),
+        "frame_mask": torch.from_numpy(fmask),
+        "audio": torch.from_numpy(audio),
+        "units": torch.from_numpy(units),
+        "durations": torch.from_numpy(durs),
+        "unit_mask": sequence_mask(lengths, max_t),
+    }

@@ -152,6 +152,32 @@ def _check_args(encoders: Mapping[str, Encoder], batch_size: int) -> None:
         raise TmtError(f"batch size must be >= 1, got {batch_size}")
 
 
+def _read_part(manifest: Path, split: str | None, shard: str | None) -> list[dict[str, Any]]:
+    """The manifest rows (one split or all) of this shard ("k/N"; None: all), validated."""
+    rows = read_manifest(manifest, split=split)
+    if not rows:
+        where = f" with split '{split}'" if split else ""
+        raise StoreError(f"{manifest}: no rows{where}; check --split and the manifest")
+    validate_rows(rows, manifest=manifest, check_files=False)
+    k, n = parse_shard_spec(shard)
+    return [rows[i] for i in shard_range(len(rows), k, n)]
+
+
+def _new_counts(out: Path, shard: str | None, k: int, n: int, rows_in: int) -> dict[str, Any]:
+    """The counts `encode_manifest` returns, before any row is handled."""
+    return {
+        "store": str(out),
+        "shard": f"{k}/{n}" if shard is not None else None,
+        "rows_in": rows_in,
+        "written": 0,
+        "skipped_bad": 0,
+        "skipped_no_modality": 0,
+        "resumed_after": 0,
+        "already_complete": False,
+        "bad": [],
+    }
+
+
 def _store_source(
     manifest: Path, split: str | None, encoders: Mapping[str, Encoder], fingerprints: Mapping[str, str],
     shard: str | None, k: int, n: int,
@@ -256,26 +282,11 @@ def encode_manifest(
     """
     manifest = Path(manifest)
     _check_args(encoders, batch_size)
-    rows = read_manifest(manifest, split=split)
-    if not rows:
-        where = f" with split '{split}'" if split else ""
-        raise StoreError(f"{manifest}: no rows{where}; check --split and the manifest")
-    validate_rows(rows, manifest=manifest, check_files=False)
+    part = _read_part(manifest, split, shard)
     k, n = parse_shard_spec(shard)
     out = part_dir(store, k, n) if shard is not None else Path(store)
-    part = [rows[i] for i in shard_range(len(rows), k, n)]
     source = _store_source(manifest, split, encoders, fingerprints, shard, k, n)
-    counts: dict[str, Any] = {
-        "store": str(out),
-        "shard": f"{k}/{n}" if shard is not None else None,
-        "rows_in": len(part),
-        "written": 0,
-        "skipped_bad": 0,
-        "skipped_no_modality": 0,
-        "resumed_after": 0,
-        "already_complete": False,
-        "bad": [],
-    }
+    counts = _new_counts(out, shard, k, n, len(part))
     if resume and not overwrite and _already_complete(out, source):
         log.info("%s is already complete; skipping (use --overwrite to redo it)", out)
         counts["already_complete"] = True

@@ -306,21 +306,10 @@ class SpeechTokenizer:
         return cls(card, c, hubert=hubert, hubert_arch=arch)
 
     @classmethod
-    def fit(
-        cls,
-        card: SpeechCard,
-        audio: Sequence[Any],
-        *,
-        trust_pickle: bool = False,
-        skip_bad: bool = False,
-        progress: bool = False,
-        batch_size: int = 16,
-    ) -> SpeechTokenizer:
-        """Train k-means on a seeded sample of `card.sample_size` frames of `audio` (paths or arrays);
-        the fitting lives in `tmt.tokenizers.speech.fit.fit_speech_tokenizer`."""
+    def fit(cls, card: SpeechCard, audio: Sequence[Any], **options: Any) -> SpeechTokenizer:
+        """Train k-means on a seeded sample of `card.sample_size` frames of `audio` (paths or arrays):
+        `tmt.tokenizers.speech.fit.fit_speech_tokenizer`, whose keyword options it takes."""
         from tmt.tokenizers.speech.fit import fit_speech_tokenizer
 
-        return fit_speech_tokenizer(
-            card, audio, trust_pickle=trust_pickle, skip_bad=skip_bad, progress=progress, batch_size=batch_size
-        )
+        return fit_speech_tokenizer(card, audio, **options)
 

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tmt.tokenizers.base import TokenizerError, load_tokenizer
-from tmt.tokenizers.image import ImageTokenizer, fit_image_tokenizer, load_image, parse_card
+from tmt.tokenizers.image import ImageTokenizer, load_image, parse_card
+from tmt.tokenizers.image_fit import fit_image_tokenizer
 
 torch.set_num_threads(1)
 
@@ -190,7 +191,7 @@ def test_patch_gan_and_foreground_weight_options_train(tmp_path: Path) -> None:
 
 
 def test_dihedral_augmentation_flips_whole_images() -> None:
-    from tmt.tokenizers.image import _dihedral
+    from tmt.tokenizers.image_fit import _dihedral
 
     torch.manual_seed(0)
     x = torch.rand(32, 3, 5, 5)
@@ -216,7 +217,8 @@ def test_continuous_warmup_then_kmeans_codebook(tmp_path: Path) -> None:
 
 
 def test_time_budget_compresses_the_schedule() -> None:
-    from tmt.tokenizers.image import VQTrainConfig, _lr_at, _pixel_weights, _progress
+    from tmt.tokenizers.image import VQTrainConfig
+    from tmt.tokenizers.image_fit import _lr_at, _pixel_weights, _progress
 
     t = VQTrainConfig(steps=1000, warmup_steps=10, lr=1.0, min_lr_ratio=0.0, max_minutes=1.0)
     assert _progress(100, 30.0, t) == 0.5  # half the time is half the budget even at step 100

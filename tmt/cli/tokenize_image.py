@@ -61,7 +61,8 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
     from tmt.config import dump_yaml, resolve
     from tmt.store.manifest import media_path, read_manifest
     from tmt.tokenizers.base import TokenizerError, load_card
-    from tmt.tokenizers.image import card_dict, fit_image_tokenizer, parse_card
+    from tmt.tokenizers.image import card_dict, parse_card
+    from tmt.tokenizers.image_fit import fit_image_tokenizer
 
     cfg = resolve(parse_card(load_card(card)), config_file, overrides)
     if dump_config:

@@ -89,7 +89,7 @@ def fit(card: str, manifest: str, out_dir: str, split: str, skip_bad: bool, trus
     """
     from tmt.config import dump_yaml
     from tmt.tokenizers.base import TokenizerError
-    from tmt.tokenizers.speech import SpeechTokenizer, iter_speech_paths
+    from tmt.tokenizers.speech.fit import fit_speech_tokenizer, iter_speech_paths
 
     cfg = _card(card, config_file, overrides)
     if dump_config:
@@ -102,7 +102,7 @@ def fit(card: str, manifest: str, out_dir: str, split: str, skip_bad: bool, trus
     if not paths:
         raise TokenizerError(f"{manifest}: no rows with speech in split '{split}' (use --split all?)")
     log.info("fitting %s on up to %d files from %s", cfg.name, len(paths), manifest)
-    tok = SpeechTokenizer.fit(cfg, paths, trust_pickle=trust_pickle, skip_bad=skip_bad, progress=progress_enabled())
+    tok = fit_speech_tokenizer(cfg, paths, trust_pickle=trust_pickle, skip_bad=skip_bad, progress=progress_enabled())
     _save_atomically(tok, out_dir, overwrite)
     echo_json({"tokenizer": out_dir, "name": tok.name, "features": cfg.features, "vocab_size": tok.vocab_size,
                "feature_dim": tok.feature_dim, "fingerprint": tok.fingerprint, **tok.fit_stats})
@@ -147,7 +147,7 @@ def import_km(km_path: str, card: str, out_dir: str, trust_pickle: bool, overwri
     fairseq HuBERT checkpoint with pickled config objects.
     """
     from tmt.config import dump_yaml
-    from tmt.tokenizers.speech import import_km as do_import
+    from tmt.tokenizers.speech.fit import import_km as do_import
 
     cfg = _card(card, config_file, overrides)
     if dump_config:

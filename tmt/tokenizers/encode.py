@@ -143,6 +143,116 @@ def _done_position(root: Path, rows: Sequence[Mapping[str, Any]]) -> int:
     return last + 1
 
 
+def _check_args(encoders: Mapping[str, Encoder], batch_size: int) -> None:
+    if not encoders:
+        raise TmtError("nothing to encode: no tokenizer/encoder given")
+    for name in encoders:
+        check_modality(name, "modality for an encoder", error=TmtError)
+    if batch_size < 1:
+        raise TmtError(f"batch size must be >= 1, got {batch_size}")
+
+
+def _read_part(manifest: Path, split: str | None, shard: str | None) -> list[dict[str, Any]]:
+    """The manifest rows (one split or all) of this shard ("k/N"; None: all), validated."""
+    rows = read_manifest(manifest, split=split)
+    if not rows:
+        where = f" with split '{split}'" if split else ""
+        raise StoreError(f"{manifest}: no rows{where}; check --split and the manifest")
+    validate_rows(rows, manifest=manifest, check_files=False)
+    k, n = parse_shard_spec(shard)
+    return [rows[i] for i in shard_range(len(rows), k, n)]
+
+
+def _new_counts(out: Path, shard: str | None, k: int, n: int, rows_in: int) -> dict[str, Any]:
+    """The counts `encode_manifest` returns, before any row is handled."""
+    return {
+        "store": str(out),
+        "shard": f"{k}/{n}" if shard is not None else None,
+        "rows_in": rows_in,
+        "written": 0,
+        "skipped_bad": 0,
+        "skipped_no_modality": 0,
+        "resumed_after": 0,
+        "already_complete": False,
+        "bad": [],
+    }
+
+
+def _store_source(
+    manifest: Path, split: str | None, encoders: Mapping[str, Encoder], fingerprints: Mapping[str, str],
+    shard: str | None, k: int, n: int,
+) -> dict[str, Any]:
+    """What a store was made from (recorded in its index; a complete store with the same source is reused)."""
+    source = {
+        "manifest": str(manifest.resolve()),
+        "manifest_sha256": sha256_file(manifest),
+        "split": split,
+        "modalities": sorted(encoders),
+        "fingerprints": dict(sorted(fingerprints.items())),
+    }
+    if shard is not None:
+        source["shard"] = f"{k}/{n}"
+    return source
+
+
+def _already_complete(out: Path, source: dict[str, Any]) -> bool:
+    """True when `out` is a finished store made from the same source."""
+    if not (out / "index.json").exists():
+        return False
+    try:
+        return bool(TokenStore(out).complete and TokenStore(out).index.get("source") == source)
+    except StoreError:
+        return False
+
+
+def _store_row(
+    raw: Mapping[str, Any], res: Mapping[str, dict[str, Any] | None], streams: Mapping[str, int], default_source: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(meta, tokens) of one manifest row from its encoders' results."""
+    tokens: dict[str, np.ndarray] = {}
+    meta = _row_meta(raw, default_source)
+    for modality_result in res.values():
+        if modality_result is None:
+            continue
+        for key, value in modality_result.items():
+            if key in streams:
+                tokens[key] = np.asarray(value)
+            elif key in MODALITIES or key in AUX_STREAMS:
+                raise TmtError(f"encoder produced stream '{key}' that the store does not declare")
+            else:
+                meta[key] = _to_meta_value(value)
+    return meta, tokens
+
+
+def _write_rows(
+    writer: TokenStoreWriter, manifest: Path, todo: list[dict[str, Any]], encoders: Mapping[str, Encoder],
+    streams: Mapping[str, int], counts: dict[str, Any], *, batch_size: int, skip_bad: bool, desc: str, progress: bool,
+) -> None:
+    """Encode `todo` batch by batch into `writer`, counting written and skipped rows in `counts`."""
+    default_source = manifest.name.split(".")[0]
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    bar = progress_bar(total=len(todo), desc=desc, unit="row", enabled=None if progress else False)
+    try:
+        for raw_batch in batches:
+            batch = [_resolve_row(manifest, r) for r in raw_batch]
+            results = _encode_batch(encoders, batch, skip_bad)
+            for raw, res in zip(raw_batch, results, strict=True):
+                if isinstance(res, TmtError):
+                    counts["skipped_bad"] += 1
+                    counts["bad"].append(f"{raw['id']}: {res}")
+                    log.warning("skipping row %s: %s", raw["id"], res)
+                    continue
+                meta, tokens = _store_row(raw, res, streams, default_source)
+                if not any(m in tokens for m in MODALITIES):
+                    counts["skipped_no_modality"] += 1
+                    continue
+                writer.add(meta, tokens)
+                counts["written"] += 1
+            bar.update(len(raw_batch))
+    finally:
+        bar.close()
+
+
 def encode_manifest(
     manifest: str | Path,
     store: str | Path,
@@ -171,50 +281,17 @@ def encode_manifest(
     `skip_bad` are skipped and counted. Returns counts for this run.
     """
     manifest = Path(manifest)
-    if not encoders:
-        raise TmtError("nothing to encode: no tokenizer/encoder given")
-    for name in encoders:
-        check_modality(name, "modality for an encoder", error=TmtError)
-    if batch_size < 1:
-        raise TmtError(f"batch size must be >= 1, got {batch_size}")
-    rows = read_manifest(manifest, split=split)
-    if not rows:
-        where = f" with split '{split}'" if split else ""
-        raise StoreError(f"{manifest}: no rows{where}; check --split and the manifest")
-    validate_rows(rows, manifest=manifest, check_files=False)
+    _check_args(encoders, batch_size)
+    part = _read_part(manifest, split, shard)
     k, n = parse_shard_spec(shard)
     out = part_dir(store, k, n) if shard is not None else Path(store)
-    part = [rows[i] for i in shard_range(len(rows), k, n)]
-    source = {
-        "manifest": str(manifest.resolve()),
-        "manifest_sha256": sha256_file(manifest),
-        "split": split,
-        "modalities": sorted(encoders),
-        "fingerprints": dict(sorted(fingerprints.items())),
-    }
-    if shard is not None:
-        source["shard"] = f"{k}/{n}"
-    counts: dict[str, Any] = {
-        "store": str(out),
-        "shard": f"{k}/{n}" if shard is not None else None,
-        "rows_in": len(part),
-        "written": 0,
-        "skipped_bad": 0,
-        "skipped_no_modality": 0,
-        "resumed_after": 0,
-        "already_complete": False,
-        "bad": [],
-    }
-    if (out / "index.json").exists() and resume and not overwrite:
-        try:
-            if TokenStore(out).complete and TokenStore(out).index.get("source") == source:
-                log.info("%s is already complete; skipping (use --overwrite to redo it)", out)
-                counts["already_complete"] = True
-                counts["rows_total"] = len(TokenStore(out))
-                return counts
-        except StoreError:
-            pass
-    default_source = manifest.name.split(".")[0]
+    source = _store_source(manifest, split, encoders, fingerprints, shard, k, n)
+    counts = _new_counts(out, shard, k, n, len(part))
+    if resume and not overwrite and _already_complete(out, source):
+        log.info("%s is already complete; skipping (use --overwrite to redo it)", out)
+        counts["already_complete"] = True
+        counts["rows_total"] = len(TokenStore(out))
+        return counts
     with TokenStoreWriter(
         out,
         streams=streams,
@@ -229,40 +306,8 @@ def encode_manifest(
         if start:
             log.info("resuming %s: %d of %d rows already handled", out, start, len(part))
         counts["resumed_after"] = start
-        todo = part[start:]
-        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        bar = progress_bar(total=len(todo), desc=f"encode {out.name}", unit="row",
-                           enabled=None if progress else False)
-        try:
-            for raw_batch in batches:
-                batch = [_resolve_row(manifest, r) for r in raw_batch]
-                results = _encode_batch(encoders, batch, skip_bad)
-                for raw, res in zip(raw_batch, results, strict=True):
-                    if isinstance(res, TmtError):
-                        counts["skipped_bad"] += 1
-                        counts["bad"].append(f"{raw['id']}: {res}")
-                        log.warning("skipping row %s: %s", raw["id"], res)
-                        continue
-                    tokens: dict[str, np.ndarray] = {}
-                    meta = _row_meta(raw, default_source)
-                    for modality_result in res.values():
-                        if modality_result is None:
-                            continue
-                        for key, value in modality_result.items():
-                            if key in streams:
-                                tokens[key] = np.asarray(value)
-                            elif key in MODALITIES or key in AUX_STREAMS:
-                                raise TmtError(f"encoder produced stream '{key}' that the store does not declare")
-                            else:
-                                meta[key] = _to_meta_value(value)
-                    if not any(m in tokens for m in MODALITIES):
-                        counts["skipped_no_modality"] += 1
-                        continue
-                    writer.add(meta, tokens)
-                    counts["written"] += 1
-                bar.update(len(raw_batch))
-        finally:
-            bar.close()
+        _write_rows(writer, manifest, part[start:], encoders, streams, counts, batch_size=batch_size,
+                    skip_bad=skip_bad, desc=f"encode {out.name}", progress=progress)
     counts["rows_total"] = writer.rows_done
     counts["bad"] = counts["bad"][:20]
     return counts

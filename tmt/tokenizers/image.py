@@ -14,7 +14,7 @@ aspect ratio) and mapped to exactly `tokens_per_image` = h * w code ids, row-maj
 
 Python API::
 
-    tok = ImageTokenizer.fit(load_card("tokenizers/image-vq-f8-512.yaml"), paths, "exp/tok/image")
+    tok = ImageTokenizer.fit(load_card("tokenizers/image-vq-f8-512.yaml"), paths, "exp/tok/image")  # image_fit.py
     ids = tok.encode(["a.png", "b.jpg"])         # [array(64,), array(64,)]
     imgs = tok.decode(ids)                       # [PIL.Image, PIL.Image]
     tok = ImageTokenizer.load("exp/tok/image")
@@ -22,11 +22,7 @@ Python API::
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
-import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,15 +33,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tmt.config import from_dict, to_dict
-from tmt.io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from tmt.io import atomic_write_bytes, atomic_write_json
 from tmt.models.vq import (
     VQVAE,
-    PatchDiscriminator,
     VQConfig,
-    codebook_usage,
-    gradient_loss,
-    hinge_d_loss,
-    reconstruction_loss,
 )
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
 
@@ -53,8 +44,6 @@ log = logging.getLogger(__name__)
 
 CLASS_NAME = "image-vq"
 WEIGHTS = "vq.safetensors"
-CHECKPOINT = "checkpoints/last.pt"
-CHECKPOINT_CARD = "checkpoints/card.json"
 
 ImageInput = str | Path | Image.Image | np.ndarray
 """What `encode` accepts: a path, a PIL image or an (H, W[, C]) uint8 array."""
@@ -232,23 +221,6 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def image_grid(rows: Sequence[np.ndarray], pad: int = 2) -> Image.Image:
-    """Rows of (N, H, W, 3) uint8 images -> one PNG-able grid image."""
-    n = max(len(r) for r in rows)
-    h, w = rows[0].shape[1:3]
-    out = np.full((len(rows) * (h + pad) + pad, n * (w + pad) + pad, 3), 255, dtype=np.uint8)
-    for i, r in enumerate(rows):
-        for j, img in enumerate(r):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            out[y:y + h, x:x + w] = img
-    return Image.fromarray(out)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 # ---------------------------------------------------------------- the tokenizer
 
 
@@ -386,234 +358,8 @@ class ImageTokenizer:
     def fit(cls, card: dict[str, Any] | ImageVQCard, images: Sequence[ImageInput], out_dir: str | Path, *,
             resume: bool = True, progress: bool = True,
             on_step: Callable[[int, dict[str, float]], None] | None = None) -> ImageTokenizer:
-        """Train the VQ-VAE on `images` and save the tokenizer to `out_dir` (see `fit_image_tokenizer`)."""
+        """Train the VQ-VAE on `images` and save the tokenizer to `out_dir`
+        (`tmt.tokenizers.image_fit.fit_image_tokenizer`)."""
+        from tmt.tokenizers.image_fit import fit_image_tokenizer
+
         return fit_image_tokenizer(card, images, out_dir, resume=resume, progress=progress, on_step=on_step)
-
-
-def _progress(step: int, elapsed: float, t: VQTrainConfig) -> float:
-    """Share of the training budget used: by steps, or by time when a time budget is set."""
-    p = step / max(1, t.steps)
-    if t.max_minutes:
-        p = max(p, elapsed / (60.0 * t.max_minutes))
-    return min(1.0, p)
-
-
-def _lr_at(step: int, progress: float, t: VQTrainConfig) -> float:
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / max(1, t.warmup_steps)
-    warm = t.warmup_steps / max(1, t.steps)
-    frac = (progress - warm) / max(1e-9, 1 - warm)
-    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, frac)))))
-
-
-def _pixel_weights(x: torch.Tensor, t: VQTrainConfig) -> torch.Tensor | None:
-    """(B, 1, H, W) loss weights emphasising pixels far from the image's median colour."""
-    if t.fg_weight <= 0:
-        return None
-    med = x.flatten(2).median(dim=2).values[:, :, None, None]  # (B, 3, 1, 1)
-    dist = (x - med).pow(2).sum(1, keepdim=True).sqrt()
-    w = 1.0 + t.fg_weight * (dist / t.fg_scale).clamp(max=1.0)
-    return w / w.mean(dim=(1, 2, 3), keepdim=True)  # keep the loss scale comparable
-
-
-def _dihedral(x: torch.Tensor) -> torch.Tensor:
-    """Per image: random horizontal flip, vertical flip and (square images) transpose."""
-    flips = torch.rand(3, x.shape[0]) < 0.5
-    x = torch.where(flips[0, :, None, None, None], x.flip(3), x)
-    x = torch.where(flips[1, :, None, None, None], x.flip(2), x)
-    if x.shape[2] == x.shape[3]:
-        x = torch.where(flips[2, :, None, None, None], x.transpose(2, 3), x)
-    return x
-
-
-_RESUMABLE_CHANGES = ("steps", "max_minutes", "sample_every", "checkpoint_every", "usage_images")
-"""Train settings that may change between a run and its resumption (e.g. train longer)."""
-
-
-def _resume_key(card: dict[str, Any]) -> dict[str, Any]:
-    c = json.loads(json.dumps(card))
-    for k in _RESUMABLE_CHANGES:
-        c.get("train", {}).pop(k, None)
-    return dict(c)
-
-
-def _kmeans_init(model: VQVAE, pixels: torch.Tensor, max_images: int = 256) -> None:
-    """k-means codebook init on the encoder outputs of (up to) `max_images` random training images."""
-    idx = torch.randint(0, len(pixels), (min(max_images, len(pixels)),))
-    with torch.no_grad():
-        z = model.encoder(pixels[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1.0))
-    flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-    model.quantizer.init_kmeans(flat)
-    log.info("quantization on: codebook initialised by k-means on %d encoder outputs", len(flat))
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_open(path, "wb") as f:
-        torch.save(state, f)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file
-        raise TokenizerError(f"cannot load checkpoint {path}: {e}; delete it to start over") from None
-    return state
-
-
-def fit_image_tokenizer(card: dict[str, Any] | ImageVQCard, images: Sequence[ImageInput] | np.ndarray,
-                        out_dir: str | Path, *, resume: bool = True, progress: bool = True,
-                        on_step: Callable[[int, dict[str, float]], None] | None = None) -> ImageTokenizer:
-    """Fit an image-vq tokenizer and save it (tokenizer.json + vq.safetensors) to `out_dir`.
-
-    `images`: paths / PIL images / arrays, or an (N, H, W, 3) uint8 array already at the card's size.
-    Writes reconstruction grids to `out_dir/samples/` and a resumable checkpoint to
-    `out_dir/checkpoints/last.pt`; with `resume=True` an existing checkpoint made with the same
-    card continues where it stopped (bit-exact on the same machine and thread count).
-    """
-    from tqdm import tqdm
-
-    cfg = copy.deepcopy(parse_card(card))
-    t = cfg.train
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tok = ImageTokenizer(cfg)
-    tok.model.train()
-
-    # data: everything in memory as uint8 (2000 images of 64x64 are 24 MB)
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        data = np.ascontiguousarray(images, dtype=np.uint8)
-    else:
-        data = tok.load_images(list(images))
-    if len(data) == 0:
-        raise TokenizerError("no images to fit the image tokenizer on (is the manifest's train split empty?)")
-    if data.shape[1:3] != tok.image_size:
-        raise TokenizerError(f"image array has size {data.shape[1:3]}, the card needs {tok.image_size}")
-    pixels = torch.from_numpy(data)  # (N, H, W, 3) uint8
-    log.info("fitting %s on %d images of %dx%d -> %dx%d=%d tokens, %d codes",
-             cfg.name, len(data), *tok.image_size, *tok.grid, tok.tokens_per_image, tok.vocab_size)
-
-    torch.manual_seed(t.seed)
-    model = VQVAE(cfg.model)
-    model.train()
-    # channels-last activations: faster conv steps on CPU (oneDNN; 147 vs 180 ms per batch-16 step, 1 thread)
-    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (missing from the stubs)
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(0.9, 0.99))
-    disc: PatchDiscriminator | None = None
-    opt_d: torch.optim.Optimizer | None = None
-    if t.gan_weight > 0:
-        disc = PatchDiscriminator(cfg.model.in_channels)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr, betas=(0.5, 0.9))
-
-    ckpt, ckpt_card = out / CHECKPOINT, out / CHECKPOINT_CARD
-    card_json = json.dumps(card_dict(cfg), sort_keys=True)
-    step = 0
-    elapsed_before = 0.0
-    if resume and ckpt.is_file():
-        if ckpt_card.is_file() and _resume_key(json.loads(ckpt_card.read_text())) != _resume_key(card_dict(cfg)):
-            raise TokenizerError(
-                f"{ckpt} was made with a different card; fit into a new --out directory or delete {out / 'checkpoints'}"
-            )
-        state = _load_checkpoint(ckpt)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        if disc is not None and opt_d is not None and "disc" in state:
-            disc.load_state_dict(state["disc"])
-            opt_d.load_state_dict(state["opt_d"])
-        torch.set_rng_state(state["rng"])
-        step = int(state["step"])
-        elapsed_before = float(state.get("elapsed", 0.0))
-        log.info("resuming from %s at step %d", ckpt, step)
-    atomic_write_text(ckpt_card, card_json)
-
-    def checkpoint() -> None:
-        state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": torch.get_rng_state(),
-                 "elapsed": time.monotonic() - t0}
-        if disc is not None and opt_d is not None:
-            state |= {"disc": disc.state_dict(), "opt_d": opt_d.state_dict()}
-        _save_checkpoint(ckpt, state)
-
-    fixed = data[: min(8, len(data))]
-
-    def sample(tag: str) -> None:
-        model.eval()
-        with torch.inference_mode():
-            rec = to_uint8(model.decode(model.encode(to_tensor(fixed))))
-        model.train()
-        path = out / "samples" / f"{tag}.png"
-        with atomic_open(path, "wb") as f:
-            image_grid([fixed, rec]).save(f, format="PNG")
-
-    t0 = time.monotonic() - elapsed_before
-    bar = tqdm(total=t.steps, initial=step, desc=f"fit {cfg.name}", unit="step", disable=not progress, dynamic_ncols=True)
-    metrics: dict[str, float] = {}
-    stopped_early = False
-    while step < t.steps and _progress(step, time.monotonic() - t0, t) < 1.0:
-        idx = torch.randint(0, len(pixels), (t.batch_size,))
-        x = pixels[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # NHWC memory: channels-last
-        if t.augment:
-            x = _dihedral(x)
-        lr = _lr_at(step, _progress(step, time.monotonic() - t0, t), t)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        quantize = _progress(step, time.monotonic() - t0, t) >= t.warmup_continuous
-        if quantize and not bool(model.quantizer.initialized) and t.warmup_continuous > 0:
-            _kmeans_init(model, pixels)
-        o = model(x, quantize=quantize)
-        rec = reconstruction_loss(o.recon, x, t.recon_loss, _pixel_weights(x, t))
-        loss = rec + o.commitment_loss
-        if t.edge_weight > 0:
-            loss = loss + t.edge_weight * gradient_loss(o.recon, x)
-        use_gan = disc is not None and opt_d is not None and step >= t.gan_start
-        if use_gan:
-            assert disc is not None
-            g_loss = -disc(o.recon).mean()
-            loss = loss + t.gan_weight * g_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
-        if use_gan:
-            assert disc is not None and opt_d is not None
-            d_loss = hinge_d_loss(disc(x), disc(o.recon.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        step += 1
-        metrics = {"loss": float(loss.detach()), "recon": float(rec.detach()), "commit": float(o.commitment_loss.detach()),
-                   "ppl": float(o.perplexity), "restarts": float(o.restarted), "lr": lr}
-        bar.update(1)
-        if step % 10 == 0 or step == t.steps:
-            bar.set_postfix(recon=f"{metrics['recon']:.4f}", ppl=f"{metrics['ppl']:.0f}", dead=int(o.restarted))
-        if on_step is not None:
-            on_step(step, metrics)
-        if t.sample_every and step % t.sample_every == 0:
-            sample(f"step{step:06d}")
-        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.steps:
-            checkpoint()
-    bar.close()
-    elapsed = time.monotonic() - t0
-    if step < t.steps:
-        stopped_early = True
-        log.warning("time budget max_minutes=%s used up at step %d of %d", t.max_minutes, step, t.steps)
-    checkpoint()
-    sample("final")
-
-    # usage report over (up to) usage_images training images
-    model.eval()
-    tok = ImageTokenizer(cfg, model)
-    sub = data[: max(1, min(len(data), t.usage_images))]
-    ids = tok.encode_array(sub)
-    recon = tok.decode_array(list(ids))
-    usage = codebook_usage(torch.from_numpy(ids), tok.vocab_size)
-    tok.stats = {
-        "steps": step, "stopped_early": stopped_early, "train_images": len(data),
-        "fit_seconds": round(elapsed, 1), "steps_per_second": round(step / max(elapsed, 1e-9), 3) if step else 0.0,
-        "final_recon_loss": metrics.get("recon"), "usage": usage,
-        "psnr_db": round(float(np.mean([psnr(a, b) for a, b in zip(sub, recon, strict=True)])), 2),
-    }
-    tok.save(out)
-    log.info("codebook usage: perplexity %.1f, %d/%d codes used (%.1f%%), PSNR %.2f dB",
-             usage["perplexity"], usage["codes_used"], usage["codebook_size"], usage["codes_used_pct"],
-             tok.stats["psnr_db"])
-    return tok

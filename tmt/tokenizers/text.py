@@ -134,6 +134,16 @@ def _parse(card: dict[str, Any] | TextCard, cls: type[Any], class_name: str) -> 
         raise TokenizerError(f"{class_name} card '{card.get('name', '?')}': {e}") from None
 
 
+def _training_texts(texts: Iterable[str], cfg: TextCard, what: str) -> list[str]:
+    """The non-empty normalised captions a vocabulary is trained on (`what` names it in the error)."""
+    norm = [normalize_text(t, lowercase=cfg.lowercase, strip_accents=cfg.strip_accents,
+                           drop_brackets=cfg.drop_brackets) for t in texts]
+    norm = [t for t in norm if t]
+    if not norm:
+        raise TokenizerError(f"no non-empty captions to train the {what} on")
+    return norm
+
+
 class _TextBase:
     modality = "text"
     class_name = ""
@@ -269,11 +279,7 @@ class WordPieceTokenizer(_TextBase):
             raise TokenizerError("no captions to train the wordpiece vocabulary on, and no vocab path given")
         from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-        norm = [normalize_text(t, lowercase=cfg.lowercase, strip_accents=cfg.strip_accents,
-                               drop_brackets=cfg.drop_brackets) for t in texts]
-        norm = [t for t in norm if t]
-        if not norm:
-            raise TokenizerError("no non-empty captions to train the wordpiece vocabulary on")
+        norm = _training_texts(texts, cfg, "wordpiece vocabulary")
         hf = Tokenizer(models.WordPiece(unk_token=cfg.unk_token))
         hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
         trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
@@ -382,11 +388,7 @@ class SentencePieceTokenizer(_TextBase):
             raise TokenizerError("no captions to train the SentencePiece model on, and no model path given")
         import sentencepiece as spm
 
-        norm = [normalize_text(t, lowercase=cfg.lowercase, strip_accents=cfg.strip_accents,
-                               drop_brackets=cfg.drop_brackets) for t in texts]
-        norm = [t for t in norm if t]
-        if not norm:
-            raise TokenizerError("no non-empty captions to train the SentencePiece model on")
+        norm = _training_texts(texts, cfg, "SentencePiece model")
         buf = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(

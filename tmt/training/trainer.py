@@ -302,8 +302,9 @@ def _train(
         if cfg.data.valid_stores else None
     )
     try:
-        return _run(cfg, exp, info, vocab, directions, reader, valid_reader, resume=resume, init_from=init_from,
-                    stop_after=stop_after, steps_done=steps_done)
+        run = _setup(cfg, exp, info, vocab, directions, reader, valid_reader, init_from=init_from,
+                     resume=resume, steps_done=steps_done)
+        return _run(run, stop_after=stop_after)
     finally:
         reader.close()
         if valid_reader is not None:
@@ -332,23 +333,10 @@ class _Run:
     """Seconds trained before this (resumed) run."""
 
 
-def _run(
-    cfg: TrainConfig,
-    exp: Path,
-    info: DistInfo,
-    vocab: JointVocab,
-    directions: list[str],
-    reader: BatchReader,
-    valid_reader: BatchReader | None,
-    *,
-    resume: bool,
-    init_from: str | Path | None,
-    stop_after: int | None,
-    steps_done: list[int],
-) -> TrainResult:
-    run = _setup(cfg, exp, info, vocab, directions, reader, valid_reader, init_from=init_from,
-                 resume=resume, steps_done=steps_done)
-    batches: Iterator[RowBatch] = iter(reader)
+def _run(run: _Run, *, stop_after: int | None) -> TrainResult:
+    """The training loop: optimizer steps until max_steps, --stop-after or the time budget."""
+    cfg, info, exp = run.cfg, run.info, run.exp
+    batches: Iterator[RowBatch] = iter(run.reader)
     window = StepStats()
     last_train: dict[str, dict[str, float]] = {}
     last_valid: dict[str, dict[str, float]] | None = None
@@ -380,7 +368,7 @@ def _run(
             last_valid, is_best = _validate(run, run.valid_reader)
 
         if step % cfg.save_every == 0 or last or is_best:
-            _save(run, write_model=is_best or valid_reader is None, train_seconds=budget.spent())
+            _save(run, write_model=is_best or run.valid_reader is None, train_seconds=budget.spent())
             saved_at = step
 
     _finish(run, saved_at, budget)

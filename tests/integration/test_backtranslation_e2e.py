@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from tmt.cli import cli
-from tmt.store.token_store import TokenStore, validate_store
+from tmt.store.ops import validate_store
+from tmt.store.token_store import TokenStore
 
 pytestmark = pytest.mark.slow
 

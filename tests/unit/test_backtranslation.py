@@ -8,13 +8,11 @@ import torch
 from click.testing import CliRunner
 
 from tmt.backtranslation import BacktranslateConfig, BacktranslateError, backtranslate, plan_row
+from tmt.store.ops import merge_parts, store_stats, validate_store
 from tmt.store.token_store import (
     DURATION_VOCAB,
     TokenStore,
     TokenStoreWriter,
-    merge_parts,
-    store_stats,
-    validate_store,
 )
 from tmt.vocab import JointVocab
 

@@ -11,11 +11,10 @@ import pytest
 from tmt import TmtError
 from tmt.core.shards import part_dir
 from tmt.store.manifest import write_manifest
+from tmt.store.ops import merge_parts, validate_store
 from tmt.store.token_store import (
     DURATION_VOCAB,
     TokenStore,
-    merge_parts,
-    validate_store,
 )
 from tmt.tokenizers.encode import encode_manifest, encoder_for
 

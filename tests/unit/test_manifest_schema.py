@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from tmt.cli import cli
 from tmt.store import StoreError
 from tmt.store.manifest import validate_manifest, validate_rows, write_manifest
+from tmt.store.ops import validate_store
 from tmt.store.schema import KINDS, SCHEMA_DIR, check, errors, load_schema, schema_path
-from tmt.store.token_store import DURATION_VOCAB, TokenStoreWriter, validate_store
+from tmt.store.token_store import DURATION_VOCAB, TokenStoreWriter
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from fairseq2.nn import BatchLayout, IncrementalStateBag
 
 from tmt.models.tmt import (
+    PRESETS,
     ModelError,
     TmtModelConfig,
     create_model,
@@ -129,6 +131,27 @@ def test_save_load_roundtrip(tmp_path) -> None:
         load_model(tmp_path)
     with pytest.raises(ModelError, match="not found"):
         load_model(tmp_path / "nope")
+
+
+# each preset's architecture as it was before the presets were derived from each other
+_PRESET_VALUES = {
+    "tiny": dict(model_dim=32, num_encoder_layers=2, num_decoder_layers=2, num_heads=4, ffn_inner_dim=64,
+                 dropout_p=0.0, max_seq_len=512),
+    "demo": dict(model_dim=128, num_encoder_layers=2, num_decoder_layers=2, num_heads=4, ffn_inner_dim=512,
+                 dropout_p=0.1, max_seq_len=1024),
+    "base": dict(model_dim=768, num_encoder_layers=12, num_decoder_layers=12, num_heads=12, ffn_inner_dim=3072,
+                 dropout_p=0.1, max_seq_len=1024),
+    "paper": dict(model_dim=1024, num_encoder_layers=12, num_decoder_layers=12, num_heads=16, ffn_inner_dim=4096,
+                  dropout_p=0.1, max_seq_len=1024),
+}
+
+
+def test_preset_registry_values() -> None:
+    assert list(PRESETS) == list(_PRESET_VALUES)
+    for name, values in _PRESET_VALUES.items():
+        cfg = get_preset(name)
+        assert dataclasses.asdict(cfg) == dataclasses.asdict(TmtModelConfig(**values)), name  # type: ignore[arg-type]
+        assert get_preset(name) is not cfg  # a fresh config each call: callers may edit it
 
 
 def test_presets() -> None:

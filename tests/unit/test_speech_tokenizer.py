@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from tmt.cli import cli as tmt_cli
 from tmt.store.manifest import write_manifest
-from tmt.store.token_store import TokenStore, validate_store
+from tmt.store.ops import validate_store
+from tmt.store.token_store import TokenStore
 from tmt.tokenizers.base import load_tokenizer
 from tmt.tokenizers.speech import (
     SpeechTokenizer,

@@ -14,14 +14,11 @@ from hypothesis import strategies as st
 
 from tmt.core.shards import ShardSpecError, parse_shard_spec, part_dir, shard_range
 from tmt.store import StoreError
+from tmt.store.ops import combine_stores, merge_parts, store_stats, validate_store
 from tmt.store.token_store import (
     DURATION_VOCAB,
     TokenStore,
     TokenStoreWriter,
-    combine_stores,
-    merge_parts,
-    store_stats,
-    validate_store,
 )
 
 STREAMS = {"text": 100, "speech": 50, "image": 64, "durations": DURATION_VOCAB}

@@ -109,7 +109,7 @@ def merge_command(epilog: str | None = None) -> click.Command:
     @click.option("--parts", required=True, type=int, help="N of the --shard k/N runs.")
     def merge(store: str, parts: int) -> None:
         """Merge the parts written with --shard k/N into the store."""
-        from tmt.store.token_store import merge_parts
+        from tmt.store.ops import merge_parts
 
         index = merge_parts(store, parts)
         click.echo(f"merged {parts} parts into {store}: {index['rows']} rows")

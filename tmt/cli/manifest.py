@@ -47,7 +47,7 @@ def validate(path: str, no_checksums: bool) -> None:
     naming the first problem (file, line, field, what is expected).
     """
     if _is_store(path):
-        from tmt.store.token_store import validate_store
+        from tmt.store.ops import validate_store
 
         index = validate_store(path, checksums=not no_checksums)
         click.echo(f"ok: {path}: {index['rows']} rows in {len(index['shards'])} shards")
@@ -66,7 +66,7 @@ def validate(path: str, no_checksums: bool) -> None:
 def stats(path: str, as_json: bool) -> None:
     """Rows, tokens per modality, length percentiles, bytes, synthetic rows."""
     if _is_store(path):
-        from tmt.store.token_store import store_stats
+        from tmt.store.ops import store_stats
 
         s = store_stats(path)
         if as_json:
@@ -124,7 +124,7 @@ def head(path: str, num: int) -> None:
 def combine(inputs: tuple[str, ...], out: str) -> None:
     """Concatenate stores (or raw manifests) in order into one."""
     if all(_is_store(p) for p in inputs):
-        from tmt.store.token_store import combine_stores
+        from tmt.store.ops import combine_stores
 
         index = combine_stores(list(inputs), out)
         click.echo(f"wrote {out}: {index['rows']} rows")
@@ -195,7 +195,7 @@ def split(path: str, fractions: str, out_dir: str, seed: int) -> None:
 @click.option("--parts", "num_parts", required=True, type=int, help="N of the --shard k/N jobs.")
 def merge_parts_cmd(store: str, num_parts: int) -> None:
     """Merge the parts written by `--shard k/N` jobs into STORE."""
-    from tmt.store.token_store import merge_parts
+    from tmt.store.ops import merge_parts
 
     index = merge_parts(store, num_parts)
     click.echo(f"merged {num_parts} parts into {store}: {index['rows']} rows")

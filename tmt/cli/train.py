@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tmt.cli._common import CONTEXT, echo_json
 from tmt.config import ConfigError, config_options
+
+if TYPE_CHECKING:
+    from tmt.training.config import TrainConfig
 
 EPILOG = """\b
 Stores: --store PATH (repeatable); PATH=WEIGHT sets its sampling weight,
@@ -55,23 +60,50 @@ def cli(
     Order of settings: preset (or, with --resume, the experiment's config.yaml) <
     --config FILE < --set KEY=VALUE < the explicit options above.
     """
-    from dataclasses import replace
-
-    import yaml
-
-    from tmt.config import dump_yaml, from_dict, resolve
-    from tmt.training.config import TrainConfig, train_preset
+    from tmt.config import dump_yaml, resolve
 
     exp = Path(exp_dir)
+    cfg = resolve(_base_config(exp, preset, resume), config_file, overrides)
+    cfg = _apply_options(cfg, vocab=vocab, stores=stores, valid_stores=valid_stores, directions=directions,
+                         lr=lr, max_steps=max_steps, seed=seed, device=device)
+    if dump_config:
+        click.echo(dump_yaml(cfg), nl=False)
+        return
+    from tmt.training.trainer import train
+
+    result = train(cfg, exp, resume=resume, init_from=init_from, stop_after=stop_after)
+    if int(os.environ.get("RANK", "0")) == 0:
+        echo_json({
+            "exp_dir": str(result.exp_dir), "step": result.step,
+            "train_ce": {d: round(v["ce"], 4) for d, v in result.train.items()},
+            "valid_ce": {d: round(v["ce"], 4) for d, v in (result.valid or {}).items()},
+            "best": result.best,
+        })
+
+
+def _base_config(exp: Path, preset: str, resume: bool) -> TrainConfig:
+    """The experiment's config.yaml when resuming (if it has one), else the preset's config."""
+    import yaml
+
+    from tmt.config import from_dict
+    from tmt.training.config import TrainConfig, train_preset
+
     saved = exp / "config.yaml"
     if resume and saved.is_file():
         try:
-            base = from_dict(TrainConfig, yaml.safe_load(saved.read_text()) or {}, where="config.yaml")
+            return from_dict(TrainConfig, yaml.safe_load(saved.read_text()) or {}, where="config.yaml")
         except yaml.YAMLError as e:
             raise ConfigError(f"{saved} is not valid YAML: {e}") from None
-    else:
-        base = train_preset(preset)
-    cfg = resolve(base, config_file, overrides)
+    return train_preset(preset)
+
+
+def _apply_options(
+    cfg: TrainConfig, *, vocab: str | None, stores: tuple[str, ...], valid_stores: tuple[str, ...],
+    directions: str | None, lr: float | None, max_steps: int | None, seed: int | None, device: str | None,
+) -> TrainConfig:
+    """The explicit command-line options, which win over --config and --set."""
+    from dataclasses import replace
+
     data = cfg.data
     if vocab is not None:
         data = replace(data, vocab=str(vocab))
@@ -92,18 +124,4 @@ def cli(
         cfg = replace(cfg, seed=seed)
     if device is not None:
         cfg = replace(cfg, device=device)
-    if dump_config:
-        click.echo(dump_yaml(cfg), nl=False)
-        return
-    from tmt.training.trainer import train
-
-    result = train(cfg, exp, resume=resume, init_from=init_from, stop_after=stop_after)
-    import os
-
-    if int(os.environ.get("RANK", "0")) == 0:
-        echo_json({
-            "exp_dir": str(result.exp_dir), "step": result.step,
-            "train_ce": {d: round(v["ce"], 4) for d, v in result.train.items()},
-            "valid_ce": {d: round(v["ce"], 4) for d, v in (result.valid or {}).items()},
-            "best": result.best,
-        })
+    return cfg

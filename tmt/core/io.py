@@ -1,4 +1,4 @@
-"""Small file helpers: atomic writes, hashing, gzip jsonl (no tmt imports: the bottom floor)."""
+"""Small file helpers: atomic writes (also of torch checkpoints), hashing, gzip jsonl (the bottom floor)."""
 
 from __future__ import annotations
 
@@ -98,3 +98,24 @@ def load_pickled_torch(path: str | Path) -> Any:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """`torch.save` to `path` atomically (a killed run never leaves half a checkpoint)."""
+    import torch
+
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def load_torch(path: str | Path, *, map_location: Any = "cpu") -> Any:
+    """`torch.load(weights_only=True)` of a checkpoint; a corrupt or foreign file raises one clear
+    TmtError naming it (callers may catch it to re-raise their own error type)."""
+    import torch
+
+    from tmt.core.errors import TmtError
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt, truncated or not a weights-only file
+        raise TmtError(f"cannot load checkpoint {path}: {e}; delete it to start over") from None

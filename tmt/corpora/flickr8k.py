@@ -16,6 +16,7 @@ One row per (image, caption k, recording k): id `<image stem>_<k>`, group = imag
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,18 @@ def read_wav2spk(path: Path) -> dict[str, str]:
     return out
 
 
+@dataclass
+class _Sources:
+    """The Flickr8k files one prepare run reads."""
+
+    token_path: Path
+    split_path: Path
+    img_dir: Path
+    wav_dir: Path
+    wav2capt: dict[tuple[str, int], str]
+    speakers: dict[str, str]
+
+
 def prepare_flickr8k(
     root: str | Path,
     out_dir: str | Path,
@@ -90,6 +103,29 @@ def prepare_flickr8k(
     out = Path(out_dir)
     if not root.is_dir():
         raise CorpusError(f"Flickr8k root folder not found: {root}")
+    src = _find_sources(root, images_dir, token_file, split_file, audio_dir)
+    missing = MissingFiles()
+    rows, no_caption, no_wav = _rows(src, missing, out, absolute_paths)
+    missing.raise_or_warn("flickr8k", allow_missing)
+    if no_caption:
+        log.warning("flickr8k: %d image(s) of %s have no caption in %s; skipped",
+                    no_caption, src.split_path, src.token_path)
+    if no_wav:
+        log.warning("flickr8k: %d caption(s) have no recording in wav2capt.txt; kept without speech", no_wav)
+    if not rows:
+        raise CorpusError(f"flickr8k: no rows to write from {root} (check the split file and image names)")
+    counts = write_splits(out, rows)
+    return {"out": str(out), "rows": counts, "missing_skipped": len(missing), "captions_without_speech": no_wav}
+
+
+def _find_sources(
+    root: Path,
+    images_dir: str | Path | None,
+    token_file: str | Path | None,
+    split_file: str | Path | None,
+    audio_dir: str | Path | None,
+) -> _Sources:
+    """Locate captions, split file, images and recordings (defaults under `root`), or say which is missing."""
     if token_file is None:
         token_file = next(
             (p for p in (root / "Flickr8k.token.txt", root / "Flickr8k_text" / "Flickr8k.token.txt") if p.is_file()),
@@ -104,31 +140,34 @@ def prepare_flickr8k(
     img_dir = Path(images_dir) if images_dir else find_dir(root, IMAGE_DIRS, "Flickr8k image", "--images-dir")
     aud_dir = Path(audio_dir) if audio_dir else root / "flickr_audio"
     wav2capt = read_wav2capt(require_file(aud_dir / "wav2capt.txt", "Flickr8kAudio index wav2capt.txt", "pass --audio-dir"))
-    wav_dir = aud_dir / "wavs"
     speakers = read_wav2spk(aud_dir / "wav2spk.txt") if (aud_dir / "wav2spk.txt").is_file() else {}
+    return _Sources(token_path, split_path, img_dir, aud_dir / "wavs", wav2capt, speakers)
 
-    captions = read_token_file(token_path)
-    splits = karpathy_splits(split_path)
-    missing = MissingFiles()
+
+def _rows(
+    src: _Sources, missing: MissingFiles, out: Path, absolute_paths: bool
+) -> tuple[list[dict[str, Any]], int, int]:
+    """One row per caption of each split image; (rows, images without caption, captions without wav)."""
+    captions = read_token_file(src.token_path)
     rows: list[dict[str, Any]] = []
     no_caption = no_wav = 0
-    for name, split in splits.items():
+    for name, split in karpathy_splits(src.split_path).items():
         caps = captions.get(name)
         if not caps:
             no_caption += 1
             continue
-        image = img_dir / name
+        image = src.img_dir / name
         have_image = missing.check(image)
         stem = Path(name).stem
         for k in sorted(caps):
-            wav = wav2capt.get((name, k))
+            wav = src.wav2capt.get((name, k))
             speech = None
             if wav is None:
                 no_wav += 1
             else:
-                if not missing.check(wav_dir / wav):  # checked even without the image: one full summary
+                if not missing.check(src.wav_dir / wav):  # checked even without the image: one full summary
                     continue
-                speech = rel_to(wav_dir / wav, out, absolute_paths)
+                speech = rel_to(src.wav_dir / wav, out, absolute_paths)
             if not have_image:
                 continue
             row = {
@@ -141,15 +180,7 @@ def prepare_flickr8k(
                 "caption_index": k,
                 "corpus": "flickr8k",
             }
-            if wav is not None and wav in speakers:
-                row["speaker"] = speakers[wav]
+            if wav is not None and wav in src.speakers:
+                row["speaker"] = src.speakers[wav]
             rows.append(row)
-    missing.raise_or_warn("flickr8k", allow_missing)
-    if no_caption:
-        log.warning("flickr8k: %d image(s) of %s have no caption in %s; skipped", no_caption, split_path, token_path)
-    if no_wav:
-        log.warning("flickr8k: %d caption(s) have no recording in wav2capt.txt; kept without speech", no_wav)
-    if not rows:
-        raise CorpusError(f"flickr8k: no rows to write from {root} (check the split file and image names)")
-    counts = write_splits(out, rows)
-    return {"out": str(out), "rows": counts, "missing_skipped": len(missing), "captions_without_speech": no_wav}
+    return rows, no_caption, no_wav

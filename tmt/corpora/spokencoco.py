@@ -37,6 +37,35 @@ def _coco_id(image_key: str) -> str:
     return str(int(tail)) if tail.isdigit() else stem
 
 
+def _index_entries(path: Path) -> list[Any]:
+    """The `data` list of a SpokenCOCO_{train,val}.json index."""
+    data = load_json(path, "SpokenCOCO index")
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise CorpusError(f"{path}: expected {{\"data\": [{{\"image\": ..., \"captions\": [...]}}]}}")
+    return entries
+
+
+def _row(key: str, k: int, cap: dict[str, Any], split: str, image: str, speech: str) -> dict[str, Any]:
+    """The manifest row of caption `k` of COCO image `key` (paths already written as the manifest wants)."""
+    group = _coco_id(key)
+    row = {
+        "id": f"{group}_{k}",
+        "group": group,
+        "split": split,
+        "image": image,
+        "speech": speech,
+        "text": str(cap["text"]).strip(),
+        "caption_index": k,
+        "corpus": "spokencoco",
+    }
+    if cap.get("speaker"):
+        row["speaker"] = cap["speaker"]
+    if cap.get("uttid"):
+        row["uttid"] = cap["uttid"]
+    return row
+
+
 def prepare_spokencoco(
     coco_dir: str | Path,
     spokencoco_dir: str | Path,
@@ -61,11 +90,7 @@ def prepare_spokencoco(
     not_in_split = 0
     for part in ("train", "val"):
         path = require_file(spoken / f"SpokenCOCO_{part}.json", f"SpokenCOCO index SpokenCOCO_{part}.json")
-        data = load_json(path, "SpokenCOCO index")
-        entries = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(entries, list):
-            raise CorpusError(f"{path}: expected {{\"data\": [{{\"image\": ..., \"captions\": [...]}}]}}")
-        for n, entry in enumerate(entries):
+        for n, entry in enumerate(_index_entries(path)):
             try:
                 key, caps = entry["image"], entry["captions"]
             except (KeyError, TypeError):
@@ -76,28 +101,13 @@ def prepare_spokencoco(
                 continue
             image = coco / key
             have_image = missing.check(image)
-            group = _coco_id(key)
             for k, cap in enumerate(caps):
                 if not isinstance(cap, dict) or "text" not in cap or "wav" not in cap:
                     raise CorpusError(f"{path}: data[{n}].captions[{k}] lacks 'text' or 'wav'")
                 wav = spoken / cap["wav"]
                 if not missing.check(wav) or not have_image:  # wavs checked too: one full summary
                     continue
-                row = {
-                    "id": f"{group}_{k}",
-                    "group": group,
-                    "split": split,
-                    "image": rel_to(image, out, absolute_paths),
-                    "speech": rel_to(wav, out, absolute_paths),
-                    "text": str(cap["text"]).strip(),
-                    "caption_index": k,
-                    "corpus": "spokencoco",
-                }
-                if cap.get("speaker"):
-                    row["speaker"] = cap["speaker"]
-                if cap.get("uttid"):
-                    row["uttid"] = cap["uttid"]
-                rows.append(row)
+                rows.append(_row(key, k, cap, split, rel_to(image, out, absolute_paths), rel_to(wav, out, absolute_paths)))
     missing.raise_or_warn("spokencoco", allow_missing)
     if not_in_split:
         log.info("spokencoco: %d image(s) are not in the chosen Karpathy splits; left out", not_in_split)

@@ -30,6 +30,7 @@ Files of an experiment directory read/written here::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -122,44 +123,56 @@ class TmtModelConfig:
                 raise ModelError(f"model.{name} must be >= 1, got {getattr(self, name)}")
 
 
+PRESETS: dict[str, Callable[[], TmtModelConfig]] = {}
+"""Named architecture presets, filled by `@preset` (in the order defined: tiny, demo, base, paper)."""
+
+
+def preset(fn: Callable[[], TmtModelConfig]) -> Callable[[], TmtModelConfig]:
+    """Register `fn` under its own name as an architecture preset."""
+    PRESETS[fn.__name__] = fn
+    return fn
+
+
+@preset
 def tiny() -> TmtModelConfig:
     """Unit tests: d 32, 2+2 layers."""
-    return TmtModelConfig(
-        model_dim=32, num_encoder_layers=2, num_decoder_layers=2, num_heads=4, ffn_inner_dim=64,
-        dropout_p=0.0, max_seq_len=512,
-    )
+    config = demo()
+    config.model_dim = 32
+    config.ffn_inner_dim = 64
+    config.dropout_p = 0.0
+    config.max_seq_len = 512
+    return config
 
 
+@preset
 def demo() -> TmtModelConfig:
     """The scenes demo: trains on 2 CPU cores in about 10-15 minutes."""
-    return TmtModelConfig(
-        model_dim=128, num_encoder_layers=2, num_decoder_layers=2, num_heads=4, ffn_inner_dim=512,
-        dropout_p=0.1, max_seq_len=1024,
-    )
+    return TmtModelConfig(model_dim=128, num_encoder_layers=2, num_decoder_layers=2, ffn_inner_dim=512)
 
 
+@preset
 def base() -> TmtModelConfig:
     """12+12 layers, d 768, 12 heads."""
-    return TmtModelConfig(
-        model_dim=768, num_encoder_layers=12, num_decoder_layers=12, num_heads=12, ffn_inner_dim=3072,
-        dropout_p=0.1, max_seq_len=1024,
-    )
+    config = demo()
+    config.model_dim = 768
+    config.num_encoder_layers = config.num_decoder_layers = 12
+    config.num_heads = 12
+    config.ffn_inner_dim = 3072
+    return config
 
 
+@preset
 def paper() -> TmtModelConfig:
     """The paper's model: 12+12 layers, d 1024, ffn 4096, 16 heads.
 
     With the paper's vocabulary (38930 ids incl. specials) this is 392.6M parameters
     (tied embedding 39.9M, encoder 151M, decoder 201M); the paper's "~270M" does not
     fit these sizes."""
-    return TmtModelConfig(
-        model_dim=1024, num_encoder_layers=12, num_decoder_layers=12, num_heads=16, ffn_inner_dim=4096,
-        dropout_p=0.1, max_seq_len=1024,
-    )
-
-
-PRESETS = {"tiny": tiny, "demo": demo, "base": base, "paper": paper}
-"""Named architecture presets."""
+    config = base()
+    config.model_dim = 1024
+    config.num_heads = 16
+    config.ffn_inner_dim = 4096
+    return config
 
 
 def get_preset(name: str) -> TmtModelConfig:

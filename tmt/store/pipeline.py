@@ -20,7 +20,6 @@ import logging
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,10 +87,6 @@ class DirectionBatch:
     @property
     def target_layout(self) -> BatchLayout:
         return BatchLayout.of(self.target_in, self.target_lens)
-
-    @property
-    def num_target_tokens(self) -> int:
-        return int(sum(self.target_lens))
 
 
 def pad_stack(seqs: Sequence[Tensor], pad: int = PAD) -> Tensor:
@@ -224,10 +219,26 @@ class BatchReader:
         self.stores = [TokenStore(s.path) for s in specs]
         self.weights = [s.weight for s in specs]
         self.num_skipped = 0
-        indices: list[np.ndarray] = []
-        max_key = 1
         self._keys: list[np.ndarray] = []
         self._ok: list[dict[str, np.ndarray]] = []
+        indices, max_key = self._select_rows(specs, check_fingerprints, rank, world_size)
+        self.num_rows = sum(len(i) for i in indices)
+        self.max_tokens = max(max_tokens, max_key)
+        if max_tokens < max_key:
+            log.warning("data.max_tokens %d < the longest row (%d tokens); using %d", max_tokens, max_key, max_key)
+        self.pipeline = self._build_pipeline(
+            indices, bucket_sizes(self.max_tokens, max_key), train=train, shuffle_window=shuffle_window,
+            seed=seed, rank=rank, prefetch=prefetch,
+        )
+        _LIVE_READERS.add(self)
+
+    # ---- setup helpers ---------------------------------------------------------
+    def _select_rows(
+        self, specs: Sequence[StoreSpec], check_fingerprints: bool, rank: int, world_size: int
+    ) -> tuple[list[np.ndarray], int]:
+        """Each store's usable rows for this rank, and the longest bucketing key among them."""
+        indices: list[np.ndarray] = []
+        max_key = 1
         for spec, store in zip(specs, self.stores, strict=True):
             self._check_store(spec.path, store, check_fingerprints)
             usable, keys, ok = self._usable_rows(store)
@@ -241,12 +252,13 @@ class BatchReader:
                 )
             indices.append(mine)
             max_key = max(max_key, int(keys[usable].max()))
-        self.num_rows = sum(len(i) for i in indices)
-        self.max_tokens = max(max_tokens, max_key)
-        if max_tokens < max_key:
-            log.warning("data.max_tokens %d < the longest row (%d tokens); using %d", max_tokens, max_key, max_key)
-        sizes = bucket_sizes(self.max_tokens, max_key)
+        return indices, max_key
 
+    def _build_pipeline(
+        self, indices: list[np.ndarray], sizes: list[tuple[int, int]], *, train: bool, shuffle_window: int,
+        seed: int, rank: int, prefetch: int,
+    ) -> DataPipeline:
+        """The fairseq2 pipeline: (store, row) items, mixed or concatenated, loaded, bucketed, collated."""
         pipes = []
         for k, idx in enumerate(indices):
             b = read_sequence([(k, int(i)) for i in idx])  # -> (store k, row i)
@@ -262,10 +274,8 @@ class BatchReader:
         builder = builder.map(collate_rows)  # -> {"ids": [...], "text": [Tensor | None, ...], ...}
         if prefetch > 0:
             builder = builder.prefetch(prefetch)
-        self.pipeline = builder.and_return()
-        _LIVE_READERS.add(self)
+        return builder.and_return()
 
-    # ---- setup helpers ---------------------------------------------------------
     def _check_store(self, path: str, store: TokenStore, check_fingerprints: bool) -> None:
         if check_fingerprints:
             self.vocab.check_fingerprints(
@@ -349,7 +359,3 @@ class BatchReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def store_paths(specs: Sequence[StoreSpec]) -> list[Path]:
-    return [Path(s.path) for s in specs]

@@ -32,11 +32,9 @@ from typing import Any
 import numpy as np
 
 from tmt.core.modality import MODALITIES
-from tmt.core.shards import part_dir
-from tmt.io import atomic_write_json, fsync_dir, gzip_jsonl_bytes, sha256_bytes, sha256_file
+from tmt.io import atomic_write_json, fsync_dir, gzip_jsonl_bytes, sha256_bytes
 from tmt.store import StoreError
 from tmt.store.indexed import IndexedBin, IndexedWriter, IndexFile, best_dtype
-from tmt.store.schema import check
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +44,33 @@ AUX_STREAMS: dict[str, str] = {"durations": "speech"}
 """Auxiliary integer streams and the modality they are aligned with."""
 DURATION_VOCAB = 65499
 """Run lengths are stored as uint16 (65,498 frames of 20 ms is 21 minutes)."""
+
+
+def empty_index(
+    *,
+    streams: list[str],
+    dtypes: dict[str, str],
+    vocab_sizes: dict[str, int],
+    fingerprints: dict[str, str],
+    tokenizers: dict[str, Any],
+    source: dict[str, Any],
+    complete: bool,
+) -> dict[str, Any]:
+    """The index.json of a store without shards yet."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "format": FORMAT,
+        "streams": streams,
+        "dtypes": dtypes,
+        "vocab_sizes": vocab_sizes,
+        "fingerprints": fingerprints,
+        "tokenizers": tokenizers,
+        "source": source,
+        "complete": complete,
+        "rows": 0,
+        "tokens": {s: 0 for s in streams},
+        "shards": [],
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -86,47 +111,47 @@ class TokenStoreWriter:
         self._current: dict[str, IndexedWriter] | None = None
         self._meta: list[dict[str, Any]] = []
         self._ids: set[str] = set()
-        index_path = self.root / "index.json"
-        if index_path.exists() and not overwrite:
+        if (self.root / "index.json").exists() and not overwrite:
             if not resume:
                 raise StoreError(
                     f"store {self.root} already exists; pass --resume to continue it or --overwrite to replace it"
                 )
-            self.index = load_index(self.root)
-            if self.index.get("source", {}) != self.source:
-                raise StoreError(
-                    f"cannot resume {self.root}: it was written from a different source "
-                    f"({self.index.get('source')} != {self.source}); use --overwrite"
-                )
-            if {k: int(v) for k, v in self.index["vocab_sizes"].items()} != self.streams:
-                raise StoreError(f"cannot resume {self.root}: its streams/vocab sizes differ; use --overwrite")
-            self._remove_orphans()
-            log.info("resuming %s after %d rows in %d shards", self.root, self.index["rows"], len(self.index["shards"]))
+            self._continue_existing()
         else:
-            if overwrite and self.root.exists():
-                shutil.rmtree(self.root)
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._remove_orphans()
-            self.index = {
-                "schema_version": SCHEMA_VERSION,
-                "format": FORMAT,
-                "streams": list(self.streams),
-                "dtypes": {s: str(d) for s, d in self.dtypes.items()},
-                "vocab_sizes": dict(self.streams),
-                "fingerprints": dict(fingerprints or {}),
-                "tokenizers": dict(tokenizers or {}),
-                "source": self.source,
-                "complete": False,
-                "rows": 0,
-                "tokens": {s: 0 for s in self.streams},
-                "shards": [],
-            }
-            self._write_index()
+            self._start_new(fingerprints, tokenizers, overwrite=overwrite)
         if resume and self.index["rows"]:
             # ids already written, to keep ids unique across a resumed run
             for i in range(len(self.index["shards"])):
                 for m in read_meta_shard(self.root, self.index["shards"][i]["name"]):
                     self._ids.add(m["id"])
+
+    def _continue_existing(self) -> None:
+        """--resume: adopt the existing index after checking it was written from the same source."""
+        self.index = load_index(self.root)
+        if self.index.get("source", {}) != self.source:
+            raise StoreError(
+                f"cannot resume {self.root}: it was written from a different source "
+                f"({self.index.get('source')} != {self.source}); use --overwrite"
+            )
+        if {k: int(v) for k, v in self.index["vocab_sizes"].items()} != self.streams:
+            raise StoreError(f"cannot resume {self.root}: its streams/vocab sizes differ; use --overwrite")
+        self._remove_orphans()
+        log.info("resuming %s after %d rows in %d shards", self.root, self.index["rows"], len(self.index["shards"]))
+
+    def _start_new(
+        self, fingerprints: Mapping[str, str] | None, tokenizers: Mapping[str, Any] | None, *, overwrite: bool
+    ) -> None:
+        """An empty store (replacing the directory's old one with `overwrite`), its index written."""
+        if overwrite and self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_orphans()
+        self.index = empty_index(
+            streams=list(self.streams), dtypes={s: str(d) for s, d in self.dtypes.items()},
+            vocab_sizes=dict(self.streams), fingerprints=dict(fingerprints or {}),
+            tokenizers=dict(tokenizers or {}), source=self.source, complete=False,
+        )
+        self._write_index()
 
     @property
     def rows_done(self) -> int:
@@ -423,196 +448,3 @@ class TokenStore:
             raise StoreError(f"store {self.root} has no '{stream}' stream (it has {self.streams})")
         parts = [self._index_file(s, stream).sizes for s in range(len(self.shards))]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-
-
-# --------------------------------------------------------------------------------------
-# merge / combine
-# --------------------------------------------------------------------------------------
-def _compatible(indexes: Sequence[dict[str, Any]], roots: Sequence[Path]) -> None:
-    first = indexes[0]
-    for idx, root in zip(indexes[1:], roots[1:], strict=True):
-        if idx["streams"] != first["streams"] or idx["vocab_sizes"] != first["vocab_sizes"]:
-            raise StoreError(f"{root} has streams/vocab sizes {idx['vocab_sizes']}, {roots[0]} has {first['vocab_sizes']}")
-        for m, fp in idx.get("fingerprints", {}).items():
-            other = first.get("fingerprints", {}).get(m)
-            if other and fp and other != fp:
-                raise StoreError(
-                    f"{root}: {m} tokenizer fingerprint {fp[:12]} differs from {roots[0]}'s {other[:12]}; "
-                    "stores made with different tokenizers cannot be combined"
-                )
-
-
-def combine_stores(
-    inputs: Sequence[str | Path],
-    out: str | Path,
-    *,
-    move: bool = False,
-    source: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Concatenate complete stores (in order) into `out`, renumbering shards.
-
-    With `move=True` files are renamed instead of copied (used to merge the parts
-    written by `--shard k/N` workers). The output index is written last.
-    """
-    roots = [Path(p) for p in inputs]
-    if not roots:
-        raise StoreError("nothing to combine")
-    indexes = [load_index(r) for r in roots]
-    for idx, r in zip(indexes, roots, strict=True):
-        if not idx.get("complete"):
-            raise StoreError(f"{r} is not complete (its writer did not finish); finish or re-run that job first")
-    _compatible(indexes, roots)
-    out = Path(out)
-    if (out / "index.json").exists():
-        raise StoreError(f"output store {out} already exists; remove it first")
-    out.mkdir(parents=True, exist_ok=True)
-    first = indexes[0]
-    index: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "format": FORMAT,
-        "streams": first["streams"],
-        "dtypes": first["dtypes"],
-        "vocab_sizes": first["vocab_sizes"],
-        "fingerprints": {k: v for idx in indexes for k, v in idx.get("fingerprints", {}).items() if v},
-        "tokenizers": {k: v for idx in indexes for k, v in idx.get("tokenizers", {}).items()},
-        "source": dict(source) if source is not None else {"combined": [str(r) for r in roots]},
-        "complete": True,
-        "rows": 0,
-        "tokens": {s: 0 for s in first["streams"]},
-        "shards": [],
-    }
-    seen: set[str] = set()
-    for r in roots:
-        ids = [m["id"] for sh in load_index(r)["shards"] for m in read_meta_shard(r, sh["name"])]
-        dup = seen.intersection(ids)
-        if dup:
-            raise StoreError(f"row id '{sorted(dup)[0]}' appears in more than one input store")
-        seen.update(ids)
-    for r, idx in zip(roots, indexes, strict=True):
-        for sh in idx["shards"]:
-            new = f"{len(index['shards']):05d}"
-            files = {}
-            for fname, info in sh["files"].items():
-                stem, _, rest = fname.partition(f".{sh['name']}.")
-                target = out / f"{stem}.{new}.{rest}"
-                if move:
-                    os.replace(r / fname, target)
-                else:
-                    shutil.copyfile(r / fname, target)
-                files[target.name] = info
-            index["shards"].append({"name": new, "rows": sh["rows"], "tokens": sh["tokens"], "files": files})
-            index["rows"] += int(sh["rows"])
-            for s, n in sh["tokens"].items():
-                index["tokens"][s] += int(n)
-    fsync_dir(out)
-    atomic_write_json(out / "index.json", index)
-    return index
-
-
-def merge_parts(store: str | Path, num_parts: int) -> dict[str, Any]:
-    """Merge the parts written by workers 0..N-1 (`--shard k/N`) into `store`."""
-    parts = [part_dir(store, k, num_parts) for k in range(num_parts)]
-    missing = [str(p) for p in parts if not (p / "index.json").is_file()]
-    if missing:
-        raise StoreError(f"cannot merge: {len(missing)} of {num_parts} parts are missing, e.g. {missing[0]}")
-    source = {"merged_parts": num_parts} | {
-        k: v for k, v in load_index(parts[0]).get("source", {}).items() if k != "shard"
-    }
-    index = combine_stores(parts, store, move=True, source=source)
-    shutil.rmtree(parts[0].parent)
-    return index
-
-
-# --------------------------------------------------------------------------------------
-# validation
-# --------------------------------------------------------------------------------------
-def validate_store(root: str | Path, *, checksums: bool = True, check_ids: bool = True) -> dict[str, Any]:
-    """Check a store end to end; raise StoreError naming the first problem.
-
-    Checks: index.json against its schema, every named file present with its size
-    and sha256, each `.idx` well formed with one entry per row, `.bin` sizes, every
-    meta line against its schema and aligned with the `.idx` lengths, ids inside
-    each stream's vocabulary, unique row ids.
-    """
-    root = Path(root)
-    index = load_index(root)
-    check(index, "store_index", str(root / "index.json"))
-    store = TokenStore(root)
-    seen: set[str] = set()
-    for si, sh in enumerate(index["shards"]):
-        for fname, info in sh["files"].items():
-            p = root / fname
-            if not p.is_file():
-                raise StoreError(f"{p}: named in index.json but missing")
-            if p.stat().st_size != int(info["bytes"]):
-                raise StoreError(f"{p}: {p.stat().st_size} bytes, index.json says {info['bytes']} (truncated or changed)")
-            if checksums and sha256_file(p) != info["sha256"]:
-                raise StoreError(f"{p}: sha256 differs from index.json (the file is corrupt or was changed)")
-        meta = store._meta_shard(si)
-        meta_file = root / f"meta.{sh['name']}.jsonl.gz"
-        for j, m in enumerate(meta, 1):
-            check(m, "store_meta", f"{meta_file}:{j}")
-        for stream in store.streams:
-            b = store._bin(si, stream)
-            if int(b.index.total_tokens) != int(sh["tokens"].get(stream, 0)):
-                raise StoreError(f"{b.bin_path}: {b.index.total_tokens} tokens, index.json says {sh['tokens'].get(stream)}")
-            if stream in MODALITIES:
-                for j, m in enumerate(meta):
-                    want = int(m.get("lengths", {}).get(stream, 0))
-                    if want != int(b.index.sizes[j]):
-                        raise StoreError(
-                            f"meta.{sh['name']}.jsonl.gz row {j} ('{m.get('id')}'): {stream} length {want} "
-                            f"but the .idx says {int(b.index.sizes[j])}"
-                        )
-            if check_ids and b.index.total_tokens:
-                data = b.data
-                vmax = int(index["vocab_sizes"][stream])
-                lo, hi = int(data.min()), int(data.max())
-                if lo < 0 or hi >= vmax:
-                    raise StoreError(f"{b.bin_path}: token id {hi if hi >= vmax else lo} outside [0, {vmax})")
-        for m in meta:
-            rid = str(m.get("id"))
-            if rid in seen:
-                raise StoreError(f"duplicate row id '{rid}' (shard {sh['name']})")
-            seen.add(rid)
-    return index
-
-
-def store_stats(root: str | Path) -> dict[str, Any]:
-    """Rows, tokens per stream, length percentiles, bytes, synthetic counts."""
-    store = TokenStore(root)
-    out: dict[str, Any] = {
-        "store": str(store.root),
-        "rows": len(store),
-        "shards": len(store.shards),
-        "complete": store.complete,
-        "fingerprints": {k: v[:12] for k, v in store.fingerprints.items()},
-        "bytes": sum(int(f["bytes"]) for sh in store.shards for f in sh["files"].values()),
-        "streams": {},
-    }
-    for s in store.streams:
-        lens = store.lengths(s)
-        present = lens[lens > 0]
-        pct = np.percentile(present, [5, 50, 95]).tolist() if present.size else [0, 0, 0]
-        out["streams"][s] = {
-            "rows_present": int(present.size),
-            "tokens": int(lens.sum()),
-            "len_min": int(present.min()) if present.size else 0,
-            "len_p5": pct[0],
-            "len_p50": pct[1],
-            "len_p95": pct[2],
-            "len_max": int(present.max()) if present.size else 0,
-            "vocab_size": store.vocab_sizes[s],
-        }
-    synthetic = 0
-    sources: dict[str, int] = {}
-    for m in store.iter_meta():
-        if m.get("synthetic"):
-            synthetic += 1
-            key = str(m.get("direction") or m.get("source") or "synthetic")
-            sources[key] = sources.get(key, 0) + 1
-    out["synthetic_rows"] = synthetic
-    out["real_rows"] = len(store) - synthetic
-    out["synthetic_by_direction"] = sources
-    out["bytes_per_row"] = out["bytes"] / max(1, len(store))
-    return out

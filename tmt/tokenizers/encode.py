@@ -19,7 +19,7 @@ that modality. A row with none of the requested modalities is skipped and
 counted. `encoder_for(tokenizer)` builds the encoder of any fitted tokenizer.
 
 Scaling out: with ``shard="k/N"`` worker k writes rows ``shard_range(n, k, N)``
-into ``part_dir(store, k, N)``; `tmt.store.token_store.merge_parts` joins the
+into ``part_dir(store, k, N)``; `tmt.store.ops.merge_parts` joins the
 parts. Reruns resume: a finished store/part is skipped, an unfinished one
 continues after its last flushed shard (``shard_rows`` sets that granularity).
 """

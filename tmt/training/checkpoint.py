@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from tmt import TmtError
-from tmt.io import atomic_open, atomic_write_json, fsync_dir
+from tmt.core.io import atomic_write_json, fsync_dir, load_torch, save_torch
 from tmt.training.distributed import DistInfo, barrier
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _torch_save(obj: Any, path: Path) -> None:
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
-
-
 def save_checkpoint(
     exp_dir: str | Path,
     step: int,
@@ -127,10 +122,10 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     barrier(info)
-    _torch_save(rank_state, tmp / f"rank{info.rank}.pt")
+    save_torch(tmp / f"rank{info.rank}.pt", rank_state)
     if info.is_main:
         assert trainer_state is not None
-        _torch_save(trainer_state, tmp / "trainer.pt")
+        save_torch(tmp / "trainer.pt", trainer_state)
     barrier(info)
     if info.is_main:
         if final.exists():
@@ -184,9 +179,9 @@ def load_checkpoint(
     elif step not in steps:
         raise CheckpointError(f"no checkpoint for step {step} in {exp_dir} (have {steps})")
     d = step_dir(exp_dir, step)
-    trainer = torch.load(d / "trainer.pt", map_location="cpu", weights_only=True)
+    trainer = load_torch(d / "trainer.pt")
     rank_path = d / f"rank{info.rank}.pt"
-    rank = torch.load(rank_path, map_location="cpu", weights_only=True) if rank_path.is_file() else None
+    rank = load_torch(rank_path) if rank_path.is_file() else None
     return trainer, rank
 
 

@@ -71,8 +71,9 @@ class TrainConfig:
     max_steps: int = 10_000
     """Optimizer steps in total (the schedule runs to here)."""
     max_minutes: float | None = None
-    """Wall-clock training budget: stop (validating and saving first) once it is spent. It spans
-    `--resume`: a run killed after 40 of 75 minutes trains 35 more when resumed.
+    """Wall-clock training budget (the one meaning of `tmt.core.budget`): None = no limit; > 0 = stop
+    (validating and saving first) after that many minutes of training. It spans `--resume`: a run
+    killed after 40 of 75 minutes trains 35 more when resumed.
     Pair it with `optim.schedule=inverse_sqrt`, whose decay does not depend on max_steps."""
     valid_every: int = 500
     """Validate every N steps (and at the end) when valid stores are given."""

@@ -66,15 +66,6 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
-def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's value of a picklable object on every rank."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def wrap_data_parallel(module: torch.nn.Module, info: DistInfo, kind: str) -> torch.nn.Module:
     """DDP (default) or FSDP2 (`fully_shard` per Transformer layer, then the whole module)."""
     if not info.distributed:

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from tmt import TmtError
 from tmt.config import dump_yaml
+from tmt.core.budget import TimeBudget
 from tmt.core.modality import parse_direction
 from tmt.io import atomic_write_text
 from tmt.models.tmt import TmtModel, create_model, save_model, sliced_loss
@@ -301,15 +302,80 @@ def _train(
         if cfg.data.valid_stores else None
     )
     try:
-        return _run(cfg, exp, info, vocab, directions, reader, valid_reader, resume=resume, init_from=init_from,
-                    stop_after=stop_after, steps_done=steps_done)
+        run = _setup(cfg, exp, info, vocab, directions, reader, valid_reader, init_from=init_from,
+                     resume=resume, steps_done=steps_done)
+        return _run(run, stop_after=stop_after)
     finally:
         reader.close()
         if valid_reader is not None:
             valid_reader.close()
 
 
-def _run(
+@dataclass
+class _Run:
+    """What the training loop of one run works with (built by `_setup`)."""
+
+    cfg: TrainConfig
+    exp: Path
+    info: DistInfo
+    directions: list[str]
+    reader: BatchReader
+    valid_reader: BatchReader | None
+    fsdp: bool
+    model: TmtModel
+    step_module: SixWayStep
+    wrapped: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    metrics: MetricsWriter
+    step: int = 0
+    prior_seconds: float = 0.0
+    """Seconds trained before this (resumed) run."""
+
+
+def _run(run: _Run, *, stop_after: int | None) -> TrainResult:
+    """The training loop: optimizer steps until max_steps, --stop-after or the time budget."""
+    cfg, info, exp = run.cfg, run.info, run.exp
+    batches: Iterator[RowBatch] = iter(run.reader)
+    window = StepStats()
+    last_train: dict[str, dict[str, float]] = {}
+    last_valid: dict[str, dict[str, float]] | None = None
+    t0 = time.perf_counter()
+    steps_in_window = 0
+    start = run.step
+    saved_at = -1
+    budget = TimeBudget(cfg.max_minutes, run.prior_seconds)  # the time budget spans resumed runs
+    out_of_time = budget.spent_before_start()  # a resumed run whose budget is already spent trains no further
+    while run.step < cfg.max_steps and (stop_after is None or run.step - start < stop_after) and not out_of_time:
+        grad_norm = _optimizer_step(run, batches, window)
+        run.step += 1
+        steps_in_window += 1
+        step = run.step
+        if cfg.max_minutes is not None:  # rank 0's clock decides, so every rank stops together
+            out_of_time = _bcast_flag(budget.exhausted(), info)
+            if out_of_time and info.is_main:
+                log.info("time budget of %.1f min spent at step %d; stopping", cfg.max_minutes, step)
+        last = step == cfg.max_steps or (stop_after is not None and step - start >= stop_after) or out_of_time
+
+        if step % cfg.log_every == 0 or last:
+            last_train = _log_train(run, window, grad_norm, time.perf_counter() - t0, steps_in_window)
+            window = StepStats()
+            t0 = time.perf_counter()
+            steps_in_window = 0
+
+        is_best = False
+        if run.valid_reader is not None and (step % cfg.valid_every == 0 or last):
+            last_valid, is_best = _validate(run, run.valid_reader)
+
+        if step % cfg.save_every == 0 or last or is_best:
+            _save(run, write_model=is_best or run.valid_reader is None, train_seconds=budget.spent())
+            saved_at = step
+
+    _finish(run, saved_at, budget)
+    return TrainResult(exp_dir=exp, step=run.step, train=last_train, valid=last_valid, best=ckpt.read_best(exp))
+
+
+def _setup(
     cfg: TrainConfig,
     exp: Path,
     info: DistInfo,
@@ -318,17 +384,15 @@ def _run(
     reader: BatchReader,
     valid_reader: BatchReader | None,
     *,
-    resume: bool,
     init_from: str | Path | None,
-    stop_after: int | None,
+    resume: bool,
     steps_done: list[int],
-) -> TrainResult:
-    device = info.device
+) -> _Run:
+    """Write the run's files, build model and optimizer, and load the checkpoint when resuming."""
     fsdp = cfg.distributed == "fsdp" and info.distributed
     if fsdp and cfg.best_per_direction:
         raise TmtError("best_per_direction is not supported with distributed=fsdp (each rank holds a shard); "
                        "use distributed=ddp or drop --set best_per_direction=true")
-
     if info.is_main:
         exp.mkdir(parents=True, exist_ok=True)
         atomic_write_text(exp / "config.yaml", dump_yaml(cfg))
@@ -338,19 +402,8 @@ def _run(
     torch.manual_seed(cfg.seed)  # identical initialisation on every rank
     model = create_model(cfg.model, vocab)
     if init_from is not None and not (resume and steps_done):
-        state = ckpt.load_weights(init_from)
-        src_vocab = Path(init_from) / "vocab.json" if Path(init_from).is_dir() else None
-        if src_vocab is not None and src_vocab.is_file():
-            _check_vocab_matches(vocab, JointVocab.load(src_vocab), str(init_from))
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise TmtError(
-                f"--init-from {init_from}: weights do not fit this model config ({str(e).splitlines()[0]}); "
-                "use the same preset/model settings as the run it comes from"
-            ) from None
-        log.info("initialised weights from %s", init_from)
-    model.to(device)
+        _init_weights(model, init_from, vocab)
+    model.to(info.device)
     if info.is_main:
         log.info("model: %s, %.2fM parameters, vocab %d; directions %s; %d processes",
                  cfg.preset, model.num_params() / 1e6, vocab.size, ",".join(directions), info.world_size)
@@ -359,126 +412,136 @@ def _run(
     opt = make_optimizer(step_module, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout differs per rank
-
-    step = 0
-    prior_seconds = 0.0
-    metrics = MetricsWriter(exp / "metrics.jsonl", enabled=info.is_main)
+    run = _Run(cfg=cfg, exp=exp, info=info, directions=directions, reader=reader, valid_reader=valid_reader,
+               fsdp=fsdp, model=model, step_module=step_module, wrapped=wrapped, opt=opt, sched=sched,
+               metrics=MetricsWriter(exp / "metrics.jsonl", enabled=info.is_main))
     if resume and steps_done:
-        trainer_state, rank_state = ckpt.load_checkpoint(exp, info)
-        if int(trainer_state.get("world_size", 1)) != info.world_size or rank_state is None:
-            raise TmtError(
-                f"checkpoint in {exp} was written by {trainer_state.get('world_size')} processes; "
-                f"resume with the same number (got {info.world_size}), or start a new run with --init-from"
-            )
-        _load_full_state(
-            step_module, opt, _load_module_state(step_module, trainer_state["model"]), trainer_state["optimizer"], fsdp
-        )
-        sched.load_state_dict(trainer_state["scheduler"])
-        step = int(trainer_state["step"])
-        prior_seconds = float(trainer_state.get("train_seconds", 0.0))
-        reader.load_state_dict(rank_state["data"])
-        ckpt.set_rng_state(rank_state["rng"])
-        metrics.truncate_after(step)
-        if info.is_main:
-            log.info("resumed from step %d", step)
+        _resume(run)
     elif resume and info.is_main:
         log.info("--resume: no checkpoint in %s yet; starting from scratch", exp)
+    return run
 
-    ls = cfg.optim.label_smoothing
+
+def _init_weights(model: TmtModel, init_from: str | Path, vocab: JointVocab) -> None:
+    """--init-from: start from another run's weights (same vocabulary and architecture)."""
+    state = ckpt.load_weights(init_from)
+    src_vocab = Path(init_from) / "vocab.json" if Path(init_from).is_dir() else None
+    if src_vocab is not None and src_vocab.is_file():
+        _check_vocab_matches(vocab, JointVocab.load(src_vocab), str(init_from))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise TmtError(
+            f"--init-from {init_from}: weights do not fit this model config ({str(e).splitlines()[0]}); "
+            "use the same preset/model settings as the run it comes from"
+        ) from None
+    log.info("initialised weights from %s", init_from)
+
+
+def _resume(run: _Run) -> None:
+    """Load the latest checkpoint: weights, optimizer, schedule, step, seconds trained, data and RNG."""
+    exp, info = run.exp, run.info
+    trainer_state, rank_state = ckpt.load_checkpoint(exp, info)
+    if int(trainer_state.get("world_size", 1)) != info.world_size or rank_state is None:
+        raise TmtError(
+            f"checkpoint in {exp} was written by {trainer_state.get('world_size')} processes; "
+            f"resume with the same number (got {info.world_size}), or start a new run with --init-from"
+        )
+    _load_full_state(
+        run.step_module, run.opt, _load_module_state(run.step_module, trainer_state["model"]),
+        trainer_state["optimizer"], run.fsdp,
+    )
+    run.sched.load_state_dict(trainer_state["scheduler"])
+    run.step = int(trainer_state["step"])
+    run.prior_seconds = float(trainer_state.get("train_seconds", 0.0))
+    run.reader.load_state_dict(rank_state["data"])
+    ckpt.set_rng_state(rank_state["rng"])
+    run.metrics.truncate_after(run.step)
+    if info.is_main:
+        log.info("resumed from step %d", run.step)
+
+
+def _optimizer_step(run: _Run, batches: Iterator[RowBatch], window: StepStats) -> float:
+    """One optimizer step over `grad_accum` batches (their stats added to `window`); the grad norm."""
+    cfg, wrapped = run.cfg, run.wrapped
     accum = cfg.optim.grad_accum
-    batches: Iterator[RowBatch] = iter(reader)
-    window = StepStats()
-    last_train: dict[str, dict[str, float]] = {}
-    last_valid: dict[str, dict[str, float]] | None = None
-    t0 = time.perf_counter()
-    steps_in_window = 0
-    start = step
-    saved_at = -1
-    run_t0 = time.monotonic() - prior_seconds  # the time budget spans resumed runs
-    # a resumed run whose budget is already spent trains no further
-    out_of_time = cfg.max_minutes is not None and prior_seconds >= cfg.max_minutes * 60
-    while step < cfg.max_steps and (stop_after is None or step - start < stop_after) and not out_of_time:
-        wrapped.train()
-        for micro in range(accum):
-            batch = next(batches)
-            sync_ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-            if micro < accum - 1 and hasattr(wrapped, "no_sync"):
-                sync_ctx = wrapped.no_sync()  # type: ignore[operator]
-            with sync_ctx:
-                with _autocast(cfg, device):
-                    loss, stats = wrapped(batch, ls)
-                (loss / accum).backward()
-            window.add(stats)
-        if cfg.optim.clip_norm > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(step_module.parameters(), cfg.optim.clip_norm))
-        else:
-            grad_norm = float("nan")
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        steps_in_window += 1
-        if cfg.max_minutes is not None:  # rank 0's clock decides, so every rank stops together
-            out_of_time = _bcast_flag(time.monotonic() - run_t0 >= cfg.max_minutes * 60, info)
-            if out_of_time and info.is_main:
-                log.info("time budget of %.1f min spent at step %d; stopping", cfg.max_minutes, step)
-        last = step == cfg.max_steps or (stop_after is not None and step - start >= stop_after) or out_of_time
+    wrapped.train()
+    for micro in range(accum):
+        batch = next(batches)
+        sync_ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if micro < accum - 1 and hasattr(wrapped, "no_sync"):
+            sync_ctx = wrapped.no_sync()  # type: ignore[operator]
+        with sync_ctx:
+            with _autocast(cfg, run.info.device):
+                loss, stats = wrapped(batch, cfg.optim.label_smoothing)
+            (loss / accum).backward()
+        window.add(stats)
+    if cfg.optim.clip_norm > 0:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(run.step_module.parameters(), cfg.optim.clip_norm))
+    else:
+        grad_norm = float("nan")
+    run.opt.step()
+    run.sched.step()
+    run.opt.zero_grad(set_to_none=True)
+    return grad_norm
 
-        if step % cfg.log_every == 0 or last:
-            per_dir = window.reduce(directions, info, device)
-            dt = time.perf_counter() - t0
-            tokens = sum(v["tokens"] for v in per_dir.values())
-            rec: dict[str, Any] = {
-                "step": step, "split": "train", "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
-                "loss": _mean([v["loss"] for v in per_dir.values()]),
-                "ce": _mean([v["ce"] for v in per_dir.values()]),
-                "target_tokens_per_s": tokens / dt if dt > 0 else 0.0,
-                "steps_per_s": steps_in_window / dt if dt > 0 else 0.0,
-            }
-            for d, v in per_dir.items():
-                rec[f"ce/{d}"], rec[f"acc/{d}"] = v["ce"], v["acc"]
-            metrics.write(rec)
-            last_train = per_dir
-            if info.is_main:
-                log.info("step %d/%d lr %.2e loss %.3f | %s | %.0f tok/s", step, cfg.max_steps, rec["lr"], rec["loss"],
-                         " ".join(f"{d} {v['ce']:.3f}/{v['acc']:.2f}" for d, v in per_dir.items()),
-                         rec["target_tokens_per_s"])
-            window = StepStats()
-            t0 = time.perf_counter()
-            steps_in_window = 0
 
-        is_best = False
-        if valid_reader is not None and (step % cfg.valid_every == 0 or last):
-            last_valid = evaluate(step_module, valid_reader, info, cfg, directions)
-            vloss = _mean([v["ce"] for v in last_valid.values()])
-            rec = {"step": step, "split": "valid", "ce": vloss}
-            for d, v in last_valid.items():
-                rec[f"ce/{d}"], rec[f"acc/{d}"] = v["ce"], v["acc"]
-            metrics.write(rec)
-            if info.is_main:
-                log.info("valid step %d: ce %.3f | %s", step, vloss,
-                         " ".join(f"{d} {v['ce']:.3f}/{v['acc']:.2f}" for d, v in last_valid.items()))
-                is_best = ckpt.update_best(exp, step, vloss)
-                if cfg.best_per_direction:
-                    _keep_direction_bests(exp, step, step_module.model, last_valid, cfg)
-            is_best = bool(_bcast_flag(is_best, info))
-            if cfg.plot and info.is_main:
-                plot_metrics(exp / "metrics.jsonl", exp / "curves.png")
+def _log_train(
+    run: _Run, window: StepStats, grad_norm: float, dt: float, steps_in_window: int
+) -> dict[str, dict[str, float]]:
+    """Reduce the window's stats over ranks, write and log them; the per-direction stats."""
+    cfg, info = run.cfg, run.info
+    per_dir = window.reduce(run.directions, info, info.device)
+    tokens = sum(v["tokens"] for v in per_dir.values())
+    rec: dict[str, Any] = {
+        "step": run.step, "split": "train", "lr": run.sched.get_last_lr()[0], "grad_norm": grad_norm,
+        "loss": _mean([v["loss"] for v in per_dir.values()]),
+        "ce": _mean([v["ce"] for v in per_dir.values()]),
+        "target_tokens_per_s": tokens / dt if dt > 0 else 0.0,
+        "steps_per_s": steps_in_window / dt if dt > 0 else 0.0,
+    }
+    for d, v in per_dir.items():
+        rec[f"ce/{d}"], rec[f"acc/{d}"] = v["ce"], v["acc"]
+    run.metrics.write(rec)
+    if info.is_main:
+        log.info("step %d/%d lr %.2e loss %.3f | %s | %.0f tok/s", run.step, cfg.max_steps, rec["lr"], rec["loss"],
+                 " ".join(f"{d} {v['ce']:.3f}/{v['acc']:.2f}" for d, v in per_dir.items()),
+                 rec["target_tokens_per_s"])
+    return per_dir
 
-        if step % cfg.save_every == 0 or last or is_best:
-            _save(exp, step, info, step_module, opt, sched, reader, cfg, fsdp,
-                  write_model=is_best or valid_reader is None, train_seconds=time.monotonic() - run_t0)
-            saved_at = step
 
-    if saved_at != step and step > 0:  # resumed at max_steps: nothing ran
-        _save(exp, step, info, step_module, opt, sched, reader, cfg, fsdp, write_model=valid_reader is None,
-              train_seconds=time.monotonic() - run_t0)
-    if info.is_main and not (exp / "model.pt").is_file():
-        save_model(model, exp)
+def _validate(run: _Run, valid_reader: BatchReader) -> tuple[dict[str, dict[str, float]], bool]:
+    """Validate, write and log the result, keep the best models; (per-direction stats, is best)."""
+    cfg, info, exp, step = run.cfg, run.info, run.exp, run.step
+    valid = evaluate(run.step_module, valid_reader, info, cfg, run.directions)
+    vloss = _mean([v["ce"] for v in valid.values()])
+    rec: dict[str, Any] = {"step": step, "split": "valid", "ce": vloss}
+    for d, v in valid.items():
+        rec[f"ce/{d}"], rec[f"acc/{d}"] = v["ce"], v["acc"]
+    run.metrics.write(rec)
+    is_best = False
+    if info.is_main:
+        log.info("valid step %d: ce %.3f | %s", step, vloss,
+                 " ".join(f"{d} {v['ce']:.3f}/{v['acc']:.2f}" for d, v in valid.items()))
+        is_best = ckpt.update_best(exp, step, vloss)
+        if cfg.best_per_direction:
+            _keep_direction_bests(exp, step, run.model, valid, cfg)
+    is_best = bool(_bcast_flag(is_best, info))
     if cfg.plot and info.is_main:
         plot_metrics(exp / "metrics.jsonl", exp / "curves.png")
+    return valid, is_best
+
+
+def _finish(run: _Run, saved_at: int, budget: TimeBudget) -> None:
+    """The last checkpoint (if the loop did not just write it), model.pt and the curves."""
+    info, exp = run.info, run.exp
+    if saved_at != run.step and run.step > 0:  # resumed at max_steps: nothing ran
+        _save(run, write_model=run.valid_reader is None, train_seconds=budget.spent())
+    if info.is_main and not (exp / "model.pt").is_file():
+        save_model(run.model, exp)
+    if run.cfg.plot and info.is_main:
+        plot_metrics(exp / "metrics.jsonl", exp / "curves.png")
     barrier(info)
-    return TrainResult(exp_dir=exp, step=step, train=last_train, valid=last_valid, best=ckpt.read_best(exp))
 
 
 def _keep_direction_bests(
@@ -505,22 +568,22 @@ def _bcast_flag(flag: bool, info: DistInfo) -> bool:
     return bool(t.item())
 
 
-def _save(
-    exp: Path, step: int, info: DistInfo, step_module: SixWayStep, opt: torch.optim.Optimizer,
-    sched: Any, reader: BatchReader, cfg: TrainConfig, fsdp: bool, *, write_model: bool, train_seconds: float,
-) -> None:
-    msd, osd = _full_state(step_module, opt, fsdp)
+def _save(run: _Run, *, write_model: bool, train_seconds: float) -> None:
+    """Collective: a checkpoint of the run at its current step (and model.pt when `write_model`)."""
+    exp, info, cfg, step_module = run.exp, run.info, run.cfg, run.step_module
+    msd, osd = _full_state(step_module, run.opt, run.fsdp)
     # state keys are "model.<...>" (the SixWayStep wrapper); store the bare model's keys
     model_sd = {k.removeprefix("model."): v for k, v in msd.items()}
     trainer_state = None
     if info.is_main:
         trainer_state = {
-            "model": model_sd, "optimizer": osd, "scheduler": sched.state_dict(), "step": step,
+            "model": model_sd, "optimizer": osd, "scheduler": run.sched.state_dict(), "step": run.step,
             "world_size": info.world_size, "best": ckpt.read_best(exp), "train_seconds": train_seconds,
         }
-    rank_state = {"rng": ckpt.rng_state(), "data": reader.state_dict(),
-                  "params_sha256": None if fsdp else params_digest(step_module.model)}
-    ckpt.save_checkpoint(exp, step, info, trainer_state=trainer_state, rank_state=rank_state, keep_last=cfg.keep_last)
+    rank_state = {"rng": ckpt.rng_state(), "data": run.reader.state_dict(),
+                  "params_sha256": None if run.fsdp else params_digest(step_module.model)}
+    ckpt.save_checkpoint(exp, run.step, info, trainer_state=trainer_state, rank_state=rank_state,
+                         keep_last=cfg.keep_last)
     if write_model and info.is_main:
         save_model(step_module.model, exp)
         atomic_write_text(exp / "config.yaml", dump_yaml(cfg))

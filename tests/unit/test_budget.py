@@ -1,0 +1,58 @@
+"""The shared training time budget and the atomic checkpoint save/load helpers (tmt.core)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tmt.core.budget import TimeBudget, check_max_minutes
+from tmt.core.errors import TmtError
+from tmt.core.io import load_torch, save_torch
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_budget_counts_prior_seconds_and_stops_at_the_limit() -> None:
+    clock = _Clock()
+    b = TimeBudget(2.0, prior_seconds=60.0, clock=clock)  # 1 of 2 minutes spent before the resume
+    assert b.spent() == 60.0 and b.fraction() == 0.5 and not b.exhausted() and not b.spent_before_start()
+    clock.t += 59.0
+    assert not b.exhausted() and b.fraction() == pytest.approx(119 / 120)
+    clock.t += 1.0
+    assert b.exhausted() and b.fraction() == 1.0 and b.spent() == 120.0
+    assert TimeBudget(1.0, prior_seconds=60.0, clock=clock).spent_before_start()
+
+
+def test_no_limit_never_runs_out() -> None:
+    clock = _Clock()
+    b = TimeBudget(None, prior_seconds=5.0, clock=clock)
+    clock.t += 1e9
+    assert b.limit_seconds is None and b.fraction() == 0.0 and not b.exhausted() and not b.spent_before_start()
+    assert b.spent() == pytest.approx(1e9 + 5.0)
+
+
+def test_one_meaning_of_max_minutes() -> None:
+    assert check_max_minutes(None) is None
+    assert check_max_minutes(1.5) == 1.5
+    assert check_max_minutes(0) is None  # the old "0 = no limit", with a warning
+    with pytest.raises(TmtError, match=r"train\.max_minutes must be > 0"):
+        check_max_minutes(-1, "train.max_minutes")
+
+
+def test_save_and_load_torch(tmp_path: Path) -> None:
+    p = tmp_path / "sub" / "state.pt"
+    save_torch(p, {"w": torch.arange(3), "step": 7})
+    state = load_torch(p)
+    assert state["step"] == 7 and torch.equal(state["w"], torch.arange(3))
+    assert not (tmp_path / "sub" / "state.pt.tmp").exists()
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(TmtError, match=r"cannot load checkpoint .*state\.pt"):
+        load_torch(p)

@@ -113,7 +113,7 @@ class FakeVocoder:
 @pytest.fixture(autouse=True)
 def _registry(monkeypatch: pytest.MonkeyPatch) -> None:
     for cls in (FakeText, FakeSpeech, FakeImage):
-        monkeypatch.setitem(tok_base.REGISTRY, f"fake-{cls.modality}", f"{__name__}:{cls.__name__}")
+        monkeypatch.setitem(tok_base.REGISTRY, f"fake-{cls.modality}", lambda cls=cls: cls)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ class. Cards (`tokenizers/*.yaml`) name the class and its settings.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,20 +23,46 @@ import yaml
 from tmt.core.tokenizer import Tokenizer as Tokenizer  # re-exported: the protocol moved to tmt.core
 from tmt.core.tokenizer import TokenizerError as TokenizerError
 
-# registry: class name in tokenizer.json / cards -> "module:Class"
-REGISTRY: dict[str, str] = {
-    "speech-kmeans": "tmt.tokenizers.speech:SpeechTokenizer",
-    "image-vq": "tmt.tokenizers.image:ImageTokenizer",
-    "text-wordpiece": "tmt.tokenizers.text:WordPieceTokenizer",
-    "text-sentencepiece": "tmt.tokenizers.text:SentencePieceTokenizer",
+def _speech_kmeans() -> type:
+    from tmt.tokenizers.speech import SpeechTokenizer
+
+    return SpeechTokenizer
+
+
+def _image_vq() -> type:
+    from tmt.tokenizers.image import ImageTokenizer
+
+    return ImageTokenizer
+
+
+def _text_wordpiece() -> type:
+    from tmt.tokenizers.text import WordPieceTokenizer
+
+    return WordPieceTokenizer
+
+
+def _text_sentencepiece() -> type:
+    from tmt.tokenizers.text import SentencePieceTokenizer
+
+    return SentencePieceTokenizer
+
+
+# The class name written in tokenizer.json and cards -> a function returning the class. The
+# imports are lazy (inside the functions) so that loading a text tokenizer never imports torch
+# or the speech stack; they are plain imports, so tools and mypy can follow them.
+REGISTRY: dict[str, Callable[[], type]] = {
+    "speech-kmeans": _speech_kmeans,
+    "image-vq": _image_vq,
+    "text-wordpiece": _text_wordpiece,
+    "text-sentencepiece": _text_sentencepiece,
 }
 
 
 def resolve_class(name: str) -> Any:
+    """The tokenizer class registered under `name` (the `class` of a card or tokenizer.json)."""
     if name not in REGISTRY:
         raise TokenizerError(f"unknown tokenizer class '{name}'; known: {', '.join(REGISTRY)}")
-    module, _, attr = REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return REGISTRY[name]()
 
 
 def read_tokenizer_json(directory: str | Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tmt.cli import (
     vocab,
     vocoder,
 )
+from tmt.cli._common import TableGroup
 
 # verb -> (command, one-line help for `tmt --help`)
 VERBS: dict[str, tuple[click.Command, str]] = {
@@ -47,20 +48,10 @@ Examples:
 """
 
 
-class RootGroup(click.Group):
+class RootGroup(TableGroup):
     """The root group: verbs in the order of `VERBS`; a `TmtError` becomes one line on stderr."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(VERBS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return VERBS[cmd_name][0] if cmd_name in VERBS else None
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # the short help of the table (not each group's first docstring line)
-        rows = [(name, help_text) for name, (_, help_text) in VERBS.items()]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+    table = VERBS
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

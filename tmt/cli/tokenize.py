@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from tmt.cli import tokenize_all, tokenize_image, tokenize_speech, tokenize_text
-from tmt.cli._common import CONTEXT
+from tmt.cli._common import CONTEXT, TableGroup
 
 SUBGROUPS: dict[str, tuple[click.Command, str]] = {
     "speech": (tokenize_speech.cli, "Speech: 50 Hz features + k-means units."),
@@ -29,18 +29,10 @@ Examples:
 """
 
 
-class _Modalities(click.Group):
+class _Modalities(TableGroup):
     """Sub-groups in the order of `SUBGROUPS`, with the table's short help."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(SUBGROUPS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return SUBGROUPS[cmd_name][0] if cmd_name in SUBGROUPS else None
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(n, h) for n, (_, h) in SUBGROUPS.items()])
+    table = SUBGROUPS
 
 
 @click.group(cls=_Modalities, context_settings=CONTEXT, epilog=EPILOG)

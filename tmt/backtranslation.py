@@ -169,9 +169,7 @@ def backtranslate(
     Returns counts: inputs seen, rows written, pseudo targets generated and filtered
     per direction.
     """
-    from tmt.core.progress import progress as bar
-    from tmt.generation import GenerationConfig, Translator
-    from tmt.generation.generator import Generator
+    from tmt.generation import Translator
 
     cfg = config or BacktranslateConfig()
     cfg.check()
@@ -181,6 +179,29 @@ def backtranslate(
     store = TokenStore(input_store)
     vocab.check_fingerprints({m: fp for m, fp in store.fingerprints.items() if m in MODALITIES}, what="input store")
     available: list[str] = [m for m in MODALITIES if vocab.sizes.get(m)]
+    generator = _make_generator(cfg, translator, store)
+    k, n_shards, mine = _rows_of_worker(len(store), cfg, real_rows, shard, input_part)
+    target = part_dir(out_store, k, n_shards) if n_shards > 1 else Path(out_store)
+    ckpt = checkpoint_id(model_dir)
+    stats: dict[str, Any] = {"inputs": 0, "rows_written": 0, "skipped_complete": 0, "generated": {}, "filtered": {}}
+    writer = _open_writer(
+        target, vocab, available, input_store, ckpt, f"{k}/{n_shards}", cfg, resume=resume, overwrite=overwrite
+    )
+    if writer.complete:
+        log.info("%s is already complete; nothing to do", target)
+        return stats | {"rows_written": writer.rows_done, "already_complete": True}
+    _write_chunks(store, mine, generator, cfg, available, ckpt, writer, stats)
+    stats["inputs"] = len(mine)
+    stats["rows_written"] = writer.rows_done
+    stats["store"] = str(target)
+    return stats
+
+
+def _make_generator(cfg: BacktranslateConfig, translator: Any, store: TokenStore) -> Any:
+    """The Generator that samples (or beam-searches) the pseudo targets."""
+    from tmt.generation import GenerationConfig
+    from tmt.generation.generator import Generator
+
     gen_cfg = GenerationConfig(
         strategy=cfg.strategy,
         beam_size=cfg.beam_size if cfg.strategy == "beam" else 1,
@@ -190,41 +211,55 @@ def backtranslate(
         seed=cfg.seed,
         batch_size=cfg.batch_size,
     )
-    generator = Generator(translator.model, vocab, gen_cfg, image_len=_image_len(store, translator))
+    return Generator(translator.model, translator.vocab, gen_cfg, image_len=_image_len(store, translator))
 
+
+def _rows_of_worker(
+    n_rows: int, cfg: BacktranslateConfig, real_rows: int | None, shard: str | None, input_part: tuple[int, int] | None
+) -> tuple[int, int, np.ndarray]:
+    """(k, N, the input row indices worker k of N translates)."""
     if input_part is not None:
         if shard is not None:
             raise BacktranslateError("give either shard or input_part, not both")
         k, n_shards = input_part
-        mine = _select_rows(len(store), cfg, None if real_rows is None else real_rows // n_shards)
-    else:
-        k, n_shards = parse_shard_spec(shard)
-        selected = _select_rows(len(store), cfg, real_rows)
-        part = shard_range(len(selected), k, n_shards)
-        mine = selected[part.start : part.stop]
-    target = part_dir(out_store, k, n_shards) if n_shards > 1 else Path(out_store)
-    ckpt = checkpoint_id(model_dir)
+        return k, n_shards, _select_rows(n_rows, cfg, None if real_rows is None else real_rows // n_shards)
+    k, n_shards = parse_shard_spec(shard)
+    selected = _select_rows(n_rows, cfg, real_rows)
+    part = shard_range(len(selected), k, n_shards)
+    return k, n_shards, selected[part.start : part.stop]
+
+
+def _open_writer(
+    target: Path, vocab: Any, available: Sequence[str], input_store: str | Path, ckpt: str, shard: str,
+    cfg: BacktranslateConfig, *, resume: bool, overwrite: bool,
+) -> TokenStoreWriter:
+    """The output store's writer; its `source` records the input, checkpoint, shard and settings."""
     streams = {m: vocab.sizes[m] for m in available}
     if "speech" in streams:
         streams["durations"] = DURATION_VOCAB
     source = {
         "backtranslate": str(Path(input_store).resolve()),
         "checkpoint": ckpt,
-        "shard": f"{k}/{n_shards}",
+        "shard": shard,
         "config": {
             "strategy": cfg.strategy, "num_per_source": cfg.num_per_source,
             "round_trip_threshold": cfg.round_trip_threshold, "max_ratio": cfg.max_ratio, "seed": cfg.seed,
         },
     }
-    stats: dict[str, Any] = {"inputs": 0, "rows_written": 0, "skipped_complete": 0, "generated": {}, "filtered": {}}
-    writer = TokenStoreWriter(
+    return TokenStoreWriter(
         target, streams=streams, fingerprints=vocab.fingerprints(),
         tokenizers={m: {"name": t.name, "fingerprint": t.fingerprint} for m, t in vocab.tokenizers.items()},
         source=source, resume=resume, overwrite=overwrite, shard_rows=1 << 30,
     )
-    if writer.complete:
-        log.info("%s is already complete; nothing to do", target)
-        return stats | {"rows_written": writer.rows_done, "already_complete": True}
+
+
+def _write_chunks(
+    store: TokenStore, mine: np.ndarray, generator: Any, cfg: BacktranslateConfig, available: list[str], ckpt: str,
+    writer: TokenStoreWriter, stats: dict[str, Any],
+) -> None:
+    """Translate the rows chunk by chunk from where the writer stopped; close the store (abort on failure)."""
+    from tmt.core.progress import progress as bar
+
     start = int(writer.progress.get("inputs_done", 0))
     try:
         chunks = range(start, len(mine), cfg.chunk_rows)
@@ -236,10 +271,10 @@ def backtranslate(
     except BaseException:
         writer.abort()
         raise
-    stats["inputs"] = len(mine)
-    stats["rows_written"] = writer.rows_done
-    stats["store"] = str(target)
-    return stats
+
+
+Candidate = tuple[np.ndarray, float, float | None] | None
+"""One pseudo target: (tokens, score, round-trip score), or None when the round-trip filter dropped it."""
 
 
 def _translate_chunk(
@@ -251,9 +286,24 @@ def _translate_chunk(
     writer: TokenStoreWriter,
     stats: dict[str, Any],
 ) -> None:
+    """Generate the missing modalities of a chunk of rows and write the synthetic rows."""
     plans = [plan_row(r.meta.get("modalities", []), available, cfg.source_preference) for r in rows]
-    # outputs[row][tgt] = list of (tokens, score, round_trip) per pseudo target k
-    outputs: list[dict[str, list[tuple[np.ndarray, float, float | None] | None]]] = [{} for _ in rows]
+    outputs = _pseudo_targets(rows, plans, generator, cfg, stats)
+    for row, plan, out in zip(rows, plans, outputs, strict=True):
+        if not plan:
+            stats["skipped_complete"] += 1
+            continue
+        for kk in range(cfg.num_per_source):
+            made = _synthetic_row(row, plan, out, kk, writer, ckpt)
+            if made is not None:
+                writer.add(*made)
+
+
+def _pseudo_targets(
+    rows: list[Any], plans: list[dict[str, str]], generator: Any, cfg: BacktranslateConfig, stats: dict[str, Any]
+) -> list[dict[str, list[Candidate]]]:
+    """outputs[row][tgt]: the pseudo targets k = 0.. of each row, one direction at a time."""
+    outputs: list[dict[str, list[Candidate]]] = [{} for _ in rows]
     pairs = sorted({(src, tgt) for p in plans for tgt, src in p.items()})
     for src, tgt in pairs:
         idx = [i for i, p in enumerate(plans) if p.get(tgt) == src]
@@ -269,7 +319,7 @@ def _translate_chunk(
             for j, res in enumerate(results):
                 per_row[j].extend(res[tgt][: cfg.num_per_source])
         for j, i in enumerate(idx):
-            kept: list[tuple[np.ndarray, float, float | None] | None] = []
+            kept: list[Candidate] = []
             for hyp in per_row[j][: cfg.num_per_source]:
                 rt = None
                 if cfg.round_trip_threshold is not None:
@@ -281,42 +331,45 @@ def _translate_chunk(
                 kept.append((hyp.tokens, float(hyp.score), rt))
                 stats["generated"][direction] = stats["generated"].get(direction, 0) + 1
             outputs[i][tgt] = kept
-    for row, plan, out in zip(rows, plans, outputs, strict=True):
-        if not plan:
-            stats["skipped_complete"] += 1
-            continue
-        for kk in range(cfg.num_per_source):
-            tokens: dict[str, np.ndarray] = {m: row.tokens[m] for m in row.meta.get("modalities", []) if m in writer.streams}
-            if "speech" in tokens and "durations" in writer.streams and "durations" in row.tokens and len(row.tokens["durations"]):
-                tokens["durations"] = row.tokens["durations"]
-            made: dict[str, str] = {}
-            scores: dict[str, float] = {}
-            rts: dict[str, float] = {}
-            for tgt, src in plan.items():
-                cand = out.get(tgt, [])
-                if kk < len(cand) and cand[kk] is not None:
-                    toks, score, rt = cand[kk]  # type: ignore[misc]
-                    tokens[tgt] = toks
-                    made[tgt] = src
-                    scores[tgt] = round(score, 4)
-                    if rt is not None:
-                        rts[tgt] = round(rt, 4)
-            if not made:
-                continue
-            meta = {
-                k: v for k, v in row.meta.items() if k not in ("id", "modalities", "lengths", "synthetic")
-            } | {
-                "id": f"{row.id}-bt{kk}",
-                "source_id": row.id,
-                "synthetic": True,
-                "synthetic_modalities": sorted(made),
-                "direction": ",".join(f"{s}->{t}" for t, s in sorted(made.items())),
-                "checkpoint": ckpt,
-                "scores": scores,
-            }
-            if rts:
-                meta["round_trip"] = rts
-            writer.add(meta, tokens)
+    return outputs
+
+
+def _synthetic_row(
+    row: Any, plan: dict[str, str], out: dict[str, list[Candidate]], kk: int, writer: TokenStoreWriter, ckpt: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """(meta, tokens) of synthetic row `kk` of `row`: its real streams plus the k-th pseudo targets;
+    None when every pseudo target was filtered."""
+    tokens: dict[str, np.ndarray] = {m: row.tokens[m] for m in row.meta.get("modalities", []) if m in writer.streams}
+    if "speech" in tokens and "durations" in writer.streams and "durations" in row.tokens and len(row.tokens["durations"]):
+        tokens["durations"] = row.tokens["durations"]
+    made: dict[str, str] = {}
+    scores: dict[str, float] = {}
+    rts: dict[str, float] = {}
+    for tgt, src in plan.items():
+        cand = out.get(tgt, [])
+        if kk < len(cand) and cand[kk] is not None:
+            toks, score, rt = cand[kk]  # type: ignore[misc]
+            tokens[tgt] = toks
+            made[tgt] = src
+            scores[tgt] = round(score, 4)
+            if rt is not None:
+                rts[tgt] = round(rt, 4)
+    if not made:
+        return None
+    meta = {
+        k: v for k, v in row.meta.items() if k not in ("id", "modalities", "lengths", "synthetic")
+    } | {
+        "id": f"{row.id}-bt{kk}",
+        "source_id": row.id,
+        "synthetic": True,
+        "synthetic_modalities": sorted(made),
+        "direction": ",".join(f"{s}->{t}" for t, s in sorted(made.items())),
+        "checkpoint": ckpt,
+        "scores": scores,
+    }
+    if rts:
+        meta["round_trip"] = rts
+    return meta, tokens
 
 
 def round_trip_score(model: Any, vocab: Any, synthetic: np.ndarray, synth_modality: str, original: np.ndarray, orig_modality: str) -> float:

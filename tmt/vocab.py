@@ -164,13 +164,6 @@ class JointVocab:
             )
         return a - s
 
-    def token_name(self, token: int) -> str:
-        if token < NUM_SPECIALS:
-            return SPECIAL_NAMES.get(token, f"<reserved:{token}>")
-        m = self.modality_of(token)
-        assert m is not None
-        return f"{m}:{token - self.offsets[m]}"
-
     # ---- fingerprints --------------------------------------------------
     def fingerprints(self) -> dict[str, str]:
         return {m: t.fingerprint for m, t in self.tokenizers.items()}

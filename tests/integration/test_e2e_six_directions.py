@@ -283,7 +283,8 @@ def test_score_model_and_split_mode(tiny_pipeline: TinyPipeline, tmp_path: Path)
 
 
 def test_parse_score_directions() -> None:
-    from tmt.evaluation.score import ScoreError, parse_score_directions
+    from tmt.cli.score_model import parse_score_directions
+    from tmt.evaluation.score import ScoreError
 
     six = [("image", "text"), ("image", "speech"), ("text", "image"), ("speech", "image"), ("speech", "text"),
            ("text", "speech")]

@@ -1,13 +1,12 @@
-"""The `tmt` command line: one root click group, verb groups loaded lazily.
+"""The `tmt` command line: one root click group with one verb group per module.
 
 Each verb group lives in its own module under `tmt/cli/` and exposes a click
-command named `cli`. Modules are imported only when their verb runs, so
-`tmt --help` stays fast (torch and fairseq2 are never imported for it).
+command named `cli`. Verb modules import the library (torch, fairseq2) only
+inside their commands, so `tmt --help` stays fast and never imports torch.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 from typing import Any
@@ -15,19 +14,30 @@ from typing import Any
 import click
 
 from tmt import TmtError, __version__
+from tmt.cli import (
+    backtranslate,
+    manifest,
+    prepare,
+    score,
+    tokenize,
+    train,
+    translate,
+    vocab,
+    vocoder,
+)
+from tmt.cli._common import TableGroup
 
-# verb -> (module, one-line help). A module that does not exist yet is listed by
-# `tmt --help` as "(not available in this build)".
-VERBS: dict[str, tuple[str, str]] = {
-    "manifest": ("tmt.cli.manifest", "Inspect, validate, combine and split manifests and token stores."),
-    "prepare": ("tmt.cli.prepare", "Prepare corpora into raw manifests (scenes, flickr8k, spokencoco)."),
-    "tokenize": ("tmt.cli.tokenize", "Fit tokenizers and encode manifests into token stores."),
-    "vocab": ("tmt.cli.vocab", "Build and inspect the joint vocabulary (vocab.json)."),
-    "train": ("tmt.cli.train", "Train the six-direction translation model."),
-    "translate": ("tmt.cli.translate", "Translate any modality into any other."),
-    "backtranslate": ("tmt.cli.backtranslate", "Generate synthetic pairs for partial data."),
-    "vocoder": ("tmt.cli.vocoder", "Train, import and run the unit vocoder."),
-    "score": ("tmt.cli.score", "Score translations in all six directions."),
+# verb -> (command, one-line help for `tmt --help`)
+VERBS: dict[str, tuple[click.Command, str]] = {
+    "manifest": (manifest.cli, "Inspect, validate, combine and split manifests and token stores."),
+    "prepare": (prepare.cli, "Prepare corpora into raw manifests (scenes, flickr8k, spokencoco)."),
+    "tokenize": (tokenize.cli, "Fit tokenizers and encode manifests into token stores."),
+    "vocab": (vocab.cli, "Build and inspect the joint vocabulary (vocab.json)."),
+    "train": (train.cli, "Train the six-direction translation model."),
+    "translate": (translate.cli, "Translate any modality into any other."),
+    "backtranslate": (backtranslate.cli, "Generate synthetic pairs for partial data."),
+    "vocoder": (vocoder.cli, "Train, import and run the unit vocoder."),
+    "score": (score.cli, "Score translations in all six directions."),
 }
 
 EPILOG = """\b
@@ -38,35 +48,10 @@ Examples:
 """
 
 
-class LazyGroup(click.Group):
-    """A click group whose sub-commands are imported on first use."""
+class RootGroup(TableGroup):
+    """The root group: verbs in the order of `VERBS`; a `TmtError` becomes one line on stderr."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(VERBS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in VERBS:
-            return None
-        module_name, help_text = VERBS[cmd_name]
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-
-            @click.command(name=cmd_name, help=f"{help_text} (not available in this build)")
-            def missing() -> None:
-                raise TmtError(f"`tmt {cmd_name}` is not available in this build yet.")
-
-            return missing
-        cmd: click.Command = module.cli
-        return cmd
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # short help from the table, without importing every module
-        rows = [(name, help_text) for name, (_, help_text) in VERBS.items()]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+    table = VERBS
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -76,7 +61,7 @@ class LazyGroup(click.Group):
             sys.exit(e.exit_code)
 
 
-@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
+@click.group(cls=RootGroup, epilog=EPILOG, context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tmt")
 @click.option(
     "--log-level",

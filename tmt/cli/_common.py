@@ -115,3 +115,21 @@ def merge_command(epilog: str | None = None) -> click.Command:
         click.echo(f"merged {parts} parts into {store}: {index['rows']} rows")
 
     return merge
+
+
+class TableGroup(click.Group):
+    """A group whose sub-commands come from `table` (name -> (command, short help)), in its order.
+
+    `--help` lists the table's short help, not each sub-command's first docstring line."""
+
+    table: dict[str, tuple[click.Command, str]] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.table)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.table[cmd_name][0] if cmd_name in self.table else None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_text) for name, (_, help_text) in self.table.items()])

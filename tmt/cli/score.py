@@ -102,31 +102,20 @@ def run(
     With --model (and --manifest, --out-dir), translate the manifest's rows in
     each of --directions first, then score them: model + split mode.
     """
-    model_only = {"--split": split, "--limit": limit}
     if compare_pair:
         if hyp_dirs or model_dir:
             raise click.UsageError("--compare takes two score files/directories and no HYP_DIRS or --model")
         _print_compare(*compare_pair, as_json=as_json)
         return
-    if model_dir is None:
-        used = [k for k, v in model_only.items() if v is not None]
-        if used:
-            raise click.UsageError(f"{', '.join(used)} apply to --model runs only")
-        if not hyp_dirs:
-            raise click.UsageError("give at least one hypotheses directory, --model EXP --manifest M, or --compare A B")
-    else:
-        if hyp_dirs:
-            raise click.UsageError("give either hypotheses directories or --model, not both")
-        if not manifest or not out_dir:
-            raise click.UsageError("--model needs --manifest (the rows to translate) and --out-dir")
-    from tmt.evaluation.score import ScoreConfig, default_out_dir, headline, score_runs
+    _check_inputs(hyp_dirs, model_dir, manifest, out_dir, {"--split": split, "--limit": limit})
+    from tmt.evaluation.score import ScoreConfig, default_out_dir, score_runs
 
     cfg = ScoreConfig(
         manifest=manifest, ref_store=ref_store, vocoder=vocoder, clip=clip_dir, asr_model_dir=asr_model,
         asr_prompt=asr_prompt, coco=not no_coco, ceiling=not no_ceiling, samples=samples, max_items=max_items,
     )
     if model_dir is not None:
-        from tmt.evaluation.score import ModelRunConfig, parse_score_directions, score_model
+        from tmt.cli.score_model import ModelRunConfig, parse_score_directions, score_model
 
         assert manifest is not None and out_dir is not None
         run_cfg = ModelRunConfig(
@@ -139,6 +128,31 @@ def run(
     else:
         out = out_dir or str(default_out_dir(hyp_dirs))
         scores = score_runs(hyp_dirs, out, cfg)
+    _print_scores(scores, out, as_json=as_json)
+
+
+def _check_inputs(
+    hyp_dirs: tuple[str, ...], model_dir: str | None, manifest: str | None, out_dir: str | None,
+    model_only: dict[str, Any],
+) -> None:
+    """Directories or --model, never both; the options each mode needs."""
+    if model_dir is None:
+        used = [k for k, v in model_only.items() if v is not None]
+        if used:
+            raise click.UsageError(f"{', '.join(used)} apply to --model runs only")
+        if not hyp_dirs:
+            raise click.UsageError("give at least one hypotheses directory, --model EXP --manifest M, or --compare A B")
+    else:
+        if hyp_dirs:
+            raise click.UsageError("give either hypotheses directories or --model, not both")
+        if not manifest or not out_dir:
+            raise click.UsageError("--model needs --manifest (the rows to translate) and --out-dir")
+
+
+def _print_scores(scores: dict[str, Any], out: str, *, as_json: bool) -> None:
+    """scores.json as JSON, or a table of headline metrics and the unavailable ones."""
+    from tmt.evaluation.score import headline
+
     if as_json:
         echo_json(scores)
         return

@@ -8,17 +8,16 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
-from tmt.cli._common import CONTEXT
+from tmt.cli import tokenize_all, tokenize_image, tokenize_speech, tokenize_text
+from tmt.cli._common import CONTEXT, TableGroup
 
-SUBGROUPS: dict[str, tuple[str, str]] = {
-    "speech": ("tmt.cli.tokenize_speech", "Speech: 50 Hz features + k-means units."),
-    "image": ("tmt.cli.tokenize_image", "Images: VQ codes (the VQ decoder is the image detokenizer)."),
-    "text": ("tmt.cli.tokenize_text", "Text: WordPiece / SentencePiece."),
-    "all": ("tmt.cli.tokenize_all", "Encode every modality of a manifest into one store."),
+SUBGROUPS: dict[str, tuple[click.Command, str]] = {
+    "speech": (tokenize_speech.cli, "Speech: 50 Hz features + k-means units."),
+    "image": (tokenize_image.cli, "Images: VQ codes (the VQ decoder is the image detokenizer)."),
+    "text": (tokenize_text.cli, "Text: WordPiece / SentencePiece."),
+    "all": (tokenize_all.cli, "Encode every modality of a manifest into one store."),
 }
 
 EPILOG = """\b
@@ -30,35 +29,12 @@ Examples:
 """
 
 
-class _Lazy(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(SUBGROUPS)
+class _Modalities(TableGroup):
+    """Sub-groups in the order of `SUBGROUPS`, with the table's short help."""
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in SUBGROUPS:
-            return None
-        module_name, help_text = SUBGROUPS[cmd_name]
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-
-            @click.command(name=cmd_name, help=f"{help_text} (not available in this build)")
-            def missing() -> None:
-                from tmt import TmtError
-
-                raise TmtError(f"`tmt tokenize {cmd_name}` is not available in this build yet.")
-
-            return missing
-        cmd: click.Command = module.cli
-        return cmd
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(n, h) for n, (_, h) in SUBGROUPS.items()])
+    table = SUBGROUPS
 
 
-@click.group(cls=_Lazy, context_settings=CONTEXT, epilog=EPILOG)
+@click.group(cls=_Modalities, context_settings=CONTEXT, epilog=EPILOG)
 def cli() -> None:
     """Fit tokenizers and encode manifests into token stores (sharded, resumable)."""

@@ -159,6 +159,58 @@ def cli(
     text lines on stdin, or the rows of a manifest. Text outputs go to stdout
     unless -o/--output-dir is given; image and speech outputs need one of them.
     """
+    cfg = _generation_config(config_file, overrides, beam_size, greedy, sample,
+                             top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size)
+    if dump_config:
+        click.echo(dump_yaml(cfg), nl=False)
+        return
+    _check_modality(tgt, "--to")
+    _check_modality(src, "--from")
+    _check_modality(via, "--via")
+    tok_dirs = _parse_tokenizers(tokenizers)
+    _check_options(tgt, via, output, output_dir, manifest, split, shard, limit, all_rows, inputs, texts)
+
+    from tmt.core.shards import parse_shard_spec
+
+    k, n = parse_shard_spec(shard)
+    if manifest is not None:
+        items, ids, srcs, groups = _manifest_rows(manifest, split, src, tgt, via, (k, n), limit, all_rows)
+    else:
+        items, ids, srcs = _collect_inputs(inputs, texts, src)
+        groups = None
+    _check_inputs(srcs, tgt, via, output, output_dir)
+
+    from tmt.generation.translator import Translator
+
+    translator = Translator.from_checkpoint(model_dir, device=device, tokenizers=tok_dirs, vocoder=vocoder, config=cfg)
+    if tgt == "speech" and vocoder is None:
+        log.warning("no --vocoder given: speech outputs are written as unit sequences (.units.txt)")
+
+    if output_dir is not None:
+        run_info = {
+            "src": srcs[0], "tgt": tgt, "via": via, "manifest": manifest, "split": split,
+            "model": str(model_dir), "beam_size": cfg.beam_size if cfg.strategy == "beam" else 1,
+            "strategy": cfg.strategy, "vocoder": vocoder,
+        }
+        _translate_into_dir(translator, items, ids, srcs[0], tgt, via, output_dir, run_info, groups, (k, n), cfg.batch_size)
+        return
+    results = _translate_grouped(translator, items, ids, srcs, tgt, via)
+    if output is not None:
+        _save_one(results[0], Path(output), tgt, fmt)
+        return
+    for r in results:
+        if fmt == "jsonl":
+            click.echo(json.dumps({"id": r.id, "src": r.src, "tgt": r.tgt, "via": r.via,
+                                   "hypothesis": r.hypothesis(), "score": round(r.score, 6)}, ensure_ascii=False))
+        else:
+            click.echo(r.hypothesis())
+
+
+def _generation_config(
+    config_file: str | None, overrides: tuple[str, ...], beam_size: int | None, greedy: bool, sample: bool,
+    **options: Any,
+) -> Any:
+    """The GenerationConfig: defaults, then --config/--set, then the decoding flags (checked)."""
     from tmt.generation.generator import GenerationConfig
 
     cfg = resolve(GenerationConfig(), config_file, overrides)
@@ -170,18 +222,18 @@ def cli(
         cfg.strategy = "greedy"
     if sample:
         cfg.strategy = "sample"
-    for name, value in (("top_k", top_k), ("top_p", top_p), ("temperature", temperature), ("seed", seed), ("batch_size", batch_size)):
+    for name, value in options.items():
         if value is not None:
             setattr(cfg, name, value)
     cfg.check()
-    if dump_config:
-        click.echo(dump_yaml(cfg), nl=False)
-        return
+    return cfg
 
-    _check_modality(tgt, "--to")
-    _check_modality(src, "--from")
-    _check_modality(via, "--via")
-    tok_dirs = _parse_tokenizers(tokenizers)
+
+def _check_options(
+    tgt: str, via: str | None, output: str | None, output_dir: str | None, manifest: str | None,
+    split: str | None, shard: str | None, limit: int | None, all_rows: bool, inputs: tuple[str, ...], texts: tuple[str, ...],
+) -> None:
+    """Option combinations that cannot work, refused before anything is loaded."""
     if output and output_dir:
         raise CliInputError("give either -o/--output or --output-dir, not both")
     if manifest is not None and output_dir is None:
@@ -197,81 +249,69 @@ def cli(
     if output is not None:
         _check_output_suffix(Path(output), tgt)
 
-    from tmt.core.shards import parse_shard_spec
 
-    k, n = parse_shard_spec(shard)
-    if manifest is not None:
-        from tmt.generation.batch import default_source, manifest_inputs
+def _manifest_rows(
+    manifest: str, split: str | None, src: str | None, tgt: str, via: str | None, shard: tuple[int, int],
+    limit: int | None, all_rows: bool,
+) -> tuple[list[Any], list[str], list[str], dict[str, str] | None]:
+    """Inputs, ids, source modalities and groups of the manifest rows this worker translates."""
+    from tmt.generation.batch import default_source, manifest_inputs
 
-        msrc = src or default_source(tgt, via)
-        if src is None:
-            log.info("--from not given: translating the manifest's %s into %s", msrc, tgt)
-        items, ids, groups = manifest_inputs(
-            manifest, split, msrc, (k, n), limit, one_per_group=msrc == "image" and not all_rows
-        )
-        srcs = [msrc] * len(items)
-    else:
-        items, ids, srcs = _collect_inputs(inputs, texts, src)
-        groups = None
+    msrc = src or default_source(tgt, via)
+    if src is None:
+        log.info("--from not given: translating the manifest's %s into %s", msrc, tgt)
+    items, ids, groups = manifest_inputs(
+        manifest, split, msrc, shard, limit, one_per_group=msrc == "image" and not all_rows
+    )
+    return items, ids, [msrc] * len(items), groups
+
+
+def _check_inputs(srcs: list[str], tgt: str, via: str | None, output: str | None, output_dir: str | None) -> None:
+    """The collected inputs against --to, --via and the output options."""
     for s in set(srcs):
         if s == tgt:
             raise CliInputError(f"the input is already {tgt}; pick another --to (or --from)")
         if via is not None and s == via:
             raise CliInputError(f"--via {via} is the source modality itself; pick another pivot")
-    if output is not None and len(items) != 1:
-        raise CliInputError(f"-o takes a single input but {len(items)} were given; use --output-dir for several")
+    if output is not None and len(srcs) != 1:
+        raise CliInputError(f"-o takes a single input but {len(srcs)} were given; use --output-dir for several")
     if output is None and output_dir is None and tgt != "text":
         raise CliInputError(f"--to {tgt} writes files: give -o FILE (one input) or --output-dir DIR")
     if len(set(srcs)) > 1 and output_dir is not None:
         raise CliInputError("--output-dir runs need inputs of one modality; split them or pass --from")
 
-    from tmt.generation.translator import Translator
 
-    translator = Translator.from_checkpoint(model_dir, device=device, tokenizers=tok_dirs, vocoder=vocoder, config=cfg)
-    if tgt == "speech" and vocoder is None:
-        log.warning("no --vocoder given: speech outputs are written as unit sequences (.units.txt)")
+def _translate_into_dir(
+    translator: Any, items: list[Any], ids: list[str], src: str, tgt: str, via: str | None, output_dir: str,
+    run_info: dict[str, Any], groups: dict[str, str] | None, shard: tuple[int, int], batch_size: int,
+) -> None:
+    """Batch mode: a hypotheses directory (with a progress bar)."""
+    from tmt.generation.batch import translate_to_dir
 
-    if output_dir is not None:
-        from tmt.generation.batch import translate_to_dir
+    bar = iter(progress(range(len(items)), total=len(items), desc=f"translate -> {tgt}", unit="input"))
 
-        run_info = {
-            "src": srcs[0], "tgt": tgt, "via": via, "manifest": manifest, "split": split,
-            "model": str(model_dir), "beam_size": cfg.beam_size if cfg.strategy == "beam" else 1,
-            "strategy": cfg.strategy, "vocoder": vocoder,
-        }
-        bar = iter(progress(range(len(items)), total=len(items), desc=f"translate -> {tgt}", unit="input"))
+    def advance(count: int) -> None:
+        for _ in range(count):
+            next(bar, None)
 
-        def advance(count: int) -> None:
-            for _ in range(count):
-                next(bar, None)
+    path = translate_to_dir(
+        translator, items, ids, src=src, tgt=tgt, via=via, output_dir=output_dir, run_info=run_info,
+        groups=groups, shard=shard, chunk=max(batch_size * 4, 16), progress=advance,
+    )
+    click.echo(f"wrote {len(items)} {tgt} outputs to {output_dir} ({path.name})", err=True)
 
-        path = translate_to_dir(
-            translator, items, ids, src=srcs[0], tgt=tgt, via=via, output_dir=output_dir, run_info=run_info,
-            groups=groups, shard=(k, n), chunk=max(cfg.batch_size * 4, 16), progress=advance,
-        )
-        click.echo(f"wrote {len(items)} {tgt} outputs to {output_dir} ({path.name})", err=True)
-        return
 
-    results = _translate_grouped(translator, items, ids, srcs, tgt, via)
-    if output is not None:
-        r = results[0]
-        out = Path(output)
-        if tgt == "speech" and r.waveform is None:
-            from tmt.generation.translator import _units_path
+def _save_one(r: Any, out: Path, tgt: str, fmt: str) -> None:
+    """-o: one translation to one file (speech without a vocoder: its units)."""
+    if tgt == "speech" and r.waveform is None:
+        from tmt.generation.translator import _units_path
 
-            out = _units_path(out)
-            click.echo(f"note: no --vocoder given; wrote {len(r.tokens)} speech units to {out} "
-                       "(pass --vocoder DIR to synthesize audio)", err=True)
-        r.save(out)
-        if tgt != "text" or fmt == "jsonl":
-            click.echo(f"wrote {out} (score {r.score:.3f})", err=True)
-        return
-    for r in results:
-        if fmt == "jsonl":
-            click.echo(json.dumps({"id": r.id, "src": r.src, "tgt": r.tgt, "via": r.via,
-                                   "hypothesis": r.hypothesis(), "score": round(r.score, 6)}, ensure_ascii=False))
-        else:
-            click.echo(r.hypothesis())
+        out = _units_path(out)
+        click.echo(f"note: no --vocoder given; wrote {len(r.tokens)} speech units to {out} "
+                   "(pass --vocoder DIR to synthesize audio)", err=True)
+    r.save(out)
+    if tgt != "text" or fmt == "jsonl":
+        click.echo(f"wrote {out} (score {r.score:.3f})", err=True)
 
 
 def _translate_grouped(translator: Any, items: list[Any], ids: list[str], srcs: list[str], tgt: str, via: str | None) -> list[Any]:

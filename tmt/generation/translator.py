@@ -24,7 +24,7 @@ import numpy as np
 from tmt.core.errors import TmtError
 from tmt.core.modality import check_modality as core_check_modality
 from tmt.core.tokenizer import ImageTokenizerLike, SpeechTokenizerLike, TextTokenizerLike, Tokenizer
-from tmt.generation.generator import GenerationConfig, GenerationError, Generator, Hypothesis
+from tmt.generation.generator import GenerationConfig, Generator, Hypothesis
 from tmt.vocab import JointVocab
 
 log = logging.getLogger(__name__)
@@ -421,10 +421,7 @@ class Translator:
         gen = self.generator
         if "image" in tgts:
             gen.image_len = self._image_len()
-        try:
-            hyps = gen.generate(toks, src, tgts, names=ids)
-        except GenerationError:
-            raise
+        hyps = gen.generate(toks, src, tgts, names=ids)
         out: list[dict[str, Translation]] = []
         for i, h in enumerate(hyps):
             out.append({

@@ -23,6 +23,7 @@ import yaml
 from tmt.core.tokenizer import Tokenizer as Tokenizer  # re-exported: the protocol moved to tmt.core
 from tmt.core.tokenizer import TokenizerError as TokenizerError
 
+
 def _speech_kmeans() -> type:
     from tmt.tokenizers.speech import SpeechTokenizer
 

@@ -1,0 +1,60 @@
+"""`tmt score` settings, its error, and the names shared by the scoring modules.
+
+`ScoreConfig` holds the judges' inputs and report options; `DIRECTIONS` fixes
+the report order; `PRIMARY` picks each direction's headline metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tmt.core.errors import TmtError
+from tmt.core.modality import DIRECTIONS as ALL_DIRECTION_PAIRS
+
+DIRECTIONS: tuple[str, ...] = tuple(d.arrow for d in ALL_DIRECTION_PAIRS)
+"""The six directions, in report order."""
+
+LOWER_IS_BETTER = frozenset({"wer", "cer"})
+"""Metrics where smaller numbers are better (everything else: larger is better)."""
+
+PRIMARY: dict[str, tuple[str, ...]] = {
+    "text": ("bleu4", "wer"),
+    "speech": ("bleu4", "wer"),
+    "image": ("scene_exact", "clip_image_text", "clip_image_image", "token_agreement"),
+}
+"""Headline metric per target modality for the chart: the first one present."""
+
+SCORES_FILE = "scores.json"
+REPORT_FILE = "report.md"
+CHART_FILE = "scores.png"
+
+
+class ScoreError(TmtError):
+    """A hypotheses directory, manifest or judge input is missing or malformed."""
+
+
+@dataclass(kw_only=True)
+class ScoreConfig:
+    """Settings of `tmt score`."""
+
+    manifest: str | None = None
+    """Raw manifest with the references; default: the one named in each run.json."""
+    ref_store: str | None = None
+    """Token store of the same split: ground-truth units (ASR ceiling) and image tokens (token agreement)."""
+    vocoder: str | None = None
+    """Unit vocoder directory, for hypotheses given only as units and for the resynthesised ceiling."""
+    clip: str | None = None
+    """Local transformers CLIPModel directory for image outputs of non-scene corpora."""
+    asr_model_dir: str | None = None
+    """CTranslate2 Whisper directory for the ASR judge; default: the bundled tiny.en."""
+    asr_prompt: str | None = None
+    """Vocabulary prompt for the ASR judge (off by default for fairness)."""
+    coco: bool = True
+    """Compute METEOR, ROUGE-L and CIDEr when pycocoevalcap and Java are present."""
+    ceiling: bool = True
+    """Also score ground-truth speech/images with the same judges (the ceiling)."""
+    samples: int = 5
+    """Sample outputs shown per direction in report.md."""
+    max_items: int | None = None
+    """Score only the first N hypotheses of each directory (quick looks)."""
+

@@ -1,0 +1,253 @@
+"""Scoring one direction: the metric family is chosen by the target modality.
+
+    text targets    BLEU-1..4 (+ COCO metrics) against the group's captions, or WER/CER for speech->text
+    speech targets  the ASR judge's transcript, scored like text; ceiling: ground-truth speech
+    image targets   scenes: the scene parser, exact match + per-attribute accuracy (ceiling: the
+                    ground-truth images); other corpora: CLIP, else image-token agreement
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tmt.evaluation import images as im
+from tmt.evaluation.metrics import MetricResult, bleu, caption_metrics, wer_cer
+from tmt.evaluation.score.config import ScoreConfig, ScoreError
+from tmt.evaluation.score.inputs import HypRun, References, group_of
+from tmt.evaluation.score.judges import Judges
+
+
+def score_direction(
+    hr: HypRun, cfg: ScoreConfig, judges: Judges, result: MetricResult, entry: dict[str, Any]
+) -> tuple[list[str] | None, dict[str, Any] | None]:
+    """Fill `result` (and `entry["judge"]`) for one direction; returns (ASR transcripts or None, ceiling or None)."""
+    d, src, tgt, found, refs = hr.hyp_dir, hr.src, hr.tgt, hr.hyps, hr.refs
+    if tgt == "text":
+        score_text(src, found, refs, cfg, result)
+        return None, None
+    if tgt == "speech":
+        transcripts, judge_info = score_speech(d, src, found, refs, cfg, judges, result)
+        entry["judge"] = judge_info
+        return transcripts, (speech_ceiling(src, found, refs, cfg, judges) if cfg.ceiling else None)
+    if tgt == "image":
+        return None, score_image(d, found, refs, cfg, judges, result, entry)
+    raise ScoreError(f"{d}: unknown target modality '{tgt}'")
+
+
+def _text_metrics(
+    src: str, texts: list[str], hyps: Sequence[dict[str, Any]], refs: References, cfg: ScoreConfig
+) -> MetricResult:
+    """WER/CER against each row's own text (text and speech sources), or caption metrics
+    against the group's captions (image sources)."""
+    rows = [refs.rows[str(h["id"])] for h in hyps]
+    if src == "image":
+        return caption_metrics(texts, [refs.captions(group_of(h, r)) for h, r in zip(hyps, rows, strict=True)], coco=cfg.coco)
+    return wer_cer(texts, [str(r.get("text") or "") for r in rows])
+
+
+def score_text(src: str, hyps: Sequence[dict[str, Any]], refs: References, cfg: ScoreConfig, result: MetricResult) -> None:
+    """Text outputs: WER/CER (speech sources) or caption metrics (image sources)."""
+    result.update(_text_metrics(src, [str(h["hyp"]) for h in hyps], hyps, refs, cfg))
+
+
+def _speech_inputs(
+    d: Path, hyps: Sequence[dict[str, Any]], judges: Judges
+) -> tuple[list[Any] | None, str, list[str]]:
+    """The audio of each speech hypothesis: wav files, or units vocoded now.
+
+    Returns (inputs or None, reason when None, notes)."""
+    notes: list[str] = []
+    items: list[Any] = []
+    need_units: list[int] = []
+    units: list[np.ndarray] = []
+    for i, h in enumerate(hyps):
+        p = d / str(h["hyp"])
+        wav = p if p.suffix == ".wav" and p.is_file() else d / f"{h['id']}.wav"
+        if wav.is_file():
+            items.append(wav)
+            continue
+        items.append(None)
+        need_units.append(i)
+        upath = p if p.name.endswith(".txt") and p.is_file() else d / f"{h['id']}.units.txt"
+        if upath.is_file():
+            units.append(np.array(upath.read_text().split(), dtype=np.int64))
+        elif h.get("tokens"):
+            units.append(np.asarray(h["tokens"], dtype=np.int64))
+        else:
+            return None, f"{d}: no wav and no units for '{h['id']}'", notes
+    if need_units:
+        voc, why = judges.vocoder()
+        if voc is None:
+            return None, f"{len(need_units)} outputs are units only and {why} to vocode them", notes
+        waves = voc.synthesize(units)
+        for i, w in zip(need_units, waves, strict=True):
+            items[i] = (np.asarray(w, dtype=np.float32), int(voc.sample_rate))
+        notes.append(f"{len(need_units)} unit outputs vocoded with {judges.cfg.vocoder}")
+    return items, "", notes
+
+
+def score_speech(
+    d: Path,
+    src: str,
+    hyps: Sequence[dict[str, Any]],
+    refs: References,
+    cfg: ScoreConfig,
+    judges: Judges,
+    result: MetricResult,
+) -> tuple[list[str] | None, dict[str, Any] | None]:
+    names = ("wer", "cer") if src == "text" else ("bleu1", "bleu2", "bleu3", "bleu4")
+    judge, why = judges.asr()
+    if judge is None:
+        for m in names:
+            result.unavailable[m] = f"ASR judge unavailable: {why}"
+        return None, None
+    items, why, notes = _speech_inputs(d, hyps, judges)
+    result.notes.extend(notes)
+    if items is None:
+        for m in names:
+            result.unavailable[m] = why
+        return None, judge.describe()
+    transcripts = judges.transcribe(items)
+    result.update(_text_metrics(src, transcripts, hyps, refs, cfg))
+    result.notes.append(f"ASR judge: whisper tiny.en, vocabulary prompt {'ON' if judge.prompt else 'off'}")
+    return transcripts, judge.describe()
+
+
+def speech_ceiling(
+    src: str, hyps: Sequence[dict[str, Any]], refs: References, cfg: ScoreConfig, judges: Judges
+) -> dict[str, Any] | None:
+    """The ASR judge on ground truth for the same rows: resynthesised units when possible."""
+    judge, why = judges.asr()
+    out = MetricResult()
+    if judge is None:
+        out.unavailable["wer"] = f"ASR judge unavailable: {why}"
+        return out.to_json() | {"source": None}
+    rows = [refs.rows[str(h["id"])] for h in hyps]
+    source = None
+    items: list[Any] = []
+    voc, _ = judges.vocoder()
+    if voc is not None and cfg.ref_store:
+        units = [judges.store_tokens(str(r["id"]), "speech") for r in rows]
+        durs = [judges.store_tokens(str(r["id"]), "durations") for r in rows]
+        keep = [i for i, u in enumerate(units) if u is not None]
+        if keep:
+            ku = [units[i] for i in keep]
+            kd = [durs[i] for i in keep]
+            waves = voc.synthesize(ku, kd if all(x is not None for x in kd) else None)
+            rows = [rows[i] for i in keep]
+            items = [(np.asarray(w, dtype=np.float32), int(voc.sample_rate)) for w in waves]
+            source = "resynthesised ground-truth units (vocoder + ref store)"
+    if not items:
+        keep_rows = [r for r in rows if refs.media(r.get("speech")) is not None and refs.media(r.get("speech")).is_file()]  # type: ignore[union-attr]
+        if not keep_rows:
+            out.unavailable["wer"] = "no ground-truth speech: give --vocoder and --ref-store, or a manifest with recordings"
+            return out.to_json() | {"source": None}
+        rows = keep_rows
+        items = [refs.media(r["speech"]) for r in rows]
+        source = "original recordings (give --vocoder and --ref-store for the resynthesised ceiling)"
+    transcripts = judges.transcribe(items)
+    # intelligibility of ground truth: transcript vs its own text
+    out.update(wer_cer(transcripts, [str(r.get("text") or "") for r in rows]))
+    if src == "image":
+        # the caption metrics a perfect speech caption would get, against the OTHER captions of its image
+        loo = [refs.captions(str(r.get("group") or r["id"]), exclude_id=str(r["id"])) for r in rows]
+        out.update(bleu(transcripts, loo))
+        out.notes.append("ceiling BLEU scores each ground-truth transcript against the other captions of its image")
+    return out.to_json() | {"source": source, "n": len(rows)}
+
+
+def score_image(
+    d: Path,
+    hyps: Sequence[dict[str, Any]],
+    refs: References,
+    cfg: ScoreConfig,
+    judges: Judges,
+    result: MetricResult,
+    entry: dict[str, Any],
+) -> dict[str, Any] | None:
+    paths: list[Path | None] = []
+    for h in hyps:
+        p = d / str(h["hyp"])
+        alt = d / f"{h['id']}.png"
+        paths.append(p if p.is_file() else (alt if alt.is_file() else None))
+    missing = sum(p is None for p in paths)
+    if missing:
+        result.notes.append(f"{missing} image outputs are missing (counted as wrong where applicable)")
+    rows = [refs.rows[str(h["id"])] for h in hyps]
+    is_scenes = any("scene" in r for r in rows)
+    ceiling: dict[str, Any] | None = None
+    if is_scenes:
+        ref_scenes = [_caption_scene(r) for r in rows]
+        result.update(im.scene_scores(im.parse_images(paths), ref_scenes))
+        entry["judge"] = {"judge": "tmt.corpora.scenes parser"}
+        if cfg.ceiling:
+            gt = [refs.media(r.get("image")) for r in rows]
+            c = im.scene_scores(im.parse_images(gt), ref_scenes)
+            ceiling = c.to_json() | {"source": "scene parser on the ground-truth images"}
+        return ceiling
+    # other corpora
+    clip = judges.clip()
+    if clip is not None:
+        ok = [i for i, p in enumerate(paths) if p is not None]
+        result.update(im.clip_scores(
+            clip, [paths[i] for i in ok],  # type: ignore[misc]
+            [refs.media(rows[i].get("image")) for i in ok],
+            [rows[i].get("text") for i in ok],
+        ))
+        entry["judge"] = {"judge": "CLIP", "model_dir": clip.model_dir}
+    else:
+        result.notes.append("no --clip checkpoint given: CLIP similarities not computed")
+        ref_toks = [judges.store_tokens(str(r["id"]), "image") for r in rows]
+        pairs = [(h.get("tokens") or [], t) for h, t in zip(hyps, ref_toks, strict=True) if t is not None]
+        if pairs:
+            result.update(im.token_agreement([p[0] for p in pairs], [p[1] for p in pairs]))
+        else:
+            result.unavailable["token_agreement"] = (
+                "needs --ref-store (a token store of this split with image tokens) or --clip DIR"
+            )
+    return None
+
+
+def _caption_scene(row: dict[str, Any]) -> Any:
+    """The scene graph the hypothesis must match: the caption's (rows carry it as `scene`)."""
+    if row.get("scene") is not None:
+        return row["scene"]
+    from tmt.corpora.scenes import caption_to_scene
+
+    return caption_to_scene(str(row.get("text") or ""))
+
+
+def samples(
+    d: Path,
+    src: str,
+    tgt: str,
+    hyps: Sequence[dict[str, Any]],
+    refs: References,
+    transcripts: Sequence[str] | None,
+    n: int,
+) -> list[dict[str, Any]]:
+    out = []
+    for i, h in enumerate(hyps[:n]):
+        row = refs.rows[str(h["id"])]
+        s: dict[str, Any] = {"id": str(h["id"])}
+        s["source"] = row.get("text") if src == "text" else str(refs.media(row.get(src)) or "")
+        if tgt == "text":
+            s["hypothesis"] = str(h["hyp"])
+        else:
+            s["hypothesis_file"] = str(d / str(h["hyp"]))
+        if transcripts is not None:
+            s["transcript"] = transcripts[i]
+        if tgt == "image" or src == "image":
+            s["references"] = refs.captions(group_of(h, row))
+        else:
+            s["references"] = [row.get("text")] if row.get("text") else []
+        if tgt != "text":
+            gt = refs.media(row.get(tgt))
+            s["reference_file"] = str(gt) if gt else None
+        out.append(s)
+    return out
+

@@ -20,22 +20,18 @@ __all__ = [
     "Translator",
 ]
 
-_WHERE = {
-    "GenerationConfig": "tmt.generation.generator",
-    "GenerationError": "tmt.generation.generator",
-    "Generator": "tmt.generation.generator",
-    "Hypothesis": "tmt.generation.generator",
-    "LengthLimit": "tmt.generation.generator",
-    "LengthLimits": "tmt.generation.generator",
-    "TranslateError": "tmt.generation.translator",
-    "Translation": "tmt.generation.translator",
-    "Translator": "tmt.generation.translator",
-}
+_GENERATOR = {"GenerationConfig", "GenerationError", "Generator", "Hypothesis", "LengthLimit", "LengthLimits"}
+_TRANSLATOR = {"TranslateError", "Translation", "Translator"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
+    # PEP 562 lazy attributes with plain imports, so `import tmt.generation` stays cheap.
+    if name in _GENERATOR:
+        from tmt.generation import generator
 
-        return getattr(importlib.import_module(_WHERE[name]), name)
+        return getattr(generator, name)
+    if name in _TRANSLATOR:
+        from tmt.generation import translator
+
+        return getattr(translator, name)
     raise AttributeError(f"module 'tmt.generation' has no attribute {name!r}")

@@ -147,7 +147,7 @@ def plan_cuts(
     Each cut lies in the second half of the span the piece may cover (no piece but the last is
     shorter than half the span): at the middle of the pause that overlaps that window most
     (the later one on ties), else at the window's lowest-energy frame (energy smoothed over
-    five frames). Deterministic."""
+    five frames; the later one on ties). Deterministic."""
     e = np.asarray(energy_db, dtype=np.float64)
     total = int(e.size)
     max_frames = max(1, int(max_frames))
@@ -166,7 +166,11 @@ def plan_cuts(
             cand = (b2 - a2, (a2 + b2 - 1) // 2)
             if best is None or cand >= best:
                 best = cand
-        cut = best[1] if best is not None else lo + int(np.argmin(smooth[lo : hi + 1]))
+        if best is not None:
+            cut = best[1]
+        else:  # the quietest frame; the latest of equals (fewer, longer pieces)
+            window = smooth[lo : hi + 1]
+            cut = lo + len(window) - 1 - int(np.argmin(window[::-1]))
         cut = min(max(cut, start + 1), hi)
         cuts.append(cut)
         start = cut

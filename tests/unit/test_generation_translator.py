@@ -19,7 +19,7 @@ from PIL import Image
 
 from tmt.core.hypotheses import merge_hypothesis_parts
 from tmt.generation.batch import translate_to_dir
-from tmt.generation.generator import GenerationConfig
+from tmt.generation.generator import GenerationConfig, GenerationError
 from tmt.generation.translator import TranslateError, Translator, infer_modality
 from tmt.models.tmt import create_model, get_preset, save_model
 from tmt.tokenizers import base as tok_base
@@ -75,7 +75,7 @@ class FakeSpeech(_Fake):
         out = []
         for p in batch:
             try:
-                wav, _ = sf.read(str(p), dtype="float32")
+                wav = p if isinstance(p, np.ndarray) else sf.read(str(p), dtype="float32")[0]
             except Exception as e:
                 raise tok_base.TokenizerError(f"{p}: not an audio file ({e})") from None
             frames = wav[: len(wav) // 320 * 320].reshape(-1, 320)
@@ -381,3 +381,70 @@ def test_cli_manifest_mode(exp: Path, media: dict[str, Path], tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in (tmp_path / "txt" / "hypotheses.jsonl").read_text().splitlines()]
     assert [x["id"] for x in lines] == ["u0", "u1"]
+
+
+# ---- long inputs: split into pieces, translated, joined ------------------------------------------
+@pytest.fixture(scope="module")
+def short_exp(exp: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stand-in tokenizers with a tiny model that reads at most 63 source tokens."""
+    from tmt.models.tmt import load_model
+
+    vocab = load_model(exp / "model", "cpu").vocab
+    cfg = get_preset("tiny")
+    cfg.max_seq_len = 64
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("short") / "model"
+    save_model(create_model(cfg, vocab), root)
+    return root
+
+
+def _speech_with_pauses(path: Path, seconds: int = 8) -> Path:
+    """`seconds` of 0.8 s tones, each followed by 0.2 s of quiet noise (50 stand-in tokens a second)."""
+    rng = np.random.default_rng(1)
+    t = np.arange(int(0.8 * 16000)) / 16000
+    parts = []
+    for i in range(seconds):
+        parts += [0.3 * np.sin(2 * np.pi * (200 + 30 * i) * t), 0.002 * rng.standard_normal(3200)]
+    sf.write(path, np.concatenate(parts).astype(np.float32), 16000)
+    return path
+
+
+def test_long_speech_is_translated_in_pieces(short_exp: Path, tmp_path: Path) -> None:
+    wav = _speech_with_pauses(tmp_path / "long.wav")  # 400 tokens, the limit is 63
+    tr = Translator.from_checkpoint(short_exp, config=GenerationConfig(strategy="greedy"))
+    [r] = tr.translate([wav], tgt="text")
+    assert len(r.pieces) >= 7 and all(len(p.tokens) >= 1 for p in r.pieces)
+    assert r.text == " ".join(str(p.text) for p in r.pieces)
+    np.testing.assert_array_equal(r.tokens, np.concatenate([p.tokens for p in r.pieces]))
+    assert r.id == "long" and [p.id for p in r.pieces][:2] == ["long.1", "long.2"]
+    [r2] = tr.translate([wav], tgt="text")
+    assert r2.text == r.text  # deterministic
+    off = Translator.from_checkpoint(short_exp, config=GenerationConfig(strategy="greedy"))
+    off.config.segment.enabled = False
+    with pytest.raises(GenerationError, match=r"long: 400 speech tokens exceed the model's source limit \(63\)"):
+        off.translate([wav], tgt="text")
+    with pytest.raises(TranslateError, match=r"limit \(63\).*one image per input"):
+        tr.translate([wav], tgt="image")
+
+
+def test_long_text_to_speech_joins_waveforms(short_exp: Path) -> None:
+    text = " ".join(f"w{i % 40}" + ("." if i % 9 == 8 else "") for i in range(300))
+    tr = Translator.from_checkpoint(short_exp, config=GenerationConfig(strategy="greedy"))
+    tr._vocoder = FakeVocoder()
+    [r] = tr.translate([text], tgt="speech")
+    n = len(r.pieces)
+    assert n >= 300 // tr.piece_budget(["speech"]) and all(len(p.tokens) >= 1 for p in r.pieces)
+    gap = round(tr.config.segment.join_silence_s * 16000)
+    assert r.waveform is not None and len(r.waveform) == sum(320 * len(p.tokens) for p in r.pieces) + (n - 1) * gap
+    np.testing.assert_array_equal(r.units, np.concatenate([p.tokens for p in r.pieces]))
+
+
+def test_cli_no_segment_keeps_the_limit_error(short_exp: Path, tmp_path: Path) -> None:
+    wav = _speech_with_pauses(tmp_path / "long.wav")
+    r = run("translate", "--model", str(short_exp), "--to", "text", "--greedy", str(wav))
+    assert r.exit_code == 0, r.output
+    assert len(r.stdout.split()) >= 7  # at least a word per piece (min_len 1)
+    r = run("translate", "--model", str(short_exp), "--to", "text", "--no-segment", str(wav))
+    assert r.exit_code == 1 and "exceed the model's source limit (63)" in r.stderr and "Traceback" not in r.output
+    r = run("translate", "--model", str(short_exp), "--to", "text", "--set", "segment.enabled=false", str(wav))
+    assert r.exit_code == 1 and "source limit (63)" in r.stderr

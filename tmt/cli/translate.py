@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,25 @@ def _collect_inputs(files: tuple[str, ...], texts: tuple[str, ...], src: str | N
     return inputs, ids, srcs
 
 
+def segment_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--segment/--no-segment`, passed on as the config override `segment.enabled=...` (after
+    any --set, so the flag wins)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, segment: bool | None = None, **kwargs: Any) -> Any:
+        if segment is not None:
+            kwargs["overrides"] = (*kwargs.get("overrides", ()), f"segment.enabled={str(segment).lower()}")
+        return f(*args, **kwargs)
+
+    return click.option(
+        "--segment/--no-segment", "segment", default=None,
+        help="Speech or text longer than the model's source limit is split (speech at pauses, text at "
+             "sentence ends) into pieces that fit, translated piece by piece and joined (default; config "
+             "key segment.enabled). --no-segment refuses such inputs. Image targets are one image per "
+             "input and never split: a too-long input is refused, naming the limit.",
+    )(wrapper)
+
+
 def _check_output_suffix(out: Path, tgt: str) -> None:
     ext = out.suffix.lower()
     ok = {"image": (".png", ".jpg", ".jpeg"), "speech": (".wav",), "text": None}[tgt]
@@ -145,6 +166,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed for sampling.")
 @click.option("--batch-size", type=int, default=None, help="Inputs decoded together.")
 @click.option("--device", default="cpu", help="Torch device (cpu, cuda, cuda:1).")
+@segment_option
 @config_options
 def cli(
     inputs: tuple[str, ...], model_dir: str, tgt: str, src: str | None, via: str | None, texts: tuple[str, ...],

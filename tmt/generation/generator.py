@@ -38,6 +38,7 @@ from tmt.generation.constrained import (
     encode,
     has_fast_path,
 )
+from tmt.generation.segment import SegmentConfig
 from tmt.vocab import EOS, PAD, JointVocab
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,9 @@ class GenerationConfig:
     """Tokens per image; None: from the image tokenizer / model config."""
     lengths: LengthLimits = field(default_factory=LengthLimits)
     """Per target modality length limits (text, speech)."""
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    """Inputs longer than the model's source limit: split into pieces (speech at pauses, text at
+    sentences), translated piece by piece and joined; `segment.enabled: false` refuses them."""
 
     def check(self) -> None:
         if self.strategy not in ("beam", "greedy", "sample"):
@@ -124,6 +128,7 @@ class GenerationConfig:
             lim = self.lengths.get(m)
             if lim.min_len < 1 or lim.b < 0 or lim.a < 0:
                 raise GenerationError(f"lengths.{m}: need min_len >= 1, a >= 0, b >= 0 (got {lim})")
+        self.segment.check()
 
 
 @dataclass

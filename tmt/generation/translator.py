@@ -9,6 +9,12 @@ tokenizer whose fingerprint differs from the one the model was trained with),
 encodes inputs with the source modality's tokenizer, decodes with `Generator`,
 and turns the output tokens back into media: text strings, PIL images (the VQ
 decoder), waveforms (the unit vocoder, when one is given; otherwise the units).
+
+Speech and text inputs longer than the model's source limit are split into pieces that fit
+(speech at pauses, text at sentence ends: `tmt.generation.segment`), translated piece by piece
+and joined (texts with spaces, waveforms with a short silence, units end to end); the result
+keeps the pieces in `.pieces`. `GenerationConfig.segment.enabled = False` refuses such inputs
+instead, and image targets always do (one image per input).
 """
 
 from __future__ import annotations
@@ -25,6 +31,15 @@ from tmt.core.errors import TmtError
 from tmt.core.modality import check_modality as core_check_modality
 from tmt.core.tokenizer import ImageTokenizerLike, SpeechTokenizerLike, TextTokenizerLike, Tokenizer
 from tmt.generation.generator import GenerationConfig, Generator, Hypothesis
+from tmt.generation.segment import (
+    join_texts,
+    join_tokens,
+    join_waveforms,
+    piece_budget,
+    split_speech,
+    split_text,
+    split_tokens,
+)
 from tmt.vocab import JointVocab
 
 log = logging.getLogger(__name__)
@@ -107,6 +122,8 @@ class Translation:
     """The intermediate result of a cascade."""
     nbest: list[Hypothesis] = field(default_factory=list)
     """All kept hypotheses (best first)."""
+    pieces: list[Translation] = field(default_factory=list)
+    """A long input translated in pieces: each piece's result, in order (empty otherwise)."""
 
     @property
     def units(self) -> np.ndarray | None:
@@ -359,9 +376,12 @@ class Translator:
             mids = [r[via] for r in first]
             if any(r.src == via for r in mids) or via == tgt:
                 raise TranslateError(f"--via {via} must differ from the source and the target ({tgt})")
-            second = self.translate_tokens(
-                [r.tokens for r in mids], src=via, tgt=tgt, ids=[r.id for r in mids], detokenize=detokenize
-            )
+            texts = [r.text for r in mids] if via == "text" else None  # long pivots split at sentences
+            second = [
+                r[tgt] for r in self._translate_tokens(
+                    [r.tokens for r in mids], via, [tgt], [r.id for r in mids], detokenize, items=texts
+                )
+            ]
             for r, mid in zip(second, mids, strict=True):
                 r.src, r.via, r.pivot = mid.src, via, mid
             return second
@@ -392,7 +412,8 @@ class Translator:
         for m in dict.fromkeys(srcs):  # group by source modality, keep order
             idx = [i for i, s in enumerate(srcs) if s == m]
             toks = self.encode([inputs[i] for i in idx], m, [ids[i] for i in idx])
-            res = self._translate_tokens(toks, m, list(tgts), [ids[i] for i in idx], detokenize)
+            items = [inputs[i] for i in idx]
+            res = self._translate_tokens(toks, m, list(tgts), [ids[i] for i in idx], detokenize, items=items)
             for i, r in zip(idx, res, strict=True):
                 out[i] = r
         return out
@@ -413,25 +434,121 @@ class Translator:
         return [r[tgt] for r in self._translate_tokens(list(tokens), src, [tgt], ids, detokenize)]
 
     def _translate_tokens(
-        self, toks: list[np.ndarray], src: str, tgts: list[str], ids: list[str], detokenize: bool
+        self, toks: list[np.ndarray], src: str, tgts: list[str], ids: list[str], detokenize: bool,
+        items: Sequence[Any] | None = None,
     ) -> list[dict[str, Translation]]:
+        """Decode token sequences; a too-long one is cut into pieces (`items`: the inputs the
+        tokens came from, the media the cuts are found in) whose results are joined."""
         for t in tgts:
             if t == src:
                 raise TranslateError(f"source and target are both {src}; pick another --to")
         gen = self.generator
         if "image" in tgts:
             gen.image_len = self._image_len()
-        hyps = gen.generate(toks, src, tgts, names=ids)
-        out: list[dict[str, Translation]] = []
-        for i, h in enumerate(hyps):
-            out.append({
-                t: Translation(id=ids[i], src=src, tgt=t, tokens=h[t][0].tokens, score=h[t][0].score, nbest=h[t])
+        pieces = self._pieces(toks, src, tgts, ids, items)
+        flat = [p for ps in pieces for p in ps]
+        owner = [(i, k) for i, ps in enumerate(pieces) for k in range(len(ps))]
+        names = [ids[i] if len(pieces[i]) == 1 else f"{ids[i]} (piece {k + 1}/{len(pieces[i])})" for i, k in owner]
+        hyps = gen.generate(flat, src, tgts, names=names)
+        done: list[dict[str, Translation]] = []
+        for (i, k), h in zip(owner, hyps, strict=True):
+            pid = ids[i] if len(pieces[i]) == 1 else f"{ids[i]}.{k + 1}"
+            done.append({
+                t: Translation(id=pid, src=src, tgt=t, tokens=h[t][0].tokens, score=h[t][0].score, nbest=h[t])
                 for t in tgts
             })
         if detokenize:
             for t in tgts:
-                self.detokenize([o[t] for o in out])
+                self.detokenize([o[t] for o in done])
+        out: list[dict[str, Translation]] = []
+        pos = 0
+        for i, ps in enumerate(pieces):
+            group = done[pos : pos + len(ps)]
+            pos += len(ps)
+            out.append(group[0] if len(ps) == 1 else {t: self._join(ids[i], [g[t] for g in group]) for t in tgts})
         return out
+
+    # ---- long inputs -------------------------------------------------------------------
+    def source_limit(self) -> int:
+        """Most source tokens the model reads (its max_source_seq_len less the <eos>)."""
+        return int(getattr(self.model, "max_source_seq_len", 1 << 30)) - 1
+
+    def piece_budget(self, tgts: Sequence[str]) -> int:
+        """Source tokens per piece when a long input is split for these targets: the source
+        limit, lowered so each piece's longest allowed output fits the decoder (see
+        `segment.piece_budget`), or `segment.max_tokens`."""
+        cap = int(getattr(self.model, "max_target_seq_len", 1 << 30)) - 2
+        limit = self.source_limit()
+        budget = limit
+        for t in tgts:
+            lim = self.config.lengths.get(t)
+            budget = min(budget, piece_budget(
+                limit, target_cap=cap, length_rule=(lim.a, lim.b), max_tokens=self.config.segment.max_tokens
+            ))
+        return budget
+
+    def _pieces(
+        self, toks: list[np.ndarray], src: str, tgts: list[str], ids: list[str], items: Sequence[Any] | None
+    ) -> list[list[np.ndarray]]:
+        """Per input: [its tokens], or the pieces of a too-long speech / text input."""
+        limit = self.source_limit()
+        out: list[list[np.ndarray]] = []
+        for i, t in enumerate(toks):
+            if len(t) <= limit:
+                out.append([t])
+                continue
+            if "image" in tgts:
+                raise TranslateError(
+                    f"{ids[i]}: {len(t)} {src} tokens exceed the model's source limit ({limit}); an image "
+                    f"target is one image per input, so long inputs are not split: shorten the input to at "
+                    f"most {limit} {src} tokens"
+                )
+            if not self.config.segment.enabled or src == "image":
+                out.append([t])  # the generator refuses it, naming the limit
+                continue
+            budget = self.piece_budget(tgts)
+            item = items[i] if items is not None else None
+            parts = self._split(t, src, budget, item)
+            log.info("%s: %d %s tokens exceed the model's source limit (%d); translating it in %d pieces "
+                     "of at most %d tokens", ids[i], len(t), src, limit, len(parts), budget)
+            out.append(parts)
+        return out
+
+    def _split(self, tokens: np.ndarray, src: str, budget: int, item: Any) -> list[np.ndarray]:
+        """Pieces of one long input: speech cut at pauses, text at sentence ends; tokens with no
+        media behind them (a speech pivot) in equal parts."""
+        if src == "speech" and item is not None:
+            from tmt.core.audio import as_waveform
+
+            tok = self.tokenizer("speech")
+            wav, _ = as_waveform(item)
+            res = split_speech(wav, lambda ws: tok.encode(ws), budget, tokens=tokens,
+                               min_pause_s=self.config.segment.min_pause_s)
+            return [p for _, p in res]
+        if src == "text":
+            ttok = self.tokenizer("text")
+            text = _read_text_input(item) if isinstance(item, str | Path) else None
+            if text is None:
+                text = str(ttok.decode([tokens])[0])
+            return [p for _, p in split_text(str(text), lambda ts: ttok.encode(ts), budget)]
+        return split_tokens(tokens, budget)
+
+    def _join(self, id: str, parts: list[Translation]) -> Translation:
+        """One result from the pieces' results: tokens end to end, texts with spaces, waveforms
+        with `segment.join_silence_s` of silence; the score is the token-weighted mean."""
+        first = parts[0]
+        tokens = join_tokens([p.tokens for p in parts])
+        weights = np.array([max(1, len(p.tokens)) for p in parts], dtype=np.float64)
+        score = float((weights * np.array([p.score for p in parts])).sum() / weights.sum())
+        r = Translation(id=id, src=first.src, tgt=first.tgt, tokens=tokens, score=score,
+                        nbest=[Hypothesis(tokens=tokens, score=score)], pieces=parts)
+        if all(p.text is not None for p in parts):
+            r.text = join_texts([str(p.text) for p in parts])
+        if all(p.waveform is not None for p in parts):
+            sr = int(first.sample_rate or 16000)
+            r.waveform = join_waveforms([np.asarray(p.waveform) for p in parts], sr, self.config.segment.join_silence_s)
+            r.sample_rate = sr
+        return r
 
 
 def _read_text_input(x: Any) -> Any:

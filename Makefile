@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.tmt-installed
-SYSPKGS := espeak-ng flite libsndfile1 sox shellcheck
+SYSPKGS := espeak-ng flite libsndfile1 sox shellcheck default-jre-headless
 PYTEST_ARGS ?=
 
 .PHONY: install sysdeps test demo bench lint docs clean help
@@ -33,6 +33,7 @@ install: $(STAMP) sysdeps
 sysdeps:
 	@missing=""; \
 	for p in espeak-ng flite sox shellcheck; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v java >/dev/null 2>&1 || missing="$$missing default-jre-headless"; \
 	ldconfig -p 2>/dev/null | grep -q libsndfile.so || missing="$$missing libsndfile1"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \

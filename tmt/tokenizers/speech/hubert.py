@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tmt.tokenizers.base import TokenizerError
+from tmt.tokenizers.speech.card import WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -330,50 +331,38 @@ def load_hubert(
     return _frozen_model(path, state, arch), _norm_arch(arch)
 
 
-def _masked_group_norm(x: Any, lengths: Any, gn: Any) -> Any:
-    """GroupNorm over the valid frames only: x [B, C, T], lengths [B] (padding must not
-    shift the statistics, or batched features would differ from one-at-a-time ones)."""
-    import torch
-
-    b, c, t = x.shape
-    g = gn.num_groups
-    mask = (torch.arange(t, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # [B, T]
-    xg = x.reshape(b, g, c // g, t)
-    m = mask[:, None, None, :]
-    n = (mask.sum(dim=-1) * (c // g)).clamp_min(1.0)[:, None, None, None]  # valid values per group
-    mean = (xg * m).sum(dim=(2, 3), keepdim=True) / n
-    var = (((xg - mean) ** 2) * m).sum(dim=(2, 3), keepdim=True) / n  # biased, as nn.GroupNorm
-    y = ((xg - mean) / torch.sqrt(var + gn.eps)).reshape(b, c, t)
-    if gn.affine:
-        y = y * gn.weight[None, :, None] + gn.bias[None, :, None]
-    return y
-
-
 def hubert_forward(model: Any, wavs: Sequence[np.ndarray], layer: int, *, normalize: bool = False) -> list[np.ndarray]:
-    """Features of layer `layer` for a batch of waveforms (padded, masked; equal to running
-    each one alone up to float rounding) -> one [frames, dim] array per waveform."""
+    """Features of layer `layer` for a batch of waveforms -> one [frames, dim] array per waveform.
+
+    The convolutional feature extractor runs on each waveform alone (its cost is linear in
+    the samples, so batching gains nothing there, while padding would add work and need a
+    masked GroupNorm); only the transformer runs batched, on the padded frame sequences with
+    a key-padding mask, and without any mask when all lengths are equal. Callers sort by
+    length so padding stays small. Equal to one waveform at a time up to float rounding.
+    Waveforms shorter than one 25 ms window give zero frames."""
     import torch
     import torch.nn.functional as F
 
     with torch.inference_mode():
-        xs = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) for w in wavs]
-        if normalize:
-            xs = [F.layer_norm(x, x.shape) for x in xs]
-        lengths = torch.tensor([x.numel() for x in xs])
-        x = torch.nn.utils.rnn.pad_sequence(xs, batch_first=True).unsqueeze(1)  # -> [B, 1, samples]
-        lens = lengths
-        for block in model.feature_extractor.conv_layers:
-            x = block.conv(x)
-            lens = torch.clamp((lens - block.kernel_size) // block.stride + 1, min=0)
-            if isinstance(block.layer_norm, torch.nn.GroupNorm):
-                x = _masked_group_norm(x, lens, block.layer_norm) if len(xs) > 1 else block.layer_norm(x)
-            elif block.layer_norm is not None:
-                x = block.layer_norm(x)
-            x = F.gelu(x)
-        x = x.transpose(1, 2)  # -> [B, frames, conv channels]
-        outs = model.encoder.extract_features(x, lens if len(xs) > 1 else None, num_layers=layer)
-        h = outs[layer - 1]  # -> [B, frames, embed dim]
-        return [h[i, : int(n)].float().numpy().copy() for i, n in enumerate(lens)]
+        dim = model.encoder.feature_projection.projection.out_features
+        conv: list[Any] = []
+        for w in wavs:
+            x = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+            if normalize:
+                x = F.layer_norm(x, x.shape)
+            conv.append(model.feature_extractor(x[None], None)[0][0] if x.numel() >= WINDOW else None)
+        live = [i for i, c in enumerate(conv) if c is not None]
+        out = [np.zeros((0, dim), np.float32) for _ in wavs]
+        if not live:
+            return out
+        frames = [conv[i] for i in live]
+        lens = torch.tensor([len(c) for c in frames])
+        x = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)  # -> [B, frames, conv channels]
+        masked = bool((lens != lens[0]).any())
+        h = model.encoder.extract_features(x, lens if masked else None, num_layers=layer)[layer - 1]
+        for i, row, n in zip(live, h, lens.tolist(), strict=True):
+            out[i] = row[:n].float().numpy().copy()
+        return out
 
 
 def _state_bytes(model: Any) -> dict[str, Any]:

@@ -289,17 +289,15 @@ def respell(data: Mapping[str, Any], spellings: Iterable[Spelling], *, from_file
     saved config's own layout)."""
     out = _nested_copy(data)
     for sp in spellings:
-        if sp.old != sp.key:
-            found, value = _pop_path(out, sp.old)
-            if found:
-                if not (from_file and sp.old == sp.field) and (sp.old, sp.key) not in _warned_spellings:
-                    _warned_spellings.add((sp.old, sp.key))
-                    log.warning("config key '%s' is deprecated; spell it '%s' (e.g. --set %s=...)", sp.old, sp.key, sp.key)
-                _put_path(out, sp.field, value)
-        if sp.key != sp.field:
-            found, value = _pop_path(out, sp.key)
-            if found:
-                _put_path(out, sp.field, value)
+        new = _pop_path(out, sp.key)
+        found, value = _pop_path(out, sp.old) if sp.old != sp.key else (False, None)
+        if found:
+            if not (from_file and sp.old == sp.field) and (sp.old, sp.key) not in _warned_spellings:
+                _warned_spellings.add((sp.old, sp.key))
+                log.warning("config key '%s' is deprecated; spell it '%s' (e.g. --set %s=...)", sp.old, sp.key, sp.key)
+            _put_path(out, sp.field, value)
+        if new[0]:  # given both ways, the new spelling wins
+            _put_path(out, sp.field, new[1])
     return out
 
 

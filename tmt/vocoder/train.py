@@ -304,6 +304,7 @@ class VocoderTrainer:
                     saved_at = self.step
         finally:
             bar.close()
+        self.elapsed = budget.spent()  # the final save records the time the budget was judged by
         if self.step < t.max_steps and budget.exhausted():
             log.info("time budget of %.1f min spent at step %d; stopping", t.max_minutes, self.step)
         if self.step % t.sample_every != 0 or not self.last_valid:

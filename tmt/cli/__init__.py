@@ -28,6 +28,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "backtranslate": ("tmt.cli.backtranslate", "Generate synthetic pairs for partial data."),
     "vocoder": ("tmt.cli.vocoder", "Train, import and run the unit vocoder."),
     "score": ("tmt.cli.score", "Score translations in all six directions."),
+    "serve": ("tmt.cli.serve", "Serve a trained model over HTTP: a JSON API and a web page."),
 }
 
 EPILOG = """\b

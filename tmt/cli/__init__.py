@@ -19,6 +19,7 @@ from tmt.cli import (
     manifest,
     prepare,
     score,
+    serve,
     tokenize,
     train,
     translate,
@@ -38,6 +39,7 @@ VERBS: dict[str, tuple[click.Command, str]] = {
     "backtranslate": (backtranslate.cli, "Generate synthetic pairs for partial data."),
     "vocoder": (vocoder.cli, "Train, import and run the unit vocoder."),
     "score": (score.cli, "Score translations in all six directions."),
+    "serve": (serve.cli, "Serve a trained model over HTTP: a JSON API and a web page."),
 }
 
 EPILOG = """\b

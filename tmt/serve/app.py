@@ -97,9 +97,23 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
     cfg.check()
     worker = BatchWorker(engine.run_batch, queue_size=cfg.queue_size, max_batch=cfg.max_batch,
                          max_wait_s=cfg.batch_wait_ms / 1000.0)
-    counter = itertools.count(1)
-    started = time.time()
-    html = page_html()
+    app = FastAPI(
+        title="tmt serve", version=__version__, lifespan=_lifespan(worker, cfg),
+        description="Translate between speech, images and text with a trained tmt model. "
+                    "Errors are `{\"error\": \"...\"}` with a 4xx/5xx status.",
+    )
+    app.state.engine = engine
+    app.state.worker = worker
+    app.state.config = cfg
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)  # type: ignore[arg-type]
+    _add_error_handlers(app)
+    _add_info_routes(app, engine, worker, cfg)
+    _add_translate_route(app, engine, worker, cfg)
+    return app
+
+
+def _lifespan(worker: BatchWorker, cfg: ServeConfig) -> Any:
+    """Start the model worker with the app and stop it on shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,15 +126,11 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
             worker.stop()
             log.info("model worker stopped after %d requests in %d batches", worker.stats.jobs, worker.stats.batches)
 
-    app = FastAPI(
-        title="tmt serve", version=__version__, lifespan=lifespan,
-        description="Translate between speech, images and text with a trained tmt model. "
-                    "Errors are `{\"error\": \"...\"}` with a 4xx/5xx status.",
-    )
-    app.state.engine = engine
-    app.state.worker = worker
-    app.state.config = cfg
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)  # type: ignore[arg-type]
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """HTTP and validation errors answer with the one-line JSON error body."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -134,6 +144,12 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             return error(422, f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid request")))
         return error(422, "invalid request")
+
+
+def _add_info_routes(app: FastAPI, engine: Engine, worker: BatchWorker, cfg: ServeConfig) -> None:
+    """The page, health and model-info endpoints."""
+    started = time.time()
+    html = page_html()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -155,6 +171,11 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
     @app.get("/api/info", summary="Model, directions, tokenizers, vocoder and limits")
     async def info() -> dict[str, Any]:
         return engine.info() | {"limits": cfg.public(), "version": __version__}
+
+
+def _add_translate_route(app: FastAPI, engine: Engine, worker: BatchWorker, cfg: ServeConfig) -> None:
+    """`POST /api/translate`: read and check the input, queue it, wait for its batch."""
+    counter = itertools.count(1)
 
     @app.post(
         "/api/translate", summary="Translate one input into another modality",
@@ -190,36 +211,39 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
             job = worker.submit(key, (rid, src.value))
         except QueueFull as e:
             return error(503, f"the server is busy: {e}; retry shortly", {"Retry-After": str(cfg.retry_after_s)})
-        try:
-            result = await asyncio.wait_for(asyncio.wrap_future(job.future), timeout=cfg.timeout_s)
-            body = await run_in_threadpool(render, result)
-        except TimeoutError:
-            job.future.cancel()
-            return error(504, f"no result after {cfg.timeout_s:g} s; the server is overloaded or the input too long")
-        except asyncio.CancelledError:
-            if job.future.cancelled():
-                return error(503, "the server is shutting down", {"Retry-After": str(cfg.retry_after_s)})
-            raise
-        except TmtError as e:
-            return error(400, str(e))
-        except Exception as e:
-            log.exception("%s failed", rid)
-            return error(500, f"internal error ({type(e).__name__}: {e})")
-        done = time.perf_counter()
-        started_at = job.started or done
-        finished_at = job.finished or done
-        body["id"] = rid
-        body["timing"] = {
-            "total_ms": round((done - t0) * 1000, 1),
-            "queue_ms": round((started_at - job.enqueued) * 1000, 1),
-            "decode_ms": round((finished_at - started_at) * 1000, 1),
-            "batch_size": job.batch_size,
-        }
-        log.info("%s %s -> %s%s: %.0f ms (batch %d)", rid, src.describe, key.tgt,
-                 f" via {key.via}" if key.via else "", body["timing"]["total_ms"], job.batch_size)
-        return JSONResponse(body)
+        return await _await_result(job, rid, t0, src, key, cfg)
 
-    return app
+
+async def _await_result(job: Any, rid: str, t0: float, src: Source, key: Any, cfg: ServeConfig) -> JSONResponse:
+    """Wait for a queued job's result (bounded by the timeout) and answer with it and its timings."""
+    try:
+        result = await asyncio.wait_for(asyncio.wrap_future(job.future), timeout=cfg.timeout_s)
+        body = await run_in_threadpool(render, result)
+    except TimeoutError:
+        job.future.cancel()
+        return error(504, f"no result after {cfg.timeout_s:g} s; the server is overloaded or the input too long")
+    except asyncio.CancelledError:
+        if job.future.cancelled():
+            return error(503, "the server is shutting down", {"Retry-After": str(cfg.retry_after_s)})
+        raise
+    except TmtError as e:
+        return error(400, str(e))
+    except Exception as e:
+        log.exception("%s failed", rid)
+        return error(500, f"internal error ({type(e).__name__}: {e})")
+    done = time.perf_counter()
+    started_at = job.started or done
+    finished_at = job.finished or done
+    body["id"] = rid
+    body["timing"] = {
+        "total_ms": round((done - t0) * 1000, 1),
+        "queue_ms": round((started_at - job.enqueued) * 1000, 1),
+        "decode_ms": round((finished_at - started_at) * 1000, 1),
+        "batch_size": job.batch_size,
+    }
+    log.info("%s %s -> %s%s: %.0f ms (batch %d)", rid, src.describe, key.tgt,
+             f" via {key.via}" if key.via else "", body["timing"]["total_ms"], job.batch_size)
+    return JSONResponse(body)
 
 
 async def _read_source(file: Any, text: str | None, cfg: ServeConfig) -> Source:

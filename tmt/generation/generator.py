@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from fairseq2.generation import SequenceGenerationError, SequenceGeneratorOutput
+from fairseq2.generation import SequenceGenerationError
 from fairseq2.generation.beam_search import BeamSearchSeq2SeqGenerator
 from fairseq2.generation.sampling import SamplingSeq2SeqGenerator, TopKSampler, TopPSampler
 from fairseq2.generation.step_processor import NGramRepeatBlockProcessor
@@ -331,7 +331,7 @@ class Generator:
         return gen
 
     def _collect(
-        self, out: SequenceGeneratorOutput, space: TargetSpace, tgt: str, bounds: list[tuple[int, int]], names: list[str]
+        self, out: Any, space: TargetSpace, tgt: str, bounds: list[tuple[int, int]], names: list[str]
     ) -> list[list[Hypothesis]]:
         """Each row's finite-scored hypotheses (up to `nbest`) as tokenizer ids, checked for specials."""
         cfg = self.config

@@ -37,7 +37,8 @@ from _common import print_table, write_json
 
 import tmt.generation.constrained as constrained
 from tmt.generation.generator import GenerationConfig, Generator, LengthLimit, LengthLimits
-from tmt.models.tmt import TmtModelConfig, create_model
+from tmt.models.config import TmtModelConfig
+from tmt.models.tmt import create_model
 from tmt.vocab import BOS, EOS, PAD, PAPER_SIZES, JointVocab
 
 

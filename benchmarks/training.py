@@ -35,9 +35,10 @@ from fairseq2.nn import BatchLayout
 from torch.utils.flop_counter import FlopCounterMode
 
 from tmt.core.modality import ALL_DIRECTIONS, parse_direction
-from tmt.models.tmt import TmtModel, TmtModelConfig, create_model
+from tmt.models.config import TmtModelConfig
+from tmt.models.tmt import TmtModel, create_model
 from tmt.store.pipeline import RowBatch, decoder_io
-from tmt.training.trainer import SixWayStep
+from tmt.training.steps import SixWayStep
 from tmt.vocab import PAD, PAPER_SIZES, JointVocab
 
 ROOT = Path(__file__).resolve().parent

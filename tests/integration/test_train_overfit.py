@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from tmt.cli import cli as root
-from tmt.models.tmt import load_model
+from tmt.models.checkpoint import load_model
 from tmt.training.checkpoint import list_steps
 from tmt.training.synthetic import make_synthetic_store, synthetic_vocab
 

@@ -22,7 +22,9 @@ IMAGE_LEN = 6
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from tmt.models.tmt import create_model, get_preset, save_model
+    from tmt.models.checkpoint import save_model
+    from tmt.models.config import get_preset
+    from tmt.models.tmt import create_model
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("bt")

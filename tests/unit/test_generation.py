@@ -17,7 +17,8 @@ from tmt.generation.generator import (
     LengthLimit,
     LengthLimits,
 )
-from tmt.models.tmt import create_model, get_preset
+from tmt.models.config import get_preset
+from tmt.models.tmt import create_model
 from tmt.vocab import BOS, EOS, JointVocab
 
 torch.set_num_threads(1)

@@ -21,7 +21,9 @@ from tmt.core.hypotheses import merge_hypothesis_parts
 from tmt.generation.batch import translate_to_dir
 from tmt.generation.generator import GenerationConfig, GenerationError
 from tmt.generation.translator import TranslateError, Translator, infer_modality
-from tmt.models.tmt import create_model, get_preset, save_model
+from tmt.models.checkpoint import save_model
+from tmt.models.config import get_preset
+from tmt.models.tmt import create_model
 from tmt.tokenizers import base as tok_base
 from tmt.vocab import FingerprintMismatch, JointVocab, TokenizerInfo
 
@@ -387,7 +389,7 @@ def test_cli_manifest_mode(exp: Path, media: dict[str, Path], tmp_path: Path) ->
 @pytest.fixture(scope="module")
 def short_exp(exp: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The stand-in tokenizers with a tiny model that reads at most 63 source tokens."""
-    from tmt.models.tmt import load_model
+    from tmt.models.checkpoint import load_model
 
     vocab = load_model(exp / "model", "cpu").vocab
     cfg = get_preset("tiny")

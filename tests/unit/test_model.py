@@ -10,17 +10,9 @@ import torch
 import torch.nn.functional as F
 from fairseq2.nn import BatchLayout, IncrementalStateBag
 
-from tmt.models.tmt import (
-    PRESETS,
-    ModelError,
-    TmtModelConfig,
-    create_model,
-    get_preset,
-    load_model,
-    save_model,
-    sliced_loss,
-    tiny,
-)
+from tmt.models.checkpoint import load_model, save_model
+from tmt.models.config import PRESETS, ModelError, TmtModelConfig, get_preset, tiny
+from tmt.models.tmt import create_model, sliced_loss
 from tmt.vocab import BOS, EOS, PAD, JointVocab
 
 torch.set_num_threads(1)

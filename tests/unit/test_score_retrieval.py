@@ -51,7 +51,9 @@ def tiny_model():  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     torch.manual_seed(0)
     vocab = JointVocab.from_sizes({"text": 20, "speech": 12, "image": 8})
-    return tm.create_model(tm.tiny(), vocab).eval()
+    from tmt.models.config import tiny
+
+    return tm.create_model(tiny(), vocab).eval()
 
 
 def test_forced_logprobs_match_the_restricted_softmax(tiny_model) -> None:  # type: ignore[no-untyped-def]

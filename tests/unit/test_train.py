@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from tmt.cli import cli as root
 from tmt.training.checkpoint import list_steps
 from tmt.training.config import train_preset
+from tmt.training.steps import lr_lambda
 from tmt.training.synthetic import make_synthetic_store, synthetic_vocab
-from tmt.training.trainer import lr_lambda, train
+from tmt.training.trainer import train
 
 torch.set_num_threads(1)
 
@@ -119,7 +120,7 @@ def test_time_budget_spans_resumed_runs(data, monkeypatch) -> None:
 def test_best_per_direction_matches_the_validation_log(data) -> None:
     import json
 
-    from tmt.models.tmt import load_model
+    from tmt.models.checkpoint import load_model
 
     cfg = _cfg(data, max_steps=6, valid_every=2, save_every=2, keep_last=5, best_per_direction=True)
     cfg = replace(cfg, data=replace(cfg.data, valid_stores=[str(data / "store")]))
@@ -143,7 +144,7 @@ def test_keep_direction_bests_rewrites_only_a_direction_that_improves(data, tmp_
     import json
 
     from tmt.models.tmt import create_model
-    from tmt.training.trainer import _keep_direction_bests
+    from tmt.training.validation import keep_direction_bests
 
     cfg = _cfg(data)
     model = create_model(cfg.model, synthetic_vocab())
@@ -155,7 +156,7 @@ def test_keep_direction_bests_rewrites_only_a_direction_that_improves(data, tmp_
     for step, ce in history:
         with torch.no_grad():
             model.frontend.embed.weight.fill_(float(step))  # tells the steps' weights apart
-        _keep_direction_bests(tmp_path, step, model, {d: {"ce": v, "acc": 0.0} for d, v in ce.items()}, cfg)
+        keep_direction_bests(tmp_path, step, model, {d: {"ce": v, "acc": 0.0} for d, v in ce.items()}, cfg)
     for d, step in (("i2t", 2), ("t2i", 4)):
         best = json.loads((tmp_path / "best" / d / "best.json").read_text())
         assert best == {"step": step, "loss": dict(history)[step][d], "direction": d}

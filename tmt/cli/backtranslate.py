@@ -66,15 +66,9 @@ def cli(
         return
     if (in_store is None) == (manifest is None):
         raise click.UsageError("give exactly one of --store or --manifest")
-    from tmt import TmtError
     from tmt.generation import Translator
 
-    dirs: dict[str, str] = {}
-    for item in tokenizer_dirs:
-        m, sep, d = item.partition("=")
-        if not sep:
-            raise TmtError(f"--tokenizer expects MODALITY=DIR, got '{item}'")
-        dirs[m] = d
+    dirs = _tokenizer_dirs(tokenizer_dirs)
     translator = Translator.from_checkpoint(model_dir, device=device, tokenizers=dirs or None)
     input_part = None
     if manifest is not None:
@@ -101,3 +95,16 @@ def cli(
         input_part=input_part, overwrite=overwrite, device=device,
     )
     echo_json(stats)
+
+
+def _tokenizer_dirs(items: tuple[str, ...]) -> dict[str, str]:
+    """--tokenizer MODALITY=DIR options as {modality: dir}."""
+    from tmt import TmtError
+
+    dirs: dict[str, str] = {}
+    for item in items:
+        m, sep, d = item.partition("=")
+        if not sep:
+            raise TmtError(f"--tokenizer expects MODALITY=DIR, got '{item}'")
+        dirs[m] = d
+    return dirs

@@ -210,7 +210,7 @@ def retrieval(
 ) -> None:
     """R@1/5/10 of SRC queries against TGT candidates, ranked by forced-decoding log-probability."""
     from tmt.evaluation.retrieval import RetrievalConfig, evaluate_retrieval
-    from tmt.models.tmt import load_model
+    from tmt.models.checkpoint import load_model
 
     model = load_model(model_dir, device=device)
     res = evaluate_retrieval(

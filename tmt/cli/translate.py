@@ -56,7 +56,7 @@ def _parse_tokenizers(items: tuple[str, ...]) -> dict[str, str]:
 
 def _collect_inputs(files: tuple[str, ...], texts: tuple[str, ...], src: str | None) -> tuple[list[Any], list[str], list[str]]:
     """(inputs, ids, source modalities) from positional files, --text values or stdin lines."""
-    from tmt.generation.translator import modality_of_path
+    from tmt.generation.inputs import modality_of_path
 
     inputs: list[Any] = []
     ids: list[str] = []
@@ -326,7 +326,7 @@ def _translate_into_dir(
 def _save_one(r: Any, out: Path, tgt: str, fmt: str) -> None:
     """-o: one translation to one file (speech without a vocoder: its units)."""
     if tgt == "speech" and r.waveform is None:
-        from tmt.generation.translator import _units_path
+        from tmt.generation.translation import _units_path
 
         out = _units_path(out)
         click.echo(f"note: no --vocoder given; wrote {len(r.tokens)} speech units to {out} "

@@ -290,12 +290,24 @@ class Generator:
         encoded: EncoderOutput | None,
         names: list[str],
     ) -> list[list[Hypothesis]]:
-        cfg = self.config
         space = self._space(tgt)
         min_lens = torch.tensor([b[0] for b in bounds], dtype=torch.int64, device=self.device)
         max_lens = torch.tensor([b[1] for b in bounds], dtype=torch.int64, device=self.device)
         model = RestrictedSeq2Seq(self.model, space, min_lens, max_lens, encoded=encoded, fast=self.fast)
-        longest = int(max_lens.max())
+        gen = self._make_generator(model, space, tgt, int(max_lens.max()))
+        prompt = torch.full((seqs.size(0), 1), LOCAL_BOS, dtype=torch.int64, device=self.device)
+        try:
+            out = gen(seqs, layout, prompt, BatchLayout.of(prompt))
+        except SequenceGenerationError:
+            raise GenerationError(
+                f"decoding into {tgt} produced invalid scores (NaN) for a batch containing "
+                f"{', '.join(names)}; check the model checkpoint"
+            ) from None
+        return self._collect(out, space, tgt, bounds, names)
+
+    def _make_generator(self, model: RestrictedSeq2Seq, space: TargetSpace, tgt: str, longest: int) -> Any:
+        """The fairseq2 sampling or beam-search generator the config asks for (greedy: a beam of 1)."""
+        cfg = self.config
         # the generator's own global limit only needs to cover the longest row:
         # the wrapper forces <eos> per row (fairseq2 would use the batch's longest source)
         gen_len = (0.0, longest + 1)
@@ -316,14 +328,13 @@ class Generator:
                 min_gen_len=1, max_gen_len=gen_len, normalize_scores=cfg.normalize_scores,
                 temperature=cfg.temperature, len_penalty=cfg.len_penalty, step_processors=procs,
             )
-        prompt = torch.full((seqs.size(0), 1), LOCAL_BOS, dtype=torch.int64, device=self.device)
-        try:
-            out = gen(seqs, layout, prompt, BatchLayout.of(prompt))
-        except SequenceGenerationError:
-            raise GenerationError(
-                f"decoding into {tgt} produced invalid scores (NaN) for a batch containing "
-                f"{', '.join(names)}; check the model checkpoint"
-            ) from None
+        return gen
+
+    def _collect(
+        self, out: Any, space: TargetSpace, tgt: str, bounds: list[tuple[int, int]], names: list[str]
+    ) -> list[list[Hypothesis]]:
+        """Each row's finite-scored hypotheses (up to `nbest`) as tokenizer ids, checked for specials."""
+        cfg = self.config
         hyps_out: list[list[Hypothesis]] = []
         for r, hyps in enumerate(out.hypotheses):
             kept = [h for h in hyps if h.score is not None and math.isfinite(float(h.score))]

@@ -21,16 +21,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
 
 import numpy as np
 
 from tmt.core.errors import TmtError
-from tmt.core.modality import check_modality as core_check_modality
 from tmt.core.tokenizer import ImageTokenizerLike, SpeechTokenizerLike, TextTokenizerLike, Tokenizer
 from tmt.generation.generator import GenerationConfig, Generator, Hypothesis
+from tmt.generation.inputs import (
+    TranslateError,
+    _default_ids,
+    _read_text_input,
+    check_modality,
+    infer_modality,
+)
 from tmt.generation.segment import (
     join_texts,
     join_tokens,
@@ -40,141 +45,10 @@ from tmt.generation.segment import (
     split_text,
     split_tokens,
 )
+from tmt.generation.translation import Translation
 from tmt.vocab import JointVocab
 
 log = logging.getLogger(__name__)
-
-SPEECH_EXTS = (".wav", ".flac")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg")
-TEXT_EXTS = (".txt",)
-
-
-class TranslateError(TmtError):
-    """Bad translation input or setup (unknown modality, missing file, no tokenizer)."""
-
-
-def modality_of_path(path: str | Path) -> str | None:
-    """Source modality from a file extension (None when the extension is not known)."""
-    ext = Path(path).suffix.lower()
-    if ext in SPEECH_EXTS:
-        return "speech"
-    if ext in IMAGE_EXTS:
-        return "image"
-    if ext in TEXT_EXTS:
-        return "text"
-    return None
-
-
-def infer_modality(item: Any) -> str:
-    """The modality of one Python input: PIL image -> image, waveform array -> speech,
-    a path with a known extension -> by extension, any other string -> text."""
-    from PIL import Image
-
-    if isinstance(item, Image.Image):
-        return "image"
-    if isinstance(item, np.ndarray) or (isinstance(item, tuple) and len(item) == 2):
-        return "speech"
-    if isinstance(item, Path):
-        m = modality_of_path(item)
-        if m is None:
-            raise TranslateError(
-                f"{item}: cannot tell the modality from the extension '{item.suffix}'; "
-                f"use wav/flac (speech), png/jpg (image) or txt (text), or give src="
-            )
-        return m
-    if isinstance(item, str):
-        m = modality_of_path(item) if "\n" not in item and len(item) < 4096 else None
-        if m is not None and (m != "text" or Path(item).is_file()):
-            return m
-        return "text"
-    raise TranslateError(f"cannot translate a {type(item).__name__}; give a path, a string, an image or a waveform")
-
-
-def check_modality(m: str, what: str) -> None:
-    core_check_modality(m, f"{what} modality", error=TranslateError)
-
-
-@dataclass
-class Translation:
-    """One translated input, with its media in the target modality."""
-
-    id: str
-    """Input id (file stem, manifest id, or `input-N`)."""
-    src: str
-    """Source modality."""
-    tgt: str
-    """Target modality."""
-    tokens: np.ndarray
-    """Output tokens (the target tokenizer's own ids)."""
-    score: float
-    """Length-normalised log-probability of the output under the model."""
-    via: str | None = None
-    """Pivot modality of a cascade (src -> via -> tgt), else None."""
-    text: str | None = None
-    """Text target: the detokenized string."""
-    image: Any = None
-    """Image target: a PIL image (VQ decoder)."""
-    waveform: np.ndarray | None = None
-    """Speech target with a vocoder: float32 samples."""
-    sample_rate: int | None = None
-    """Sample rate of `waveform`."""
-    pivot: Translation | None = None
-    """The intermediate result of a cascade."""
-    nbest: list[Hypothesis] = field(default_factory=list)
-    """All kept hypotheses (best first)."""
-    pieces: list[Translation] = field(default_factory=list)
-    """A long input translated in pieces: each piece's result, in order (empty otherwise)."""
-
-    @property
-    def units(self) -> np.ndarray | None:
-        """Speech target: the unit sequence (what the vocoder reads)."""
-        return self.tokens if self.tgt == "speech" else None
-
-    def output_name(self) -> str:
-        """File name this result is written under (`<id>.png`, `<id>.wav`, `<id>.units.txt`)."""
-        stem = self.id.replace("/", "_").replace("\\", "_")
-        if self.tgt == "image":
-            return f"{stem}.png"
-        if self.tgt == "speech":
-            return f"{stem}.wav" if self.waveform is not None else f"{stem}.units.txt"
-        return f"{stem}.txt"
-
-    def save(self, path: str | Path) -> Path:
-        """Write the media atomically: text -> utf-8 line, image -> PNG/JPEG, speech -> WAV
-        (or the units as text when no vocoder was given). Returns the path written."""
-        from tmt.io import atomic_open, atomic_write_text
-
-        p = Path(path)
-        if self.tgt == "text":
-            atomic_write_text(p, (self.text or "") + "\n")
-        elif self.tgt == "image":
-            fmt = "JPEG" if p.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-            with atomic_open(p, "wb") as f:
-                self.image.save(f, format=fmt)
-        elif self.waveform is not None:
-            import soundfile as sf
-
-            with atomic_open(p, "wb") as f:
-                sf.write(f, self.waveform, int(self.sample_rate or 16000), format="WAV", subtype="PCM_16")
-        else:
-            atomic_write_text(p, " ".join(str(int(u)) for u in self.tokens) + "\n")
-        return p
-
-    def hypothesis(self) -> str:
-        """A one-line rendering: the text, or the tokens separated by spaces."""
-        if self.text is not None:
-            return self.text
-        return " ".join(str(int(t)) for t in self.tokens)
-
-
-def _units_path(path: Path) -> Path:
-    name = path.name
-    for ext in (".wav", ".flac", ".units.txt", ".txt"):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
-    return path.with_name(name + ".units.txt")
-
 
 class Translator:
     """Translate any modality into any other with a trained tmt model."""
@@ -220,7 +94,7 @@ class Translator:
         """Load `model_dir` (model.pt, config.yaml, vocab.json). Tokenizers are found from
         vocab.json's path hints unless `tokenizers={"speech": DIR, ...}` overrides them; they
         load on first use and must match vocab.json's fingerprints."""
-        from tmt.models.tmt import load_model
+        from tmt.models.checkpoint import load_model
 
         model = load_model(model_dir, device)
         return cls(
@@ -549,27 +423,3 @@ class Translator:
             r.waveform = join_waveforms([np.asarray(p.waveform) for p in parts], sr, self.config.segment.join_silence_s)
             r.sample_rate = sr
         return r
-
-
-def _read_text_input(x: Any) -> Any:
-    """A text input: a `.txt` path (Path, or an existing file named *.txt) is read, else as is."""
-    if isinstance(x, Path) or (isinstance(x, str) and x.lower().endswith(".txt") and Path(x).is_file()):
-        try:
-            return Path(x).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise TranslateError(f"cannot read text file {x}: {e}") from None
-    return x
-
-
-def _default_ids(inputs: Sequence[Any]) -> list[str]:
-    ids: list[str] = []
-    seen: dict[str, int] = {}
-    for i, x in enumerate(inputs):
-        if isinstance(x, Path) or (isinstance(x, str) and modality_of_path(x) and Path(x).is_file()):
-            base = Path(x).stem
-        else:
-            base = f"input-{i + 1:04d}"
-        n = seen.get(base, 0)
-        seen[base] = n + 1
-        ids.append(base if n == 0 else f"{base}-{n}")
-    return ids

@@ -20,20 +20,14 @@ slice of the vocabulary plus `<eos>`: `restricted_logits` masks full logits
 (decoding), `sliced_logits` projects onto the slice alone (training: the
 softmax and loss never touch the other modalities' rows, which is also faster).
 
-Files of an experiment directory read/written here::
-
-    model.pt      plain state dict (inference weights), torch.load(weights_only=True)
-    config.yaml   the full training config; the model config under key `model`
-    vocab.json    the joint vocabulary
+The architecture config and presets live in `tmt.models.config`, saving and
+loading an experiment directory in `tmt.models.checkpoint`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -66,125 +60,13 @@ from fairseq2.nn import (
 from torch import Tensor
 from torch.nn import Dropout
 
-from tmt.core.errors import TmtError
 from tmt.core.modality import MODALITIES, check_modality
+from tmt.models.config import ModelError, TmtModelConfig
 from tmt.vocab import EOS, NEUTRAL_TYPE, PAD, JointVocab
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
-CONFIG_FILE = "config.yaml"
-VOCAB_FILE = "vocab.json"
 
-
-class ModelError(TmtError):
-    """A model directory or checkpoint is missing, malformed or incompatible."""
-
-
-# --------------------------------------------------------------------------------------
-# config and presets
-# --------------------------------------------------------------------------------------
-@dataclass(kw_only=True)
-class TmtModelConfig:
-    """Architecture of the tmt encoder-decoder (vocabulary size comes from vocab.json)."""
-
-    model_dim: int = 256
-    """Width of embeddings and hidden states (d_model)."""
-    num_encoder_layers: int = 4
-    """Number of encoder layers."""
-    num_decoder_layers: int = 4
-    """Number of decoder layers."""
-    num_heads: int = 4
-    """Attention heads per layer (model_dim must be divisible by it)."""
-    ffn_inner_dim: int = 1024
-    """Inner width of the feed-forward blocks."""
-    dropout_p: float = 0.1
-    """Dropout on embeddings and residual branches."""
-    attention_dropout_p: float = 0.0
-    """Dropout on attention weights."""
-    ffn_inner_dropout_p: float = 0.0
-    """Dropout after the feed-forward activation."""
-    max_seq_len: int = 1024
-    """Longest encoder input or decoder input (tokens, including <eos>/<bos>)."""
-    norm_order: Literal["pre", "post"] = "pre"
-    """Layer-norm placement: `pre` (stable, the default) or `post` (original Transformer)."""
-    pos_encoding: Literal["sinusoidal", "learned"] = "sinusoidal"
-    """Positional encoding: fixed sinusoids or a learned table of max_seq_len rows."""
-    activation: Literal["relu", "gelu"] = "relu"
-    """Feed-forward activation."""
-    modality_embedding: bool = True
-    """Add the modality-type embedding (text/speech/image/neutral) on encoder and decoder inputs."""
-
-    def validate(self) -> None:
-        if self.model_dim % self.num_heads:
-            raise ModelError(f"model_dim {self.model_dim} is not divisible by num_heads {self.num_heads}")
-        for name in ("model_dim", "num_encoder_layers", "num_decoder_layers", "num_heads", "ffn_inner_dim", "max_seq_len"):
-            if getattr(self, name) < 1:
-                raise ModelError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-
-
-PRESETS: dict[str, Callable[[], TmtModelConfig]] = {}
-"""Named architecture presets, filled by `@preset` (in the order defined: tiny, demo, base, paper)."""
-
-
-def preset(fn: Callable[[], TmtModelConfig]) -> Callable[[], TmtModelConfig]:
-    """Register `fn` under its own name as an architecture preset."""
-    PRESETS[fn.__name__] = fn
-    return fn
-
-
-@preset
-def tiny() -> TmtModelConfig:
-    """Unit tests: d 32, 2+2 layers."""
-    config = demo()
-    config.model_dim = 32
-    config.ffn_inner_dim = 64
-    config.dropout_p = 0.0
-    config.max_seq_len = 512
-    return config
-
-
-@preset
-def demo() -> TmtModelConfig:
-    """The scenes demo: trains on 2 CPU cores in about 10-15 minutes."""
-    return TmtModelConfig(model_dim=128, num_encoder_layers=2, num_decoder_layers=2, ffn_inner_dim=512)
-
-
-@preset
-def base() -> TmtModelConfig:
-    """12+12 layers, d 768, 12 heads."""
-    config = demo()
-    config.model_dim = 768
-    config.num_encoder_layers = config.num_decoder_layers = 12
-    config.num_heads = 12
-    config.ffn_inner_dim = 3072
-    return config
-
-
-@preset
-def paper() -> TmtModelConfig:
-    """The paper's model: 12+12 layers, d 1024, ffn 4096, 16 heads.
-
-    With the paper's vocabulary (38930 ids incl. specials) this is 392.6M parameters
-    (tied embedding 39.9M, encoder 151M, decoder 201M); the paper's "~270M" does not
-    fit these sizes."""
-    config = base()
-    config.model_dim = 1024
-    config.num_heads = 16
-    config.ffn_inner_dim = 4096
-    return config
-
-
-def get_preset(name: str) -> TmtModelConfig:
-    """The named architecture preset (tiny, demo, base, paper)."""
-    if name not in PRESETS:
-        raise ModelError(f"unknown model preset '{name}'; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]()
-
-
-# --------------------------------------------------------------------------------------
-# modules
-# --------------------------------------------------------------------------------------
 class ModalityFrontend(TransformerFrontend):
     """token embedding * sqrt(d) + modality-type embedding + positions, then dropout."""
 
@@ -472,89 +354,6 @@ def sliced_loss(
         loss = (1.0 - label_smoothing) * loss - label_smoothing * lprobs.mean(dim=-1).sum()
     correct = (lprobs.detach().argmax(-1) == local).sum()
     return LossStats(loss=loss, nll=nll.detach().sum(), correct=correct, num_tokens=int(local.numel()))
-
-
-# --------------------------------------------------------------------------------------
-# save / load
-# --------------------------------------------------------------------------------------
-def save_model(model: TmtModel, exp_dir: str | Path, *, train_config: Any | None = None) -> Path:
-    """Write `model.pt` (plain state dict), `vocab.json` and `config.yaml` (key `model`,
-    plus the full training config when given) atomically into `exp_dir`."""
-    import yaml
-
-    from tmt.config import dump_yaml, to_dict
-    from tmt.io import atomic_open, atomic_write_text
-
-    exp = Path(exp_dir)
-    exp.mkdir(parents=True, exist_ok=True)
-    raw: TmtModel = getattr(model, "module", model)  # tolerate a DDP wrapper
-    state = {k: v.detach().cpu() for k, v in raw.state_dict().items()}
-    with atomic_open(exp / MODEL_FILE, "wb") as f:
-        torch.save(state, f)
-    raw.vocab.save(exp / VOCAB_FILE)
-    cfg_path = exp / CONFIG_FILE
-    if train_config is not None:
-        data = to_dict(train_config)
-        data["model"] = to_dict(raw.config)
-        atomic_write_text(cfg_path, dump_yaml(data))
-    else:
-        data = {}
-        if cfg_path.is_file():
-            data = yaml.safe_load(cfg_path.read_text()) or {}
-        data["model"] = to_dict(raw.config)
-        atomic_write_text(cfg_path, yaml.safe_dump(data, sort_keys=False))
-    return exp / MODEL_FILE
-
-
-def load_model_config(exp_dir: str | Path) -> TmtModelConfig:
-    """The model config stored under key `model` in `exp_dir/config.yaml`."""
-    import yaml
-
-    from tmt.config import from_dict
-
-    p = Path(exp_dir) / CONFIG_FILE
-    if not p.is_file():
-        raise ModelError(f"{p} not found: {exp_dir} is not a tmt experiment directory (train one with `tmt train`)")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ModelError(f"{p} is not valid YAML: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise ModelError(f"{p} has no `model:` section; was it written by `tmt train`?")
-    return from_dict(TmtModelConfig, data["model"], where="model")
-
-
-def load_model(exp_dir: str | Path, device: str | torch.device = "cpu", *, weights: str | Path | None = None) -> TmtModel:
-    """Rebuild a TmtModel from `exp_dir` (config.yaml + vocab.json + model.pt), in eval mode.
-
-    `weights` picks another state-dict file (e.g. a training checkpoint's `model` entry
-    extracted to a file); by default `exp_dir/model.pt`."""
-    exp = Path(exp_dir)
-    if not exp.is_dir():
-        raise ModelError(f"model directory not found: {exp}")
-    cfg = load_model_config(exp)
-    vocab = JointVocab.load(exp / VOCAB_FILE)
-    wpath = Path(weights) if weights is not None else exp / MODEL_FILE
-    if not wpath.is_file():
-        raise ModelError(f"{wpath} not found; train the model first (`tmt train ... -o {exp}`)")
-    try:
-        state = torch.load(wpath, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or not a torch file
-        raise ModelError(f"cannot read weights {wpath}: {e}") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a full training checkpoint
-    model = TmtModel(cfg, vocab)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ModelError(
-            f"{wpath} does not match {exp / CONFIG_FILE} / {exp / VOCAB_FILE}: {str(e).splitlines()[0]}"
-        ) from None
-    from tmt.core.device import resolve_device
-
-    model.to(resolve_device(device))
-    model.eval()
-    return model
 
 
 def make_layout(seqs: Tensor, seq_lens: list[int] | None = None) -> BatchLayout:

@@ -9,7 +9,7 @@ from tmt import TmtError
 from tmt.config import Spelling
 from tmt.core.budget import MAX_MINUTES_KEY, check_max_minutes
 from tmt.core.modality import ALL_DIRECTIONS
-from tmt.models.tmt import PRESETS, TmtModelConfig, get_preset
+from tmt.models.config import PRESETS, TmtModelConfig, get_preset
 
 
 @dataclass(kw_only=True)

@@ -1,0 +1,203 @@
+"""The per-step work of training: the six-direction loss of one batch, the
+learning-rate schedule, the optimizer and one optimizer step over `grad_accum` batches."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from fairseq2.nn import BatchLayout
+from torch import Tensor
+
+from tmt.core.modality import parse_direction
+from tmt.models.tmt import TmtModel, sliced_loss
+from tmt.store.pipeline import RowBatch, decoder_io
+from tmt.training.config import TrainConfig
+from tmt.training.distributed import (
+    DistInfo,
+    all_reduce_sum,
+)
+
+if TYPE_CHECKING:
+    from tmt.training.state import Run
+
+
+@dataclass
+class DirStats:
+    """Sums for one direction (detached floats)."""
+
+    loss: float = 0.0
+    nll: float = 0.0
+    correct: float = 0.0
+    tokens: float = 0.0
+
+    def add(self, other: DirStats) -> None:
+        self.loss += other.loss
+        self.nll += other.nll
+        self.correct += other.correct
+        self.tokens += other.tokens
+
+
+@dataclass
+class StepStats:
+    dirs: dict[str, DirStats] = field(default_factory=lambda: defaultdict(DirStats))
+
+    def add(self, other: StepStats) -> None:
+        for d, s in other.dirs.items():
+            self.dirs[d].add(s)
+
+    def reduce(self, directions: list[str], info: DistInfo, device: torch.device) -> dict[str, dict[str, float]]:
+        """Sum over ranks; {direction: {loss, ce, acc, tokens}} for directions with tokens."""
+        t = torch.tensor(
+            [[self.dirs[d].loss, self.dirs[d].nll, self.dirs[d].correct, self.dirs[d].tokens] for d in directions],
+            dtype=torch.float64, device=device if device.type == "cuda" else torch.device("cpu"),
+        )
+        all_reduce_sum(t, info)
+        out: dict[str, dict[str, float]] = {}
+        for d, row in zip(directions, t.tolist(), strict=True):
+            if row[3] > 0:
+                out[d] = {"loss": row[0] / row[3], "ce": row[1] / row[3], "acc": row[2] / row[3], "tokens": row[3]}
+        return out
+
+
+class SixWayStep(torch.nn.Module):
+    """Loss of one RowBatch over the enabled directions (what DDP wraps).
+
+    With `lockstep=True` (FSDP) every rank runs every encoder and decoder pass of
+    every enabled direction, on a 1-token dummy when its batch lacks that direction,
+    so the per-layer parameter all-gathers stay matched across ranks."""
+
+    def __init__(self, model: TmtModel, directions: list[str], *, lockstep: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.directions = directions
+        self.lockstep = lockstep
+        self.by_source: dict[str, list[str]] = defaultdict(list)
+        for d in directions:
+            s, t = parse_direction(d)
+            self.by_source[s].append(t)
+
+    def forward(self, batch: RowBatch, label_smoothing: float = 0.0) -> tuple[Tensor, StepStats]:
+        model = self.model
+        dev = model.final_proj.weight.device
+        stats = StepStats()
+        terms: list[Tensor] = []
+        for src, tgts in self.by_source.items():
+            rows = [r for r in batch.rows_with(src) if any(batch.seqs[t][r] is not None for t in tgts)]
+            if not rows and not self.lockstep:
+                continue
+            if not rows:
+                x = torch.full((1, 1), 2, dtype=torch.long)  # <eos>
+                lens = [1]
+            else:
+                x, lens = batch.source(src, rows)
+            x = x.to(dev, non_blocking=True)
+            enc, enc_layout = model.encode(x, BatchLayout.of(x, lens))  # each source encoded once
+            for tgt in tgts:
+                d = f"{src[0]}2{tgt[0]}"
+                sub = [j for j, r in enumerate(rows) if batch.seqs[tgt][r] is not None]
+                if not sub:
+                    if not self.lockstep:
+                        continue
+                    e, el = enc[:1], BatchLayout.of(enc[:1], lens[:1])
+                    ti, to, tl = decoder_io([torch.zeros(0, dtype=torch.long)], tgt)
+                    weight = 0.0
+                else:
+                    if len(sub) == len(rows):
+                        e, el = enc, enc_layout
+                    else:
+                        idx = torch.tensor(sub, device=dev)
+                        e = enc.index_select(0, idx)
+                        el = BatchLayout.of(e, [lens[j] for j in sub])
+                    ti, to, tl = decoder_io([batch.seqs[tgt][rows[j]] for j in sub], tgt)  # type: ignore[misc]
+                    weight = 1.0
+                ti, to = ti.to(dev, non_blocking=True), to.to(dev, non_blocking=True)
+                h = model.decode(e, el, ti, BatchLayout.of(ti, tl))
+                st = sliced_loss(model, h, to, tgt, label_smoothing=label_smoothing)
+                if weight == 0.0:
+                    terms.append(st.loss * 0.0)
+                    continue
+                terms.append(st.loss / st.num_tokens)  # per-token mean: every direction weighs the same
+                stats.dirs[d].add(
+                    DirStats(float(st.loss.detach()), float(st.nll), float(st.correct), float(st.num_tokens))
+                )
+        n_real = len(stats.dirs)
+        if not terms:  # no direction in this batch: a zero loss that still touches every parameter
+            return sum(p.sum() for p in model.parameters()) * 0.0, stats  # type: ignore[return-value]
+        loss = torch.stack(terms).sum() / max(n_real, 1)
+        return loss, stats
+
+
+def lr_lambda(cfg: TrainConfig) -> Any:
+    o = cfg.optim
+    warm = max(o.warmup_steps, 0)
+    total = cfg.max_steps
+
+    def f(step: int) -> float:
+        # `step` = optimizer steps done so far; the lr used for step k+1 is lr * f(k)
+        s = step + 1
+        if warm and s <= warm:
+            return s / warm
+        if o.schedule == "constant":
+            return 1.0
+        if o.schedule == "inverse_sqrt":
+            return math.sqrt(max(warm, 1) / s)
+        progress = min(1.0, (s - warm) / max(1, total - warm))
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    seen: set[int] = set()
+    for _, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (no_decay if p.ndim < 2 else decay).append(p)
+    o = cfg.optim
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=o.lr, betas=o.betas, eps=o.eps,
+    )
+
+
+def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    dtype = cfg.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    if dtype == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def optimizer_step(run: Run, batches: Iterator[RowBatch], window: StepStats) -> float:
+    """One optimizer step over `grad_accum` batches (their stats added to `window`); the grad norm."""
+    cfg, wrapped = run.cfg, run.wrapped
+    accum = cfg.optim.grad_accum
+    wrapped.train()
+    for micro in range(accum):
+        batch = next(batches)
+        sync_ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if micro < accum - 1 and hasattr(wrapped, "no_sync"):
+            sync_ctx = wrapped.no_sync()  # type: ignore[operator]
+        with sync_ctx:
+            with autocast(cfg, run.info.device):
+                loss, stats = wrapped(batch, cfg.optim.label_smoothing)
+            (loss / accum).backward()
+        window.add(stats)
+    if cfg.optim.clip_norm > 0:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(run.step_module.parameters(), cfg.optim.clip_norm))
+    else:
+        grad_norm = float("nan")
+    run.opt.step()
+    run.sched.step()
+    run.opt.zero_grad(set_to_none=True)
+    return grad_norm

@@ -57,18 +57,14 @@ def cli(
     """
     from dataclasses import replace
 
-    import yaml
-
     from tmt.config import dump_yaml, from_dict, resolve
+    from tmt.core.io import read_yaml_object
     from tmt.training.config import TrainConfig, train_preset
 
     exp = Path(exp_dir)
     saved = exp / "config.yaml"
     if resume and saved.is_file():
-        try:
-            base = from_dict(TrainConfig, yaml.safe_load(saved.read_text()) or {}, where="config.yaml")
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{saved} is not valid YAML: {e}") from None
+        base = from_dict(TrainConfig, read_yaml_object(saved, what="experiment config", error=ConfigError), where="config.yaml")
     else:
         base = train_preset(preset)
     cfg = resolve(base, config_file, overrides)

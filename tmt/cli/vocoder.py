@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from tmt.cli._common import CONTEXT, echo_json, format_table
+from tmt.core.io import make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
     from tmt.training.vocoder import train_vocoder
 
     assert store and manifest and out
-    Path(out).mkdir(parents=True, exist_ok=True)
+    make_dirs(Path(out))
     save_yaml(cfg, Path(out) / "config.yaml")
     result = train_vocoder(cfg, store, manifest, out, valid_store=valid_store, valid_manifest=valid_manifest,
                            resume=resume, device=device)

@@ -31,7 +31,6 @@ ground-truth images.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ import numpy as np
 from tmt import __version__
 from tmt.core.errors import TmtError
 from tmt.core.hypotheses import read_hyp_dir
+from tmt.core.io import make_dirs, read_json_object
 from tmt.core.modality import DIRECTIONS as ALL_DIRECTION_PAIRS
 from tmt.core.modality import parse_directions
 from tmt.evaluation.metrics import MetricResult, bleu, caption_metrics, wer_cer
@@ -548,7 +548,7 @@ def write_outputs(scores: dict[str, Any], out_dir: str | Path) -> None:
     from tmt.io import atomic_write_json, atomic_write_text
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     chart_ok = write_chart(scores, out / CHART_FILE)
     atomic_write_json(out / SCORES_FILE, scores)
     atomic_write_text(out / REPORT_FILE, render_report(scores, out, chart=chart_ok))
@@ -729,7 +729,7 @@ def translate_for_scoring(run: ModelRunConfig, out_dir: str | Path) -> list[Path
     gen.check()
     translator = Translator.from_checkpoint(run.model, device=run.device, vocoder=run.vocoder, config=gen)
     hyp_root = Path(out_dir) / HYP_SUBDIR
-    hyp_root.mkdir(parents=True, exist_ok=True)
+    make_dirs(hyp_root)
     written: list[Path] = []
     for src, tgt in dirs:
         inputs, ids, groups = manifest_inputs(
@@ -776,13 +776,8 @@ def load_scores(path: str | Path) -> dict[str, Any]:
         p = p / SCORES_FILE
     if not p.is_file():
         raise ScoreError(f"{p} not found; run `tmt score` first")
-    try:
-        data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ScoreError(f"{p} is not valid JSON ({e.msg})") from None
-    if "directions" not in data:
-        raise ScoreError(f"{p} is not a tmt scores.json (no 'directions')")
-    return data
+    return read_json_object(p, what="tmt scores.json", required={"directions": dict}, error=ScoreError,
+                            fix="give the scores.json written by `tmt score run`")
 
 
 def compare(

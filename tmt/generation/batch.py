@@ -22,6 +22,7 @@ from tmt.core.hypotheses import (
     part_tag,
     write_hypotheses,
 )
+from tmt.core.io import make_dirs
 from tmt.generation.translator import TranslateError, Translation, Translator
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class OutputDir:
     def __init__(self, root: str | Path, *, shard: tuple[int, int] = (0, 1)) -> None:
         self.root = Path(root)
         self.k, self.n = shard
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         self.staging = self.root / f".staging-{part_tag(self.k, self.n)}-{os.getpid()}"
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir()

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from tmt.core.io import make_dirs, read_json_object
 from tmt.core.modality import MODALITIES
 from tmt.core.shards import part_dir
 from tmt.io import atomic_write_json, fsync_dir, gzip_jsonl_bytes, sha256_bytes, sha256_file
@@ -105,7 +106,7 @@ class TokenStoreWriter:
         else:
             if overwrite and self.root.exists():
                 shutil.rmtree(self.root)
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.root)
             self._remove_orphans()
             self.index = {
                 "schema_version": SCHEMA_VERSION,
@@ -276,11 +277,8 @@ def load_index(root: str | Path) -> dict[str, Any]:
         if not root.exists():
             raise StoreError(f"token store not found: {root}")
         raise StoreError(f"{root} is not a token store (no index.json); was tokenization interrupted before its first shard?")
-    try:
-        index = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StoreError(f"{path} is not valid JSON ({e}); restore it or re-create the store") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
+    index = read_json_object(path, what="token store index", error=StoreError, fix="restore it or re-create the store")
+    if index.get("format") != FORMAT:
         raise StoreError(f"{path} is not a tmt token store index")
     if index.get("schema_version") != SCHEMA_VERSION:
         raise StoreError(f"{path}: schema_version {index.get('schema_version')} unsupported (want {SCHEMA_VERSION})")
@@ -465,7 +463,7 @@ def combine_stores(
     out = Path(out)
     if (out / "index.json").exists():
         raise StoreError(f"output store {out} already exists; remove it first")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     first = indexes[0]
     index: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

@@ -37,7 +37,14 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tmt.config import from_dict, to_dict
-from tmt.io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from tmt.core.io import make_dirs
+from tmt.io import (
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_object,
+)
 from tmt.models.vq import (
     VQVAE,
     PatchDiscriminator,
@@ -346,7 +353,7 @@ class ImageTokenizer:
         from safetensors.torch import save as save_safetensors
 
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d)
         tensors = {k: v.detach().contiguous().clone() for k, v in self.model.state_dict().items()}
         atomic_write_bytes(d / WEIGHTS, save_safetensors(tensors))
         self._fingerprint = fingerprint_of(self.card, [d / WEIGHTS])
@@ -475,7 +482,7 @@ def fit_image_tokenizer(card: dict[str, Any] | ImageVQCard, images: Sequence[Ima
     cfg = copy.deepcopy(parse_card(card))
     t = cfg.train
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     tok = ImageTokenizer(cfg)
     tok.model.train()
 
@@ -509,7 +516,8 @@ def fit_image_tokenizer(card: dict[str, Any] | ImageVQCard, images: Sequence[Ima
     step = 0
     elapsed_before = 0.0
     if resume and ckpt.is_file():
-        if ckpt_card.is_file() and _resume_key(json.loads(ckpt_card.read_text())) != _resume_key(card_dict(cfg)):
+        old_card = read_json_object(ckpt_card, what="checkpoint card", error=TokenizerError) if ckpt_card.is_file() else None
+        if old_card is not None and _resume_key(old_card) != _resume_key(card_dict(cfg)):
             raise TokenizerError(
                 f"{ckpt} was made with a different card; fit into a new --out directory or delete {out / 'checkpoints'}"
             )

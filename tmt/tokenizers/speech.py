@@ -39,6 +39,7 @@ import numpy as np
 
 from tmt.config import ConfigError, from_dict, merge, to_dict
 from tmt.core.audio import FRAME_HOP, FRAME_RATE, SAMPLE_RATE, SILENCE_PEAK, AudioError, as_waveform
+from tmt.core.io import make_dirs
 from tmt.io import atomic_write_json
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, load_card, read_tokenizer_json
 
@@ -802,7 +803,7 @@ class SpeechTokenizer:
         from safetensors.numpy import save_file
 
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d)
         tmp = d / "centroids.safetensors.tmp"
         save_file({"centroids": self.centroids}, str(tmp))
         tmp.replace(d / "centroids.safetensors")

@@ -145,19 +145,24 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed for sampling.")
 @click.option("--batch-size", type=int, default=None, help="Inputs decoded together.")
 @click.option("--device", default="cpu", help="Torch device (cpu, cuda, cuda:1).")
+@click.option("--skip-bad", is_flag=True, help="--output-dir runs: skip (and count, in run.json) inputs that cannot be read or are empty, too short or silent, instead of stopping at the first.")
 @config_options
 def cli(
     inputs: tuple[str, ...], model_dir: str, tgt: str, src: str | None, via: str | None, texts: tuple[str, ...],
     output: str | None, output_dir: str | None, manifest: str | None, split: str | None, shard: str | None,
     limit: int | None, all_rows: bool, fmt: str, tokenizers: tuple[str, ...], vocoder: str | None, beam_size: int | None, greedy: bool, sample: bool,
     top_k: int | None, top_p: float | None, temperature: float | None, seed: int | None, batch_size: int | None,
-    device: str, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
+    device: str, skip_bad: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
 ) -> None:
     """Translate speech, images or text into another modality.
 
     Inputs are files (wav/flac, png/jpg, txt: one text per line), --text values,
     text lines on stdin, or the rows of a manifest. Text outputs go to stdout
     unless -o/--output-dir is given; image and speech outputs need one of them.
+
+    An --output-dir run is all-or-nothing: the first bad input stops it with its
+    error and nothing is written (rerun it after fixing the input); --skip-bad
+    skips bad inputs instead and records their count and ids in run.json.
     """
     from tmt.generation.generator import GenerationConfig
 
@@ -184,6 +189,8 @@ def cli(
     tok_dirs = _parse_tokenizers(tokenizers)
     if output and output_dir:
         raise CliInputError("give either -o/--output or --output-dir, not both")
+    if skip_bad and output_dir is None:
+        raise CliInputError("--skip-bad applies to --output-dir runs only")
     if manifest is not None and output_dir is None:
         raise CliInputError("--manifest needs --output-dir")
     if manifest is None and (split is not None or shard is not None or limit is not None or all_rows):
@@ -247,9 +254,10 @@ def cli(
 
         path = translate_to_dir(
             translator, items, ids, src=srcs[0], tgt=tgt, via=via, output_dir=output_dir, run_info=run_info,
-            groups=groups, shard=(k, n), chunk=max(cfg.batch_size * 4, 16), progress=advance,
+            groups=groups, shard=(k, n), chunk=max(cfg.batch_size * 4, 16), progress=advance, skip_bad=skip_bad,
         )
-        click.echo(f"wrote {len(items)} {tgt} outputs to {output_dir} ({path.name})", err=True)
+        click.echo(f"translated {len(items)} inputs to {tgt} in {output_dir} ({path.name})"
+                   + ("; bad inputs skipped are counted in run.json" if skip_bad else ""), err=True)
         return
 
     results = _translate_grouped(translator, items, ids, srcs, tgt, via)

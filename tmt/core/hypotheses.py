@@ -76,6 +76,9 @@ def merge_hypothesis_parts(root: str | Path, n: int) -> Path | None:
             for t in tags]
     info = {k: v for k, v in runs[0].items() if k != "shard"}
     info["num"] = sum(int(r["num"]) for r in runs)
+    if any("skipped" in r for r in runs):  # --skip-bad counts, summed over the shards
+        info["skipped"] = sum(int(r.get("skipped", 0)) for r in runs)
+        info["skipped_ids"] = [i for r in runs for i in r.get("skipped_ids", [])]
     info["shards"] = n
     atomic_write_text(root / HYPOTHESES, body)
     atomic_write_json(root / RUN_JSON, info)

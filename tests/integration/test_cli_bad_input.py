@@ -207,8 +207,8 @@ def translate(pipe: TinyPipeline, *args: Any, model: Path | None = None) -> list
 # ----------------------------------------------------------------------------- translate
 @case("translate", "o-under-a-file")
 def _(pipe: TinyPipeline, tmp: Path) -> tuple[list[Any], str, Path | None]:
-    out = a_file(tmp) / "out.txt"
-    return translate(pipe, "--to", "text", "--text", "a red circle", "-o", out), str(out.parent), out
+    out = a_file(tmp) / "out.png"
+    return translate(pipe, "--to", "image", "--text", "a red circle", "-o", out), str(out.parent), out
 
 
 @case("translate", "o-unwritable-dir")
@@ -355,13 +355,15 @@ for _kind in ("list", "invalid"):
 @case("vocab", "o-under-a-file")
 def _(pipe: TinyPipeline, tmp: Path) -> tuple[list[Any], str, Path | None]:
     out = a_file(tmp) / "vocab.json"
-    return ["vocab", "build", "--text", pipe.tokenizers["text"], "-o", out], str(out.parent), out
+    return ["vocab", "build", "--text", pipe.tokenizers["text"], "--image", pipe.tokenizers["image"], "-o", out], \
+        str(out.parent), out
 
 
 @case("vocab", "o-unwritable-dir")
 def _(pipe: TinyPipeline, tmp: Path) -> tuple[list[Any], str, Path | None]:
     out = UNWRITABLE / "vocab.json"
-    return ["vocab", "build", "--text", pipe.tokenizers["text"], "-o", out], str(UNWRITABLE), out
+    return ["vocab", "build", "--text", pipe.tokenizers["text"], "--image", pipe.tokenizers["image"], "-o", out], \
+        str(UNWRITABLE), out
 
 
 for _kind in BAD_JSON:
@@ -405,7 +407,7 @@ for _kind, _edit in (("array", None), ("no-vocab-size", "vocab_size"), ("binary"
             del info[key]
             (tok / "tokenizer.json").write_text(json.dumps(info))
         out = tmp / "vocab.json"
-        return ["vocab", "build", "--text", tok, "-o", out], str(tok / "tokenizer.json"), out
+        return ["vocab", "build", "--text", tok, "--image", pipe.tokenizers["image"], "-o", out], str(tok / "tokenizer.json"), out
 
 
 # ----------------------------------------------------------------------------- train
@@ -655,7 +657,12 @@ def _(pipe: TinyPipeline, tmp: Path) -> tuple[list[Any], str, Path | None]:
     ck = tmp / "g_00000001"
     ck.write_bytes(bytes(range(256)) * 4)
     cfg = tmp / "config.json"
-    cfg.write_text(json.dumps({"upsample_rates": [5, 4, 4, 2, 2], "num_embeddings": 50}))
+    cfg.write_text(json.dumps({
+        "resblock": "1", "upsample_rates": [5, 4, 4, 4], "upsample_kernel_sizes": [11, 8, 8, 8],
+        "upsample_initial_channel": 32, "resblock_kernel_sizes": [3, 5], "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
+        "num_embeddings": 30, "embedding_dim": 16, "model_in_dim": 16, "segment_size": 8960, "code_hop_size": 320,
+        "sampling_rate": 16000,
+    }))
     out = tmp / "voc"
     return ["vocoder", "import-fairseq", ck, cfg, "--out", out], str(ck), out
 

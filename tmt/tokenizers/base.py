@@ -45,7 +45,7 @@ def read_tokenizer_json(directory: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise TokenizerError(f"{d} is not a fitted tokenizer (no tokenizer.json); fit one with `tmt tokenize ... fit`")
     return read_json_object(p, what="tokenizer description", error=TokenizerError,
-                            required={"kind": str, "class": str, "card": dict, "vocab_size": int, "fingerprint": str},
+                            required={"kind": str, "class": str, "vocab_size": int, "fingerprint": str},
                             fix="refit the tokenizer with `tmt tokenize ... fit`")
 
 

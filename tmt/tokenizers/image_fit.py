@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tmt.io import atomic_open, atomic_write_text
+from tmt.io import (
+    atomic_open,
+    atomic_write_text,
+    load_torch,
+    make_dirs,
+    read_json_object,
+    save_torch,
+)
 from tmt.models.vq import (
     VQVAE,
     PatchDiscriminator,
@@ -122,19 +129,6 @@ def _kmeans_init(model: VQVAE, pixels: torch.Tensor, max_images: int = 256) -> N
     log.info("quantization on: codebook initialised by k-means on %d encoder outputs", len(flat))
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_open(path, "wb") as f:
-        torch.save(state, f)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file
-        raise TokenizerError(f"cannot load checkpoint {path}: {e}; delete it to start over") from None
-    return state
-
-
 
 
 @dataclass(eq=False)
@@ -165,7 +159,7 @@ class _Run:
                  "rng": torch.get_rng_state(), "elapsed": time.monotonic() - self.t0}
         if self.disc is not None and self.opt_d is not None:
             state |= {"disc": self.disc.state_dict(), "opt_d": self.opt_d.state_dict()}
-        _save_checkpoint(self.out / CHECKPOINT, state)
+        save_torch(self.out / CHECKPOINT, state)
 
     def sample(self, tag: str) -> None:
         self.model.eval()
@@ -214,11 +208,13 @@ def _resume(run: _Run, resume: bool) -> float:
     card = card_dict(run.cfg)
     elapsed_before = 0.0
     if resume and ckpt.is_file():
-        if ckpt_card.is_file() and _resume_key(json.loads(ckpt_card.read_text())) != _resume_key(card):
+        old_card = read_json_object(ckpt_card, what="checkpoint card", error=TokenizerError) if ckpt_card.is_file() else None
+        if old_card is not None and _resume_key(old_card) != _resume_key(card):
             raise TokenizerError(
                 f"{ckpt} was made with a different card; fit into a new --out directory or delete {run.out / 'checkpoints'}"
             )
-        state = _load_checkpoint(ckpt)
+        state = load_torch(ckpt, what="image tokenizer checkpoint", error=TokenizerError,
+                           fix=f"delete {ckpt} to start over")
         run.model.load_state_dict(state["model"])
         run.opt.load_state_dict(state["opt"])
         if run.disc is not None and run.opt_d is not None and "disc" in state:
@@ -334,7 +330,7 @@ def fit_image_tokenizer(card: dict[str, Any] | ImageVQCard, images: Sequence[Ima
     cfg = copy.deepcopy(parse_card(card))
     t = cfg.train
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     tok = ImageTokenizer(cfg)
     tok.model.train()
     data = _training_data(tok, images)

@@ -26,6 +26,7 @@ from torch import Tensor
 from tmt import TmtError
 from tmt.config import dump_yaml
 from tmt.core.budget import TimeBudget
+from tmt.core.io import make_dirs
 from tmt.core.modality import parse_direction
 from tmt.io import atomic_write_text
 from tmt.models.tmt import TmtModel, create_model, save_model, sliced_loss
@@ -394,7 +395,7 @@ def _setup(
         raise TmtError("best_per_direction is not supported with distributed=fsdp (each rank holds a shard); "
                        "use distributed=ddp or drop --set best_per_direction=true")
     if info.is_main:
-        exp.mkdir(parents=True, exist_ok=True)
+        make_dirs(exp)
         atomic_write_text(exp / "config.yaml", dump_yaml(cfg))
         vocab.save(exp / "vocab.json")
     barrier(info)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tmt.config import from_dict, to_dict
+from tmt.core.io import make_dirs
 from tmt.core.progress import progress_bar
 from tmt.io import atomic_open
 from tmt.vocoder.config import VocoderConfig, VocoderError
@@ -313,7 +314,7 @@ class VocoderTrainer:
         return {"step": self.step, "minutes": round(self.elapsed / 60, 2), **self.last_valid}
 
     def _log(self, path: Path, row: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -347,7 +348,7 @@ def train_vocoder(
     else:
         train, valid = utts, utts[: cfg.train.valid_rows]
     valid = valid[: max(cfg.train.valid_rows, cfg.train.num_samples)]
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     trainer = VocoderTrainer(
         cfg, train, valid, out, device=device,
         speech_tokenizer={"fingerprint": info["fingerprint"], "name": info["name"], "store": str(store)},

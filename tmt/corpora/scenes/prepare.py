@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tmt import TmtError
-from tmt.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tmt.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, make_dirs
 from tmt.core.progress import progress_bar
 from tmt.corpora.scenes.captions import CAPTIONS_PER_IMAGE, caption_vocabulary
 from tmt.corpora.scenes.geometry import (
@@ -165,9 +165,9 @@ def _claim_out_dir(out: Path, settings: Mapping[str, Any], *, speech: bool, over
                 shutil.rmtree(out / sub, ignore_errors=True)
     elif out.is_dir() and any(out.iterdir()) and not overwrite:
         raise TmtError(f"{out} exists and is not a scenes corpus directory; choose an empty --out or pass --overwrite")
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    make_dirs(out / "images")
     if speech:
-        (out / "speech").mkdir(parents=True, exist_ok=True)
+        make_dirs(out / "speech")
     atomic_write_json(stamp_path, {"settings": settings, "complete": False})
     return stamp_path
 

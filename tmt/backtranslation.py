@@ -374,7 +374,7 @@ def _synthetic_row(
 
 def round_trip_score(model: Any, vocab: Any, synthetic: np.ndarray, synth_modality: str, original: np.ndarray, orig_modality: str) -> float:
     """Mean log p(original | synthetic) per token under teacher forcing (restricted softmax)."""
-    from tmt.evaluation.retrieval import forced_logprobs
+    from tmt.generation.scoring import forced_logprobs
 
     src = vocab.to_joint(synth_modality, synthetic)
     tgt = vocab.to_joint(orig_modality, original)

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import logging
 import textwrap
 import types
 import typing
@@ -30,6 +31,8 @@ from tmt import TmtError
 from tmt.core.io import read_yaml_object
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(TmtError):
@@ -229,16 +232,86 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return read_yaml_object(path, what="config file", error=ConfigError, fix="a config file maps option names to values")
 
 
+@dataclasses.dataclass(frozen=True)
+class Spelling:
+    """A setting whose one documented spelling (`key`, e.g. `train.max_minutes`) is the same across
+    tools although it lives at `field` in this tool's config; `old` is an earlier spelling that is
+    still accepted with a deprecation warning."""
+
+    key: str
+    """The spelling users write in `--set` and config files."""
+    field: str
+    """Where the value lives in this config (dotted path)."""
+    old: str
+    """The deprecated spelling."""
+
+
+_warned_spellings: set[tuple[str, str]] = set()
+
+
+def _pop_path(data: dict[str, Any], path: str) -> tuple[bool, Any]:
+    """Remove `a.b.c` from nested `data` (and parents left empty) -> (found, value)."""
+    head, _, rest = path.partition(".")
+    if head not in data:
+        return False, None
+    if not rest:
+        return True, data.pop(head)
+    node = data[head]
+    if not isinstance(node, dict):
+        return False, None
+    found, value = _pop_path(node, rest)
+    if found and not node:
+        del data[head]
+    return found, value
+
+
+def _put_path(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"'{p}' is given a value and also '{path}'")
+    node[last] = value
+
+
+def respell(data: Mapping[str, Any], spellings: Iterable[Spelling], *, from_file: bool = False) -> dict[str, Any]:
+    """A copy of nested `data` with every spelling moved to its `field`. The `old` spelling logs a
+    deprecation warning (once per process), except in a file where it is the field itself (a
+    saved config's own layout)."""
+    out = _nested_copy(data)
+    for sp in spellings:
+        new = _pop_path(out, sp.key)
+        found, value = _pop_path(out, sp.old) if sp.old != sp.key else (False, None)
+        if found:
+            if not (from_file and sp.old == sp.field) and (sp.old, sp.key) not in _warned_spellings:
+                _warned_spellings.add((sp.old, sp.key))
+                log.warning("config key '%s' is deprecated; spell it '%s' (e.g. --set %s=...)", sp.old, sp.key, sp.key)
+            _put_path(out, sp.field, value)
+        if new[0]:  # given both ways, the new spelling wins
+            _put_path(out, sp.field, new[1])
+    return out
+
+
+def _nested_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a nested mapping (its dicts copied; leaves shared)."""
+    return {k: _nested_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
 def resolve(
     base: T,
     config_file: str | Path | None = None,
     overrides: Iterable[str] = (),
+    *,
+    spellings: Iterable[Spelling] = (),
 ) -> T:
-    """defaults/preset < config file < --set overrides."""
+    """defaults/preset < config file < --set overrides; `spellings` map shared keys (and their
+    deprecated forms) onto this config's fields."""
+    spellings = tuple(spellings)
     cfg = base
     if config_file is not None:
-        cfg = merge(cfg, load_yaml(config_file))
-    ov = parse_overrides(overrides)
+        cfg = merge(cfg, respell(load_yaml(config_file), spellings, from_file=True))
+    ov = respell(parse_overrides(overrides), spellings)
     if ov:
         cfg = merge(cfg, ov)
     return cfg

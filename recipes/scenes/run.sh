@@ -188,7 +188,7 @@ if stage_wanted 4; then
   run_stage 4-train "${logs}/4-train.log" \
     tmt train -o "${out}/exp/tmt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
       --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" --device "${device}" \
-      --set max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt --set best_per_direction=true --resume
+      --set train.max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt --set best_per_direction=true --resume
 fi
 
 if stage_wanted 5; then
@@ -206,7 +206,7 @@ if stage_wanted 6; then
       --init-from "${out}/exp/tmt" --store "${store}/train" \
       --store "${store}/bt_images_only=0.5" --store "${store}/bt_speech_text_only=0.5" \
       --valid-store "${store}/valid" --max-steps "${bt_steps}" --device "${device}" \
-      --set max_minutes="${bt_minutes}" --set optim.schedule=inverse_sqrt --set optim.warmup_steps=50 --resume
+      --set train.max_minutes="${bt_minutes}" --set optim.schedule=inverse_sqrt --set optim.warmup_steps=50 --resume
 fi
 
 if stage_wanted 7; then
@@ -285,7 +285,7 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
     run_stage "11-single-${short}" "${logs}/11-single-${short}.log" \
       tmt train -o "${out}/exp/single_${short}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
         --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" \
-        --set max_minutes="${single_minutes}" --set optim.schedule=inverse_sqrt \
+        --set train.max_minutes="${single_minutes}" --set optim.schedule=inverse_sqrt \
         --directions "${short}" --device "${device}" --resume
     for split in ${eval_splits}; do
       translate_split 11 single "${out}/exp/single_${short}" "${split}" "${src}" "${tgt}"

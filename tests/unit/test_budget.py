@@ -56,3 +56,50 @@ def test_save_and_load_torch(tmp_path: Path) -> None:
     p.write_bytes(b"not a checkpoint")
     with pytest.raises(TmtError, match=r"cannot load checkpoint .*state\.pt"):
         load_torch(p)
+
+
+# ---- one spelling and one meaning in the three training loops' configs (via their CLIs) ----------
+_CARD = str(Path(__file__).resolve().parents[2] / "tokenizers" / "image-vq-f8-512.yaml")
+_COMMANDS = {
+    "translator": ["train", "--preset", "tiny", "-o", "never", "--dump-config"],
+    "vocoder": ["vocoder", "train", "--config", "tiny", "--dump-config"],
+    "image-vq": ["tokenize", "image", "fit", "--card", _CARD, "--manifest", "m.jsonl", "--out", "never", "--dump-config"],
+}
+
+
+def _dumped_budget(loop: str, *sets: str) -> tuple[int, object, str]:
+    """-> (exit code, the resolved max_minutes, stderr) of `--dump-config` with `--set` items."""
+    import yaml
+    from click.testing import CliRunner
+
+    from tmt.cli import cli
+
+    args = [*_COMMANDS[loop]]
+    for item in sets:
+        args += ["--set", item]
+    r = CliRunner().invoke(cli, args)
+    if r.exit_code != 0:
+        return r.exit_code, None, r.output
+    cfg = yaml.safe_load(r.stdout)
+    return 0, (cfg if loop == "translator" else cfg["train"])["max_minutes"], r.stderr
+
+
+@pytest.mark.parametrize("loop", list(_COMMANDS))
+def test_one_spelling_and_meaning_in_every_loop(loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tmt.config
+
+    monkeypatch.setattr(tmt.config, "_warned_spellings", set())
+    assert _dumped_budget(loop, "train.max_minutes=2.5") == (0, 2.5, "")
+    assert _dumped_budget(loop, "train.max_minutes=null") == (0, None, "")
+    # 0 (the image fit's old "no limit") means no limit, with a warning
+    code, value, err = _dumped_budget(loop, "train.max_minutes=0")
+    assert (code, value) == (0, None) and "max_minutes=0 for 'no time limit' is deprecated" in err
+    # a negative budget is one clear error
+    code, _, out = _dumped_budget(loop, "train.max_minutes=-1")
+    assert code != 0 and "train.max_minutes must be > 0" in out and "Traceback" not in out
+    # the translator's old spelling works in every loop, with a warning (once) naming the new one
+    code, value, err = _dumped_budget(loop, "max_minutes=7")
+    assert (code, value) == (0, 7.0) and "config key 'max_minutes' is deprecated; spell it 'train.max_minutes'" in err
+    assert _dumped_budget(loop, "max_minutes=8") == (0, 8.0, "")
+    # given both ways, the new spelling wins
+    assert _dumped_budget(loop, "max_minutes=7", "train.max_minutes=3")[:2] == (0, 3.0)

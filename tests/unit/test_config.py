@@ -84,3 +84,24 @@ def test_device_names():
     if not torch.cuda.is_available():
         with pytest.raises(TmtError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_respell_moves_shared_and_deprecated_keys(monkeypatch, caplog) -> None:
+    import tmt.config
+    from tmt.config import Spelling, respell
+
+    monkeypatch.setattr(tmt.config, "_warned_spellings", set())
+    top = (Spelling(key="train.max_minutes", field="max_minutes", old="max_minutes"),)
+    nested = (Spelling(key="train.max_minutes", field="train.max_minutes", old="max_minutes"),)
+    with caplog.at_level("WARNING", logger="tmt.config"):
+        assert respell({"train": {"max_minutes": 3}, "seed": 1}, top) == {"max_minutes": 3, "seed": 1}
+        assert respell({"max_minutes": 3}, top, from_file=True) == {"max_minutes": 3}  # a saved config's layout
+        assert not caplog.records
+        assert respell({"max_minutes": 4, "train": {"lr": 1}}, nested) == {"train": {"lr": 1, "max_minutes": 4}}
+        assert respell({"max_minutes": 5}, top) == {"max_minutes": 5}
+    assert [r.getMessage() for r in caplog.records] == [
+        "config key 'max_minutes' is deprecated; spell it 'train.max_minutes' (e.g. --set train.max_minutes=...)"
+    ]
+    data = {"train": {"max_minutes": 1}}
+    respell(data, top)
+    assert data == {"train": {"max_minutes": 1}}  # the input is not changed

@@ -217,13 +217,19 @@ def test_continuous_warmup_then_kmeans_codebook(tmp_path: Path) -> None:
 
 
 def test_time_budget_compresses_the_schedule() -> None:
+    from tmt.core.budget import TimeBudget
     from tmt.tokenizers.image import VQTrainConfig
     from tmt.tokenizers.image_fit import _lr_at, _pixel_weights, _progress
 
     t = VQTrainConfig(steps=1000, warmup_steps=10, lr=1.0, min_lr_ratio=0.0, max_minutes=1.0)
-    assert _progress(100, 30.0, t) == 0.5  # half the time is half the budget even at step 100
+    now = [0.0]
+    budget = TimeBudget(t.max_minutes, 0.0, clock=lambda: now[0])
+    now[0] = 30.0
+    assert _progress(100, budget, t) == 0.5  # half the time is half the budget even at step 100
     assert _lr_at(100, 0.5, t) == pytest.approx(0.5 * (1 + np.cos(np.pi * (0.5 - 0.01) / 0.99)))
-    assert _progress(5, 61.0, t) == 1.0
+    now[0] = 61.0
+    assert _progress(5, budget, t) == 1.0
+    assert _progress(500, TimeBudget(None, 1e6), t) == 0.5  # no limit: progress by steps only
     x = torch.full((1, 3, 4, 4), -0.5)
     x[0, :, 0, 0] = 0.9  # one "object" pixel on a flat background
     w = _pixel_weights(x, VQTrainConfig(fg_weight=3.0))
@@ -293,3 +299,57 @@ def test_cli_fit_encode_decode(tmp_path: Path) -> None:
     res = r.invoke(cli, ["tokenize", "image", "decode", "--tokenizer", str(tok_dir), "--tokens", "-",
                          "--out-dir", str(png)], input="1 2 3\n")
     assert res.exit_code == 1 and "exactly 32" in res.output
+
+
+def _fake_clock(monkeypatch: pytest.MonkeyPatch, seconds_per_call: float = 1.0) -> None:
+    import tmt.core.budget as budget
+
+    now = [0.0]
+
+    def tick() -> float:
+        now[0] += seconds_per_call
+        return now[0]
+
+    monkeypatch.setattr(budget.time, "monotonic", tick)
+
+
+def test_time_budget_spans_resumed_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_clock(monkeypatch)  # one second per clock reading
+    imgs = make_images(8)
+    card = tiny_card(steps=200, max_minutes=0.5, sample_every=0, checkpoint_every=0, usage_images=4)
+    first = fit_image_tokenizer(card, imgs, tmp_path / "a", progress=False)
+    assert first.stats["stopped_early"] and 1 <= first.stats["steps"] < 200
+    assert torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["elapsed"] >= 30.0
+    # the same budget again: spent before the resume, so no further step
+    again = fit_image_tokenizer(card, imgs, tmp_path / "a", progress=False)
+    assert again.stats["steps"] == first.stats["steps"]
+    # twice the budget: only the difference is trained
+    more = fit_image_tokenizer(tiny_card(**{**card["train"], "max_minutes": 1.0}), imgs, tmp_path / "a", progress=False)
+    fresh = fit_image_tokenizer(tiny_card(**{**card["train"], "max_minutes": 1.0}), imgs, tmp_path / "b", progress=False)
+    assert first.stats["steps"] < more.stats["steps"] and more.stats["steps"] - first.stats["steps"] < fresh.stats["steps"]
+
+
+def test_max_minutes_zero_is_deprecated_and_old_runs_resume(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="tmt.core.budget"):
+        assert parse_card(tiny_card(max_minutes=0)).train.max_minutes is None
+    assert "max_minutes=0 for 'no time limit' is deprecated" in caplog.text
+    with pytest.raises(TokenizerError, match=r"tiny-vq.*train\.max_minutes must be > 0"):
+        parse_card(tiny_card(max_minutes=-1))
+    # a run checkpointed by a version that wrote max_minutes: 0.0 resumes under null
+    imgs = make_images(8)
+    card = tiny_card(steps=4, sample_every=0, checkpoint_every=2, usage_images=4)
+    fit_image_tokenizer(tiny_card(steps=2, sample_every=0, checkpoint_every=2, usage_images=4), imgs, tmp_path, progress=False)
+    saved = tmp_path / "checkpoints" / "card.json"
+    old = json.loads(saved.read_text())
+    old["train"]["max_minutes"] = 0.0
+    saved.write_text(json.dumps(old))
+    tok = fit_image_tokenizer(card, imgs, tmp_path, progress=False)
+    assert tok.stats["steps"] == 4
+    # and a tokenizer saved with 0.0 loads quietly, reading it as no limit
+    info = json.loads((tmp_path / "tokenizer.json").read_text())
+    info["card"]["train"]["max_minutes"] = 0.0
+    (tmp_path / "tokenizer.json").write_text(json.dumps(info))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert ImageTokenizer.load(tmp_path).cfg.train.max_minutes is None
+    assert "deprecated" not in caplog.text

@@ -46,7 +46,7 @@ def test_only_the_chosen_baselines_train_and_only_speech_targets_get_the_vocoder
     assert r.returncode == 0, r.stderr
     trained = [c.split("--directions ")[1].split()[0] for c in calls if c.startswith("train ")]
     assert trained == ["i2s", "s2t"]  # the recipe's direction order, not the option's
-    assert all("max_minutes=0.5" in c for c in calls if c.startswith("train "))
+    assert all("--set train.max_minutes=0.5" in c for c in calls if c.startswith("train "))
     translate = [c for c in calls if c.startswith("translate ")]
     assert len(translate) == 4  # two directions x two shards (--jobs 2) on the test split
     for c in translate:

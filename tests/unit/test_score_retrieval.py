@@ -57,7 +57,7 @@ def tiny_model():  # type: ignore[no-untyped-def]
 def test_forced_logprobs_match_the_restricted_softmax(tiny_model) -> None:  # type: ignore[no-untyped-def]
     import torch
 
-    from tmt.evaluation.retrieval import _layout, forced_logprobs
+    from tmt.generation.scoring import _layout, forced_logprobs
     from tmt.vocab import EOS
 
     model = tiny_model

@@ -219,6 +219,47 @@ def test_training_resume_is_exact(corpus: dict, tmp_path: Path) -> None:
         train_vocoder(bad, corpus["store"], corpus["manifest"], tmp_path / "b", resume=True, progress=False)
 
 
+def test_time_budget_spans_resumed_runs(corpus: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tmt.core.budget as budget
+    from tmt.config import merge
+    from tmt.vocoder import CHECKPOINT, train_vocoder
+
+    now = [0.0]
+
+    def tick() -> float:  # every clock reading: 10 seconds pass
+        now[0] += 10.0
+        return now[0]
+
+    monkeypatch.setattr(budget.time, "monotonic", tick)
+    cfg = merge(tiny_config(), {"train": {"max_steps": 100, "max_minutes": 0.5, "sample_every": 1000, "save_every": 1000}})
+    first = train_vocoder(cfg, corpus["store"], corpus["manifest"], tmp_path, progress=False)
+    assert 1 <= first["step"] < 100
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["elapsed"] >= 30.0
+    # the same budget again: already spent, no further step; a larger one trains only the difference
+    assert train_vocoder(cfg, corpus["store"], corpus["manifest"], tmp_path, resume=True, progress=False)["step"] == first["step"]
+    longer = merge(cfg, {"train": {"max_minutes": 1.0}})
+    more = train_vocoder(longer, corpus["store"], corpus["manifest"], tmp_path, resume=True, progress=False)["step"]
+    fresh = train_vocoder(longer, corpus["store"], corpus["manifest"], tmp_path / "fresh", progress=False)["step"]
+    assert first["step"] < more and more - first["step"] < fresh
+
+
+def test_max_minutes_has_the_common_meaning(caplog: pytest.LogCaptureFixture) -> None:
+    from tmt.config import merge
+
+    assert tiny_config().train.max_minutes is None
+    with caplog.at_level("WARNING", logger="tmt.core.budget"):
+        assert merge(tiny_config(), {"train": {"max_minutes": 0}}).train.max_minutes is None
+    assert "deprecated" in caplog.text
+    with pytest.raises(VocoderError, match=r"train\.max_minutes must be > 0"):
+        merge(tiny_config(), {"train": {"max_minutes": -2}})
+    corrupt = Path(__file__)  # not a checkpoint: one VocoderError naming the file
+    from tmt.vocoder.train import VocoderTrainer
+
+    trainer = VocoderTrainer(tiny_config(), [], [], "/nonexistent/never")
+    with pytest.raises(VocoderError, match=r"cannot resume: cannot load checkpoint .*test_vocoder\.py"):
+        trainer.load(corrupt)
+
+
 def test_unit_mel_learns_synthetic_tones(corpus: dict, tmp_path: Path) -> None:
     from tmt.config import merge
     from tmt.vocoder import train_vocoder

@@ -28,6 +28,7 @@ EPILOG = """\b
 Examples:
   tmt tokenize image fit --card tokenizers/image-vq-f8-512.yaml --manifest data/scenes/train.jsonl.gz --out exp/tok/image
   tmt tokenize image fit --card tokenizers/image-vq-f8-512.yaml --manifest m.jsonl.gz --out exp/tok/image --set train.steps=200
+  tmt tokenize image fit --card tokenizers/image-vq-f8-512.yaml --manifest m.jsonl.gz --out exp/tok/image --set train.max_minutes=30
   tmt tokenize image encode --tokenizer exp/tok/image --manifest data/scenes/train.jsonl.gz --store data/store/train
   tmt tokenize image encode --tokenizer exp/tok/image --manifest m.jsonl.gz --store data/store/train --shard 0/4
   tmt tokenize image merge --store data/store/train --parts 4
@@ -61,10 +62,10 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
     from tmt.config import dump_yaml, resolve
     from tmt.store.manifest import media_path, read_manifest
     from tmt.tokenizers.base import TokenizerError, load_card
-    from tmt.tokenizers.image import card_dict, parse_card
+    from tmt.tokenizers.image import SPELLINGS, card_dict, parse_card
     from tmt.tokenizers.image_fit import fit_image_tokenizer
 
-    cfg = resolve(parse_card(load_card(card)), config_file, overrides)
+    cfg = resolve(parse_card(load_card(card)), config_file, overrides, spellings=SPELLINGS)
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return

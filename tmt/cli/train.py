@@ -23,6 +23,7 @@ Examples:
   tmt train --preset demo --vocab data/vocab.json --store data/store/train \\
       --valid-store data/store/valid -o exp/demo
   tmt train -o exp/demo --resume                      # continue exactly where it stopped
+  tmt train ... --set train.max_minutes=75 --resume    # a time budget spanning resumed runs
   tmt train --preset demo --vocab data/vocab.json --store data/store/train \\
       --store data/store/bt=0.5 --init-from exp/demo --lr 2e-4 -o exp/demo-bt
   tmt train ... --directions i2t,s2t                  # single-task baselines
@@ -61,9 +62,10 @@ def cli(
     --config FILE < --set KEY=VALUE < the explicit options above.
     """
     from tmt.config import dump_yaml, resolve
+    from tmt.training.config import SPELLINGS
 
     exp = Path(exp_dir)
-    cfg = resolve(_base_config(exp, preset, resume), config_file, overrides)
+    cfg = resolve(_base_config(exp, preset, resume), config_file, overrides, spellings=SPELLINGS)
     cfg = _apply_options(cfg, vocab=vocab, stores=stores, valid_stores=valid_stores, directions=directions,
                          lr=lr, max_steps=max_steps, seed=seed, device=device)
     if dump_config:

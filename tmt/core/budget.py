@@ -1,9 +1,10 @@
 """One wall-clock training budget for every training loop (translator, VQ-VAE, vocoder).
 
-`max_minutes` has one meaning everywhere: `None` = no time limit; a number > 0 = stop (saving
-first) once that many minutes of training are spent. The budget spans resumed runs: the seconds
-trained before the checkpoint count, so a run killed after 40 of 75 minutes trains 35 more when
-resumed. Loops store `spent()` in their checkpoint and pass it back as `prior_seconds`.
+`max_minutes` has one spelling (`--set train.max_minutes=N`) and one meaning everywhere:
+`None` = no time limit; a number > 0 = stop (saving first) once that many minutes of training are
+spent; 0 is the deprecated spelling of None; a negative number is refused. The budget spans
+resumed runs: the seconds trained before the checkpoint count, so a run killed after 40 of 75
+minutes trains 35 more when resumed. Loops store `spent()` in their checkpoint and pass it back as `prior_seconds`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from tmt.core.errors import TmtError
 
 log = logging.getLogger(__name__)
 
+MAX_MINUTES_KEY = "train.max_minutes"
+"""The one spelling of the budget in every training loop's config (`--set train.max_minutes=N`)."""
 
-def check_max_minutes(value: float | None, name: str = "max_minutes") -> float | None:
+
+def check_max_minutes(value: float | None, name: str = MAX_MINUTES_KEY) -> float | None:
     """`value` as the one meaning of a time budget: None or > 0. The old spelling 0 (= no limit)
     is accepted with a warning and returned as None; a negative value is refused."""
     if value is None:

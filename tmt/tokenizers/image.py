@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tmt.config import from_dict, to_dict
+from tmt.config import Spelling, from_dict, to_dict
+from tmt.core.budget import MAX_MINUTES_KEY, check_max_minutes
 from tmt.io import atomic_write_bytes, atomic_write_json, make_dirs
 from tmt.models.vq import (
     VQVAE,
@@ -87,10 +88,11 @@ class VQTrainConfig:
     """Write a reconstruction grid PNG to samples/ every N steps (0: only at the end)."""
     checkpoint_every: int = 500
     """Write checkpoints/last.pt every N steps (and always at the end)."""
-    max_minutes: float = 0.0
-    """Time budget: training ends (and saves) after this many minutes, with the learning-rate
-    schedule compressed to fit (progress = max(step / steps, elapsed / budget)). 0: no limit,
-    and resuming is then bit-exact."""
+    max_minutes: float | None = None
+    """Wall-clock budget shared by every training loop (`tmt.core.budget`): None = no limit; > 0 =
+    training ends (and saves) after that many minutes, counting earlier runs it resumes, with the
+    learning-rate schedule compressed to fit (progress = max(step / steps, spent / budget)); 0 is
+    the deprecated spelling of None. Without a limit resuming is bit-exact."""
     warmup_continuous: float = 0.0
     """Share of the budget (0..1) trained as a plain autoencoder (no quantization) before the
     codebook is initialised by k-means on encoder outputs and quantization switches on."""
@@ -106,6 +108,9 @@ class VQTrainConfig:
     inputs, against overfitting small image sets. Only for images whose meaning survives a flip."""
     usage_images: int = 2000
     """Images encoded after fitting for the codebook usage report and the reconstruction PSNR."""
+
+    def __post_init__(self) -> None:
+        self.max_minutes = check_max_minutes(self.max_minutes, MAX_MINUTES_KEY)
 
 
 @dataclass(kw_only=True)
@@ -124,6 +129,10 @@ class ImageVQCard:
     """Fitting settings."""
 
 
+SPELLINGS = (Spelling(key=MAX_MINUTES_KEY, field="train.max_minutes", old="max_minutes"),)
+"""`--set max_minutes=N` (the translator's old spelling) still sets `train.max_minutes`, with a warning."""
+
+
 def parse_card(card: dict[str, Any] | ImageVQCard) -> ImageVQCard:
     """A card mapping (as read by `tmt.tokenizers.base.load_card`) -> typed card."""
     if isinstance(card, ImageVQCard):
@@ -137,6 +146,15 @@ def parse_card(card: dict[str, Any] | ImageVQCard) -> ImageVQCard:
         raise TokenizerError(f"image-vq card '{card.get('name', '?')}': {e}") from None
     parsed.model.check()
     return parsed
+
+
+def _saved_card(card: dict[str, Any]) -> dict[str, Any]:
+    """The card of a fitted tokenizer; one fitted before `train.max_minutes: 0` was deprecated reads
+    its 0 (no limit) as null without a warning (the card is history, not a request)."""
+    train = card.get("train")
+    if isinstance(train, dict) and train.get("max_minutes") == 0:
+        return {**card, "train": {**train, "max_minutes": None}}
+    return card
 
 
 def card_dict(card: ImageVQCard) -> dict[str, Any]:
@@ -348,7 +366,8 @@ class ImageTokenizer:
             raise TokenizerError(f"{d} holds a '{info['class']}' tokenizer, not {CLASS_NAME}")
         if not (d / WEIGHTS).is_file():
             raise TokenizerError(f"{d}: missing {WEIGHTS}; re-fit with `tmt tokenize image fit`")
-        cfg = parse_card(info["card"])
+        card = _saved_card(info["card"])
+        cfg = parse_card(card)
         model = VQVAE(cfg.model)
         try:
             state = load_file(str(d / WEIGHTS))
@@ -358,7 +377,7 @@ class ImageTokenizer:
             model.load_state_dict(state)
         except RuntimeError as e:
             raise TokenizerError(f"{d / WEIGHTS} does not match the card's architecture: {e}") from None
-        return cls(info["card"], model, fingerprint=info["fingerprint"], stats=info.get("stats"))
+        return cls(card, model, fingerprint=info["fingerprint"], stats=info.get("stats"))
 
     # -- fitting
     @classmethod

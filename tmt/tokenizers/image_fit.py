@@ -11,9 +11,8 @@ import copy
 import json
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tmt.core.budget import TimeBudget
 from tmt.io import (
     atomic_open,
     atomic_write_text,
@@ -72,12 +72,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def _progress(step: int, elapsed: float, t: VQTrainConfig) -> float:
-    """Share of the training budget used: by steps, or by time when a time budget is set."""
-    p = step / max(1, t.steps)
-    if t.max_minutes:
-        p = max(p, elapsed / (60.0 * t.max_minutes))
-    return min(1.0, p)
+def _progress(step: int, budget: TimeBudget, t: VQTrainConfig) -> float:
+    """Share of the training used, by steps or (with a time budget) by time, whichever is further:
+    the learning-rate schedule and the continuous warm-up read it, so they fit into the budget."""
+    return min(1.0, max(step / max(1, t.steps), budget.fraction()))
 
 
 def _lr_at(step: int, progress: float, t: VQTrainConfig) -> float:
@@ -109,7 +107,8 @@ def _dihedral(x: torch.Tensor) -> torch.Tensor:
 
 
 _RESUMABLE_CHANGES = ("steps", "max_minutes", "sample_every", "checkpoint_every", "usage_images")
-"""Train settings that may change between a run and its resumption (e.g. train longer)."""
+"""Train settings that may change between a run and its resumption (e.g. train longer; a run saved
+with the deprecated max_minutes 0.0 resumes under None)."""
 
 
 def _resume_key(card: dict[str, Any]) -> dict[str, Any]:
@@ -151,12 +150,12 @@ class _Run:
     """The images whose reconstructions are written to samples/."""
     step: int = 0
     """Optimizer steps done (including those of a resumed run)."""
-    t0: float = 0.0
-    """monotonic() at which the run (including resumed time) started."""
+    budget: TimeBudget = field(default_factory=lambda: TimeBudget(None))
+    """The time budget (`train.max_minutes`), counting the seconds of the runs it resumes."""
 
     def checkpoint(self) -> None:
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                 "rng": torch.get_rng_state(), "elapsed": time.monotonic() - self.t0}
+                 "rng": torch.get_rng_state(), "elapsed": self.budget.spent()}
         if self.disc is not None and self.opt_d is not None:
             state |= {"disc": self.disc.state_dict(), "opt_d": self.opt_d.state_dict()}
         save_torch(self.out / CHECKPOINT, state)
@@ -235,10 +234,10 @@ def _train_step(run: _Run, pixels: torch.Tensor) -> dict[str, float]:
     x = pixels[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # NHWC memory: channels-last
     if t.augment:
         x = _dihedral(x)
-    lr = _lr_at(step, _progress(step, time.monotonic() - run.t0, t), t)
+    lr = _lr_at(step, _progress(step, run.budget, t), t)
     for g in run.opt.param_groups:
         g["lr"] = lr
-    quantize = _progress(step, time.monotonic() - run.t0, t) >= t.warmup_continuous
+    quantize = _progress(step, run.budget, t) >= t.warmup_continuous
     if quantize and not bool(model.quantizer.initialized) and t.warmup_continuous > 0:
         _kmeans_init(model, pixels)
     o = model(x, quantize=quantize)
@@ -278,7 +277,7 @@ def _train(run: _Run, pixels: torch.Tensor, progress: bool,
     bar = tqdm(total=t.steps, initial=run.step, desc=f"fit {run.cfg.name}", unit="step", disable=not progress,
                dynamic_ncols=True)
     metrics: dict[str, float] = {}
-    while run.step < t.steps and _progress(run.step, time.monotonic() - run.t0, t) < 1.0:
+    while run.step < t.steps and not run.budget.exhausted():
         metrics = _train_step(run, pixels)
         step = run.step
         bar.update(1)
@@ -339,10 +338,9 @@ def fit_image_tokenizer(card: dict[str, Any] | ImageVQCard, images: Sequence[Ima
              cfg.name, len(data), *tok.image_size, *tok.grid, tok.tokens_per_image, tok.vocab_size)
 
     run = _new_run(cfg, out, data)
-    elapsed_before = _resume(run, resume)
-    run.t0 = time.monotonic() - elapsed_before
+    run.budget = TimeBudget(t.max_minutes, _resume(run, resume))
     metrics = _train(run, pixels, progress, on_step)
-    elapsed = time.monotonic() - run.t0
+    elapsed = run.budget.spent()
     stopped_early = run.step < t.steps
     if stopped_early:
         log.warning("time budget max_minutes=%s used up at step %d of %d", t.max_minutes, run.step, t.steps)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from tmt import TmtError
+from tmt.config import Spelling
+from tmt.core.budget import MAX_MINUTES_KEY, check_max_minutes
 from tmt.core.modality import ALL_DIRECTIONS
 from tmt.models.tmt import PRESETS, TmtModelConfig, get_preset
 
@@ -71,10 +73,11 @@ class TrainConfig:
     max_steps: int = 10_000
     """Optimizer steps in total (the schedule runs to here)."""
     max_minutes: float | None = None
-    """Wall-clock training budget (the one meaning of `tmt.core.budget`): None = no limit; > 0 = stop
-    (validating and saving first) after that many minutes of training. It spans `--resume`: a run
-    killed after 40 of 75 minutes trains 35 more when resumed.
-    Pair it with `optim.schedule=inverse_sqrt`, whose decay does not depend on max_steps."""
+    """Wall-clock training budget, set as `--set train.max_minutes=N` like every training loop
+    (`tmt.core.budget`): None = no limit; > 0 = stop (validating and saving first) after that many
+    minutes of training, counting the minutes of earlier runs resumed with `--resume`; 0 is the
+    deprecated spelling of None. Pair it with `optim.schedule=inverse_sqrt`, whose decay does not
+    depend on max_steps."""
     valid_every: int = 500
     """Validate every N steps (and at the end) when valid stores are given."""
     save_every: int = 500
@@ -101,12 +104,13 @@ class TrainConfig:
     num_threads: int = 0
     """torch CPU threads per process (0: torch's default)."""
 
+    def __post_init__(self) -> None:
+        self.max_minutes = check_max_minutes(self.max_minutes, MAX_MINUTES_KEY)
+
     def validate(self) -> None:
         self.model.validate()
         if self.max_steps < 1:
             raise TmtError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise TmtError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.optim.grad_accum < 1:
             raise TmtError(f"optim.grad_accum must be >= 1, got {self.optim.grad_accum}")
         if not 0 <= self.optim.label_smoothing < 1:
@@ -114,6 +118,11 @@ class TrainConfig:
         for n in ("valid_every", "save_every", "log_every"):
             if getattr(self, n) < 1:
                 raise TmtError(f"{n} must be >= 1")
+
+
+SPELLINGS = (Spelling(key=MAX_MINUTES_KEY, field="max_minutes", old="max_minutes"),)
+"""`--set train.max_minutes` (the spelling every training loop shares) sets the top-level field;
+`--set max_minutes` still works, with a deprecation warning."""
 
 
 def train_preset(name: str) -> TrainConfig:

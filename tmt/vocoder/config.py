@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Literal
 
 from tmt import TmtError
+from tmt.config import Spelling
 from tmt.core.audio import FRAME_HOP
+from tmt.core.budget import MAX_MINUTES_KEY, check_max_minutes
 
 
 class VocoderError(TmtError):
@@ -139,7 +141,9 @@ class TrainConfig:
     max_steps: int = 400_000
     """Stop after this many steps."""
     max_minutes: float | None = None
-    """Stop (after saving) once training has run this long; None = no time limit."""
+    """Wall-clock budget shared by every training loop (`tmt.core.budget`): None = no limit; > 0 =
+    stop (after saving) once that many minutes are trained, counting earlier runs continued with
+    `--resume`; 0 is the deprecated spelling of None."""
     log_every: int = 50
     """Steps between log lines (train_log.jsonl)."""
     save_every: int = 1000
@@ -154,6 +158,12 @@ class TrainConfig:
     """Random seed."""
     threads: int = 0
     """torch threads (0 = leave torch's default)."""
+
+    def __post_init__(self) -> None:
+        try:
+            self.max_minutes = check_max_minutes(self.max_minutes, MAX_MINUTES_KEY)
+        except TmtError as e:
+            raise VocoderError(str(e)) from None
 
 
 Arch = Literal["hifigan", "unit-mel"]
@@ -183,6 +193,10 @@ class VocoderConfig:
     """Loss weights."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Training loop."""
+
+
+SPELLINGS = (Spelling(key=MAX_MINUTES_KEY, field="train.max_minutes", old="max_minutes"),)
+"""`--set max_minutes=N` (the translator's old spelling) still sets `train.max_minutes`, with a warning."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -269,18 +283,18 @@ def preset(name: str) -> VocoderConfig:
 
 def resolve_config(config: str | None, arch: str | None = None, overrides: Sequence[str] = ()) -> VocoderConfig:
     """`--config NAME|FILE` (a YAML file may name its `preset:`), then `--arch`, then `--set KEY=VALUE`."""
-    from tmt.config import load_yaml, merge, parse_overrides
+    from tmt.config import load_yaml, merge, parse_overrides, respell
 
     name = config or ("unit-mel" if arch == "unit-mel" else "demo")
     if Path(name).suffix in (".yaml", ".yml") or Path(name).is_file():
-        data = load_yaml(name)
+        data = respell(load_yaml(name), SPELLINGS, from_file=True)
         base = preset(str(data.pop("preset", "unit-mel" if data.get("arch", arch) == "unit-mel" else "demo")))
         cfg = merge(base, data)
     else:
         cfg = preset(name)
     if arch is not None:
         cfg = merge(cfg, {"arch": arch})
-    ov = parse_overrides(tuple(overrides))
+    ov = respell(parse_overrides(tuple(overrides)), SPELLINGS)
     return merge(cfg, ov) if ov else cfg
 
 

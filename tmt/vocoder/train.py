@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tmt.config import from_dict, to_dict
-from tmt.core.io import make_dirs
+from tmt.core.budget import TimeBudget
+from tmt.core.errors import TmtError
+from tmt.core.io import load_torch, make_dirs, save_torch
 from tmt.core.progress import progress_bar
 from tmt.io import atomic_open
 from tmt.vocoder.config import VocoderConfig, VocoderError
@@ -144,8 +144,7 @@ class VocoderTrainer:
 
     def save(self) -> None:
         """checkpoint.pt (training state) then the inference export (model.safetensors + vocoder.json)."""
-        with atomic_open(self.out_dir / CHECKPOINT, "wb") as f:
-            torch.save(self.state(), f)
+        save_torch(self.out_dir / CHECKPOINT, self.state())
         save_vocoder(
             self.out_dir, self.model, self.cfg, speech_tokenizer=self.speech_tokenizer,
             extra={"step": self.step, "valid": self.last_valid},
@@ -153,9 +152,9 @@ class VocoderTrainer:
 
     def load(self, path: Path) -> None:
         try:
-            st = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as e:
-            raise VocoderError(f"cannot resume from {path}: {e}; delete it to start over") from None
+            st = load_torch(path, map_location=self.device)
+        except TmtError as e:
+            raise VocoderError(f"cannot resume: {e}") from None
         saved = from_dict(VocoderConfig, st["config"])
         for section in ("arch", "num_units", "embed_dim", "duration", "generator", "discriminator", "unit_mel", "mel"):
             if to_dict(getattr(saved, section)) != to_dict(getattr(self.cfg, section)):
@@ -278,16 +277,15 @@ class VocoderTrainer:
     def run(self, *, progress: bool | None = None) -> dict[str, Any]:
         t = self.cfg.train
         bar = progress_bar(total=t.max_steps, initial=self.step, desc="vocoder", unit="step", enabled=progress)
-        budget = t.max_minutes * 60 if t.max_minutes is not None else math.inf
+        budget = TimeBudget(t.max_minutes, self.elapsed)  # spans resumed runs
         log_path = self.out_dir / "train_log.jsonl"
-        start = time.monotonic() - self.elapsed
         acc: dict[str, list[float]] = {}
         saved_at = self.step
         try:
-            while self.step < t.max_steps and self.elapsed < budget:
+            while self.step < t.max_steps and not budget.exhausted():
                 stats = self.train_step()
                 self.step += 1
-                self.elapsed = time.monotonic() - start
+                self.elapsed = budget.spent()
                 for k, v in stats.items():
                     acc.setdefault(k, []).append(v)
                 bar.update(1)
@@ -306,6 +304,9 @@ class VocoderTrainer:
                     saved_at = self.step
         finally:
             bar.close()
+        self.elapsed = budget.spent()  # the final save records the time the budget was judged by
+        if self.step < t.max_steps and budget.exhausted():
+            log.info("time budget of %.1f min spent at step %d; stopping", t.max_minutes, self.step)
         if self.step % t.sample_every != 0 or not self.last_valid:
             self.last_valid = self.validate()
             self._log(log_path, {"step": self.step, **self.last_valid})

@@ -501,7 +501,7 @@ def save_model(model: TmtModel, exp_dir: str | Path, *, train_config: Any | None
     else:
         data = {}
         if cfg_path.is_file():
-            data = yaml.safe_load(cfg_path.read_text()) or {}
+            data = read_yaml_object(cfg_path, what="experiment config", error=ModelError)
         data["model"] = to_dict(raw.config)
         atomic_write_text(cfg_path, yaml.safe_dump(data, sort_keys=False))
     return exp / MODEL_FILE

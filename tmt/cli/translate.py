@@ -226,6 +226,11 @@ def cli(
     if output is not None:
         _save_one(results[0], Path(output), tgt, fmt)
         return
+    _print_results(results, fmt)
+
+
+def _print_results(results: list[Any], fmt: str) -> None:
+    """Text outputs to stdout: one hypothesis per line, or JSON lines with --format jsonl."""
     for r in results:
         if fmt == "jsonl":
             click.echo(json.dumps({"id": r.id, "src": r.src, "tgt": r.tgt, "via": r.via,

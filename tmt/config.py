@@ -28,6 +28,7 @@ import click
 import yaml
 
 from tmt import TmtError
+from tmt.core.io import read_yaml_object
 
 T = TypeVar("T")
 
@@ -228,16 +229,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a mapping at the top level")
-    return data
+    return read_yaml_object(path, what="config file", error=ConfigError, fix="a config file maps option names to values")
 
 
 @dataclasses.dataclass(frozen=True)

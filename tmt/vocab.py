@@ -17,7 +17,6 @@ differs is refused (`check_fingerprints`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tmt.core.errors import TmtError
+from tmt.core.io import check_object, read_json_object
 from tmt.core.modality import MODALITIES, check_modality
 
 PAD, UNK, EOS = 0, 1, 2
@@ -206,6 +206,11 @@ class JointVocab:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, source: str = "vocab.json") -> JointVocab:
+        fix = "rebuild it with `tmt vocab build`"
+        check_object(data, source, what="vocabulary", required={"size": int, "modalities": dict}, error=VocabError, fix=fix)
+        for m, d in data["modalities"].items():
+            check_object(d, source, what=f"vocabulary entry modalities.{m}", error=VocabError, fix=fix,
+                         required={"offset": int, "size": int, "name": str, "fingerprint": str})
         try:
             if data.get("schema_version") != VOCAB_SCHEMA_VERSION:
                 raise VocabError(
@@ -240,10 +245,7 @@ class JointVocab:
             p = p / "vocab.json"
         if not p.is_file():
             raise VocabError(f"vocabulary not found: {p} (build one with `tmt vocab build`)")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise VocabError(f"{p} is not valid JSON: {e}") from None
+        data = read_json_object(p, what="vocabulary", error=VocabError, fix="rebuild it with `tmt vocab build`")
         return cls.from_json(data, source=str(p))
 
     def __repr__(self) -> str:

@@ -252,7 +252,7 @@ def test_output_dir_is_all_or_nothing(translator: Translator, media: dict[str, P
     with pytest.raises(tok_base.TokenizerError):
         translate_to_dir(translator, items, ["a", "b", "c"], src="speech", tgt="image", via=None,
                          output_dir=out, run_info={}, chunk=2)
-    assert sorted(p.name for p in out.iterdir()) == []
+    assert not out.exists()  # the run made it, so the failed run removes it again
 
 
 def test_shards_merge_in_order(translator: Translator, tmp_path: Path) -> None:

@@ -61,6 +61,19 @@ class RootGroup(TableGroup):
         except TmtError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception:
+            # not a TmtError: a bug in tmt. Keep the traceback, ask for a report.
+            import traceback
+
+            traceback.print_exc()
+            click.echo(
+                "This is a bug in tmt, not in your input: please report it with the command line and the "
+                "traceback above.",
+                err=True,
+            )
+            sys.exit(3)
 
 
 @click.group(cls=RootGroup, epilog=EPILOG, context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})

@@ -64,10 +64,13 @@ def validate(path: str, no_checksums: bool) -> None:
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def stats(path: str, as_json: bool) -> None:
-    """Rows, tokens per modality, length percentiles, bytes, synthetic rows."""
-    if _is_store(path):
-        from tmt.store.ops import store_stats
+    """Rows, tokens per modality, length percentiles, bytes, synthetic rows.
 
+    A store's files are checked first, as `validate --no-checksums` does (a damaged store is an error)."""
+    if _is_store(path):
+        from tmt.store.ops import store_stats, validate_store
+
+        validate_store(path, checksums=False, check_ids=False)
         s = store_stats(path)
         if as_json:
             echo_json(s)
@@ -99,10 +102,14 @@ def stats(path: str, as_json: bool) -> None:
 @click.argument("path", type=click.Path())
 @click.option("-n", "num", default=5, help="Number of rows.")
 def head(path: str, num: int) -> None:
-    """Print the first rows as JSON lines (stores: metadata plus tokens)."""
+    """Print the first rows as JSON lines (stores: metadata plus tokens).
+
+    A store's files are checked first, as `validate --no-checksums` does (a damaged store is an error)."""
     if _is_store(path):
+        from tmt.store.ops import validate_store
         from tmt.store.token_store import TokenStore
 
+        validate_store(path, checksums=False, check_ids=False)
         store = TokenStore(path)
         for i in range(min(num, len(store))):
             row = store[i]

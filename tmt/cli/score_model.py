@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tmt.core.io import make_dirs
 from tmt.core.modality import parse_directions
 from tmt.evaluation.score import DIRECTIONS, ScoreConfig, ScoreError, score_runs
 
@@ -75,7 +76,7 @@ def translate_for_scoring(run: ModelRunConfig, out_dir: str | Path) -> list[Path
     gen.check()
     translator = Translator.from_checkpoint(run.model, device=run.device, vocoder=run.vocoder, config=gen)
     hyp_root = Path(out_dir) / HYP_SUBDIR
-    hyp_root.mkdir(parents=True, exist_ok=True)
+    make_dirs(hyp_root)
     written: list[Path] = []
     for src, tgt in dirs:
         inputs, ids, groups = manifest_inputs(

@@ -85,17 +85,14 @@ def cli(
 
 def _base_config(exp: Path, preset: str, resume: bool) -> TrainConfig:
     """The experiment's config.yaml when resuming (if it has one), else the preset's config."""
-    import yaml
-
     from tmt.config import from_dict
+    from tmt.core.io import read_yaml_object
     from tmt.training.config import TrainConfig, train_preset
 
     saved = exp / "config.yaml"
     if resume and saved.is_file():
-        try:
-            return from_dict(TrainConfig, yaml.safe_load(saved.read_text()) or {}, where="config.yaml")
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{saved} is not valid YAML: {e}") from None
+        return from_dict(TrainConfig, read_yaml_object(saved, what="experiment config", error=ConfigError),
+                         where="config.yaml")
     return train_preset(preset)
 
 

@@ -166,6 +166,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed for sampling.")
 @click.option("--batch-size", type=int, default=None, help="Inputs decoded together.")
 @click.option("--device", default="cpu", help="Torch device (cpu, cuda, cuda:1).")
+@click.option("--skip-bad", is_flag=True, help="--output-dir runs: skip (and count, in run.json) inputs that cannot be read or are empty, too short or silent, instead of stopping at the first.")
 @segment_option
 @config_options
 def cli(
@@ -173,13 +174,17 @@ def cli(
     output: str | None, output_dir: str | None, manifest: str | None, split: str | None, shard: str | None,
     limit: int | None, all_rows: bool, fmt: str, tokenizers: tuple[str, ...], vocoder: str | None, beam_size: int | None, greedy: bool, sample: bool,
     top_k: int | None, top_p: float | None, temperature: float | None, seed: int | None, batch_size: int | None,
-    device: str, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
+    device: str, skip_bad: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
 ) -> None:
     """Translate speech, images or text into another modality.
 
     Inputs are files (wav/flac, png/jpg, txt: one text per line), --text values,
     text lines on stdin, or the rows of a manifest. Text outputs go to stdout
     unless -o/--output-dir is given; image and speech outputs need one of them.
+
+    An --output-dir run is all-or-nothing: the first bad input stops it with its
+    error and nothing is written (rerun it after fixing the input); --skip-bad
+    skips bad inputs instead and records their count and ids in run.json.
     """
     cfg = _generation_config(config_file, overrides, beam_size, greedy, sample,
                              top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size)
@@ -190,7 +195,7 @@ def cli(
     _check_modality(src, "--from")
     _check_modality(via, "--via")
     tok_dirs = _parse_tokenizers(tokenizers)
-    _check_options(tgt, via, output, output_dir, manifest, split, shard, limit, all_rows, inputs, texts)
+    _check_options(tgt, via, output, output_dir, manifest, split, shard, limit, all_rows, inputs, texts, skip_bad)
 
     from tmt.core.shards import parse_shard_spec
 
@@ -214,12 +219,18 @@ def cli(
             "model": str(model_dir), "beam_size": cfg.beam_size if cfg.strategy == "beam" else 1,
             "strategy": cfg.strategy, "vocoder": vocoder,
         }
-        _translate_into_dir(translator, items, ids, srcs[0], tgt, via, output_dir, run_info, groups, (k, n), cfg.batch_size)
+        _translate_into_dir(translator, items, ids, srcs[0], tgt, via, output_dir, run_info, groups, (k, n), cfg.batch_size,
+                            skip_bad=skip_bad)
         return
     results = _translate_grouped(translator, items, ids, srcs, tgt, via)
     if output is not None:
         _save_one(results[0], Path(output), tgt, fmt)
         return
+    _print_results(results, fmt)
+
+
+def _print_results(results: list[Any], fmt: str) -> None:
+    """Text outputs to stdout: one hypothesis per line, or JSON lines with --format jsonl."""
     for r in results:
         if fmt == "jsonl":
             click.echo(json.dumps({"id": r.id, "src": r.src, "tgt": r.tgt, "via": r.via,
@@ -254,10 +265,13 @@ def _generation_config(
 def _check_options(
     tgt: str, via: str | None, output: str | None, output_dir: str | None, manifest: str | None,
     split: str | None, shard: str | None, limit: int | None, all_rows: bool, inputs: tuple[str, ...], texts: tuple[str, ...],
+    skip_bad: bool = False,
 ) -> None:
     """Option combinations that cannot work, refused before anything is loaded."""
     if output and output_dir:
         raise CliInputError("give either -o/--output or --output-dir, not both")
+    if skip_bad and output_dir is None:
+        raise CliInputError("--skip-bad applies to --output-dir runs only")
     if manifest is not None and output_dir is None:
         raise CliInputError("--manifest needs --output-dir")
     if manifest is None and (split is not None or shard is not None or limit is not None or all_rows):
@@ -306,8 +320,9 @@ def _check_inputs(srcs: list[str], tgt: str, via: str | None, output: str | None
 def _translate_into_dir(
     translator: Any, items: list[Any], ids: list[str], src: str, tgt: str, via: str | None, output_dir: str,
     run_info: dict[str, Any], groups: dict[str, str] | None, shard: tuple[int, int], batch_size: int,
+    *, skip_bad: bool = False,
 ) -> None:
-    """Batch mode: a hypotheses directory (with a progress bar)."""
+    """Batch mode: a hypotheses directory (with a progress bar); `skip_bad` skips and counts bad inputs."""
     from tmt.generation.batch import translate_to_dir
 
     bar = iter(progress(range(len(items)), total=len(items), desc=f"translate -> {tgt}", unit="input"))
@@ -318,9 +333,10 @@ def _translate_into_dir(
 
     path = translate_to_dir(
         translator, items, ids, src=src, tgt=tgt, via=via, output_dir=output_dir, run_info=run_info,
-        groups=groups, shard=shard, chunk=max(batch_size * 4, 16), progress=advance,
+        groups=groups, shard=shard, chunk=max(batch_size * 4, 16), progress=advance, skip_bad=skip_bad,
     )
-    click.echo(f"wrote {len(items)} {tgt} outputs to {output_dir} ({path.name})", err=True)
+    click.echo(f"translated {len(items)} inputs to {tgt} in {output_dir} ({path.name})"
+               + ("; bad inputs skipped are counted in run.json" if skip_bad else ""), err=True)
 
 
 def _save_one(r: Any, out: Path, tgt: str, fmt: str) -> None:

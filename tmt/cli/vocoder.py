@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from tmt.cli._common import CONTEXT, echo_json, format_table
+from tmt.core.io import make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)}")
     assert store and manifest and out
-    Path(out).mkdir(parents=True, exist_ok=True)
+    make_dirs(Path(out))
     save_yaml(cfg, Path(out) / "config.yaml")
     result = train_vocoder(cfg, store, manifest, out, valid_store=valid_store, valid_manifest=valid_manifest,
                            resume=resume, device=device)

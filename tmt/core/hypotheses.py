@@ -14,14 +14,13 @@ parts (in k order) into `hypotheses.jsonl` / `run.json` once all are present.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tmt.core.errors import TmtError
-from tmt.core.io import atomic_write_json, atomic_write_text
+from tmt.core.io import atomic_write_json, atomic_write_text, read_json_object
 from tmt.core.jsonl import iter_jsonl_numbered, jsonl_text
 
 log = logging.getLogger(__name__)
@@ -73,9 +72,13 @@ def merge_hypothesis_parts(root: str | Path, n: int) -> Path | None:
     if not all((root / f"run.{t}.json").is_file() for t in tags):
         return None
     body = "".join((root / f"hypotheses.{t}.jsonl").read_text(encoding="utf-8") for t in tags)
-    runs = [json.loads((root / f"run.{t}.json").read_text()) for t in tags]
+    runs = [read_json_object(root / f"run.{t}.json", what="shard run file", required={"num": int}, error=HypothesisDirError)
+            for t in tags]
     info = {k: v for k, v in runs[0].items() if k != "shard"}
     info["num"] = sum(int(r["num"]) for r in runs)
+    if any("skipped" in r for r in runs):  # --skip-bad counts, summed over the shards
+        info["skipped"] = sum(int(r.get("skipped", 0)) for r in runs)
+        info["skipped_ids"] = [i for r in runs for i in r.get("skipped_ids", [])]
     info["shards"] = n
     atomic_write_text(root / HYPOTHESES, body)
     atomic_write_json(root / RUN_JSON, info)
@@ -93,10 +96,7 @@ def read_hyp_dir(
         raise error(f"{hyp_path} not found; give the --output-dir of `tmt translate` batch mode")
     run: dict[str, Any] = {}
     if run_path.is_file():
-        try:
-            run = json.loads(run_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise error(f"{run_path} is not valid JSON ({e.msg})") from None
+        run = read_json_object(run_path, what="run file", error=error, fix="rerun `tmt translate --output-dir`")
     hyps: list[dict[str, Any]] = []
     for n, h in iter_jsonl_numbered(hyp_path, what="hypotheses file", error=error):
         for k in REQUIRED_FIELDS:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tmt import TmtError
+from tmt.core.io import make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def write_splits(
     by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in splits}
     for r in rows:
         by_split.setdefault(r["split"], []).append(dict(r))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     counts = {}
     for s, rs in by_split.items():
         path = out_dir / f"{s}.jsonl.gz"

@@ -8,6 +8,7 @@ written atomically last (per shard with `--shard k/N`, merged by the last worker
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tmt.core.errors import TmtError
 from tmt.core.hypotheses import (
     HYPOTHESES,
     RUN_JSON,
@@ -22,6 +24,7 @@ from tmt.core.hypotheses import (
     part_tag,
     write_hypotheses,
 )
+from tmt.core.io import make_dirs
 from tmt.generation.translator import TranslateError, Translation, Translator
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,8 @@ class OutputDir:
     def __init__(self, root: str | Path, *, shard: tuple[int, int] = (0, 1)) -> None:
         self.root = Path(root)
         self.k, self.n = shard
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._created = not self.root.exists()
+        make_dirs(self.root)
         self.staging = self.root / f".staging-{part_tag(self.k, self.n)}-{os.getpid()}"
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir()
@@ -77,7 +81,11 @@ class OutputDir:
         return write_hypotheses(self.root, self.lines, run_info, shard=(self.k, self.n))
 
     def abort(self) -> None:
+        """Remove the staged media; a directory this run created is removed too when left empty."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.root.rmdir()
 
 
 def translate_to_dir(
@@ -94,20 +102,43 @@ def translate_to_dir(
     shard: tuple[int, int] = (0, 1),
     chunk: int = 64,
     progress: Callable[[int], None] | None = None,
+    skip_bad: bool = False,
 ) -> Path:
-    """Translate `inputs` chunk by chunk into `output_dir`; all-or-nothing."""
+    """Translate `inputs` chunk by chunk into `output_dir`; all-or-nothing.
+
+    The first bad input (unreadable, empty, too short, silent) stops the run with its error and
+    leaves no output. With `skip_bad`, a chunk that fails is retried input by input: the bad ones
+    are logged and skipped, and their count and ids are recorded in run.json (`skipped`,
+    `skipped_ids`); a run where every input is bad still fails."""
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if list(ids).count(i) > 1)
         raise TranslateError(f"input id '{dup}' appears twice; ids name the output files and must be unique")
     out = OutputDir(output_dir, shard=shard)
+    skipped: list[str] = []
     try:
         for s in range(0, len(inputs), chunk):
-            res = translator.translate(
-                list(inputs[s : s + chunk]), tgt=tgt, src=src, via=via, ids=list(ids[s : s + chunk])
-            )
+            part, part_ids = list(inputs[s : s + chunk]), list(ids[s : s + chunk])
+            try:
+                res = translator.translate(part, tgt=tgt, src=src, via=via, ids=part_ids)
+            except TmtError:
+                if not skip_bad:
+                    raise
+                res = []
+                for item, rid in zip(part, part_ids, strict=True):
+                    try:
+                        res.extend(translator.translate([item], tgt=tgt, src=src, via=via, ids=[rid]))
+                    except TmtError as e:
+                        log.warning("skipped %s: %s", rid, e)
+                        skipped.append(rid)
             out.add(res, groups)
             if progress is not None:
-                progress(len(res))
+                progress(len(part))
+        if skip_bad:
+            if skipped and len(skipped) == len(inputs):
+                raise TranslateError(f"all {len(inputs)} inputs were bad and skipped (first: {skipped[0]}); nothing written")
+            if skipped:
+                log.warning("--skip-bad: skipped %d of %d inputs (ids in run.json)", len(skipped), len(inputs))
+            run_info = {**run_info, "skipped": len(skipped), "skipped_ids": skipped}
         return out.close(run_info)
     except BaseException:
         out.abort()

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tmt.core.io import load_torch, make_dirs, read_yaml_object
 from tmt.models.config import ModelError, TmtModelConfig
 from tmt.models.tmt import TmtModel
 from tmt.vocab import JointVocab
@@ -32,7 +33,7 @@ def save_model(model: TmtModel, exp_dir: str | Path, *, train_config: Any | None
     from tmt.io import atomic_open, atomic_write_text
 
     exp = Path(exp_dir)
-    exp.mkdir(parents=True, exist_ok=True)
+    make_dirs(exp)
     raw: TmtModel = getattr(model, "module", model)  # tolerate a DDP wrapper
     state = {k: v.detach().cpu() for k, v in raw.state_dict().items()}
     with atomic_open(exp / MODEL_FILE, "wb") as f:
@@ -46,7 +47,7 @@ def save_model(model: TmtModel, exp_dir: str | Path, *, train_config: Any | None
     else:
         data = {}
         if cfg_path.is_file():
-            data = yaml.safe_load(cfg_path.read_text()) or {}
+            data = read_yaml_object(cfg_path, what="experiment config", error=ModelError)
         data["model"] = to_dict(raw.config)
         atomic_write_text(cfg_path, yaml.safe_dump(data, sort_keys=False))
     return exp / MODEL_FILE
@@ -54,19 +55,14 @@ def save_model(model: TmtModel, exp_dir: str | Path, *, train_config: Any | None
 
 def load_model_config(exp_dir: str | Path) -> TmtModelConfig:
     """The model config stored under key `model` in `exp_dir/config.yaml`."""
-    import yaml
 
     from tmt.config import from_dict
 
     p = Path(exp_dir) / CONFIG_FILE
     if not p.is_file():
         raise ModelError(f"{p} not found: {exp_dir} is not a tmt experiment directory (train one with `tmt train`)")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ModelError(f"{p} is not valid YAML: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise ModelError(f"{p} has no `model:` section; was it written by `tmt train`?")
+    data = read_yaml_object(p, what="experiment config", required={"model": dict}, error=ModelError,
+                            fix="give a directory written by `tmt train`")
     return from_dict(TmtModelConfig, data["model"], where="model")
 
 
@@ -83,10 +79,7 @@ def load_model(exp_dir: str | Path, device: str | torch.device = "cpu", *, weigh
     wpath = Path(weights) if weights is not None else exp / MODEL_FILE
     if not wpath.is_file():
         raise ModelError(f"{wpath} not found; train the model first (`tmt train ... -o {exp}`)")
-    try:
-        state = torch.load(wpath, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or not a torch file
-        raise ModelError(f"cannot read weights {wpath}: {e}") from None
+    state = load_torch(wpath, what="model weights file", error=ModelError, fix=f"retrain with `tmt train -o {exp}`")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a full training checkpoint
     model = TmtModel(cfg, vocab)

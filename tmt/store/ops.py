@@ -13,7 +13,7 @@ import numpy as np
 
 from tmt.core.modality import MODALITIES
 from tmt.core.shards import part_dir
-from tmt.io import atomic_write_json, fsync_dir, sha256_file
+from tmt.io import atomic_write_json, fsync_dir, make_dirs, sha256_file
 from tmt.store import StoreError
 from tmt.store.schema import check
 from tmt.store.token_store import TokenStore, empty_index, load_index, read_meta_shard
@@ -56,7 +56,7 @@ def combine_stores(
     out = Path(out)
     if (out / "index.json").exists():
         raise StoreError(f"output store {out} already exists; remove it first")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     first = indexes[0]
     index = empty_index(
         streams=first["streams"], dtypes=first["dtypes"], vocab_sizes=first["vocab_sizes"],

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from tmt.core.io import make_dirs, read_json_object
 from tmt.core.modality import MODALITIES
 from tmt.io import atomic_write_json, fsync_dir, gzip_jsonl_bytes, sha256_bytes
 from tmt.store import StoreError
@@ -144,7 +145,7 @@ class TokenStoreWriter:
         """An empty store (replacing the directory's old one with `overwrite`), its index written."""
         if overwrite and self.root.exists():
             shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         self._remove_orphans()
         self.index = empty_index(
             streams=list(self.streams), dtypes={s: str(d) for s, d in self.dtypes.items()},
@@ -301,11 +302,8 @@ def load_index(root: str | Path) -> dict[str, Any]:
         if not root.exists():
             raise StoreError(f"token store not found: {root}")
         raise StoreError(f"{root} is not a token store (no index.json); was tokenization interrupted before its first shard?")
-    try:
-        index = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StoreError(f"{path} is not valid JSON ({e}); restore it or re-create the store") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
+    index = read_json_object(path, what="token store index", error=StoreError, fix="restore it or re-create the store")
+    if index.get("format") != FORMAT:
         raise StoreError(f"{path} is not a tmt token store index")
     if index.get("schema_version") != SCHEMA_VERSION:
         raise StoreError(f"{path}: schema_version {index.get('schema_version')} unsupported (want {SCHEMA_VERSION})")

@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tmt.core.io import read_json_object, read_yaml_object
 from tmt.core.tokenizer import Tokenizer as Tokenizer  # re-exported: the protocol moved to tmt.core
 from tmt.core.tokenizer import TokenizerError as TokenizerError
 
@@ -71,14 +70,9 @@ def read_tokenizer_json(directory: str | Path) -> dict[str, Any]:
     p = d / "tokenizer.json"
     if not p.is_file():
         raise TokenizerError(f"{d} is not a fitted tokenizer (no tokenizer.json); fit one with `tmt tokenize ... fit`")
-    try:
-        data: dict[str, Any] = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise TokenizerError(f"{p} is not valid JSON: {e}") from None
-    for key in ("kind", "class", "vocab_size", "fingerprint"):
-        if key not in data:
-            raise TokenizerError(f"{p}: missing '{key}'")
-    return data
+    return read_json_object(p, what="tokenizer description", error=TokenizerError,
+                            required={"kind": str, "class": str, "vocab_size": int, "fingerprint": str},
+                            fix="refit the tokenizer with `tmt tokenize ... fit`")
 
 
 def load_tokenizer(directory: str | Path, **kwargs: Any) -> Tokenizer:
@@ -94,12 +88,8 @@ def load_card(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise TokenizerError(f"tokenizer card not found: {p} (cards live in tokenizers/*.yaml)")
-    try:
-        card = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise TokenizerError(f"card {p} is not valid YAML: {e}") from None
-    if not isinstance(card, dict) or "class" not in card:
-        raise TokenizerError(f"card {p} must be a mapping with a 'class' key (one of {', '.join(REGISTRY)})")
+    card = read_yaml_object(p, what="tokenizer card", error=TokenizerError, required={"class": str}, empty_ok=False,
+                            fix=f"a card is a mapping with a 'class' key (one of {', '.join(REGISTRY)})")
     if card["class"] not in REGISTRY:
         raise TokenizerError(f"card {p}: unknown class '{card['class']}'; known: {', '.join(REGISTRY)}")
     card.setdefault("name", p.stem)

@@ -34,7 +34,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tmt.config import Spelling, from_dict, to_dict
 from tmt.core.budget import MAX_MINUTES_KEY, check_max_minutes
-from tmt.io import atomic_write_bytes, atomic_write_json
+from tmt.io import atomic_write_bytes, atomic_write_json, make_dirs
 from tmt.models.vq import (
     VQVAE,
     VQConfig,
@@ -164,6 +164,8 @@ def card_dict(card: ImageVQCard) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- image loading
+MAX_IMAGE_PIXELS = 64_000_000
+"""Largest image (width x height) tmt decodes; a bigger file is refused before decoding (memory)."""
 
 
 def load_image(src: ImageInput, size: tuple[int, int], *, center_crop: bool = True,
@@ -181,6 +183,11 @@ def load_image(src: ImageInput, size: tuple[int, int], *, center_crop: bool = Tr
         p = Path(src)
         try:
             with Image.open(p) as opened:
+                if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                    raise TokenizerError(
+                        f"{p}: image of {opened.width}x{opened.height} pixels exceeds the limit of "
+                        f"{MAX_IMAGE_PIXELS:,} pixels; downscale it first or remove it from the manifest"
+                    )
                 opened.load()
                 im = ImageOps.exif_transpose(opened) or opened
                 if im is opened:
@@ -189,7 +196,7 @@ def load_image(src: ImageInput, size: tuple[int, int], *, center_crop: bool = Tr
             raise TokenizerError(f"image not found: {p} (check the manifest's image path)") from None
         except IsADirectoryError:
             raise TokenizerError(f"image path is a directory, not a file: {p}") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise TokenizerError(
                 f"cannot read image {p}: {e}. Re-save it as PNG/JPEG or remove it from the manifest."
             ) from None
@@ -336,7 +343,7 @@ class ImageTokenizer:
         from safetensors.torch import save as save_safetensors
 
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d)
         tensors = {k: v.detach().contiguous().clone() for k, v in self.model.state_dict().items()}
         atomic_write_bytes(d / WEIGHTS, save_safetensors(tensors))
         self._fingerprint = fingerprint_of(self.card, [d / WEIGHTS])

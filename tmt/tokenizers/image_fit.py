@@ -21,9 +21,14 @@ import torch
 from PIL import Image
 
 from tmt.core.budget import TimeBudget
-from tmt.core.errors import TmtError
-from tmt.core.io import load_torch, save_torch
-from tmt.io import atomic_open, atomic_write_text
+from tmt.io import (
+    atomic_open,
+    atomic_write_text,
+    load_torch,
+    make_dirs,
+    read_json_object,
+    save_torch,
+)
 from tmt.models.vq import (
     VQVAE,
     PatchDiscriminator,
@@ -123,12 +128,6 @@ def _kmeans_init(model: VQVAE, pixels: torch.Tensor, max_images: int = 256) -> N
     log.info("quantization on: codebook initialised by k-means on %d encoder outputs", len(flat))
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state: dict[str, Any] = load_torch(path)
-    except TmtError as e:  # corrupt or foreign file: the tokenizer's error type
-        raise TokenizerError(str(e)) from None
-    return state
 
 
 @dataclass(eq=False)
@@ -208,11 +207,13 @@ def _resume(run: _Run, resume: bool) -> float:
     card = card_dict(run.cfg)
     elapsed_before = 0.0
     if resume and ckpt.is_file():
-        if ckpt_card.is_file() and _resume_key(json.loads(ckpt_card.read_text())) != _resume_key(card):
+        old_card = read_json_object(ckpt_card, what="checkpoint card", error=TokenizerError) if ckpt_card.is_file() else None
+        if old_card is not None and _resume_key(old_card) != _resume_key(card):
             raise TokenizerError(
                 f"{ckpt} was made with a different card; fit into a new --out directory or delete {run.out / 'checkpoints'}"
             )
-        state = _load_checkpoint(ckpt)
+        state = load_torch(ckpt, what="image tokenizer checkpoint", error=TokenizerError,
+                           fix=f"delete {ckpt} to start over")
         run.model.load_state_dict(state["model"])
         run.opt.load_state_dict(state["opt"])
         if run.disc is not None and run.opt_d is not None and "disc" in state:
@@ -328,7 +329,7 @@ def fit_image_tokenizer(card: dict[str, Any] | ImageVQCard, images: Sequence[Ima
     cfg = copy.deepcopy(parse_card(card))
     t = cfg.train
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     tok = ImageTokenizer(cfg)
     tok.model.train()
     data = _training_data(tok, images)

@@ -23,7 +23,6 @@ Python API::
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 import unicodedata
@@ -35,7 +34,8 @@ from typing import Any, Literal
 import numpy as np
 
 from tmt.config import from_dict, to_dict
-from tmt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tmt.core.io import make_dirs
+from tmt.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json_object
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
 
 log = logging.getLogger(__name__)
@@ -205,10 +205,7 @@ def _vocab_from_path(path: str | Path) -> list[str]:
             return read_vocab_txt(p / "vocab.txt")
         hf = p / "tokenizer.json"
         if hf.is_file():
-            try:
-                model = json.loads(hf.read_text(encoding="utf-8")).get("model", {})
-            except (OSError, json.JSONDecodeError) as e:
-                raise TokenizerError(f"cannot read {hf}: {e}") from None
+            model = read_json_object(hf, what="Hugging Face tokenizer.json", error=TokenizerError).get("model", {})
             if model.get("type") != "WordPiece" or not isinstance(model.get("vocab"), dict):
                 raise TokenizerError(f"{hf} is not a WordPiece tokenizer (model type {model.get('type')!r})")
             vocab: dict[str, int] = model["vocab"]
@@ -321,7 +318,7 @@ class WordPieceTokenizer(_TextBase):
 
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d)
         atomic_write_bytes(d / self.asset, self._vocab_bytes())
         self._write_info(d, self._fingerprint, {"unk_id": self.unk_id})
 
@@ -421,7 +418,7 @@ class SentencePieceTokenizer(_TextBase):
 
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d)
         atomic_write_bytes(d / self.asset, self.proto)
         atomic_write_text(d / "vocab.txt", "\n".join(self.sp.IdToPiece(i) for i in range(self.vocab_size)) + "\n")
         self._write_info(d, self._fingerprint, {"model_type": self.cfg.model_type})

@@ -14,7 +14,6 @@ has written its part, so a killed run never leaves a half checkpoint that
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -26,7 +25,14 @@ import numpy as np
 import torch
 
 from tmt import TmtError
-from tmt.core.io import atomic_write_json, fsync_dir, load_torch, save_torch
+from tmt.core.io import (
+    atomic_write_json,
+    fsync_dir,
+    load_torch,
+    make_dirs,
+    read_json_object,
+    save_torch,
+)
 from tmt.training.distributed import DistInfo, barrier
 
 log = logging.getLogger(__name__)
@@ -73,7 +79,7 @@ def _best_json(exp_dir: str | Path, direction: str | None) -> Path:
 
 def read_best(exp_dir: str | Path, direction: str | None = None) -> dict[str, Any] | None:
     p = _best_json(exp_dir, direction)
-    return json.loads(p.read_text()) if p.is_file() else None
+    return read_json_object(p, what="best-checkpoint record", error=CheckpointError) if p.is_file() else None
 
 
 def improves_best(exp_dir: str | Path, loss: float, direction: str | None = None) -> bool:
@@ -141,7 +147,7 @@ def update_best(exp_dir: str | Path, step: int, loss: float) -> bool:
     """Record `step` as best if its validation loss is lower; True if it is the new best."""
     if not improves_best(exp_dir, loss):
         return False
-    (Path(exp_dir) / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+    make_dirs(Path(exp_dir) / CKPT_DIR)
     atomic_write_json(_best_json(exp_dir, None), {"step": step, "loss": loss})
     return True
 
@@ -179,9 +185,10 @@ def load_checkpoint(
     elif step not in steps:
         raise CheckpointError(f"no checkpoint for step {step} in {exp_dir} (have {steps})")
     d = step_dir(exp_dir, step)
-    trainer = load_torch(d / "trainer.pt")
+    fix = f"delete {d} to resume from the previous checkpoint"
+    trainer = load_torch(d / "trainer.pt", what="training checkpoint", error=CheckpointError, fix=fix)
     rank_path = d / f"rank{info.rank}.pt"
-    rank = load_torch(rank_path) if rank_path.is_file() else None
+    rank = load_torch(rank_path, what="training checkpoint", error=CheckpointError, fix=fix) if rank_path.is_file() else None
     return trainer, rank
 
 
@@ -201,7 +208,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
             p = step_dir(p, steps[-1]) / "trainer.pt"
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
-    state = torch.load(p, map_location="cpu", weights_only=True)
+    state = load_torch(p, what="checkpoint", error=CheckpointError)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):

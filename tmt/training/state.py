@@ -12,6 +12,7 @@ import torch
 
 from tmt import TmtError
 from tmt.config import dump_yaml
+from tmt.core.io import make_dirs
 from tmt.io import atomic_write_text
 from tmt.models.checkpoint import save_model
 from tmt.models.tmt import TmtModel, create_model
@@ -71,7 +72,7 @@ def setup_run(
         raise TmtError("best_per_direction is not supported with distributed=fsdp (each rank holds a shard); "
                        "use distributed=ddp or drop --set best_per_direction=true")
     if info.is_main:
-        exp.mkdir(parents=True, exist_ok=True)
+        make_dirs(exp)
         atomic_write_text(exp / "config.yaml", dump_yaml(cfg))
         vocab.save(exp / "vocab.json")
     barrier(info)

@@ -19,7 +19,6 @@ other conditioned variants are refused: tmt's units carry no such inputs.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import pickle
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
+from tmt.core.io import read_json_object
 from tmt.vocoder.config import DurationConfig, GeneratorConfig, VocoderConfig, VocoderError
 from tmt.vocoder.nets import build_model
 from tmt.vocoder.synthesis import save_vocoder
@@ -185,10 +185,7 @@ def import_fairseq(
     cpath = Path(config)
     if not cpath.is_file():
         raise VocoderError(f"fairseq vocoder config not found: {cpath}")
-    try:
-        raw_cfg = json.loads(cpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise VocoderError(f"{cpath} is not valid JSON ({e})") from None
+    raw_cfg = read_json_object(cpath, what="fairseq vocoder config", error=VocoderError)
     cfg = config_from_fairseq(raw_cfg)
     state = map_fairseq_state_dict(load_fairseq_checkpoint(checkpoint, trust_pickle=trust_pickle))
     has_dp = any(k.startswith("duration_predictor.") for k in state)

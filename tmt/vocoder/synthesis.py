@@ -17,7 +17,6 @@ predicts durations when none are given.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,7 @@ from torch.nn.utils import parametrize
 from tmt import TmtError
 from tmt.config import from_dict, to_dict
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
-from tmt.io import atomic_open, atomic_write_json
+from tmt.io import atomic_open, atomic_write_json, load_torch, make_dirs, read_json_object
 from tmt.vocoder.config import VocoderConfig, VocoderError
 from tmt.vocoder.duration import DURATION_ROUNDINGS, durations_from_log, expand_units, sequence_mask
 from tmt.vocoder.mel import GriffinLimInverter
@@ -239,7 +238,7 @@ def save_vocoder(
     from safetensors.torch import save as st_save
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory)
     state = dict(model) if isinstance(model, Mapping) else inference_state_dict(model)
     with atomic_open(directory / WEIGHTS_FILE, "wb") as f:
         f.write(st_save({k: v.contiguous() for k, v in state.items()}))
@@ -270,11 +269,8 @@ def read_vocoder_json(directory: str | Path) -> dict[str, Any]:
             f"{directory} is not a vocoder directory (no vocoder.json); train one with `tmt vocoder train` "
             "or convert a fairseq checkpoint with `tmt vocoder import-fairseq`"
         )
-    try:
-        info = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise VocoderError(f"{p} is not valid JSON ({e})") from None
-    if not isinstance(info, dict) or info.get("format") != VOCODER_FORMAT:
+    info = read_json_object(p, what="vocoder description", error=VocoderError, fix="retrain or re-import the vocoder")
+    if info.get("format") != VOCODER_FORMAT:
         raise VocoderError(f"{p} is not a tmt vocoder description (format != {VOCODER_FORMAT})")
     return info
 
@@ -290,10 +286,7 @@ def load_weights(path: Path) -> dict[str, Tensor]:
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
             raise VocoderError(f"{path} is not a readable safetensors file ({e})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise VocoderError(f"{path} could not be loaded as plain tensors (weights_only=True): {e}") from None
+    obj = load_torch(path, what="vocoder weights file", error=VocoderError, fix="retrain or re-import the vocoder")
     if not isinstance(obj, Mapping):
         raise VocoderError(f"{path} does not hold a state dict")
     return dict(obj)

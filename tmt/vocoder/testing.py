@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
+from tmt.core.io import make_dirs
 
 
 def unit_tone(units: np.ndarray, durations: np.ndarray, num_units: int) -> np.ndarray:
@@ -46,7 +47,7 @@ def make_unit_corpus(
     from tmt.store.token_store import DURATION_VOCAB, TokenStoreWriter
 
     root = Path(root)
-    (root / "wav").mkdir(parents=True, exist_ok=True)
+    make_dirs(root / "wav")
     rng = np.random.default_rng(seed)
     rows, tokens = [], []
     for i in range(num_rows):

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from tmt.config import from_dict, to_dict
 from tmt.core.budget import TimeBudget
 from tmt.core.errors import TmtError
-from tmt.core.io import load_torch, save_torch
+from tmt.core.io import load_torch, make_dirs, save_torch
 from tmt.core.progress import progress_bar
 from tmt.io import atomic_open
 from tmt.vocoder.config import VocoderConfig, VocoderError
@@ -315,7 +315,7 @@ class VocoderTrainer:
         return {"step": self.step, "minutes": round(self.elapsed / 60, 2), **self.last_valid}
 
     def _log(self, path: Path, row: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -349,7 +349,7 @@ def train_vocoder(
     else:
         train, valid = utts, utts[: cfg.train.valid_rows]
     valid = valid[: max(cfg.train.valid_rows, cfg.train.num_samples)]
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     trainer = VocoderTrainer(
         cfg, train, valid, out, device=device,
         speech_tokenizer={"fingerprint": info["fingerprint"], "name": info["name"], "store": str(store)},

@@ -8,7 +8,6 @@ writes the manifests, `README.md` and `prepare.json`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -18,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from tmt import TmtError
-from tmt.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tmt.core.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    make_dirs,
+    read_json_object,
+)
 from tmt.core.progress import progress_bar
 from tmt.corpora.scenes.captions import CAPTIONS_PER_IMAGE, caption_vocabulary
 from tmt.corpora.scenes.geometry import (
@@ -154,7 +159,7 @@ def _claim_out_dir(out: Path, settings: Mapping[str, Any], *, speech: bool, over
     """
     stamp_path = out / "prepare.json"
     if stamp_path.is_file():
-        old = json.loads(stamp_path.read_text())
+        old = read_json_object(stamp_path, what="scenes corpus stamp", fix="pass --overwrite to rebuild the corpus")
         if old.get("settings") != settings and not overwrite:
             raise TmtError(
                 f"{out} already holds a scenes corpus made with other settings ({stamp_path}); "
@@ -165,9 +170,9 @@ def _claim_out_dir(out: Path, settings: Mapping[str, Any], *, speech: bool, over
                 shutil.rmtree(out / sub, ignore_errors=True)
     elif out.is_dir() and any(out.iterdir()) and not overwrite:
         raise TmtError(f"{out} exists and is not a scenes corpus directory; choose an empty --out or pass --overwrite")
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    make_dirs(out / "images")
     if speech:
-        (out / "speech").mkdir(parents=True, exist_ok=True)
+        make_dirs(out / "speech")
     atomic_write_json(stamp_path, {"settings": settings, "complete": False})
     return stamp_path
 

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from tmt.core.io import make_dirs, read_json_object
 from tmt.evaluation.score.config import (
     CHART_FILE,
     DIRECTIONS,
@@ -46,7 +46,7 @@ def write_outputs(scores: dict[str, Any], out_dir: str | Path) -> None:
     from tmt.io import atomic_write_json, atomic_write_text
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     chart_ok = write_chart(scores, out / CHART_FILE)
     atomic_write_json(out / SCORES_FILE, scores)
     atomic_write_text(out / REPORT_FILE, render_report(scores, out, chart=chart_ok))
@@ -189,13 +189,8 @@ def load_scores(path: str | Path) -> dict[str, Any]:
         p = p / SCORES_FILE
     if not p.is_file():
         raise ScoreError(f"{p} not found; run `tmt score` first")
-    try:
-        data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ScoreError(f"{p} is not valid JSON ({e.msg})") from None
-    if "directions" not in data:
-        raise ScoreError(f"{p} is not a tmt scores.json (no 'directions')")
-    return data
+    return read_json_object(p, what="tmt scores.json", required={"directions": dict}, error=ScoreError,
+                            fix="give the scores.json written by `tmt score run`")
 
 
 def compare(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tmt.core.audio import FRAME_RATE, SAMPLE_RATE, as_waveform
-from tmt.io import atomic_write_json
+from tmt.io import atomic_write_json, make_dirs
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
 from tmt.tokenizers.speech.card import (
     CLASS_NAME,
@@ -216,7 +216,7 @@ class SpeechTokenizer:
         from safetensors.numpy import save_file
 
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d)
         tmp = d / "centroids.safetensors.tmp"
         save_file({"centroids": self.centroids}, str(tmp))
         tmp.replace(d / "centroids.safetensors")

@@ -335,7 +335,7 @@ def _translate_into_dir(
         translator, items, ids, src=src, tgt=tgt, via=via, output_dir=output_dir, run_info=run_info,
         groups=groups, shard=shard, chunk=max(batch_size * 4, 16), progress=advance, skip_bad=skip_bad,
     )
-    click.echo(f"translated {len(items)} inputs to {tgt} in {output_dir} ({path.name})"
+    click.echo(f"wrote {len(items)} {tgt} outputs to {output_dir} ({path.name})"
                + ("; bad inputs skipped are counted in run.json" if skip_bad else ""), err=True)
 
 

@@ -322,7 +322,7 @@ def dump_yaml(cfg: Any) -> str:
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:
-    from tmt.io import atomic_write_text
+    from tmt.core.io import atomic_write_text
 
     atomic_write_text(Path(path), dump_yaml(cfg))
 

@@ -234,7 +234,7 @@ class JointVocab:
         return v
 
     def save(self, path: str | Path) -> None:
-        from tmt.io import atomic_write_json
+        from tmt.core.io import atomic_write_json
 
         atomic_write_json(path, self.to_json())
 

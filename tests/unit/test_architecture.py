@@ -31,7 +31,7 @@ DOC = "docs/architecture.md"
 # "tmt" is tmt/__init__.py itself.
 LAYERS: list[tuple[str, ...]] = [
     ("tmt", "core"),  # errors, Modality/Direction, shards, audio, progress, jsonl/hypotheses I/O, protocols
-    ("io", "device", "config", "vocab"),  # re-export shims of core; dataclass configs; joint vocabulary
+    ("io", "config", "vocab"),  # the one trusted-pickle loader; dataclass configs; joint vocabulary
     ("store",),  # raw manifests, token store, validation, batching pipeline
     ("corpora",),  # corpus preparers (scenes, flickr8k, spokencoco)
     ("models",),  # the tmt transformer, the image VQ-VAE networks

@@ -219,7 +219,7 @@ def retrieval(
     )
     res["model"] = model_dir
     if out:
-        from tmt.io import atomic_write_json
+        from tmt.core.io import atomic_write_json
 
         atomic_write_json(out, res)
     m, c = res["metrics"], res["chance"]

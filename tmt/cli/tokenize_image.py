@@ -137,7 +137,7 @@ def store_tokens(store: str, modality: str, limit: int) -> list[tuple[str, Any]]
 @click.option("--limit", type=int, default=0, help="Decode at most N rows (0: all).")
 def decode(tok_dir: str, store: str | None, tokens_file: str | None, out_dir: str, limit: int) -> None:
     """Turn image tokens into PNG files (the VQ decoder is the image detokenizer)."""
-    from tmt.io import atomic_open
+    from tmt.core.io import atomic_open
     from tmt.tokenizers.base import TokenizerError
     from tmt.tokenizers.image import ImageTokenizer
 

@@ -62,7 +62,7 @@ def fit(card: str, manifest: str | None, out_dir: str, split: str, vocab_size: i
 def encode(tok_dir: str, manifest: str | None, store: str | None, text_file: str | None, split: str,
            shard: str | None, batch_size: int, overwrite: bool) -> None:
     """Encode captions into a token store (sharded, resumable), or lines of text to ids on stdout."""
-    from tmt.io import open_text
+    from tmt.core.io import open_text
     from tmt.tokenizers.base import TokenizerError, load_tokenizer
 
     tok = load_tokenizer(tok_dir)

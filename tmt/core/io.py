@@ -251,14 +251,6 @@ def open_text(path: str | Path) -> IO[str]:
     return open(p, encoding="utf-8")
 
 
-def load_pickled_torch(path: str | Path) -> Any:
-    """Fully unpickle a torch file. Only for files the user vouched for with an explicit
-    `--trust-pickle` (pickles can run code); everything else uses weights_only=True."""
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def save_torch(path: str | Path, obj: Any) -> None:
     """`torch.save` to `path` atomically (a killed run never leaves half a checkpoint)."""
     import torch

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tmt import TmtError
-from tmt.io import atomic_write_bytes
+from tmt.core.io import atomic_write_bytes
 
 SAMPLE_RATE = 16000
 """Sample rate of every wav the scenes corpus writes."""

@@ -60,7 +60,7 @@ class Translation:
     def save(self, path: str | Path) -> Path:
         """Write the media atomically: text -> utf-8 line, image -> PNG/JPEG, speech -> WAV
         (or the units as text when no vocoder was given). Returns the path written."""
-        from tmt.io import atomic_open, atomic_write_text
+        from tmt.core.io import atomic_open, atomic_write_text
 
         p = Path(path)
         if self.tgt == "text":

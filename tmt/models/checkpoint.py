@@ -30,7 +30,7 @@ def save_model(model: TmtModel, exp_dir: str | Path, *, train_config: Any | None
     import yaml
 
     from tmt.config import dump_yaml, to_dict
-    from tmt.io import atomic_open, atomic_write_text
+    from tmt.core.io import atomic_open, atomic_write_text
 
     exp = Path(exp_dir)
     make_dirs(exp)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tmt import MODALITIES
+from tmt.core.io import atomic_write_bytes, gzip_jsonl_bytes
 from tmt.core.jsonl import iter_jsonl_numbered
-from tmt.io import atomic_write_bytes, gzip_jsonl_bytes
 from tmt.store import StoreError
 from tmt.store.schema import check
 

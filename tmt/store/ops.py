@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from tmt.core.io import atomic_write_json, fsync_dir, make_dirs, sha256_file
 from tmt.core.modality import MODALITIES
 from tmt.core.shards import part_dir
-from tmt.io import atomic_write_json, fsync_dir, make_dirs, sha256_file
 from tmt.store import StoreError
 from tmt.store.schema import check
 from tmt.store.token_store import TokenStore, empty_index, load_index, read_meta_shard

@@ -31,9 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from tmt.core.io import make_dirs, read_json_object
+from tmt.core.io import (
+    atomic_write_json,
+    fsync_dir,
+    gzip_jsonl_bytes,
+    make_dirs,
+    read_json_object,
+    sha256_bytes,
+)
 from tmt.core.modality import MODALITIES
-from tmt.io import atomic_write_json, fsync_dir, gzip_jsonl_bytes, sha256_bytes
 from tmt.store import StoreError
 from tmt.store.indexed import IndexedBin, IndexedWriter, IndexFile, best_dtype
 

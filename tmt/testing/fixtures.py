@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tmt.io import atomic_write_bytes
+from tmt.core.io import atomic_write_bytes
 
 
 def make_wav(path: str | Path, seconds: float = 1.0, sr: int = 16000, *, freq: float = 220.0, seed: int = 0) -> Path:

@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from tmt.core.errors import TmtError
+from tmt.core.io import sha256_file
 from tmt.core.modality import MODALITIES, check_modality
 from tmt.core.progress import progress_bar
 from tmt.core.shards import parse_shard_spec, part_dir, shard_range
 from tmt.core.tokenizer import Tokenizer
-from tmt.io import sha256_file
 from tmt.store import StoreError
 from tmt.store.manifest import media_path, read_manifest, validate_rows
 from tmt.store.token_store import (

@@ -34,7 +34,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tmt.config import Spelling, from_dict, to_dict
 from tmt.core.budget import MAX_MINUTES_KEY, check_max_minutes
-from tmt.io import atomic_write_bytes, atomic_write_json, make_dirs
+from tmt.core.io import atomic_write_bytes, atomic_write_json, make_dirs
 from tmt.models.vq import (
     VQVAE,
     VQConfig,

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from tmt.core.budget import TimeBudget
-from tmt.io import (
+from tmt.core.io import (
     atomic_open,
     atomic_write_text,
     load_torch,

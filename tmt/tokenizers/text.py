@@ -34,8 +34,13 @@ from typing import Any, Literal
 import numpy as np
 
 from tmt.config import from_dict, to_dict
-from tmt.core.io import make_dirs
-from tmt.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json_object
+from tmt.core.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    make_dirs,
+    read_json_object,
+)
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
 
 log = logging.getLogger(__name__)

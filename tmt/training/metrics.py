@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tmt.io import atomic_open
+from tmt.core.io import atomic_open
 
 
 class MetricsWriter:

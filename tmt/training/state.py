@@ -12,8 +12,7 @@ import torch
 
 from tmt import TmtError
 from tmt.config import dump_yaml
-from tmt.core.io import make_dirs
-from tmt.io import atomic_write_text
+from tmt.core.io import atomic_write_text, make_dirs
 from tmt.models.checkpoint import save_model
 from tmt.models.tmt import TmtModel, create_model
 from tmt.store.pipeline import BatchReader

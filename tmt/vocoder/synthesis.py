@@ -31,7 +31,7 @@ from torch.nn.utils import parametrize
 from tmt import TmtError
 from tmt.config import from_dict, to_dict
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
-from tmt.io import atomic_open, atomic_write_json, load_torch, make_dirs, read_json_object
+from tmt.core.io import atomic_open, atomic_write_json, load_torch, make_dirs, read_json_object
 from tmt.vocoder.config import VocoderConfig, VocoderError
 from tmt.vocoder.duration import DURATION_ROUNDINGS, durations_from_log, expand_units, sequence_mask
 from tmt.vocoder.mel import GriffinLimInverter
@@ -341,7 +341,7 @@ def read_unit_lines(path: str) -> list[tuple[str, np.ndarray]]:
 
     Lines without an id are named by their line number ('000002').
     """
-    from tmt.io import open_text
+    from tmt.core.io import open_text
 
     rows = []
     with open_text(path) as f:

@@ -27,9 +27,8 @@ from torch import Tensor, nn
 from tmt.config import from_dict, to_dict
 from tmt.core.budget import TimeBudget
 from tmt.core.errors import TmtError
-from tmt.core.io import load_torch, make_dirs, save_torch
+from tmt.core.io import atomic_open, load_torch, make_dirs, save_torch
 from tmt.core.progress import progress_bar
-from tmt.io import atomic_open
 from tmt.vocoder.config import VocoderConfig, VocoderError
 from tmt.vocoder.data import AudioCache, Utterance, collect_utterances, sample_batch
 from tmt.vocoder.mel import LogMel, mel_distance

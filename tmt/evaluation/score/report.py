@@ -43,7 +43,7 @@ def headline_text(entry: dict[str, Any]) -> str:
 
 
 def write_outputs(scores: dict[str, Any], out_dir: str | Path) -> None:
-    from tmt.io import atomic_write_json, atomic_write_text
+    from tmt.core.io import atomic_write_json, atomic_write_text
 
     out = Path(out_dir)
     make_dirs(out)
@@ -175,7 +175,7 @@ def write_chart(scores: dict[str, Any], path: str | Path) -> bool:
     ax.set_ylim(0, top * 1.3 + 5)
     ax.set_title("tmt: headline metric per direction")
     fig.tight_layout()
-    from tmt.io import atomic_open
+    from tmt.core.io import atomic_open
 
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")

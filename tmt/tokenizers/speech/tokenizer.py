@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tmt.core.audio import FRAME_RATE, SAMPLE_RATE, as_waveform
-from tmt.io import atomic_write_json, make_dirs
+from tmt.core.io import atomic_write_json, make_dirs
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
 from tmt.tokenizers.speech.card import (
     CLASS_NAME,

@@ -201,7 +201,7 @@ def merge(cfg: T, data: Mapping[str, Any], *, where: str = "") -> T:
             changes[key] = merge(current, value, where=path)
         else:
             changes[key] = _coerce(value, hints[key], path)
-    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+    return dataclasses.replace(cfg, **changes)
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

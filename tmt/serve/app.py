@@ -105,7 +105,7 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.worker = worker
     app.state.config = cfg
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)
     _add_error_handlers(app)
     _add_info_routes(app, engine, worker, cfg)
     _add_translate_route(app, engine, worker, cfg)

@@ -455,7 +455,7 @@ def fit_text_tokenizer(card: dict[str, Any], texts: Iterable[str] | None, out_di
     card = dict(card)
     if vocab_size is not None:
         card["vocab_size"] = int(vocab_size)
-    tok = cls.fit(card, texts, vocab=vocab)  # type: ignore[arg-type]
+    tok = cls.fit(card, texts, vocab=vocab)
     if out_dir is not None:
         tok.save(out_dir)
     return tok

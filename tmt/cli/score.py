@@ -100,7 +100,9 @@ def run(
     """Score hypotheses directories written by `tmt translate --output-dir`.
 
     With --model (and --manifest, --out-dir), translate the manifest's rows in
-    each of --directions first, then score them: model + split mode.
+    each of --directions first, then score them: model + split mode. That mode
+    does not resume: rerun after an interruption, it translates every direction
+    again (a killed run leaves no half-written hypotheses directory behind).
     """
     if compare_pair:
         if hyp_dirs or model_dir:

@@ -185,6 +185,8 @@ def cli(
     An --output-dir run is all-or-nothing: the first bad input stops it with its
     error and nothing is written (rerun it after fixing the input); --skip-bad
     skips bad inputs instead and records their count and ids in run.json.
+    An --output-dir run does not resume: rerun after an interruption, it starts
+    over (the killed run's staged files are removed) and translates every input.
     """
     cfg = _generation_config(config_file, overrides, beam_size, greedy, sample,
                              top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size)

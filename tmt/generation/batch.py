@@ -4,6 +4,8 @@ The directory's format (hypotheses.jsonl, run.json, one media file per input) is
 `tmt.core.hypotheses`. Nothing is half-written: media go to a staging folder inside D and
 are moved into place only after every input translated; the hypotheses and run files are
 written atomically last (per shard with `--shard k/N`, merged by the last worker).
+A run does not resume: rerun after an interruption (even `kill -9`), it removes the
+staging folder the killed run of its shard left and translates every input again.
 """
 
 from __future__ import annotations
@@ -58,8 +60,11 @@ class OutputDir:
         self.k, self.n = shard
         self._created = not self.root.exists()
         make_dirs(self.root)
-        self.staging = self.root / f".staging-{part_tag(self.k, self.n)}-{os.getpid()}"
-        shutil.rmtree(self.staging, ignore_errors=True)
+        tag = part_tag(self.k, self.n)
+        for stale in self.root.glob(f".staging-{tag}-*"):  # left by a killed run of this shard: start over
+            log.info("removing %s, left by an interrupted run", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        self.staging = self.root / f".staging-{tag}-{os.getpid()}"
         self.staging.mkdir()
         self.lines: list[dict[str, Any]] = []
         self._media: list[str] = []

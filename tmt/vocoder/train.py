@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from tmt.config import from_dict, to_dict
 from tmt.core.budget import TimeBudget
 from tmt.core.errors import TmtError
-from tmt.core.io import atomic_open, load_torch, make_dirs, save_torch
+from tmt.core.io import atomic_open, atomic_write_text, load_torch, make_dirs, save_torch
 from tmt.core.progress import progress_bar
 from tmt.vocoder.config import VocoderConfig, VocoderError
 from tmt.vocoder.data import AudioCache, Utterance, collect_utterances, sample_batch
@@ -355,9 +355,28 @@ def train_vocoder(
     )
     if resume and ckpt.exists():
         trainer.load(ckpt)
+    _drop_log_after(out / "train_log.jsonl", trainer.step)
     log.info("training %s vocoder (%d parameters) on %d utterances (%d held out) -> %s",
              cfg.arch, sum(p.numel() for p in trainer.model.parameters()), len(train), len(valid), out)
     return trainer.run(progress=progress)
+
+
+def _drop_log_after(path: Path, step: int) -> None:
+    """Drop train_log.jsonl rows after `step`: a run killed past its last checkpoint wrote them,
+    and the resumed run writes them again (a fresh run, step 0, drops a stale log whole)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [x for x in lines if x.strip() and _log_step(x) <= step]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(x + "\n" for x in kept))
+
+
+def _log_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62  # a half-written last line (killed mid-write): dropped
 
 
 def _with_units(cfg: VocoderConfig, num_units: int) -> VocoderConfig:

@@ -8,10 +8,8 @@ worker itself is tested first on a stand-in batch function (no model needed).
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +24,6 @@ from PIL import Image
 
 from tmt.serve.worker import BatchWorker, QueueFull
 
-REPO = Path(__file__).resolve().parents[2]
 DIRECTIONS = [("image", "text"), ("image", "speech"), ("text", "image"), ("speech", "image"),
               ("speech", "text"), ("text", "speech")]
 
@@ -131,23 +128,10 @@ from tmt.generation.translator import Translator  # noqa: E402
 from tmt.serve import Engine, ServeConfig, create_app  # noqa: E402
 
 
-def _build_tiny_pipeline(root: Path) -> Any:
-    """tests/integration/conftest.py's builder (one trained tiny pipeline), loaded by path."""
-    spec = importlib.util.spec_from_file_location("_tmt_tiny_pipeline", REPO / "tests/integration/conftest.py")
-    assert spec is not None and spec.loader is not None
-    mod = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod.build_tiny_pipeline(root)
-
-
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tmt.corpora.tts import available_engines
-
-    if not available_engines():
-        pytest.skip("no TTS engine (espeak-ng or flite) to synthesise the scenes' speech")
-    return _build_tiny_pipeline(tmp_path_factory.mktemp("serve_pipeline"))
+def pipeline(tiny_pipeline: Any) -> Any:
+    """The session's one trained tiny pipeline (tests/integration/conftest.py); read only here."""
+    return tiny_pipeline
 
 
 @pytest.fixture(scope="session")

@@ -401,7 +401,7 @@ def train_vocoder(
     return trainer.run(progress=progress)
 
 
-SYNTHESIS_ONLY = {"world": ("pitch_mean_hz", "pitch_range", "workers")}
+SYNTHESIS_ONLY = {"world": ("pitch_mean_hz", "pitch_range", "synthesis_fft", "workers")}
 """Config fields that only affect synthesis (or speed): a resumed run may change them."""
 
 

@@ -219,11 +219,11 @@ def _map(ex: Executor, fn: Any, args: Sequence[Any]) -> Iterator[Any]:
 # synthesis
 # ---------------------------------------------------------------------------------------
 def synthesize_features(f0: np.ndarray, envelope: np.ndarray, aperiodicity: np.ndarray, frame_period: float,
-                        num_samples: int) -> np.ndarray:
-    """F0 (Hz, 0 = unvoiced), coded envelope, band aperiodicity per WORLD frame -> float32 wav of `num_samples`."""
+                        num_samples: int, fft: int = 512) -> np.ndarray:
+    """F0 (Hz, 0 = unvoiced), coded envelope, band aperiodicity per WORLD frame -> float32 wav of `num_samples`
+    (envelopes decoded to `fft` points: WORLD synthesises with the FFT size its envelope has)."""
     pw = _pyworld()
     fs = SAMPLE_RATE
-    fft = pw.get_cheaptrick_fft_size(fs)
     # one more frame than the features cover, so WORLD's (frames - 1) * hop samples reach the end
     f0 = np.ascontiguousarray(np.concatenate([f0, f0[-1:]]), dtype=np.float64)
     env = np.ascontiguousarray(np.concatenate([envelope, envelope[-1:]]), dtype=np.float64)
@@ -236,14 +236,18 @@ def synthesize_features(f0: np.ndarray, envelope: np.ndarray, aperiodicity: np.n
     return np.clip(np.nan_to_num(wav), -1.0, 1.0).astype(np.float32)
 
 
-def _synth_job(job: tuple[np.ndarray, np.ndarray, np.ndarray, float, int]) -> np.ndarray:
+SynthJob = tuple[np.ndarray, np.ndarray, np.ndarray, float, int, int]
+"""Arguments of `synthesize_features`: f0, envelope, aperiodicity, frame period, samples, FFT size."""
+
+
+def _synth_job(job: SynthJob) -> np.ndarray:
     return synthesize_features(*job)
 
 
 _POOLS: dict[int, Executor] = {}
 
 
-def synthesize_many(jobs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, float, int]], workers: int = 1) -> list[np.ndarray]:
+def synthesize_many(jobs: Sequence[SynthJob], workers: int = 1) -> list[np.ndarray]:
     """`synthesize_features` over many utterances, in `workers` processes (a pool kept for the next call)."""
     if workers <= 1 or len(jobs) < 2:
         return [_synth_job(j) for j in jobs]
@@ -257,4 +261,4 @@ def features_to_wave(feats: np.ndarray, cfg: WorldConfig) -> np.ndarray:
     f0 = np.where(feats[:, VUV] > 0.5, np.exp(feats[:, LF0]), 0.0)
     env, ap = feats[:, 2 : 2 + cfg.envelope_dim], feats[:, 2 + cfg.envelope_dim :]
     n = math.ceil(len(feats) / frames_per_unit(cfg)) * FRAME_HOP
-    return synthesize_features(f0, env, ap, cfg.frame_period, n)
+    return synthesize_features(f0, env, ap, cfg.frame_period, n, cfg.synthesis_fft)

@@ -150,5 +150,6 @@ def world_waveforms(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg:
     jobs = []
     for row, n in enumerate(lengths):
         k = int(n) * per
-        jobs.append((f0[row, :k], rest[row, :k, :env_dim], rest[row, :k, env_dim:], cfg.frame_period, int(n) * FRAME_HOP))
+        jobs.append((f0[row, :k], rest[row, :k, :env_dim], rest[row, :k, env_dim:], cfg.frame_period, int(n) * FRAME_HOP,
+                     cfg.synthesis_fft))
     return synthesize_many(jobs, cfg.workers)

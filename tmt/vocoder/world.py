@@ -172,7 +172,7 @@ class WorldFeatureCache:
                     chunk = todo[s : s + shard_size]
                     args = [(j.id, str(j.wav_path), j.num_frames, self.cfg) for j in chunk]
                     results = []
-                    for uid, f in _map(ex, _analyse_job, args):
+                    for uid, f in _map(ex, _analyse_job, args, workers):
                         results.append((uid, f))
                         bar.update(1)
                     self._write(chunk, [f for _, f in results])
@@ -209,10 +209,10 @@ def _executor(workers: int) -> Executor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _map(ex: Executor, fn: Any, args: Sequence[Any]) -> Iterator[Any]:
+def _map(ex: Executor, fn: Any, args: Sequence[Any], workers: int) -> Iterator[Any]:
     if isinstance(ex, _Inline):
         return map(fn, args)
-    return ex.map(fn, args, chunksize=max(1, len(args) // (4 * (ex._max_workers or 1))))  # type: ignore[attr-defined]
+    return ex.map(fn, args, chunksize=max(1, len(args) // (4 * workers)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def synthesize_many(jobs: Sequence[SynthJob], workers: int = 1) -> list[np.ndarr
         return [_synth_job(j) for j in jobs]
     if workers not in _POOLS:
         _POOLS[workers] = _executor(workers)
-    return list(_map(_POOLS[workers], _synth_job, jobs))
+    return list(_map(_POOLS[workers], _synth_job, jobs, workers))
 
 
 def features_to_wave(feats: np.ndarray, cfg: WorldConfig) -> np.ndarray:

@@ -115,9 +115,10 @@ class WorldConfig:
     """Output pitch mean at synthesis (Hz); None = the training speech's median (stored with the weights)."""
     pitch_range: float = 1.0
     """Output pitch range at synthesis: a multiple of the training speech's median log-F0 spread (0 = monotone)."""
-    synthesis_fft: int = 512
-    """FFT size of the decoded envelope at synthesis (analysis uses WORLD's 1024 at 16 kHz); 512 doubles the
-    speed for +0.003 log-mel L1 in copy synthesis."""
+    synthesis_fft: int = 1024
+    """FFT size of the decoded envelope at synthesis (WORLD's own at 16 kHz is 1024). 512 synthesises twice as
+    fast, but WORLD copy synthesis of 40 quick-corpus test recordings then scores 28.5% judge WER against
+    25.9% at 1024 (originals: 21.7%)."""
     workers: int = 1
     """Processes for WORLD analysis and synthesis (1 = in this process; WORLD holds the GIL, so no threads)."""
 

@@ -219,7 +219,7 @@ def _map(ex: Executor, fn: Any, args: Sequence[Any], workers: int) -> Iterator[A
 # synthesis
 # ---------------------------------------------------------------------------------------
 def synthesize_features(f0: np.ndarray, envelope: np.ndarray, aperiodicity: np.ndarray, frame_period: float,
-                        num_samples: int, fft: int = 512) -> np.ndarray:
+                        num_samples: int, fft: int = 1024) -> np.ndarray:
     """F0 (Hz, 0 = unvoiced), coded envelope, band aperiodicity per WORLD frame -> float32 wav of `num_samples`
     (envelopes decoded to `fft` points: WORLD synthesises with the FFT size its envelope has)."""
     pw = _pyworld()

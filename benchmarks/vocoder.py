@@ -1,6 +1,6 @@
 """Unit vocoder synthesis speed: real-time factor (audio seconds per wall second), 2 threads.
 
-For each config (`demo`, `paper`, `unit-mel`) the same utterances (random units,
+For each config (`demo`, `paper`, `unit-mel`, `unit-world`) the same utterances (random units,
 durations 1..6 frames, fixed seed) are synthesised batched (one padded batch)
 and one by one; the table gives both real-time factors and their ratio. Weights
 are untrained: speed does not depend on them (durations are given, so the
@@ -42,7 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small run (4 short utterances, 1 repeat)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--configs", default="demo,paper,unit-mel")
+    ap.add_argument("--configs", default="demo,paper,unit-mel,unit-world")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "vocoder.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -23,11 +23,13 @@ EPILOG = """\b
 Examples:
   tmt vocoder train --store data/scenes/store/train --manifest data/scenes/train.jsonl.gz \\
       --config unit-mel --out exp/vocoder
+  tmt vocoder train ... --config unit-world --set train.max_minutes=20 --out exp/vocoder-world
   tmt vocoder train ... --config demo --set train.max_minutes=30 --out exp/hifigan
   tmt vocoder train ... --config demo --out exp/hifigan --resume
   tmt vocoder train --config paper --dump-config > vocoder.yaml
   tmt vocoder synthesize exp/vocoder --store data/scenes/store/test --limit 5 --out-dir wavs/
   echo "12 7 99 3 41" | tmt vocoder synthesize exp/vocoder --units - --out-dir wavs/
+  tmt vocoder synthesize exp/vocoder-world --store data/scenes/store/test --pitch-mean 200 --out-dir wavs/
   tmt vocoder import-fairseq g_00500000 config.json --out exp/hubert-km100-vocoder
   tmt vocoder eval exp/vocoder --store data/scenes/store/test --manifest data/scenes/test.jsonl.gz
 """
@@ -43,17 +45,20 @@ def cli() -> None:
 @click.option("--manifest", type=click.Path(dir_okay=False), help="Raw manifest (jsonl.gz) naming each row's wav.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory (becomes a vocoder directory).")
 @click.option("--config", "config", default=None, metavar="NAME|FILE",
-              help="Preset (paper, demo, unit-mel, tiny) or a YAML file (may name `preset:`). Default: demo.")
-@click.option("--arch", type=click.Choice(["hifigan", "unit-mel"]), default=None, help="Override the architecture.")
+              help="Preset (paper, demo, unit-mel, unit-world, tiny) or a YAML file (may name `preset:`). Default: demo.")
+@click.option("--arch", type=click.Choice(["hifigan", "unit-mel", "unit-world"]), default=None,
+              help="Override the architecture.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value, e.g. --set train.max_minutes=10.")
 @click.option("--dump-config", is_flag=True, help="Print the resolved config as YAML and exit.")
 @click.option("--valid-store", type=click.Path(file_okay=False), default=None, help="Held-out store (default: last rows of --store).")
 @click.option("--valid-manifest", type=click.Path(dir_okay=False), default=None, help="Manifest for --valid-store (default: --manifest).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--feature-cache", type=click.Path(file_okay=False), default=None,
+              help="unit-world: where the WORLD analysis is cached (default OUT/world-features); reuse it across fits.")
 @click.option("--device", default="cpu", help="torch device.")
 def train(store: str | None, manifest: str | None, out: str | None, config: str | None, arch: str | None,
           overrides: tuple[str, ...], dump_config: bool, valid_store: str | None, valid_manifest: str | None,
-          resume: bool, device: str) -> None:
+          resume: bool, feature_cache: str | None, device: str) -> None:
     """Train a unit vocoder on a token store's units and the matching wavs."""
     from tmt.config import dump_yaml, save_yaml
     from tmt.vocoder import resolve_config, train_vocoder
@@ -69,7 +74,7 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
     make_dirs(Path(out))
     save_yaml(cfg, Path(out) / "config.yaml")
     result = train_vocoder(cfg, store, manifest, out, valid_store=valid_store, valid_manifest=valid_manifest,
-                           resume=resume, device=device)
+                           resume=resume, device=device, feature_cache=feature_cache)
     echo_json({"vocoder": out, **result})
 
 
@@ -86,9 +91,14 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
                    "unit on its own as fairseq does (per-unit; shorter, less intelligible speech).")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Where <id>.wav files go.")
 @click.option("--tokenizer", default=None, type=click.Path(file_okay=False), help="Speech tokenizer dir the units came from (fingerprint check).")
+@click.option("--pitch-mean", default=None, type=click.FloatRange(min=20.0, max=1000.0),
+              help="unit-world: output pitch mean in Hz (default: the training speech's median, or world.pitch_mean_hz).")
+@click.option("--pitch-range", default=None, type=click.FloatRange(min=0.0),
+              help="unit-world: output pitch range, a multiple of the training speech's spread (0 = monotone).")
 @click.option("--device", default="cpu", help="torch device.")
 def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: int | None, gt_durations: bool,
-               duration_scale: float, duration_rounding: str, out_dir: str, tokenizer: str | None, device: str) -> None:
+               duration_scale: float, duration_rounding: str, out_dir: str, tokenizer: str | None,
+               pitch_mean: float | None, pitch_range: float | None, device: str) -> None:
     """Turn unit sequences into wav files (batched)."""
     from tmt.vocoder import (
         load_vocoder,
@@ -110,6 +120,9 @@ def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: i
         rows = read_unit_lines(units_file)[:limit]
         ids, units = [r[0] for r in rows], [r[1] for r in rows]
     voc = load_vocoder(vocoder, device, expected_fingerprint=expected)
+    if (pitch_mean is not None or pitch_range is not None) and voc.arch != "unit-world":
+        raise click.UsageError(f"--pitch-mean / --pitch-range need a unit-world vocoder; {vocoder} is {voc.arch}")
+    voc.pitch_mean_hz, voc.pitch_range = pitch_mean, pitch_range
     wavs = voc.synthesize(units, durations, duration_scale=duration_scale, duration_rounding=duration_rounding)
     out = Path(out_dir)
     for rid, wav in zip(ids, wavs, strict=True):

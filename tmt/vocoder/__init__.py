@@ -6,6 +6,8 @@ Everything about them lives here, as `tmt.models` + `tmt.training` serve the tra
     duration.py        duration predictor, rounding to whole frames, unit expansion
     nets.py            HiFi-GAN generator, MPD/MSD discriminators, unit-mel regressor, losses, build_model
     mel.py             log-mel analysis, Griffin-Lim inversion, mel distance
+    world.py           WORLD analysis (F0, V/UV, coded envelope, band aperiodicity), its sharded cache, synthesis
+    world_net.py       the unit-world network (unit -> WORLD parameters), its targets, loss and waveforms
     synthesis.py       UnitVocoder, save/load of vocoder directories, the tokenizer fingerprint check
     data.py            training rows: store units + manifest wavs, random segments
     train.py           the training loop (checkpoints, resume, samples)
@@ -29,6 +31,7 @@ from tmt.vocoder.config import (
     UnitMelConfig,
     VocoderConfig,
     VocoderError,
+    WorldConfig,
     check_config,
     preset,
     resolve_config,
@@ -68,6 +71,7 @@ __all__ = [
     "Utterance",
     "VocoderConfig",
     "VocoderError",
+    "WorldConfig",
     "build_model",
     "check_config",
     "check_vocoder_fingerprint",

@@ -354,6 +354,7 @@ class UnitMel(nn.Module):
 # building
 # ---------------------------------------------------------------------------------------
 VocoderModel = CodeHiFiGAN | UnitMel
+"""(`tmt.vocoder.world_net.UnitWorld`, the unit-world network, is a `UnitMel`.)"""
 
 
 def build_model(cfg: VocoderConfig, *, has_duration_predictor: bool = True) -> VocoderModel:
@@ -368,6 +369,18 @@ def build_model(cfg: VocoderConfig, *, has_duration_predictor: bool = True) -> V
             upsample_initial_channel=g.upsample_initial_channel, upsample_rates=g.upsample_rates,
             upsample_kernel_sizes=g.upsample_kernel_sizes, resblock_kernel_sizes=g.resblock_kernel_sizes,
             resblock_dilation_sizes=g.resblock_dilation_sizes, has_duration_predictor=has_duration_predictor,
+        )
+    if cfg.arch == "unit-world":
+        from tmt.vocoder.world import feature_dim, frames_per_unit
+        from tmt.vocoder.world_net import UnitWorld
+
+        w = cfg.world
+        return UnitWorld(
+            num_units=cfg.num_units, embed_dim=cfg.embed_dim,
+            duration_hidden=d.hidden_dim, duration_kernel=d.kernel_size, duration_dropout=d.dropout,
+            hidden_dim=w.hidden_dim, conv_layers=w.conv_layers, conv_kernel=w.conv_kernel,
+            transformer_layers=w.transformer_layers, heads=w.heads, dropout=w.dropout,
+            feature_dim=feature_dim(w), per_frame=frames_per_unit(w),
         )
     u = cfg.unit_mel
     return UnitMel(

@@ -7,6 +7,9 @@ Two architectures share the unit embedding and the duration predictor:
   multi-period and multi-scale discriminators. Presets ``paper`` and ``demo``.
 * ``unit-mel`` - a fast CPU alternative: a small conv/Transformer network
   regressing 80-bin log-mel frames (L1), turned into a waveform by Griffin-Lim.
+* ``unit-world`` - the same network regressing WORLD parameters (F0, voicing,
+  coded envelope, band aperiodicity; `tmt.vocoder.world_net`), voiced by
+  `pyworld.synthesize`: harmonics come from F0 by construction.
 
 A vocoder directory holds ``vocoder.json`` (arch, config, unit vocabulary size,
 the fingerprint of the speech tokenizer whose units it was trained on) and
@@ -36,6 +39,7 @@ from tmt.vocoder.config import VocoderConfig, VocoderError
 from tmt.vocoder.duration import DURATION_ROUNDINGS, durations_from_log, expand_units, sequence_mask
 from tmt.vocoder.mel import GriffinLimInverter
 from tmt.vocoder.nets import CodeHiFiGAN, VocoderModel, build_model
+from tmt.vocoder.world_net import UnitWorld, world_waveforms
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,10 @@ class UnitVocoder:
         self.model = model.to(self.device).eval()
         self.num_units = cfg.num_units
         self._inverter: GriffinLimInverter | None = None
+        self.pitch_mean_hz: float | None = None
+        """unit-world: output pitch mean (Hz) instead of `cfg.world.pitch_mean_hz` (None = keep the config's)."""
+        self.pitch_range: float | None = None
+        """unit-world: output pitch range instead of `cfg.world.pitch_range` (None = keep the config's)."""
 
     @property
     def arch(self) -> str:
@@ -163,6 +171,9 @@ class UnitVocoder:
         d, _ = self._pad(durs)
         frames, fmask = expand_units(u, d, m)
         lengths = fmask.sum(dim=1).tolist()
+        if isinstance(self.model, UnitWorld):
+            return world_waveforms(self.model, self.model(frames, fmask), lengths, self.cfg.world,
+                                   pitch_mean_hz=self.pitch_mean_hz, pitch_range=self.pitch_range)
         if isinstance(self.model, CodeHiFiGAN):
             wav = self.model(frames, fmask)
         else:

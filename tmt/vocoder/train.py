@@ -44,6 +44,8 @@ from tmt.vocoder.nets import (
     generator_adversarial_loss,
 )
 from tmt.vocoder.synthesis import UnitVocoder, save_vocoder, write_wav
+from tmt.vocoder.world import frames_per_unit
+from tmt.vocoder.world_net import sample_world_batch, world_loss
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,25 @@ class VocoderTrainer:
         self.step = 0
         self.elapsed = 0.0
         self.last_valid: dict[str, float] = {}
+        self.world_targets: dict[str, np.ndarray] | None = None
+        """unit-world: normalised WORLD targets by utterance id (`prepare_world`)."""
+
+    def prepare_world(self, cache_dir: Path, progress: bool | None = None) -> None:
+        """unit-world: analyse (or read back from `cache_dir`) the WORLD features, set the network's
+        normalisation and default pitch from the training rows, and build the targets."""
+        from tmt.vocoder.world import FeatureJob, WorldFeatureCache
+        from tmt.vocoder.world_net import UnitWorld, feature_stats, normalise_targets
+
+        assert isinstance(self.model, UnitWorld)
+        w = self.cfg.world
+        utts = {u.id: u for u in [*self.train_utts, *self.valid_utts]}
+        jobs = [FeatureJob(u.id, u.wav_path, u.num_frames) for u in utts.values()]
+        feats = WorldFeatureCache(cache_dir, w).ensure(jobs, workers=w.workers, progress=progress)
+        stats = feature_stats([feats[u.id] for u in self.train_utts])
+        self.model.set_stats(stats)
+        self.world_targets = {uid: normalise_targets(f, stats) for uid, f in feats.items()}
+        log.info("WORLD features of %d utterances; median pitch %.0f Hz (log spread %.3f)",
+                 len(feats), float(np.exp(stats["pitch"][0])), float(stats["pitch"][1]))
 
     # ---- checkpointing --------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -155,8 +176,9 @@ class VocoderTrainer:
         except TmtError as e:
             raise VocoderError(f"cannot resume: {e}") from None
         saved = from_dict(VocoderConfig, st["config"])
-        for section in ("arch", "num_units", "embed_dim", "duration", "generator", "discriminator", "unit_mel", "mel"):
-            if to_dict(getattr(saved, section)) != to_dict(getattr(self.cfg, section)):
+        for section in ("arch", "num_units", "embed_dim", "duration", "generator", "discriminator", "unit_mel", "mel",
+                        "world"):
+            if _structural(saved, section) != _structural(self.cfg, section):
                 raise VocoderError(
                     f"cannot resume {path}: its '{section}' config differs from the one given; use the same "
                     "config (only `train.*` and `loss.*` may change) or a new --out directory"
@@ -178,14 +200,26 @@ class VocoderTrainer:
     # ---- one step ---------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         t, lc = self.cfg.train, self.cfg.loss
-        batch = {k: v.to(self.device) for k, v in sample_batch(
-            self.train_utts, self.cache, self.rng, t.batch_size, t.segment_frames).items()}
+        if self.world_targets is not None:
+            batch = sample_world_batch(self.train_utts, self.world_targets, self.rng, t.batch_size, t.segment_frames,
+                                       frames_per_unit(self.cfg.world))
+        else:
+            batch = sample_batch(self.train_utts, self.cache, self.rng, t.batch_size, t.segment_frames)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
         self.model.train()
         log_dur = self.model.predict_log_durations(batch["units"], batch["unit_mask"])
         l_dur = duration_loss(log_dur, batch["durations"], batch["unit_mask"])
         stats: dict[str, float] = {"dur": l_dur.item()}
         dur_term = lc.duration_weight * l_dur
-        loss = self._hifigan_loss(batch, dur_term, stats) if self.hifigan else self._unit_mel_loss(batch, dur_term, stats)
+        if self.world_targets is not None:
+            pred = self.model(batch["frames"], batch["frame_mask"])
+            l_world, world_stats = world_loss(pred, batch["target"], batch["frame_mask"],
+                                              frames_per_unit(self.cfg.world), self.cfg.world.envelope_dim, lc)
+            loss, stats = l_world + dur_term, stats | world_stats
+        elif self.hifigan:
+            loss = self._hifigan_loss(batch, dur_term, stats)
+        else:
+            loss = self._unit_mel_loss(batch, dur_term, stats)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -292,7 +326,7 @@ class VocoderTrainer:
                     row = {"step": self.step, "minutes": round(self.elapsed / 60, 3),
                            "lr": self.sched_g.get_last_lr()[0]} | {k: float(np.mean(v)) for k, v in acc.items()}
                     acc = {}
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("mel", "dur", "adv")})
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("mel", "dur", "adv", "f0", "env")})
                     self._log(log_path, row)
                 if self.step % t.sample_every == 0:
                     self.last_valid = self.validate()
@@ -330,8 +364,12 @@ def train_vocoder(
     resume: bool = False,
     device: str = "cpu",
     progress: bool | None = None,
+    feature_cache: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a vocoder into `out_dir`; returns the final step, time and validation numbers."""
+    """Train (or resume) a vocoder into `out_dir`; returns the final step, time and validation numbers.
+
+    unit-world analyses the speech with WORLD first, cached in `feature_cache` (default
+    `out_dir/world-features`; share one directory between fits of the same corpus)."""
     out = Path(out_dir)
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not resume:
@@ -353,6 +391,8 @@ def train_vocoder(
         cfg, train, valid, out, device=device,
         speech_tokenizer={"fingerprint": info["fingerprint"], "name": info["name"], "store": str(store)},
     )
+    if cfg.arch == "unit-world":
+        trainer.prepare_world(Path(feature_cache) if feature_cache else out / "world-features", progress)
     if resume and ckpt.exists():
         trainer.load(ckpt)
     _drop_log_after(out / "train_log.jsonl", trainer.step)
@@ -377,6 +417,20 @@ def _log_step(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):
         return 1 << 62  # a half-written last line (killed mid-write): dropped
+
+
+SYNTHESIS_ONLY = {"world": ("pitch_mean_hz", "pitch_range", "synthesis_fft", "workers")}
+"""Config fields that only affect synthesis (or speed): a resumed run may change them."""
+
+
+def _structural(cfg: VocoderConfig, section: str) -> Any:
+    value = getattr(cfg, section)
+    if not dataclasses.is_dataclass(value):
+        return value
+    d = to_dict(value)
+    for k in SYNTHESIS_ONLY.get(section, ()):
+        d.pop(k, None)
+    return d
 
 
 def _with_units(cfg: VocoderConfig, num_units: int) -> VocoderConfig:

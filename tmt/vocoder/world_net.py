@@ -1,0 +1,155 @@
+"""The unit-world network: units at 50 Hz -> WORLD parameters per WORLD frame, and what it is trained on.
+
+The body is unit-mel's (unit embedding, conv blocks, Transformer); the head predicts,
+per WORLD frame, the columns of a `tmt.vocoder.world` feature matrix:
+
+    0  log-F0, normalised per utterance ((lf0 - utterance mean) / utterance std, voiced frames)
+    1  V/UV logit
+    2+ coded envelope and band aperiodicity, normalised by the training set's mean / std
+
+Per-utterance F0 normalisation means no speaker identity is needed; at synthesis the
+pitch is put back with a mean and spread (the training speech's medians by default, kept
+in the `pitch` buffer, so they travel with the weights).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tmt.core.audio import FRAME_HOP
+from tmt.vocoder.config import LossConfig, WorldConfig
+from tmt.vocoder.data import Utterance
+from tmt.vocoder.duration import sequence_mask
+from tmt.vocoder.nets import UnitMel
+from tmt.vocoder.world import LF0, VUV, frames_per_unit, synthesize_many
+
+MIN_LF0_STD = 0.02
+"""Floor of an utterance's log-F0 spread (a monotone utterance would divide by ~0)."""
+
+
+class UnitWorld(UnitMel):
+    """Units (B, F) -> WORLD parameters (B, F * frames_per_unit, 2 + envelope + aperiodicity bands)."""
+
+    feat_mean: Tensor
+    feat_std: Tensor
+    pitch: Tensor
+
+    def __init__(self, *, feature_dim: int, per_frame: int, **body: int | float) -> None:
+        super().__init__(n_mels=feature_dim, mel_per_frame=per_frame, **body)  # type: ignore[arg-type]
+        self.register_buffer("feat_mean", torch.zeros(feature_dim - 2))
+        self.register_buffer("feat_std", torch.ones(feature_dim - 2))
+        # log-F0: median over utterances of their mean and of their spread
+        self.register_buffer("pitch", torch.tensor([math.log(120.0), 0.15]))
+
+    @property
+    def per_frame(self) -> int:
+        return self.mel_per_frame
+
+    def set_stats(self, stats: Mapping[str, np.ndarray]) -> None:
+        with torch.no_grad():
+            self.feat_mean.copy_(torch.as_tensor(stats["feat_mean"]))
+            self.feat_std.copy_(torch.as_tensor(stats["feat_std"]))
+            self.pitch.copy_(torch.as_tensor(stats["pitch"]))
+
+
+# ---------------------------------------------------------------------------------------
+# targets
+# ---------------------------------------------------------------------------------------
+def _lf0_moments(f: np.ndarray) -> tuple[float, float] | None:
+    v = f[:, VUV] > 0.5
+    if v.sum() < 2:
+        return None
+    lf0 = f[v, LF0]
+    return float(lf0.mean()), max(float(lf0.std()), MIN_LF0_STD)
+
+
+def feature_stats(feats: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Normalisation of the envelope / aperiodicity columns and the median pitch of the training speech."""
+    allf = np.concatenate(list(feats))[:, 2:].astype(np.float64)
+    moments = [m for m in (_lf0_moments(f) for f in feats) if m is not None]
+    pitch = np.median(np.asarray(moments), axis=0) if moments else np.array([math.log(120.0), 0.15])
+    return {
+        "feat_mean": allf.mean(0).astype(np.float32),
+        "feat_std": np.maximum(allf.std(0), 1e-3).astype(np.float32),
+        "pitch": pitch.astype(np.float32),
+    }
+
+
+def normalise_targets(f: np.ndarray, stats: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A feature matrix -> the network's target (per-utterance z-scored log-F0, 0/1 V/UV, z-scored rest)."""
+    out = np.empty_like(f, dtype=np.float32)
+    m = _lf0_moments(f) or (float(stats["pitch"][0]), float(stats["pitch"][1]))
+    voiced = f[:, VUV] > 0.5
+    out[:, LF0] = np.where(voiced, (f[:, LF0] - m[0]) / m[1], 0.0)
+    out[:, VUV] = voiced
+    out[:, 2:] = (f[:, 2:] - stats["feat_mean"]) / stats["feat_std"]
+    return out
+
+
+def sample_world_batch(utts: Sequence[Utterance], targets: Mapping[str, np.ndarray], rng: np.random.Generator,
+                       batch_size: int, segment_frames: int, per_frame: int) -> dict[str, Tensor]:
+    """Random segments: frame-level units, their WORLD-frame targets, and the full unit sequences."""
+    chosen = [utts[int(i)] for i in rng.integers(0, len(utts), batch_size)]
+    dim = next(iter(targets.values())).shape[1]
+    frames = np.zeros((batch_size, segment_frames), dtype=np.int64)
+    fmask = np.zeros((batch_size, segment_frames), dtype=bool)
+    target = np.zeros((batch_size, segment_frames * per_frame, dim), dtype=np.float32)
+    for b, u in enumerate(chosen):
+        fr = np.repeat(u.units, u.durations)
+        start = int(rng.integers(0, len(fr) - segment_frames + 1)) if len(fr) > segment_frames else 0
+        seg = fr[start : start + segment_frames]
+        frames[b, : len(seg)], fmask[b, : len(seg)] = seg, True
+        t = targets[u.id][start * per_frame : (start + len(seg)) * per_frame]
+        target[b, : len(t)] = t
+    max_t = max(len(u.units) for u in chosen)
+    units = np.zeros((batch_size, max_t), dtype=np.int64)
+    durs = np.zeros((batch_size, max_t), dtype=np.int64)
+    for b, u in enumerate(chosen):
+        units[b, : len(u.units)], durs[b, : len(u.units)] = u.units, u.durations
+    return {
+        "frames": torch.from_numpy(frames), "frame_mask": torch.from_numpy(fmask),
+        "target": torch.from_numpy(target), "units": torch.from_numpy(units), "durations": torch.from_numpy(durs),
+        "unit_mask": sequence_mask(torch.tensor([len(u.units) for u in chosen]), max_t),
+    }
+
+
+def world_loss(pred: Tensor, target: Tensor, frame_mask: Tensor, per_frame: int, env_dim: int,
+               lc: LossConfig) -> tuple[Tensor, dict[str, float]]:
+    """L1 on log-F0 (voiced frames only), BCE on V/UV, L1 on envelope and aperiodicity; all over valid frames."""
+    mask = frame_mask.repeat_interleave(per_frame, dim=1).float()
+    n = mask.sum().clamp(min=1)
+    voiced = target[..., VUV] * mask
+    l_f0 = (torch.abs(pred[..., LF0] - target[..., LF0]) * voiced).sum() / voiced.sum().clamp(min=1)
+    l_vuv = (F.binary_cross_entropy_with_logits(pred[..., VUV], target[..., VUV], reduction="none") * mask).sum() / n
+    l_env = (torch.abs(pred[..., 2 : 2 + env_dim] - target[..., 2 : 2 + env_dim]).mean(-1) * mask).sum() / n
+    l_ap = (torch.abs(pred[..., 2 + env_dim :] - target[..., 2 + env_dim :]).mean(-1) * mask).sum() / n
+    loss = lc.f0_weight * l_f0 + lc.vuv_weight * l_vuv + lc.envelope_weight * l_env + lc.aperiodicity_weight * l_ap
+    return loss, {"f0": l_f0.item(), "vuv": l_vuv.item(), "env": l_env.item(), "ap": l_ap.item()}
+
+
+# ---------------------------------------------------------------------------------------
+# prediction -> waveform
+# ---------------------------------------------------------------------------------------
+def world_waveforms(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg: WorldConfig, *,
+                    pitch_mean_hz: float | None = None, pitch_range: float | None = None) -> list[np.ndarray]:
+    """Network output (B, F * per_frame, D) and each row's unit-frame count -> float32 wavs (frames x 320)."""
+    pitch_mean_hz = cfg.pitch_mean_hz if pitch_mean_hz is None else pitch_mean_hz
+    pitch_range = cfg.pitch_range if pitch_range is None else pitch_range
+    mean = math.log(pitch_mean_hz) if pitch_mean_hz else float(model.pitch[0])
+    spread = float(model.pitch[1]) * pitch_range
+    rest = (pred[..., 2:] * model.feat_std + model.feat_mean).float().cpu().numpy()
+    lf0 = (mean + spread * pred[..., LF0]).clamp(math.log(cfg.f0_floor), math.log(cfg.f0_ceil))
+    f0 = torch.where(pred[..., VUV] > 0, torch.exp(lf0), torch.zeros_like(lf0)).float().cpu().numpy()
+    per, env_dim = frames_per_unit(cfg), cfg.envelope_dim
+    jobs = []
+    for row, n in enumerate(lengths):
+        k = int(n) * per
+        jobs.append((f0[row, :k], rest[row, :k, :env_dim], rest[row, :k, env_dim:], cfg.frame_period, int(n) * FRAME_HOP,
+                     cfg.synthesis_fft))
+    return synthesize_many(jobs, cfg.workers)

@@ -9,6 +9,7 @@
 #
 #   bash recipes/scenes/run.sh --preset quick            # `make demo`: ~30 min on 2 CPU cores
 #   bash recipes/scenes/run.sh --preset full --device cuda
+#   bash recipes/scenes/run.sh --preset mid --single-task true  # unified vs single models, ~3 h
 #   bash recipes/scenes/run.sh --stage 4 --stop-stage 4  # only training
 set -euo pipefail
 cmdline=$(printf '%q ' "$0" "$@")
@@ -19,7 +20,8 @@ shared_dir=${recipe_dir}/../_shared
 # ---- options (each can be given as --name value) ----
 stage=0              # first stage to run
 stop_stage=100       # last stage to run
-preset=quick         # quick (make demo, ~30 min on 2 cores) | full (quality, <= 3 h on 2 cores)
+preset=quick         # quick (make demo, ~30 min on 2 cores) | mid (stages 0-11 with single-task
+                     # baselines, ~3 h on 2 cores) | full (quality, <= 3 h on 2 cores without stage 11)
 out=                 # output directory (default exp/scenes-<preset>)
 manifest_dir=        # where stage 0 writes the corpus and its raw manifests (default <out>/data/scenes)
 jobs=2               # parallel worker processes for corpus synthesis and tokenization
@@ -34,8 +36,9 @@ vocoder_steps=       # cap on vocoder steps (with a generous --vocoder-minutes: 
 vq_minutes=          # override the preset's image tokenizer (VQ) budget (minutes)
 vq_steps=            # cap on VQ steps (with a generous --vq-minutes: a fit of exactly N steps)
 test_limit=          # rows of each test split translated and scored (0: all; default: the preset's)
-single_task=false    # full preset: also train the six single-direction baselines
-single_minutes=      # training budget of each single-direction baseline (default: the preset's train budget)
+single_task=false    # also train the six single-direction baselines (stage 11)
+single_minutes=      # optional wall-clock cap of each single-direction baseline (minutes; default: none)
+single_steps=        # steps of each single-direction baseline (default: equal compute with stage 4's run)
 single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines stage 11 trains
 image_decoding="--sample --top-k 16 --seed 0"  # decoding of image targets (beam search gives blank images)
 no_repeat_ngram=4    # text and speech targets: never repeat an n-gram of this size (0: off)
@@ -46,7 +49,7 @@ help_message=$(cat <<EOF
 Usage: $0 [options]
   --stage N          first stage (default ${stage})
   --stop-stage N     last stage (default ${stop_stage})
-  --preset NAME      quick | full (default ${preset})
+  --preset NAME      quick | mid | full (default ${preset})
   --out DIR          output directory (default exp/scenes-<preset>)
   --manifest-dir DIR corpus + raw manifests of stage 0 (default <out>/data/scenes;
                      e.g. data_manifests/scenes-<preset> to share them between experiments)
@@ -63,7 +66,9 @@ Usage: $0 [options]
   --vq-steps N       cap on image tokenizer steps (a fit of exactly N steps, given the minutes)
   --test-limit N     translate and score the first N rows of each test split (0: all)
   --single-task B    true: also train single-direction baselines (default ${single_task})
-  --single-minutes M budget of each single-direction baseline (default: --train-minutes)
+  --single-steps N   steps of each single-direction baseline (default: the six together get the
+                     compute of stage 4's unified run, steps x max_tokens; see stage 11)
+  --single-minutes M also a wall-clock cap on each baseline (default: none; steps decide)
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default "${image_decoding}")
   --no-repeat-ngram N text/speech targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
@@ -102,7 +107,19 @@ case "${preset}" in
     # keep stages 8-10 near half an hour, inside the preset's 3 hours
     model_preset=demo; beam=5; : "${test_limit:=250}"; eval_splits="test test_novel"
     ;;
-  *) echo "unknown --preset ${preset} (quick|full)" >&2; exit 1 ;;
+  mid)
+    # stages 0-11 with --single-task true in about 3 hours on 2 cores, sized from the full run
+    # (docs/results.md): training ~0.6 of full's (stage 4 45 min + stage 6 12; stage 11's six
+    # equal-compute baselines take about stage 4's time again), vocoder 15, VQ 8, 1200 scenes
+    # (stages 0-3 ~10 min), 150 test rows (stages 8-9 and 11's scoring ~25 min): about 2.7 h
+    : "${num_scenes:=1200}"
+    : "${vq_steps:=20000}"; : "${vq_minutes:=8}"; km_sample=200000
+    : "${train_steps:=100000}"; : "${bt_steps:=100000}"
+    : "${train_minutes:=45}"; : "${bt_minutes:=12}"
+    vocoder_config=unit-mel; : "${vocoder_minutes:=15}"
+    model_preset=demo; beam=5; : "${test_limit:=150}"; eval_splits="test test_novel"
+    ;;
+  *) echo "unknown --preset ${preset} (quick|mid|full)" >&2; exit 1 ;;
 esac
 : "${out:=exp/scenes-${preset}}"
 mkdir -p "${out}"
@@ -276,17 +293,50 @@ if stage_wanted 10; then
   cat "${logs}/10-report.log"
 fi
 
+# last_step EXP: the step of EXP's latest complete checkpoint (empty when there is none)
+last_step() {
+  local c n=""
+  for c in "$1"/checkpoints/step_*/trainer.pt; do [ -f "${c}" ] && n=${c%/trainer.pt} && n=${n##*/step_}; done
+  [ -z "${n}" ] || echo $((10#${n}))
+}
+
+# config_value EXP SECTION KEY: KEY of SECTION in EXP/config.yaml (empty when absent)
+config_value() {
+  [ -f "$1/config.yaml" ] || return 0
+  awk -v sec="$2:" -v key="$3:" '$0 == sec {in_sec = 1; next} /^[^ ]/ {in_sec = 0}
+    in_sec && $1 == key {print $2; exit}' "$1/config.yaml"
+}
+
 if stage_wanted 11 && [ "${single_task}" = true ]; then
-  : "${single_minutes:=${train_minutes}}"
+  # Equal compute (issue 20): a unified step puts each row's tokens (max_tokens positions per
+  # batch, padding included) through the encoder once and through the decoder twice (every
+  # modality is the target of two directions): 3 x max_tokens positions. A single-direction step
+  # at the same max_tokens puts its rows through once (source: encoder, target: decoder). So the
+  # six baselines together match the unified run's steps x 3 x max_tokens at 3 x steps / 6 each.
+  unified_steps=$(last_step "${out}/exp/tmt")
+  max_tokens=$(config_value "${out}/exp/tmt" data max_tokens)
+  if [ -z "${single_steps}" ]; then
+    if [ -z "${unified_steps}" ]; then
+      log "Stage 11: no checkpoint in ${out}/exp/tmt (stage 4) to match its compute; run stage 4 or pass --single-steps N"
+      exit 1
+    fi
+    single_steps=$(( (3 * unified_steps + 5) / 6 ))
+  fi
+  budget="${single_steps} steps each (unified: ${unified_steps:-?} steps of 3 x max_tokens ${max_tokens:-?} positions)"
+  mkdir -p "${out}/exp"
+  echo "single_steps=${single_steps} unified_steps=${unified_steps} max_tokens=${max_tokens}" \
+    > "${out}/exp/single_budget.txt"
+  limit_opts=(--max-steps "${single_steps}")
+  [ -n "${max_tokens}" ] && limit_opts+=(--set data.max_tokens="${max_tokens}")
+  [ -n "${single_minutes}" ] && limit_opts+=(--set train.max_minutes="${single_minutes}")
   for d in ${directions}; do
     src=${d%%:*}; tgt=${d##*:}; short=${src:0:1}2${tgt:0:1}
     case " ${single_directions} " in *" ${short} "*) ;; *) continue ;; esac
-    log "Stage 11: single-direction baseline ${src}->${tgt} (${single_minutes} min) -> ${out}/exp/single_${short}"
+    log "Stage 11: single-direction baseline ${src}->${tgt} (${budget}) -> ${out}/exp/single_${short}"
     run_stage "11-single-${short}" "${logs}/11-single-${short}.log" \
       tmt train -o "${out}/exp/single_${short}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
-        --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" \
-        --set train.max_minutes="${single_minutes}" --set optim.schedule=inverse_sqrt \
-        --directions "${short}" --device "${device}" --resume
+        --store "${store}/train" --valid-store "${store}/valid" "${limit_opts[@]}" \
+        --set optim.schedule=inverse_sqrt --directions "${short}" --device "${device}" --resume
     for split in ${eval_splits}; do
       translate_split 11 single "${out}/exp/single_${short}" "${split}" "${src}" "${tgt}"
     done
@@ -315,10 +365,24 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
       cat "${out}/scores/unified_dir_vs_single_${split}.txt"
     fi
   done
+  # one table: every direction, each split, unified against single, and which wins
+  for model in tmt tmt_dir; do
+    pairs=()
+    for split in ${eval_splits}; do
+      [ -f "${out}/scores/${model}/${split}/scores.json" ] && [ -f "${out}/scores/single/${split}/scores.json" ] \
+        && pairs+=(--split "${split}" "${out}/scores/${model}/${split}" "${out}/scores/single/${split}")
+    done
+    [ ${#pairs[@]} -gt 0 ] || continue
+    log "Stage 11: one table, ${model} against single -> ${out}/scores/${model}_vs_single.md"
+    tmt score table --names "${model}" single "${pairs[@]}" > "${out}/scores/${model}_vs_single.md"
+    cat "${out}/scores/${model}_vs_single.md"
+  done
   if [ -f "${out}/report.md" ] && ! grep -q "^## Unified model against" "${out}/report.md"; then
     {
       echo
-      echo "## Unified model against single-direction models (A = tmt, B = single, ${single_minutes} min each)"
+      echo "## Unified model against single-direction models (A = tmt, B = single, ${budget})"
+      report_table "All splits (equal compute):" "${out}/scores/tmt_vs_single.md"
+      report_table "All splits, the unified model's best checkpoint per direction:" "${out}/scores/tmt_dir_vs_single.md"
       for split in ${eval_splits}; do
         report_table "${split}:" "${out}/scores/unified_vs_single_${split}.txt"
         report_table "${split}, A = tmt_dir (the unified model's best checkpoint for each direction):" \

@@ -21,8 +21,21 @@ exit 0
 
 
 def _stage11(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    _unified_run(tmp_path / "out" / "exp" / "tmt", [250, 500, 601])
     return _recipe(tmp_path, "--stage", "11", "--stop-stage", "11", "--single-task", "true",
                    "--single-minutes", "0.5", *extra)
+
+
+def _unified_run(exp: Path, steps: list[int], max_tokens: int | None = None) -> None:
+    """A recorded stage-4 run: complete checkpoints at `steps` and its config.yaml."""
+    for s in steps:
+        (exp / "checkpoints" / f"step_{s:08d}").mkdir(parents=True, exist_ok=True)
+        (exp / "checkpoints" / f"step_{s:08d}" / "trainer.pt").write_bytes(b"")
+    if max_tokens is not None:
+        (exp / "config.yaml").write_text(
+            f"model:\n  max_seq_len: 1024\ndata:\n  stores: []\n  max_tokens: {max_tokens}\n"
+            "  prefetch: 2\ntrain:\n  max_tokens: 1\n"
+        )
 
 
 def _recipe(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
@@ -147,3 +160,55 @@ def test_manifest_dir_moves_only_the_raw_manifests(tmp_path: Path) -> None:
     r, calls = _recipe(tmp_path / "b", "--stop-stage", "0")
     assert r.returncode == 0, r.stderr
     assert next(c for c in calls if c.startswith("prepare ")).endswith(f"--out {tmp_path / 'b' / 'out' / 'data' / 'scenes'}")
+
+
+def test_single_task_baselines_get_equal_compute_step_caps_from_the_unified_run(tmp_path: Path) -> None:
+    exp = tmp_path / "out" / "exp" / "tmt"
+    _unified_run(exp, [2000, 4000, 7704], max_tokens=3072)
+    (exp / "checkpoints" / "step_00008000").mkdir()  # incomplete (no trainer.pt): not counted
+    r, calls = _recipe(tmp_path, "--stage", "11", "--stop-stage", "11", "--single-task", "true")
+    assert r.returncode == 0, r.stderr
+    train = [c for c in calls if c.startswith("train ")]
+    assert len(train) == 6
+    # the six together: 7704 unified steps x 3 passes of max_tokens = 6 x 3852 single steps
+    for c in train:
+        assert "--max-steps 3852 " in c and "--set data.max_tokens=3072" in c, c
+        assert "max_minutes" not in c and "--max-steps 100000" not in c  # steps decide, not minutes
+    budget = (tmp_path / "out" / "exp" / "single_budget.txt").read_text()
+    assert budget == "single_steps=3852 unified_steps=7704 max_tokens=3072\n"
+    assert "3852 steps each (unified: 7704 steps" in r.stderr
+    # an odd count rounds up
+    _unified_run(tmp_path / "b" / "out" / "exp" / "tmt", [7705])
+    r, calls = _recipe(tmp_path / "b", "--stage", "11", "--stop-stage", "11", "--single-task", "true",
+                       "--single-directions", "t2s")
+    assert r.returncode == 0, r.stderr
+    [train] = [c for c in calls if c.startswith("train ")]
+    assert "--max-steps 3853 " in train and "data.max_tokens" not in train  # no config.yaml recorded
+
+
+def test_single_task_without_a_unified_run_stops_with_the_fix(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path, "--stage", "11", "--stop-stage", "11", "--single-task", "true")
+    assert r.returncode != 0
+    assert "no checkpoint in" in r.stderr and "--single-steps N" in r.stderr
+    assert not [c for c in calls if c.startswith("train ")]
+    r, calls = _recipe(tmp_path, "--stage", "11", "--stop-stage", "11", "--single-task", "true",
+                       "--single-directions", "s2t", "--single-steps", "40")
+    assert r.returncode == 0, r.stderr
+    [train] = [c for c in calls if c.startswith("train ")]
+    assert "--max-steps 40 " in train and "data.max_tokens" not in train
+
+
+def test_one_table_over_both_splits_when_every_split_is_scored(tmp_path: Path) -> None:
+    for model in ("tmt", "single"):
+        for split in ("test", "test_novel"):
+            d = tmp_path / "out" / "scores" / model / split
+            d.mkdir(parents=True)
+            (d / "scores.json").write_text("{}")
+    (tmp_path / "out" / "report.md").write_text("# report\n")
+    r, calls = _stage11(tmp_path, "--preset", "mid", "--single-directions", "i2t")
+    assert r.returncode == 0, r.stderr
+    [table] = [c for c in calls if c.startswith("score table")]
+    out = tmp_path / "out" / "scores"
+    assert table == (f"score table --names tmt single --split test {out}/tmt/test {out}/single/test "
+                     f"--split test_novel {out}/tmt/test_novel {out}/single/test_novel")
+    assert "All splits (equal compute)" in (tmp_path / "out" / "report.md").read_text()

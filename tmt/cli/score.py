@@ -3,6 +3,7 @@
     tmt score HYPDIR... [--manifest M]     score `tmt translate` batch outputs
     tmt score --model EXP --manifest M --split test --out-dir D    translate, then score
     tmt score --compare A B                two scores.json side by side
+    tmt score table --split test A B --split test_novel A2 B2   two runs over splits, one table
     tmt score retrieval --model EXP --store S --src speech --tgt image
 """
 
@@ -194,6 +195,22 @@ def _print_compare(a: str, b: str, *, as_json: bool, headline: bool = False) -> 
 def compare_cmd(a: str, b: str, as_json: bool, headline: bool) -> None:
     """Two runs' scores side by side with deltas (B - A); same as `tmt score --compare A B`."""
     _print_compare(a, b, as_json=as_json, headline=headline)
+
+
+@cli.command("table", context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--split", "splits", nargs=3, multiple=True, required=True, metavar="NAME A B",
+              help="A split's two scores.json (or their directories); repeat for each split.")
+@click.option("--names", nargs=2, default=("A", "B"), metavar="NAME_A NAME_B", help="Column names of the two runs.")
+def table_cmd(splits: tuple[tuple[str, str, str], ...], names: tuple[str, str]) -> None:
+    """Two runs over several splits in one markdown table: headline metric per direction, the winner.
+
+    e.g. tmt score table --names unified single --split test U/test S/test
+    --split test_novel U/test_novel S/test_novel
+    """
+    from tmt.evaluation.score.table import render_split_table, split_rows
+
+    rows = split_rows({name: (a, b) for name, a, b in splits})
+    click.echo(render_split_table(rows, [s[0] for s in splits], names), nl=False)
 
 
 @cli.command("retrieval", context_settings=CONTEXT, epilog=EPILOG)

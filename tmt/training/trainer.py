@@ -171,8 +171,8 @@ def _log_train(
         "target_tokens_per_s": tokens / dt if dt > 0 else 0.0,
         "steps_per_s": steps_in_window / dt if dt > 0 else 0.0,
     }
-    for d, v in per_dir.items():
-        rec[f"ce/{d}"], rec[f"acc/{d}"] = v["ce"], v["acc"]
+    for d, v in per_dir.items():  # tokens/<d>: the window's target tokens (compute comparisons)
+        rec[f"ce/{d}"], rec[f"acc/{d}"], rec[f"tokens/{d}"] = v["ce"], v["acc"], int(v["tokens"])
     run.metrics.write(rec)
     if info.is_main:
         log.info("step %d/%d lr %.2e loss %.3f | %s | %.0f tok/s", run.step, cfg.max_steps, rec["lr"], rec["loss"],

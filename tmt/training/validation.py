@@ -19,6 +19,7 @@ from tmt.training.distributed import (
 )
 from tmt.training.metrics import plot_metrics
 from tmt.training.steps import SixWayStep, StepStats, autocast
+from tmt.training.token_split import validation_record
 
 if TYPE_CHECKING:
     from tmt.training.state import Run
@@ -34,11 +35,15 @@ def validate(run: Run, valid_reader: BatchReader) -> tuple[dict[str, dict[str, f
     rec: dict[str, Any] = {"step": step, "split": "valid", "ce": vloss}
     for d, v in valid.items():
         rec[f"ce/{d}"], rec[f"acc/{d}"] = v["ce"], v["acc"]
+    split, split_line = validation_record(run, valid_reader)  # image targets: object vs background tokens
+    rec.update(split)
     run.metrics.write(rec)
     is_best = False
     if info.is_main:
         log.info("valid step %d: ce %.3f | %s", step, vloss,
                  " ".join(f"{d} {v['ce']:.3f}/{v['acc']:.2f}" for d, v in valid.items()))
+        if split_line:
+            log.info("valid step %d: %s", step, split_line)
         is_best = ckpt.update_best(exp, step, vloss)
         if cfg.best_per_direction:
             keep_direction_bests(exp, step, run.model, valid, cfg)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,43 +110,81 @@ def _masked_store(root: Path, with_masks: bool) -> None:
             w.add(meta, dict(scene_tokens(i % 5, i // 5, image_len=8)))
 
 
-def test_validation_logs_the_split_and_says_unavailable_without_masks(tmp_path: Path) -> None:
-    from tmt.models.checkpoint import load_model
-    from tmt.store.pipeline import BatchReader
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny t2i + i2t model trained 2 steps, validated on a store with image_token_mask rows."""
     from tmt.training.config import train_preset
     from tmt.training.synthetic import synthetic_vocab
-    from tmt.training.token_split import object_background
     from tmt.training.trainer import train
 
-    _masked_store(tmp_path / "masked", True)
-    _masked_store(tmp_path / "plain", False)
-    vocab = synthetic_vocab()
-    vocab.save(tmp_path / "vocab.json")
+    d = tmp_path_factory.mktemp("split")
+    _masked_store(d / "masked", True)
+    _masked_store(d / "plain", False)
+    synthetic_vocab().save(d / "vocab.json")
     cfg = train_preset("tiny")
-    cfg = replace(cfg, data=replace(cfg.data, vocab=str(tmp_path / "vocab.json"), stores=[str(tmp_path / "masked")],
-                                    valid_stores=[str(tmp_path / "masked")], max_tokens=300, directions=["t2i", "i2t"]),
+    cfg = replace(cfg, data=replace(cfg.data, vocab=str(d / "vocab.json"), stores=[str(d / "masked")],
+                                    valid_stores=[str(d / "masked")], max_tokens=300, directions=["t2i", "i2t"]),
                   max_steps=2, valid_every=2, save_every=2, log_every=2, plot=False)
-    train(cfg, tmp_path / "exp")
-    [valid] = [r for r in map(json.loads, (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines())
-               if r["split"] == "valid"]
+    train(cfg, d / "exp")
+    cfg = replace(cfg, data=replace(cfg.data, valid_stores=[str(d / "plain")]))
+    train(cfg, d / "exp2")
+    return d
+
+
+def _valid_record(exp: Path) -> dict[str, Any]:
+    [valid] = [r for r in map(json.loads, (exp / "metrics.jsonl").read_text().splitlines()) if r["split"] == "valid"]
+    return valid
+
+
+def test_validation_logs_the_split_and_says_unavailable_without_masks(trained: Path) -> None:
+    from tmt.models.checkpoint import load_model
+    from tmt.store.pipeline import BatchReader
+    from tmt.training.synthetic import synthetic_vocab
+    from tmt.training.token_split import object_background
+
+    valid = _valid_record(trained / "exp")
     assert {"ce_obj/t2i", "acc_obj/t2i", "ce_bg/t2i", "acc_bg/t2i"} <= set(valid)
     assert not any(k.endswith("/i2t") and "_" in k.split("/")[0] for k in valid)  # text targets: no split
     # the logged numbers are the model's: recompute them from the saved weights
-    masks, why = store_masks([str(tmp_path / "masked")])
+    masks, why = store_masks([str(trained / "masked")])
     assert why is None and len(masks) == 12
-    reader = BatchReader([str(tmp_path / "masked")], vocab, directions=["t2i"], train=False, prefetch=0,
+    reader = BatchReader([str(trained / "masked")], synthetic_vocab(), directions=["t2i"], train=False, prefetch=0,
                          max_tokens=300)
     try:
-        m = split_metrics(object_background(load_model(tmp_path / "exp"), reader, ["t2i"], masks)["t2i"])
+        m = split_metrics(object_background(load_model(trained / "exp"), reader, ["t2i"], masks)["t2i"])
     finally:
         reader.close()
     assert m["tokens_object"] == sum(int(v.sum()) for v in masks.values())
     assert valid["ce_obj/t2i"] == pytest.approx(m["ce_object"], rel=1e-5)
     assert valid["acc_bg/t2i"] == pytest.approx(m["acc_background"])
     # a store without masks or scenes: "unavailable", never a number
-    cfg = replace(cfg, data=replace(cfg.data, valid_stores=[str(tmp_path / "plain")]))
-    train(cfg, tmp_path / "exp2")
-    [valid] = [r for r in map(json.loads, (tmp_path / "exp2" / "metrics.jsonl").read_text().splitlines())
-               if r["split"] == "valid"]
+    valid = _valid_record(trained / "exp2")
     assert valid["object_split"].startswith("unavailable: store ") and "no token grid" in valid["object_split"]
     assert "ce_obj/t2i" not in valid
+
+
+def test_score_model_mode_adds_the_split_to_image_targets_only(trained: Path) -> None:
+    from tmt.cli.score_model import add_token_split
+
+    def scores() -> dict[str, Any]:
+        return {"directions": {
+            "text->image": {"src": "text", "tgt": "image", "metrics": {"exact_match": 0.0}, "unavailable": {}},
+            "image->text": {"src": "image", "tgt": "text", "metrics": {"bleu4": 1.0}, "unavailable": {}},
+        }}
+
+    valid = _valid_record(trained / "exp")
+    s = scores()
+    assert add_token_split(s, str(trained / "exp"), str(trained / "masked"))
+    t2i = s["directions"]["text->image"]
+    assert t2i["metrics"]["tf_ce_object"] == pytest.approx(valid["ce_obj/t2i"], rel=1e-5)
+    assert t2i["metrics"]["tf_acc_background"] == pytest.approx(100 * valid["acc_bg/t2i"])
+    assert t2i["tf_tokens"]["object"] + t2i["tf_tokens"]["background"] == 12 * 8
+    assert s["directions"]["image->text"]["metrics"] == {"bleu4": 1.0}
+    for store, why in ((None, "needs --ref-store"), (str(trained / "plain"), "no token grid")):
+        s = scores()
+        assert add_token_split(s, str(trained / "exp"), store)
+        assert why in s["directions"]["text->image"]["unavailable"]["tf_object_split"]
+        assert "tf_ce_object" not in s["directions"]["text->image"]["metrics"]
+    s = scores()
+    del s["directions"]["text->image"]
+    assert not add_token_split(s, str(trained / "exp"), str(trained / "masked"))

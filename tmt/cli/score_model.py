@@ -111,4 +111,37 @@ def score_model(run: ModelRunConfig, out_dir: str | Path, cfg: ScoreConfig | Non
     cfg = cfg or ScoreConfig()
     cfg = dataclasses.replace(cfg, manifest=cfg.manifest or run.manifest, vocoder=cfg.vocoder or run.vocoder)
     hyp_dirs = translate_for_scoring(run, out_dir)
-    return score_runs(hyp_dirs, out_dir, cfg)
+    scores = score_runs(hyp_dirs, out_dir, cfg)
+    if add_token_split(scores, run.model, cfg.ref_store, run.device):
+        from tmt.evaluation.score.report import write_outputs
+
+        write_outputs(scores, out_dir)
+    return scores
+
+
+def add_token_split(scores: dict[str, Any], model: str, ref_store: str | None, device: str = "cpu") -> bool:
+    """Image targets: teacher-forced accuracy (%) and CE of the tokens covering objects and of
+    those covering only background (`tf_acc_object`, `tf_ce_object`, `tf_acc_background`,
+    `tf_ce_background`), on every row of the reference store, or the reason they are
+    unavailable. True when `scores` changed."""
+    image = {k: e for k, e in scores["directions"].items() if e.get("tgt") == "image" and e.get("src")}
+    if not image:
+        return False
+    dirs = sorted({f"{e['src'][0]}2i" for e in image.values()})
+    res: dict[str, dict[str, float]] = {}
+    why: str | None = "needs --ref-store (the split's token store, whose rows give the object masks)"
+    if ref_store:
+        from tmt.training.token_split import split_on_store
+
+        res, why = split_on_store(model, ref_store, dirs, device)
+    for e in image.values():
+        m = res.get(f"{e['src'][0]}2i", {})
+        if why or not m:
+            e.setdefault("unavailable", {})["tf_object_split"] = why or "no image tokens with a mask"
+            continue
+        for g in ("object", "background"):
+            if f"ce_{g}" in m:
+                e["metrics"][f"tf_acc_{g}"] = 100.0 * m[f"acc_{g}"]
+                e["metrics"][f"tf_ce_{g}"] = m[f"ce_{g}"]
+        e["tf_tokens"] = {g: int(m.get(f"tokens_{g}", 0)) for g in ("object", "background")}
+    return True

@@ -183,3 +183,24 @@ def validation_record(run: Run, reader: BatchReader) -> tuple[dict[str, Any], st
         parts.append(f"{d} object {m.get('ce_object', float('nan')):.3f}/{m.get('acc_object', float('nan')):.2f} "
                      f"background {m.get('ce_background', float('nan')):.3f}/{m.get('acc_background', float('nan')):.2f}")
     return rec, "object/background ce/acc: " + " | ".join(parts)
+
+
+def split_on_store(
+    model_dir: str, store: str, directions: Sequence[str], device: str = "cpu"
+) -> tuple[dict[str, dict[str, float]], str | None]:
+    """Teacher-forced object/background metrics of a model on every row of one token store:
+    ({direction: {ce_object, acc_object, tokens_object, ...}}, None) or ({}, why unavailable)."""
+    from tmt.models.checkpoint import load_model
+
+    masks, why = store_masks([store])
+    if why:
+        return {}, why
+    dirs = [d for d in directions if parse_direction(d)[1] == "image"]
+    model = load_model(model_dir, device=device)
+    reader = BatchReader([store], model.vocab, directions=dirs, train=False, prefetch=0,
+                         max_seq_len=model.config.max_seq_len)
+    try:
+        sums = object_background(model, reader, dirs, masks)
+    finally:
+        reader.close()
+    return {d: split_metrics(s) for d, s in sums.items()}, None

@@ -14,7 +14,7 @@ from tmt.core.modality import DIRECTIONS as ALL_DIRECTION_PAIRS
 DIRECTIONS: tuple[str, ...] = tuple(d.arrow for d in ALL_DIRECTION_PAIRS)
 """The six directions, in report order."""
 
-LOWER_IS_BETTER = frozenset({"wer", "cer"})
+LOWER_IS_BETTER = frozenset({"wer", "cer", "tf_ce_object", "tf_ce_background"})
 """Metrics where smaller numbers are better (everything else: larger is better)."""
 
 PRIMARY: dict[str, tuple[str, ...]] = {

@@ -188,3 +188,11 @@ def test_score_model_mode_adds_the_split_to_image_targets_only(trained: Path) ->
     s = scores()
     del s["directions"]["text->image"]
     assert not add_token_split(s, str(trained / "exp"), str(trained / "masked"))
+    # hypotheses-directory mode: each direction's own model (its run.json's), not the argument
+    s = scores()
+    s["directions"]["speech->image"] = {"src": "speech", "tgt": "image", "metrics": {}, "unavailable": {},
+                                        "model": str(trained / "gone")}
+    s["directions"]["text->image"]["model"] = str(trained / "exp")
+    assert add_token_split(s, None, str(trained / "masked"))
+    assert s["directions"]["text->image"]["metrics"]["tf_ce_object"] == pytest.approx(valid["ce_obj/t2i"], rel=1e-5)
+    assert "is not there" in s["directions"]["speech->image"]["unavailable"]["tf_object_split"]

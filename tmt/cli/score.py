@@ -72,7 +72,8 @@ def cli() -> None:
 @click.option("--directions", default="all", help="Model mode: comma list, e.g. i2t,s2t,t2i (or image->text; all = the six).")
 @click.option("--limit", type=int, default=None, help="Model mode: translate at most N inputs per direction (one per image for image sources).")
 @click.option("--beam-size", type=int, default=5, help="Model mode: beam width (1 = greedy).")
-@click.option("--device", default="cpu", help="Model mode: torch device for translation.")
+@click.option("--device", default="cpu", help="Model mode: torch device for translation (and, with --ref-store, "
+              "for the teacher-forced object/background split of image targets).")
 @click.option("--compare", "compare_pair", nargs=2, type=click.Path(), default=None, metavar="A B",
               help="Print two scores.json (files or directories) side by side with deltas (B - A).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -131,6 +132,10 @@ def run(
     else:
         out = out_dir or str(default_out_dir(hyp_dirs))
         scores = score_runs(hyp_dirs, out, cfg)
+        if ref_store:  # image targets: object/background tokens, teacher-forced by each run's model
+            from tmt.cli.score_model import write_token_split
+
+            write_token_split(scores, out, None, ref_store, device)
     _print_scores(scores, out, as_json=as_json)
 
 

@@ -112,36 +112,55 @@ def score_model(run: ModelRunConfig, out_dir: str | Path, cfg: ScoreConfig | Non
     cfg = dataclasses.replace(cfg, manifest=cfg.manifest or run.manifest, vocoder=cfg.vocoder or run.vocoder)
     hyp_dirs = translate_for_scoring(run, out_dir)
     scores = score_runs(hyp_dirs, out_dir, cfg)
-    if add_token_split(scores, run.model, cfg.ref_store, run.device):
-        from tmt.evaluation.score.report import write_outputs
-
-        write_outputs(scores, out_dir)
+    write_token_split(scores, out_dir, run.model, cfg.ref_store, run.device)
     return scores
 
 
-def add_token_split(scores: dict[str, Any], model: str, ref_store: str | None, device: str = "cpu") -> bool:
+def write_token_split(
+    scores: dict[str, Any], out_dir: str | Path, model: str | None, ref_store: str | None, device: str = "cpu"
+) -> None:
+    """`add_token_split`, then scores.json, report.md and the chart again when it added anything."""
+    if add_token_split(scores, model, ref_store, device):
+        from tmt.evaluation.score.report import write_outputs
+
+        write_outputs(scores, out_dir)
+
+
+def add_token_split(
+    scores: dict[str, Any], model: str | None, ref_store: str | None, device: str = "cpu"
+) -> bool:
     """Image targets: teacher-forced accuracy (%) and CE of the tokens covering objects and of
     those covering only background (`tf_acc_object`, `tf_ce_object`, `tf_acc_background`,
-    `tf_ce_background`), on every row of the reference store, or the reason they are
-    unavailable. True when `scores` changed."""
-    image = {k: e for k, e in scores["directions"].items() if e.get("tgt") == "image" and e.get("src")}
-    if not image:
-        return False
-    dirs = sorted({f"{e['src'][0]}2i" for e in image.values()})
-    res: dict[str, dict[str, float]] = {}
-    why: str | None = "needs --ref-store (the split's token store, whose rows give the object masks)"
-    if ref_store:
-        from tmt.training.token_split import split_on_store
+    `tf_ce_background`), on every row of the reference store, by the model that translated
+    each direction (its run.json's, else `model`), or the reason they are unavailable.
+    True when `scores` changed."""
+    image = [e for e in scores["directions"].values() if e.get("tgt") == "image" and e.get("src")]
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for e in image:
+        by_model.setdefault(str(e.get("model") or model or ""), []).append(e)
+    for exp, entries in by_model.items():
+        dirs = sorted({f"{e['src'][0]}2i" for e in entries})
+        res: dict[str, dict[str, float]] = {}
+        why: str | None = None
+        if not ref_store:
+            why = "needs --ref-store (the split's token store, whose rows give the object masks)"
+        elif not exp or not Path(exp).is_dir():
+            why = f"the model directory '{exp}' (run.json) is not there"
+        else:
+            from tmt.training.token_split import split_on_store
 
-        res, why = split_on_store(model, ref_store, dirs, device)
-    for e in image.values():
-        m = res.get(f"{e['src'][0]}2i", {})
-        if why or not m:
-            e.setdefault("unavailable", {})["tf_object_split"] = why or "no image tokens with a mask"
-            continue
-        for g in ("object", "background"):
-            if f"ce_{g}" in m:
-                e["metrics"][f"tf_acc_{g}"] = 100.0 * m[f"acc_{g}"]
-                e["metrics"][f"tf_ce_{g}"] = m[f"ce_{g}"]
-        e["tf_tokens"] = {g: int(m.get(f"tokens_{g}", 0)) for g in ("object", "background")}
-    return True
+            res, why = split_on_store(exp, ref_store, dirs, device)
+        for e in entries:
+            _put_split(e, res.get(f"{e['src'][0]}2i", {}), why)
+    return bool(image)
+
+
+def _put_split(entry: dict[str, Any], m: dict[str, float], why: str | None) -> None:
+    if why or not m:
+        entry.setdefault("unavailable", {})["tf_object_split"] = why or "no image tokens with a mask"
+        return
+    for g in ("object", "background"):
+        if f"ce_{g}" in m:
+            entry["metrics"][f"tf_acc_{g}"] = 100.0 * m[f"acc_{g}"]
+            entry["metrics"][f"tf_ce_{g}"] = m[f"ce_{g}"]
+    entry["tf_tokens"] = {g: int(m.get(f"tokens_{g}", 0)) for g in ("object", "background")}

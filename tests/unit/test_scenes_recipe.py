@@ -147,3 +147,22 @@ def test_manifest_dir_moves_only_the_raw_manifests(tmp_path: Path) -> None:
     r, calls = _recipe(tmp_path / "b", "--stop-stage", "0")
     assert r.returncode == 0, r.stderr
     assert next(c for c in calls if c.startswith("prepare ")).endswith(f"--out {tmp_path / 'b' / 'out' / 'data' / 'scenes'}")
+
+
+def test_stage12_fine_tunes_the_unified_model_on_each_chosen_direction(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path, "--stage", "12", "--stop-stage", "12")
+    assert r.returncode == 0, r.stderr
+    assert calls == []  # off by default
+    r, calls = _recipe(tmp_path, "--stage", "12", "--stop-stage", "12", "--finetune-directions", "s2i t2s",
+                       "--finetune-minutes", "0.5")
+    assert r.returncode == 0, r.stderr
+    trained = [c for c in calls if c.startswith("train ")]
+    assert [c.split("--directions ")[1].split()[0] for c in trained] == ["s2i", "t2s"]
+    out = tmp_path / "out"
+    for c, short in zip(trained, ("s2i", "t2s"), strict=True):
+        assert f"-o {out}/exp/tmt_ft_{short} " in c and f"--init-from {out}/exp/tmt " in c
+        assert "--set train.max_minutes=0.5" in c
+    translate = [c for c in calls if c.startswith("translate ")]
+    assert {c.split("--output-dir ")[1].split()[0] for c in translate} == {
+        f"{out}/hyp/ft/test/speech-image", f"{out}/hyp/ft/test/text-speech"}
+    assert any(c.startswith("score run ") and f"{out}/scores/ft/test" in c for c in calls)

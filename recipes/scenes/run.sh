@@ -42,6 +42,8 @@ single_steps=        # steps of each single-direction baseline (default: equal c
 single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines stage 11 trains
 image_decoding="--sample --top-k 16 --seed 0"  # decoding of image targets (beam search gives blank images)
 no_repeat_ngram=4    # text and speech targets: never repeat an n-gram of this size (0: off)
+finetune_directions=  # stage 12: fine-tune the unified model on each of these directions alone (e.g. "t2s s2i"; empty: off)
+finetune_minutes=     # budget of each stage-12 fine-tuning (default: --bt-minutes)
 per_direction_best=false  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir)
 
 # shellcheck disable=SC2034  # read by parse_options.sh
@@ -72,6 +74,9 @@ Usage: $0 [options]
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default "${image_decoding}")
   --no-repeat-ngram N text/speech targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
+  --finetune-directions "D ..." stage 12: fine-tune the unified model (exp/tmt_bt, else exp/tmt) on
+                     each direction alone -> exp/tmt_ft_<dir>, translated and scored (default: off)
+  --finetune-minutes M budget of each fine-tuning (default: --bt-minutes)
   --per-direction-best B true: stages 8-9 also score "tmt_dir", each direction translated by the
                      stage-4 checkpoint best for it (exp/tmt/best/<dir>; default ${per_direction_best})
 Stages:
@@ -79,6 +84,7 @@ Stages:
   3 joint vocabulary             4 train (six directions)             5 back-translate partial pools
   6 train on real + synthetic    7 unit vocoder                       8 translate test splits, 6 directions
   9 score                        10 report (table, chart, samples)    11 single-task baselines (optional)
+  12 per-direction fine-tuning of the unified model (optional, --finetune-directions)
 EOF
 )
 # shellcheck source=../_shared/parse_options.sh
@@ -390,6 +396,33 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
       done
     } >> "${out}/report.md"
   fi
+fi
+
+if stage_wanted 12 && [ -n "${finetune_directions}" ]; then
+  : "${finetune_minutes:=${bt_minutes}}"
+  base=${out}/exp/tmt_bt; [ -f "${base}/model.pt" ] || base=${out}/exp/tmt
+  for d in ${directions}; do
+    src=${d%%:*}; tgt=${d##*:}; short=${src:0:1}2${tgt:0:1}
+    case " ${finetune_directions} " in *" ${short} "*) ;; *) continue ;; esac
+    log "Stage 12: fine-tune ${base} on ${src}->${tgt} alone (${finetune_minutes} min) -> ${out}/exp/tmt_ft_${short}"
+    # weights only (--init-from), fresh optimizer; --resume continues this fine-tuning after a kill
+    run_stage "12-ft-${short}" "${logs}/12-ft-${short}.log" \
+      tmt train -o "${out}/exp/tmt_ft_${short}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
+        --init-from "${base}" --store "${store}/train" --valid-store "${store}/valid" --max-steps "${bt_steps}" \
+        --set train.max_minutes="${finetune_minutes}" --set optim.schedule=inverse_sqrt --set optim.warmup_steps=50 \
+        --directions "${short}" --device "${device}" --resume
+    for split in ${eval_splits}; do
+      translate_split 12 ft "${out}/exp/tmt_ft_${short}" "${split}" "${src}" "${tgt}"
+    done
+  done
+  for split in ${eval_splits}; do
+    scored=""
+    for h in "${out}/hyp/ft/${split}/"*; do [ -d "${h}" ] && scored+="+${h##*/}"; done
+    log "Stage 12: score ${out}/hyp/ft/${split}/* -> ${out}/scores/ft/${split}"
+    run_stage "12-score-ft-${split}${scored}" "${logs}/12-score-ft-${split}.log" \
+      tmt score run "${out}/hyp/ft/${split}/"* --manifest "${data}/${split}.jsonl.gz" --no-ceiling \
+        --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/ft/${split}"
+  done
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

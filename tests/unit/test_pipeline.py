@@ -122,3 +122,26 @@ def test_vocab_build_and_show_cli(tmp_path) -> None:
     assert r.exit_code == 0 and "speech-tok" in r.output and "110" in r.output
     r = CliRunner().invoke(root, ["vocab", "build", "--text", str(tmp_path / "speech"), "-o", str(tmp_path / "v2.json")])
     assert r.exit_code == 1 and "not a text one" in r.output and not (tmp_path / "v2.json").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="fairseq2 0.8.1: repeat() restored exactly at an epoch boundary yields nothing")
+def test_resume_exactly_at_an_epoch_boundary(tmp_path) -> None:
+    # 20 rows, no prefetch: the state after 3 batches sits at the end of the first pass (found
+    # while testing a resume after step 2 with grad_accum 2: the resumed run hit StopIteration)
+    store = make_synthetic_store(tmp_path / "s", num_scenes=20)
+
+    def reader() -> BatchReader:
+        return BatchReader([str(store)], synthetic_vocab(), train=True, max_tokens=300, max_seq_len=512, prefetch=0)
+
+    with reader() as r:
+        it = iter(r)
+        want = [next(it).ids for _ in range(10)]
+    with reader() as r:
+        it = iter(r)
+        for _ in range(3):
+            next(it)
+        state = r.state_dict()
+    with reader() as r:
+        r.load_state_dict(state)
+        got = [b.ids for _, b in zip(range(7), r, strict=False)]
+    assert got == want[3:]

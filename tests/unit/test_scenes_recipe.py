@@ -212,3 +212,22 @@ def test_one_table_over_both_splits_when_every_split_is_scored(tmp_path: Path) -
     assert table == (f"score table --names tmt single --split test {out}/tmt/test {out}/single/test "
                      f"--split test_novel {out}/tmt/test_novel {out}/single/test_novel")
     assert "All splits (equal compute)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_stage12_fine_tunes_the_unified_model_on_each_chosen_direction(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path, "--stage", "12", "--stop-stage", "12")
+    assert r.returncode == 0, r.stderr
+    assert calls == []  # off by default
+    r, calls = _recipe(tmp_path, "--stage", "12", "--stop-stage", "12", "--finetune-directions", "s2i t2s",
+                       "--finetune-minutes", "0.5")
+    assert r.returncode == 0, r.stderr
+    trained = [c for c in calls if c.startswith("train ")]
+    assert [c.split("--directions ")[1].split()[0] for c in trained] == ["s2i", "t2s"]
+    out = tmp_path / "out"
+    for c, short in zip(trained, ("s2i", "t2s"), strict=True):
+        assert f"-o {out}/exp/tmt_ft_{short} " in c and f"--init-from {out}/exp/tmt " in c
+        assert "--set train.max_minutes=0.5" in c
+    translate = [c for c in calls if c.startswith("translate ")]
+    assert {c.split("--output-dir ")[1].split()[0] for c in translate} == {
+        f"{out}/hyp/ft/test/speech-image", f"{out}/hyp/ft/test/text-speech"}
+    assert any(c.startswith("score run ") and f"{out}/scores/ft/test" in c for c in calls)

@@ -33,21 +33,29 @@ def _cfg(data, **kw):
     return replace(cfg, **kw)
 
 
-def test_resume_continues_exactly(data) -> None:
+MID_SCHEDULE = {"direction_weighting": "fixed", "direction_weights": {"t2i": 2.0, "i2t": 0.5},
+                "direction_phases": ["5:top2"]}
+"""Weighted directions, steps 1-5 on two of them: stopping after step 3 resumes mid-phase."""
+
+
+@pytest.mark.parametrize(("name", "data_kw", "stop"), [("plain", {}, 3), ("phased", MID_SCHEDULE, 3)])
+def test_resume_continues_exactly(data, name, data_kw, stop) -> None:
     # grad accumulation + dropout: RNG, data position, optimizer and schedule all matter
     cfg = _cfg(data, optim=replace(train_preset("tiny").optim, grad_accum=2, warmup_steps=2))
-    train(cfg, data / "full")
-    train(cfg, data / "part", stop_after=3)
-    assert list_steps(data / "part") == [3]
+    cfg = replace(cfg, data=replace(cfg.data, **data_kw))
+    full, part = data / f"full-{name}", data / f"part-{name}"
+    train(cfg, full)
+    train(cfg, part, stop_after=stop)
+    assert list_steps(part) == [stop]
     with pytest.raises(Exception, match="--resume"):
-        train(cfg, data / "part")
-    train(cfg, data / "part", resume=True)
-    a = torch.load(data / "full" / "model.pt", weights_only=True)
-    b = torch.load(data / "part" / "model.pt", weights_only=True)
+        train(cfg, part)
+    train(cfg, part, resume=True)
+    a = torch.load(full / "model.pt", weights_only=True)
+    b = torch.load(part / "model.pt", weights_only=True)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
-    fresh = torch.load(data / "full" / "checkpoints" / "step_00000003" / "trainer.pt", weights_only=True)
+    fresh = torch.load(full / "checkpoints" / "step_00000003" / "trainer.pt", weights_only=True)
     assert fresh["step"] == 3 and "optimizer" in fresh and "scheduler" in fresh
     assert not torch.equal(fresh["model"]["frontend.embed.weight"], a["frontend.embed.weight"])
 

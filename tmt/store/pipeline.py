@@ -7,6 +7,12 @@ rows with similar total length (length bucketing with fairseq2's
 then builds the six directions from one batch: each source modality is
 encoded once and decoded into the others (`RowBatch.direction`).
 
+Back-translated rows name their generated modalities (`synthetic_modalities` in
+the row's metadata). One rule: a synthetic modality is a source only, never a
+target. So a generated image never teaches *->image, and two generated sides of
+one row (text and speech both generated from its image) are never paired,
+because one of them would be the target. The reader counts the pairs this drops.
+
 Several stores are mixed with `DataPipeline.sample` by weight (e.g. real data
 1.0, back-translated 0.5). Training pipelines repeat forever and reshuffle each
 pass; `state_dict()` / `load_state_dict()` restore the exact position (including
@@ -116,9 +122,21 @@ class RowBatch:
 
     ids: list[str]
     seqs: dict[str, list[Tensor | None]] = field(default_factory=dict)
+    synthetic: list[list[str]] = field(default_factory=list)
+    """Per row, its generated (back-translated) modalities: sources only, never targets (empty: none)."""
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def is_target(self, modality: str, i: int) -> bool:
+        """Row `i` has `modality` and it may be a target (it was not generated)."""
+        if self.seqs[modality][i] is None:
+            return False
+        return not (self.synthetic and modality in self.synthetic[i])
+
+    def rows_for(self, src: str, tgt: str) -> list[int]:
+        """Rows that train src->tgt: the source present, the target present and real."""
+        return [i for i in range(len(self.ids)) if self.seqs[src][i] is not None and self.is_target(tgt, i)]
 
     def rows_with(self, *modalities: str) -> list[int]:
         return [i for i in range(len(self.ids)) if all(self.seqs[m][i] is not None for m in modalities)]
@@ -127,8 +145,8 @@ class RowBatch:
         return encoder_input([self.seqs[modality][i] for i in rows])  # type: ignore[misc]
 
     def direction(self, src: str, tgt: str) -> DirectionBatch | None:
-        """The batch of one direction (rows having both modalities), or None if there are none."""
-        rows = self.rows_with(src, tgt)
+        """The batch of one direction (rows with both modalities, the target real), or None if there are none."""
+        rows = self.rows_for(src, tgt)
         if not rows:
             return None
         s, sl = self.source(src, rows)
@@ -145,11 +163,13 @@ def collate_rows(examples: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"ids": [e["id"] for e in examples]}
     for m in MODALITIES:
         out[m] = [e.get(m) for e in examples]
+    out["synthetic"] = [list(e.get("synthetic", [])) for e in examples]
     return out
 
 
 def to_row_batch(d: dict[str, Any]) -> RowBatch:
-    return RowBatch(ids=list(d["ids"]), seqs={m: list(d[m]) for m in MODALITIES})
+    synthetic = [list(x) for x in d.get("synthetic", [])]
+    return RowBatch(ids=list(d["ids"]), seqs={m: list(d[m]) for m in MODALITIES}, synthetic=synthetic)
 
 
 # --------------------------------------------------------------------------------------
@@ -173,6 +193,16 @@ def bucket_sizes(max_tokens: int, max_len: int) -> list[tuple[int, int]]:
         else:
             out.append((n, length))
     return out
+
+
+def synthetic_masks(store: TokenStore) -> dict[str, np.ndarray]:
+    """Per modality, which rows carry it generated (`synthetic_modalities` in the row's metadata)."""
+    masks: dict[str, np.ndarray] = {m: np.zeros(len(store), dtype=bool) for m in MODALITIES}
+    for i, meta in enumerate(store.iter_meta()):
+        for m in meta.get("synthetic_modalities") or ():
+            if m in masks:
+                masks[m][i] = True
+    return masks
 
 
 _LIVE_READERS: weakref.WeakSet[BatchReader] = weakref.WeakSet()
@@ -219,8 +249,13 @@ class BatchReader:
         self.stores = [TokenStore(s.path) for s in specs]
         self.weights = [s.weight for s in specs]
         self.num_skipped = 0
+        self.direction_rows: dict[str, int] = dict.fromkeys(self.directions, 0)
+        """Rows (all ranks) that train each direction, summed over the stores."""
+        self.dropped_pairs: dict[str, int] = dict.fromkeys(self.directions, 0)
+        """(row, direction) pairs left out because the target was generated (synthetic)."""
         self._keys: list[np.ndarray] = []
         self._ok: list[dict[str, np.ndarray]] = []
+        self._synth: list[dict[str, np.ndarray]] = []
         indices, max_key = self._select_rows(specs, check_fingerprints, rank, world_size)
         self.num_rows = sum(len(i) for i in indices)
         self.max_tokens = max(max_tokens, max_key)
@@ -308,9 +343,19 @@ class BatchReader:
                 total += np.where(fits, lens + 1, 0)
             else:
                 ok[m] = np.zeros(n, dtype=bool)
+        synth = synthetic_masks(store)
+        self._synth.append(synth)
         usable = np.zeros(n, dtype=bool)
-        for src, tgt in self.pairs:
-            usable |= ok[src] & ok[tgt]
+        for d, (src, tgt) in zip(self.directions, self.pairs, strict=True):
+            both = ok[src] & ok[tgt]
+            trains = both & ~synth[tgt]  # a generated modality is a source only
+            usable |= trains
+            self.direction_rows[d] += int(trains.sum())
+            self.dropped_pairs[d] += int((both & synth[tgt]).sum())
+        if any(synth[m].any() for m in MODALITIES):
+            log.info("%s: %d synthetic rows; pairs left out with a generated target: %s", store.root,
+                     int(np.logical_or.reduce([synth[m] for m in MODALITIES]).sum()),
+                     " ".join(f"{d} {self.dropped_pairs[d]}" for d in self.directions) or "none")
         self.num_skipped += skipped
         if skipped:
             log.warning(
@@ -321,13 +366,14 @@ class BatchReader:
 
     def _load_row(self, item: tuple[int, int]) -> dict[str, Any]:
         k, i = item
-        store, ok = self.stores[k], self._ok[k]
+        store, ok, synth = self.stores[k], self._ok[k], self._synth[k]
         ex: dict[str, Any] = {"id": f"{k}:{store.meta(i)['id']}" if len(self.stores) > 1 else str(store.meta(i)["id"])}
         for m in MODALITIES:
             if ok[m][i]:
                 ex[m] = torch.from_numpy(self.vocab.to_joint(m, store.tokens(i, m)))
             else:
                 ex[m] = None
+        ex["synthetic"] = [m for m in MODALITIES if synth[m][i]]
         ex["key"] = torch.empty(int(self._keys[k][i]), dtype=torch.int8)  # length only, for bucketing
         return ex
 

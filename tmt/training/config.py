@@ -23,7 +23,17 @@ class DataConfig:
     valid_stores: list[str] = field(default_factory=list)
     """Validation stores (one pass each validation; loss and accuracy per direction)."""
     directions: list[str] = field(default_factory=lambda: list(ALL_DIRECTIONS))
-    """Directions trained with equal weight: some of i2t,i2s,t2i,s2i,s2t,t2s."""
+    """Directions trained: some of i2t,i2s,t2i,s2i,s2t,t2s."""
+    direction_weighting: Literal["uniform", "temperature", "fixed"] = "uniform"
+    """Loss weight of each direction (`tmt.training.weights`): uniform (all 1), temperature
+    (p_d ∝ n_d^(1/T), n_d = training rows of direction d) or fixed (direction_weights); mean 1."""
+    temperature: float = 5.0
+    """T of `direction_weighting=temperature` (1: proportional to the rows, large: uniform)."""
+    direction_weights: dict[str, float] = field(default_factory=dict)
+    """Weights of `direction_weighting=fixed`, e.g. {t2i: 2.0, i2t: 0.5}; unnamed directions 1."""
+    direction_phases: list[str] = field(default_factory=list)
+    """Schedule before the full mixture: `STEPS:DIRS` entries in order, DIRS a comma list or
+    `topK` (the K directions with most rows), e.g. ["1000:top2"] = steps 1-1000 only those."""
     max_tokens: int = 4096
     """Tokens per batch and process (rows * their longest total length, all modalities)."""
     shuffle_window: int = 10_000
@@ -115,6 +125,8 @@ class TrainConfig:
             raise TmtError(f"optim.grad_accum must be >= 1, got {self.optim.grad_accum}")
         if not 0 <= self.optim.label_smoothing < 1:
             raise TmtError(f"optim.label_smoothing must be in [0, 1), got {self.optim.label_smoothing}")
+        if self.data.temperature <= 0:
+            raise TmtError(f"data.temperature must be > 0, got {self.data.temperature}")
         for n in ("valid_every", "save_every", "log_every"):
             if getattr(self, n) < 1:
                 raise TmtError(f"{n} must be >= 1")

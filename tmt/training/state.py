@@ -25,6 +25,7 @@ from tmt.training.distributed import (
 )
 from tmt.training.metrics import MetricsWriter
 from tmt.training.steps import SixWayStep, lr_lambda, make_optimizer
+from tmt.training.weights import DirectionMix, make_mix
 from tmt.vocab import JointVocab
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class Run:
     step: int = 0
     prior_seconds: float = 0.0
     """Seconds trained before this (resumed) run."""
+    mix: DirectionMix | None = None
+    """Per-direction loss weights and the direction schedule (None: all directions weigh 1)."""
 
 
 def setup_run(
@@ -70,7 +73,11 @@ def setup_run(
     if fsdp and cfg.best_per_direction:
         raise TmtError("best_per_direction is not supported with distributed=fsdp (each rank holds a shard); "
                        "use distributed=ddp or drop --set best_per_direction=true")
+    d = cfg.data
+    mix = make_mix(d.direction_weighting, directions, reader.direction_rows, temperature=d.temperature,
+                   fixed=d.direction_weights, phases=d.direction_phases)
     if info.is_main:
+        log.info("%s (%s)", mix.describe(), d.direction_weighting)
         make_dirs(exp)
         atomic_write_text(exp / "config.yaml", dump_yaml(cfg))
         vocab.save(exp / "vocab.json")
@@ -91,7 +98,7 @@ def setup_run(
     torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout differs per rank
     run = Run(cfg=cfg, exp=exp, info=info, directions=directions, reader=reader, valid_reader=valid_reader,
                fsdp=fsdp, model=model, step_module=step_module, wrapped=wrapped, opt=opt, sched=sched,
-               metrics=MetricsWriter(exp / "metrics.jsonl", enabled=info.is_main))
+               metrics=MetricsWriter(exp / "metrics.jsonl", enabled=info.is_main), mix=mix)
     if resume and steps_done:
         _resume(run)
     elif resume and info.is_main:

@@ -15,7 +15,7 @@ from fairseq2.nn import BatchLayout
 from torch import Tensor
 
 from tmt.core.modality import parse_direction
-from tmt.models.tmt import TmtModel, sliced_loss
+from tmt.models.tmt import LossStats, TmtModel, sliced_loss
 from tmt.store.pipeline import RowBatch, decoder_io
 from tmt.training.config import TrainConfig
 from tmt.training.distributed import (
@@ -82,13 +82,21 @@ class SixWayStep(torch.nn.Module):
             s, t = parse_direction(d)
             self.by_source[s].append(t)
 
-    def forward(self, batch: RowBatch, label_smoothing: float = 0.0) -> tuple[Tensor, StepStats]:
+    def forward(
+        self, batch: RowBatch, label_smoothing: float = 0.0, weights: dict[str, float] | None = None
+    ) -> tuple[Tensor, StepStats]:
+        """Step loss: sum over the batch's directions of weight * per-token loss, over their number.
+
+        `weights` (`tmt.training.weights`; None: all 1): a direction weighing 0 is not computed.
+        A generated (synthetic) modality is a source only (`RowBatch.is_target`)."""
         model = self.model
         dev = model.final_proj.weight.device
+        w = weights or {}
         stats = StepStats()
         terms: list[Tensor] = []
         for src, tgts in self.by_source.items():
-            rows = [r for r in batch.rows_with(src) if any(batch.seqs[t][r] is not None for t in tgts)]
+            live = [t for t in tgts if w.get(f"{src[0]}2{t[0]}", 1.0) > 0]
+            rows = [r for r in batch.rows_with(src) if any(batch.is_target(t, r) for t in live)]
             if not rows and not self.lockstep:
                 continue
             if not rows:
@@ -100,29 +108,16 @@ class SixWayStep(torch.nn.Module):
             enc, enc_layout = model.encode(x, BatchLayout.of(x, lens))  # each source encoded once
             for tgt in tgts:
                 d = f"{src[0]}2{tgt[0]}"
-                sub = [j for j, r in enumerate(rows) if batch.seqs[tgt][r] is not None]
-                if not sub:
-                    if not self.lockstep:
-                        continue
-                    e, el = enc[:1], BatchLayout.of(enc[:1], lens[:1])
-                    ti, to, tl = decoder_io([torch.zeros(0, dtype=torch.long)], tgt)
-                    weight = 0.0
-                else:
-                    if len(sub) == len(rows):
-                        e, el = enc, enc_layout
-                    else:
-                        idx = torch.tensor(sub, device=dev)
-                        e = enc.index_select(0, idx)
-                        el = BatchLayout.of(e, [lens[j] for j in sub])
-                    ti, to, tl = decoder_io([batch.seqs[tgt][rows[j]] for j in sub], tgt)  # type: ignore[misc]
-                    weight = 1.0
-                ti, to = ti.to(dev, non_blocking=True), to.to(dev, non_blocking=True)
-                h = model.decode(e, el, ti, BatchLayout.of(ti, tl))
-                st = sliced_loss(model, h, to, tgt, label_smoothing=label_smoothing)
-                if weight == 0.0:
+                sub = [j for j, r in enumerate(rows) if batch.is_target(tgt, r)] if tgt in live else []
+                if not sub and not self.lockstep:
+                    continue
+                st = self._decode(batch, enc, enc_layout, rows, lens, sub, tgt, label_smoothing)
+                if not sub:  # FSDP lockstep: a pass that contributes nothing
                     terms.append(st.loss * 0.0)
                     continue
-                terms.append(st.loss / st.num_tokens)  # per-token mean: every direction weighs the same
+                term = st.loss / st.num_tokens  # per-token mean of this direction
+                wd = w.get(d, 1.0)
+                terms.append(term if wd == 1.0 else term * wd)
                 stats.dirs[d].add(
                     DirStats(float(st.loss.detach()), float(st.nll), float(st.correct), float(st.num_tokens))
                 )
@@ -131,6 +126,29 @@ class SixWayStep(torch.nn.Module):
             return sum(p.sum() for p in model.parameters()) * 0.0, stats  # type: ignore[return-value]
         loss = torch.stack(terms).sum() / max(n_real, 1)
         return loss, stats
+
+    def _decode(
+        self, batch: RowBatch, enc: Tensor, enc_layout: BatchLayout, rows: list[int], lens: list[int],
+        sub: list[int], tgt: str, label_smoothing: float,
+    ) -> LossStats:
+        """The sliced loss of decoding rows `sub` (indices into `rows`) into `tgt`; a 1-row
+        dummy target when `sub` is empty (FSDP lockstep)."""
+        model = self.model
+        dev = enc.device
+        if not sub:
+            e, el = enc[:1], BatchLayout.of(enc[:1], lens[:1])
+            ti, to, tl = decoder_io([torch.zeros(0, dtype=torch.long)], tgt)
+        else:
+            if len(sub) == len(rows):
+                e, el = enc, enc_layout
+            else:
+                idx = torch.tensor(sub, device=dev)
+                e = enc.index_select(0, idx)
+                el = BatchLayout.of(e, [lens[j] for j in sub])
+            ti, to, tl = decoder_io([batch.seqs[tgt][rows[j]] for j in sub], tgt)  # type: ignore[misc]
+        ti, to = ti.to(dev, non_blocking=True), to.to(dev, non_blocking=True)
+        h = model.decode(e, el, ti, BatchLayout.of(ti, tl))
+        return sliced_loss(model, h, to, tgt, label_smoothing=label_smoothing)
 
 
 def lr_lambda(cfg: TrainConfig) -> Any:
@@ -182,6 +200,7 @@ def optimizer_step(run: Run, batches: Iterator[RowBatch], window: StepStats) -> 
     """One optimizer step over `grad_accum` batches (their stats added to `window`); the grad norm."""
     cfg, wrapped = run.cfg, run.wrapped
     accum = cfg.optim.grad_accum
+    weights = run.mix.weights_at(run.step) if run.mix is not None else None
     wrapped.train()
     for micro in range(accum):
         batch = next(batches)
@@ -190,7 +209,7 @@ def optimizer_step(run: Run, batches: Iterator[RowBatch], window: StepStats) -> 
             sync_ctx = wrapped.no_sync()  # type: ignore[operator]
         with sync_ctx:
             with autocast(cfg, run.info.device):
-                loss, stats = wrapped(batch, cfg.optim.label_smoothing)
+                loss, stats = wrapped(batch, cfg.optim.label_smoothing, weights)
             (loss / accum).backward()
         window.add(stats)
     if cfg.optim.clip_norm > 0:

@@ -1,10 +1,11 @@
 """Six-direction training of the tmt model (DESIGN section 7).
 
-One optimizer step covers every enabled direction with equal weight: for each
-batch of store rows, each source modality is encoded once and its encoder
-output decoded into every other enabled modality; the step loss is the mean
-over directions of each direction's per-token loss (cross-entropy over the
-target modality's slice + <eos>, label smoothing 0.1 by default).
+One optimizer step covers every enabled direction: for each batch of store
+rows, each source modality is encoded once and its encoder output decoded into
+every other enabled modality; the step loss is the mean over directions of each
+direction's per-token loss (cross-entropy over the target modality's slice +
+<eos>, label smoothing 0.1 by default) times its weight (uniform by default;
+temperature, fixed and a direction schedule in `tmt.training.weights`).
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ def _run(run: Run, *, stop_after: int | None) -> TrainResult:
     budget = TimeBudget(cfg.max_minutes, run.prior_seconds)  # the time budget spans resumed runs
     out_of_time = budget.spent_before_start()  # a resumed run whose budget is already spent trains no further
     while run.step < cfg.max_steps and (stop_after is None or run.step - start < stop_after) and not out_of_time:
+        if run.mix is not None and run.mix.switches_at(run.step) and info.is_main:
+            p = run.mix.phase_at(run.step)
+            log.info("step %d: training %s", run.step + 1, ",".join(p.directions) if p else "the full mixture")
         grad_norm = optimizer_step(run, batches, window)
         run.step += 1
         steps_in_window += 1

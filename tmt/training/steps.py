@@ -22,6 +22,7 @@ from tmt.training.distributed import (
     DistInfo,
     all_reduce_sum,
 )
+from tmt.training.null_source import NULL_SOURCE_TARGETS, apply_null_sources
 
 if TYPE_CHECKING:
     from tmt.training.state import Run
@@ -117,6 +118,8 @@ class SixWayStep(torch.nn.Module):
                     ti, to, tl = decoder_io([batch.seqs[tgt][rows[j]] for j in sub], tgt)  # type: ignore[misc]
                     weight = 1.0
                 ti, to = ti.to(dev, non_blocking=True), to.to(dev, non_blocking=True)
+                if self.training and tgt in NULL_SOURCE_TARGETS and model.config.null_source_prob > 0 and sub:
+                    e, el = apply_null_sources(model, src, e, [lens[j] for j in sub], model.config.null_source_prob)
                 h = model.decode(e, el, ti, BatchLayout.of(ti, tl))
                 st = sliced_loss(model, h, to, tgt, label_smoothing=label_smoothing)
                 if weight == 0.0:

@@ -37,7 +37,8 @@ test_limit=          # rows of each test split translated and scored (0: all; de
 single_task=false    # full preset: also train the six single-direction baselines
 single_minutes=      # training budget of each single-direction baseline (default: the preset's train budget)
 single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines stage 11 trains
-image_decoding="--sample --top-k 16 --seed 0"  # decoding of image targets (beam search gives blank images)
+image_decoding="--sample --top-k 16 --seed 0 --guidance 1 --rerank 4"  # image targets: sampled (beam search gives blank images), guided, best of 4
+null_source_prob=0.1  # training: fraction of image-target examples with a null source (enables --guidance)
 no_repeat_ngram=4    # text and speech targets: never repeat an n-gram of this size (0: off)
 per_direction_best=false  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir)
 
@@ -66,6 +67,7 @@ Usage: $0 [options]
   --single-minutes M budget of each single-direction baseline (default: --train-minutes)
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default "${image_decoding}")
+  --null-source-prob P training: image-target examples with a null source (default ${null_source_prob})
   --no-repeat-ngram N text/speech targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
   --per-direction-best B true: stages 8-9 also score "tmt_dir", each direction translated by the
                      stage-4 checkpoint best for it (exp/tmt/best/<dir>; default ${per_direction_best})
@@ -188,7 +190,8 @@ if stage_wanted 4; then
   run_stage 4-train "${logs}/4-train.log" \
     tmt train -o "${out}/exp/tmt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
       --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" --device "${device}" \
-      --set train.max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt --set best_per_direction=true --resume
+      --set train.max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt --set best_per_direction=true \
+      --set model.null_source_prob="${null_source_prob}" --resume
 fi
 
 if stage_wanted 5; then
@@ -206,7 +209,8 @@ if stage_wanted 6; then
       --init-from "${out}/exp/tmt" --store "${store}/train" \
       --store "${store}/bt_images_only=0.5" --store "${store}/bt_speech_text_only=0.5" \
       --valid-store "${store}/valid" --max-steps "${bt_steps}" --device "${device}" \
-      --set train.max_minutes="${bt_minutes}" --set optim.schedule=inverse_sqrt --set optim.warmup_steps=50 --resume
+      --set train.max_minutes="${bt_minutes}" --set optim.schedule=inverse_sqrt --set optim.warmup_steps=50 \
+      --set model.null_source_prob="${null_source_prob}" --resume
 fi
 
 if stage_wanted 7; then
@@ -286,7 +290,7 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
       tmt train -o "${out}/exp/single_${short}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
         --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" \
         --set train.max_minutes="${single_minutes}" --set optim.schedule=inverse_sqrt \
-        --directions "${short}" --device "${device}" --resume
+        --set model.null_source_prob="${null_source_prob}" --directions "${short}" --device "${device}" --resume
     for split in ${eval_splits}; do
       translate_split 11 single "${out}/exp/single_${short}" "${split}" "${src}" "${tgt}"
     done

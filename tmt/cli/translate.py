@@ -190,9 +190,8 @@ def cli(
     An --output-dir run does not resume: rerun after an interruption, it starts
     over (the killed run's staged files are removed) and translates every input.
     """
-    cfg = _generation_config(config_file, overrides, beam_size, greedy, sample,
-                             top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size,
-                             guidance=guidance, rerank=rerank)
+    cfg = _generation_config(config_file, overrides, beam_size, greedy, sample, top_k=top_k, top_p=top_p, temperature=temperature,
+                             seed=seed, batch_size=batch_size, guidance=guidance, rerank=rerank)
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return

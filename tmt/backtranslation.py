@@ -77,7 +77,20 @@ class BacktranslateConfig:
     chunk_rows: int = 256
     """Input rows per saved step of progress (one output shard each)."""
     seed: int = 0
-    """Seed for sampling and for choosing rows under `max_ratio`."""
+    """Seed for sampling and for choosing rows under `max_ratio`. Sampling draws from one random
+    generator per chunk of rows (seeded from this seed, the direction, the round and the chunk's
+    first row), so a resumed run repeats the samples of an uninterrupted one."""
+    image_sampling: bool = True
+    """Image pseudo targets are sampled (`num_per_source` rounds, top_k / top_p / temperature)
+    whatever `strategy` says, since beam search gives blank images; false: they follow `strategy`."""
+    top_k: int = 0
+    """Sample from the k most likely tokens (0: use top_p)."""
+    guidance: float = 0.0
+    """Classifier-free guidance scale for sampled image targets (0: off; needs a model trained
+    with null sources, see `GenerationConfig.guidance`)."""
+    rerank: int = 0
+    """Sampled image targets: keep the best of this many candidates by forward + reverse score
+    (0: off, see `GenerationConfig.rerank`)."""
 
     def check(self) -> None:
         if self.num_per_source < 1:
@@ -85,6 +98,10 @@ class BacktranslateConfig:
         if self.strategy == "beam" and self.num_per_source > self.beam_size:
             raise BacktranslateError(
                 f"num_per_source ({self.num_per_source}) cannot exceed beam_size ({self.beam_size}) with beam search"
+            )
+        if self.guidance < 0 or self.rerank < 0 or self.top_k < 0:
+            raise BacktranslateError(
+                f"guidance, rerank and top_k must be >= 0 (0: off), got {self.guidance}, {self.rerank}, {self.top_k}"
             )
         if self.max_ratio is not None and self.max_ratio <= 0:
             raise BacktranslateError(f"max_ratio must be > 0, got {self.max_ratio}")
@@ -197,21 +214,38 @@ def backtranslate(
     return stats
 
 
-def _make_generator(cfg: BacktranslateConfig, translator: Any, store: TokenStore) -> Any:
-    """The Generator that samples (or beam-searches) the pseudo targets."""
+class _Generators:
+    """The generator of each target: image targets sample (unless told otherwise), the others
+    follow `strategy`. `model` / `vocab` are the shared model's."""
+
+    def __init__(self, default: Any, image: Any) -> None:
+        self.default = default
+        self.image = image
+        self.model = default.model
+        self.vocab = default.vocab
+
+    def for_target(self, tgt: str) -> Any:
+        return self.image if tgt == "image" else self.default
+
+
+def _make_generator(cfg: BacktranslateConfig, translator: Any, store: TokenStore) -> _Generators:
+    """The Generators that sample (or beam-search) the pseudo targets."""
     from tmt.generation import GenerationConfig
     from tmt.generation.generator import Generator
 
-    gen_cfg = GenerationConfig(
-        strategy=cfg.strategy,
-        beam_size=cfg.beam_size if cfg.strategy == "beam" else 1,
-        nbest=cfg.num_per_source if cfg.strategy == "beam" else 1,
-        top_p=cfg.top_p,
-        temperature=cfg.temperature,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-    )
-    return Generator(translator.model, translator.vocab, gen_cfg, image_len=_image_len(store, translator))
+    def make(strategy: str, image: bool) -> Any:
+        gen_cfg = GenerationConfig(
+            strategy=strategy,
+            beam_size=cfg.beam_size if strategy == "beam" else 1,
+            nbest=cfg.num_per_source if strategy == "beam" else 1,
+            top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature, seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            guidance=cfg.guidance if image else 0.0, rerank=cfg.rerank if image else 0,
+        )
+        return Generator(translator.model, translator.vocab, gen_cfg, image_len=_image_len(store, translator))
+
+    default = make(cfg.strategy, False)
+    return _Generators(default, make("sample" if cfg.image_sampling else cfg.strategy, True))
 
 
 def _rows_of_worker(
@@ -244,6 +278,7 @@ def _open_writer(
         "config": {
             "strategy": cfg.strategy, "num_per_source": cfg.num_per_source,
             "round_trip_threshold": cfg.round_trip_threshold, "max_ratio": cfg.max_ratio, "seed": cfg.seed,
+            "image_sampling": cfg.image_sampling, "guidance": cfg.guidance, "rerank": cfg.rerank,
         },
     }
     return TokenStoreWriter(
@@ -311,11 +346,12 @@ def _pseudo_targets(
         names = [rows[i].id for i in idx]
         direction = f"{src}->{tgt}"
         per_row: list[list[Any]] = [[] for _ in idx]
-        rounds = cfg.num_per_source if cfg.strategy == "sample" else 1
-        for r in range(rounds):
-            if cfg.strategy == "sample":
-                generator.config.seed = cfg.seed + 1000 * r + zlib.crc32(direction.encode()) % 1000
-            results = generator.generate(sources, src, [tgt], names=names)
+        gen = generator.for_target(tgt)
+        sampled = gen.config.strategy == "sample" or gen.config.rerank > 0
+        for r in range(cfg.num_per_source if sampled else 1):
+            if sampled:  # one stream per chunk, direction and round: resumed runs repeat it
+                gen.config.seed = cfg.seed + zlib.crc32(f"{direction}|{r}|{names[0]}".encode())
+            results = gen.generate(sources, src, [tgt], names=names)
             for j, res in enumerate(results):
                 per_row[j].extend(res[tgt][: cfg.num_per_source])
         for j, i in enumerate(idx):

@@ -40,7 +40,8 @@ single_task=false    # also train the six single-direction baselines (stage 11)
 single_minutes=      # optional wall-clock cap of each single-direction baseline (minutes; default: none)
 single_steps=        # steps of each single-direction baseline (default: equal compute with stage 4's run)
 single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines stage 11 trains
-image_decoding="--sample --top-k 16 --seed 0"  # decoding of image targets (beam search gives blank images)
+image_decoding="--sample --top-k 16 --seed 0 --rerank 4"  # image targets: sampled (beam search gives blank images), best of 4 (add --guidance S: trained with null sources)
+null_source_prob=0   # training: fraction of image-target examples with a null source (e.g. 0.1 enables --guidance; 0: measured better without guidance)
 no_repeat_ngram=4    # text and speech targets: never repeat an n-gram of this size (0: off)
 finetune_directions=  # stage 12: fine-tune the unified model on each of these directions alone (e.g. "t2s s2i"; empty: off)
 finetune_minutes=     # budget of each stage-12 fine-tuning (default: --bt-minutes)
@@ -73,6 +74,7 @@ Usage: $0 [options]
   --single-minutes M also a wall-clock cap on each baseline (default: none; steps decide)
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default "${image_decoding}")
+  --null-source-prob P training: image-target examples with a null source (default ${null_source_prob})
   --no-repeat-ngram N text/speech targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
   --finetune-directions "D ..." stage 12: fine-tune the unified model (exp/tmt_bt, else exp/tmt) on
                      each direction alone -> exp/tmt_ft_<dir>, translated and scored (default: off)
@@ -211,7 +213,8 @@ if stage_wanted 4; then
   run_stage 4-train "${logs}/4-train.log" \
     tmt train -o "${out}/exp/tmt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
       --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" --device "${device}" \
-      --set train.max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt --set best_per_direction=true --resume
+      --set train.max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt --set best_per_direction=true \
+      --set model.null_source_prob="${null_source_prob}" --resume
 fi
 
 if stage_wanted 5; then
@@ -229,7 +232,8 @@ if stage_wanted 6; then
       --init-from "${out}/exp/tmt" --store "${store}/train" \
       --store "${store}/bt_images_only=0.5" --store "${store}/bt_speech_text_only=0.5" \
       --valid-store "${store}/valid" --max-steps "${bt_steps}" --device "${device}" \
-      --set train.max_minutes="${bt_minutes}" --set optim.schedule=inverse_sqrt --set optim.warmup_steps=50 --resume
+      --set train.max_minutes="${bt_minutes}" --set optim.schedule=inverse_sqrt --set optim.warmup_steps=50 \
+      --set model.null_source_prob="${null_source_prob}" --resume
 fi
 
 if stage_wanted 7; then
@@ -342,7 +346,8 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
     run_stage "11-single-${short}" "${logs}/11-single-${short}.log" \
       tmt train -o "${out}/exp/single_${short}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
         --store "${store}/train" --valid-store "${store}/valid" "${limit_opts[@]}" \
-        --set optim.schedule=inverse_sqrt --directions "${short}" --device "${device}" --resume
+        --set optim.schedule=inverse_sqrt \
+        --set model.null_source_prob="${null_source_prob}" --directions "${short}" --device "${device}" --resume
     for split in ${eval_splits}; do
       translate_split 11 single "${out}/exp/single_${short}" "${split}" "${src}" "${tgt}"
     done

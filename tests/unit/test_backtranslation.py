@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from tmt.backtranslation import BacktranslateConfig, BacktranslateError, backtranslate, plan_row
+from tmt.core.errors import TmtError
 from tmt.store.ops import merge_parts, store_stats, validate_store
 from tmt.store.token_store import (
     DURATION_VOCAB,
@@ -95,7 +96,8 @@ def test_round_trip_filter_and_ratio_cap(setup, tmp_path):
 
 def test_sharded_and_resumed_runs_equal_one_run(setup, tmp_path):
     root, _ = setup
-    cfg = BacktranslateConfig(beam_size=2, chunk_rows=3)
+    # beam search everywhere: sampled targets depend on how rows are chunked (one stream per chunk)
+    cfg = BacktranslateConfig(beam_size=2, chunk_rows=3, image_sampling=False)
     backtranslate(root / "exp", root / "partial", tmp_path / "one", cfg, progress=False)
     for k in range(2):
         backtranslate(root / "exp", root / "partial", tmp_path / "two", cfg, shard=f"{k}/2", progress=False)
@@ -133,6 +135,33 @@ def test_resume_after_interrupt(setup, tmp_path, monkeypatch):
     backtranslate(root / "exp", root / "partial", tmp_path / "r", cfg, progress=False)
     backtranslate(root / "exp", root / "partial", tmp_path / "ref", cfg, progress=False)
     assert [m["id"] for m in TokenStore(tmp_path / "r").iter_meta()] == [m["id"] for m in TokenStore(tmp_path / "ref").iter_meta()]
+    a, b = TokenStore(tmp_path / "r"), TokenStore(tmp_path / "ref")
+    for i in range(len(a)):  # sampled images included: each chunk's random stream is resume-stable
+        for m in SIZES:
+            np.testing.assert_array_equal(a[i].tokens[m], b[i].tokens[m])
+
+
+def test_image_targets_are_sampled_unless_told_otherwise(setup, tmp_path):
+    import tmt.backtranslation as bt
+    from tmt.generation import Translator
+
+    root, _ = setup
+    tr = Translator.from_checkpoint(root / "exp")
+    store = TokenStore(root / "partial")
+    gens = bt._make_generator(BacktranslateConfig(), tr, store)
+    assert gens.for_target("image").config.strategy == "sample"
+    assert gens.for_target("text").config.strategy == "beam"
+    gens = bt._make_generator(BacktranslateConfig(image_sampling=False), tr, store)
+    assert gens.for_target("image").config.strategy == "beam"
+    gens = bt._make_generator(BacktranslateConfig(rerank=2, top_k=5), tr, store)
+    assert gens.for_target("image").config.rerank == 2 and gens.for_target("text").config.rerank == 0
+    with pytest.raises(TmtError, match="null_source_prob"):
+        bt._make_generator(BacktranslateConfig(guidance=1.0), tr, store)
+    cfg = BacktranslateConfig(beam_size=2, chunk_rows=4, num_per_source=2, rerank=2)
+    stats = backtranslate(root / "exp", root / "partial", tmp_path / "s", cfg, progress=False)
+    assert stats["generated"]["text->image"] == 10  # two sampled (reranked) images per row
+    rows = [r for r in TokenStore(tmp_path / "s") if r.meta["source_id"] == "st0"]
+    assert len(rows) == 2 and not np.array_equal(rows[0].tokens["image"], rows[1].tokens["image"])
 
 
 def test_cli_runs_and_stats_count_synthetic(setup, tmp_path):

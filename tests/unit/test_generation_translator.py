@@ -450,3 +450,46 @@ def test_cli_no_segment_keeps_the_limit_error(short_exp: Path, tmp_path: Path) -
     assert r.exit_code == 1 and "exceed the model's source limit (63)" in r.stderr and "Traceback" not in r.output
     r = run("translate", "--model", str(short_exp), "--to", "text", "--set", "segment.enabled=false", str(wav))
     assert r.exit_code == 1 and "source limit (63)" in r.stderr
+
+
+# ---- guidance and reranking (issue 18, section 2) ------------------------------------------------
+@pytest.fixture(scope="module")
+def cfg_exp(exp: Path) -> Path:
+    """The same stand-in model directory, recorded as trained with null sources."""
+    import dataclasses
+
+    from tmt.models.checkpoint import load_model
+
+    model = load_model(exp / "model")
+    model.config = dataclasses.replace(model.config, null_source_prob=0.1)
+    save_model(model, exp / "cfg-model")
+    return exp / "cfg-model"
+
+
+def test_cli_guidance_needs_null_source_training(exp: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.png"
+    r = run("translate", "--model", str(exp / "model"), "--to", "image", "--text", "a", "--guidance", "2", "-o", str(out))
+    assert r.exit_code == 1 and "null_source_prob" in r.stderr and not out.exists()
+    r = run("translate", "--model", str(exp / "model"), "--to", "image", "--text", "a", "--rerank", "-1", "-o", str(out))
+    assert r.exit_code != 0 and "rerank must be >= 0" in r.stderr
+
+
+def test_cli_guidance_and_rerank_options(cfg_exp: Path, tmp_path: Path) -> None:
+    tokens = []
+    for k in range(2):
+        d = tmp_path / f"d{k}"
+        r = run("translate", "--model", str(cfg_exp), "--to", "image", "--guidance", "2", "--rerank", "3",
+                "--sample", "--seed", "4", "--batch-size", "1", "--output-dir", str(d), input="one\ntwo\nthree\n")
+        assert r.exit_code == 0, r.output
+        info = json.loads((d / "run.json").read_text())
+        assert info["guidance"] == 2.0 and info["rerank"] == 3
+        tokens.append([json.loads(x)["tokens"] for x in (d / "hypotheses.jsonl").read_text().splitlines()])
+        assert all(len(t) == IMAGE_LEN for t in tokens[-1])
+    assert tokens[0] == tokens[1]  # one seeded generator per run: the same run twice gives the same images
+
+
+def test_translator_api_takes_guidance_and_rerank(cfg_exp: Path) -> None:
+    cfg = GenerationConfig(strategy="sample", seed=1, guidance=1.5, rerank=2)
+    tr = Translator.from_checkpoint(cfg_exp, config=cfg)
+    [res] = tr.translate(["a red circle"], src="text", tgt="image")
+    assert res.tokens.shape == (IMAGE_LEN,) and res.nbest[0].rerank_score is not None

@@ -231,3 +231,21 @@ def test_stage12_fine_tunes_the_unified_model_on_each_chosen_direction(tmp_path:
     assert {c.split("--output-dir ")[1].split()[0] for c in translate} == {
         f"{out}/hyp/ft/test/speech-image", f"{out}/hyp/ft/test/text-speech"}
     assert any(c.startswith("score run ") and f"{out}/scores/ft/test" in c for c in calls)
+
+
+def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Path) -> None:
+    """Issue 18: null-source training (what `--guidance` needs) is off by default and passed to
+    every training when asked; image targets are sampled and reranked (best of 4), other targets
+    keep beam search."""
+    r, calls = _stage11(tmp_path, "--single-directions", "t2i s2t", "--null-source-prob", "0.1")
+    assert r.returncode == 0, r.stderr
+    assert all("--set model.null_source_prob=0.1" in c for c in calls if c.startswith("train "))
+    for c in (c for c in calls if c.startswith("translate ")):
+        image = "--to image" in c
+        assert ("--rerank 4" in c) == image and ("--sample" in c) == image, c
+    r, calls = _stage11(tmp_path / "g", "--single-directions", "t2i", "--image-decoding", "--sample --guidance 2")
+    assert r.returncode == 0, r.stderr
+    assert any("--to image" in c and "--guidance 2" in c for c in calls)
+    r, calls = _stage11(tmp_path / "off", "--single-directions", "t2i")
+    assert r.returncode == 0, r.stderr
+    assert all("--set model.null_source_prob=0 " in c for c in calls if c.startswith("train "))

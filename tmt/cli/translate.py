@@ -165,6 +165,8 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--temperature", type=float, default=None, help="Logit temperature.")
 @click.option("--seed", type=int, default=None, help="Random seed for sampling.")
 @click.option("--batch-size", type=int, default=None, help="Inputs decoded together.")
+@click.option("--guidance", type=float, default=None, help="Image targets: classifier-free guidance scale S, logits = cond + S*(cond - uncond) (0: off; needs a model trained with null sources).")
+@click.option("--rerank", type=int, default=None, help="Image targets: sample K candidates and keep the one the reverse direction explains best (0: off).")
 @click.option("--device", default="cpu", help="Torch device (cpu, cuda, cuda:1).")
 @click.option("--skip-bad", is_flag=True, help="--output-dir runs: skip (and count, in run.json) inputs that cannot be read or are empty, too short or silent, instead of stopping at the first.")
 @segment_option
@@ -174,7 +176,7 @@ def cli(
     output: str | None, output_dir: str | None, manifest: str | None, split: str | None, shard: str | None,
     limit: int | None, all_rows: bool, fmt: str, tokenizers: tuple[str, ...], vocoder: str | None, beam_size: int | None, greedy: bool, sample: bool,
     top_k: int | None, top_p: float | None, temperature: float | None, seed: int | None, batch_size: int | None,
-    device: str, skip_bad: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
+    guidance: float | None, rerank: int | None, device: str, skip_bad: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
 ) -> None:
     """Translate speech, images or text into another modality.
 
@@ -188,8 +190,8 @@ def cli(
     An --output-dir run does not resume: rerun after an interruption, it starts
     over (the killed run's staged files are removed) and translates every input.
     """
-    cfg = _generation_config(config_file, overrides, beam_size, greedy, sample,
-                             top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size)
+    cfg = _generation_config(config_file, overrides, beam_size, greedy, sample, top_k=top_k, top_p=top_p, temperature=temperature,
+                             seed=seed, batch_size=batch_size, guidance=guidance, rerank=rerank)
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
@@ -219,7 +221,7 @@ def cli(
         run_info = {
             "src": srcs[0], "tgt": tgt, "via": via, "manifest": manifest, "split": split,
             "model": str(model_dir), "beam_size": cfg.beam_size if cfg.strategy == "beam" else 1,
-            "strategy": cfg.strategy, "vocoder": vocoder,
+            "strategy": cfg.strategy, "vocoder": vocoder, "guidance": cfg.guidance, "rerank": cfg.rerank,
         }
         _translate_into_dir(translator, items, ids, srcs[0], tgt, via, output_dir, run_info, groups, (k, n), cfg.batch_size,
                             skip_bad=skip_bad)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from fairseq2.generation import SequenceGenerationError
 from fairseq2.generation.beam_search import BeamSearchSeq2SeqGenerator
-from fairseq2.generation.sampling import SamplingSeq2SeqGenerator, TopKSampler, TopPSampler
+from fairseq2.generation.sampling import SamplingSeq2SeqGenerator
 from fairseq2.generation.step_processor import NGramRepeatBlockProcessor
 from fairseq2.nn import BatchLayout
 from torch import Tensor
@@ -38,6 +38,9 @@ from tmt.generation.constrained import (
     encode,
     has_fast_path,
 )
+from tmt.generation.guidance import GuidedSeq2Seq, check_guidance, stack_null_sources, uses_guidance
+from tmt.generation.rerank import fan_out, rerank_batch, reranks
+from tmt.generation.samplers import TopKGenSampler, TopPGenSampler
 from tmt.generation.segment import SegmentConfig
 from tmt.vocab import EOS, PAD, JointVocab
 
@@ -95,7 +98,20 @@ class GenerationConfig:
     top_p: float = 0.9
     """Nucleus sampling mass when top_k is 0."""
     seed: int | None = None
-    """Random seed for sampling (None: torch's current state)."""
+    """Random seed for sampling (None: torch's global random state). One random generator,
+    seeded once, serves the whole run, so batches get independent samples and the same seed
+    gives the same output."""
+    guidance: float = 0.0
+    """Classifier-free guidance scale for image targets: logits = cond + S * (cond - uncond),
+    from one batched forward of the sources and their null sources (0: off, plain conditional
+    decoding). Needs a model trained with `model.null_source_prob > 0`."""
+    rerank: int = 0
+    """Image targets: sample this many candidates per source and keep the one with the best
+    forward log p(image | source) + reverse log p(source | image) (0: off; `tmt.generation.rerank`).
+    The candidates are sampled (top_k / top_p / temperature) whatever `strategy` says."""
+    rerank_speech: Literal["speech", "text"] = "text"
+    """Reverse score for speech sources: log p(speech | image), or the text pivot (the caption
+    decoded from the speech, scored as log p(caption | image))."""
     batch_size: int = 16
     """Inputs decoded together (sorted by source length)."""
     max_batch_tokens: int = 8192
@@ -122,6 +138,12 @@ class GenerationConfig:
             raise GenerationError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.no_repeat_ngram_size < 0:
             raise GenerationError(f"no_repeat_ngram_size must be >= 0 (0: off), got {self.no_repeat_ngram_size}")
+        if self.guidance < 0:
+            raise GenerationError(f"guidance must be >= 0 (0: off), got {self.guidance}")
+        if self.rerank < 0:
+            raise GenerationError(f"rerank must be >= 0 (0: off), got {self.rerank}")
+        if self.rerank_speech not in ("speech", "text"):
+            raise GenerationError(f"rerank_speech must be speech or text, got '{self.rerank_speech}'")
         if self.temperature <= 0:
             raise GenerationError(f"temperature must be > 0, got {self.temperature}")
         for m in ("text", "speech"):
@@ -141,6 +163,8 @@ class Hypothesis:
     """Log-probability (per token when normalised) under the restricted distribution."""
     step_scores: np.ndarray | None = None
     """Per-token log-probabilities, <eos> last (beam search)."""
+    rerank_score: float | None = None
+    """Self-reranking: forward + reverse length-normalised log-probability (None without `rerank`)."""
 
 
 class Generator:
@@ -165,6 +189,20 @@ class Generator:
         except StopIteration:
             self.device = torch.device("cpu")
         self._spaces: dict[str, TargetSpace] = {}
+        check_guidance(model, self.config.guidance)
+        self._rng: torch.Generator | None = None
+        self._rng_seed: int | None = None
+
+    def rng(self) -> torch.Generator | None:
+        """The run's random generator for sampling (None without a seed: torch's global state).
+        Made once per seed: a new `config.seed` starts a new stream, the same one continues it."""
+        seed = self.config.seed
+        if seed is None:
+            return None
+        if self._rng is None or self._rng_seed != seed:
+            self._rng = torch.Generator(device=self.device).manual_seed(seed)
+            self._rng_seed = seed
+        return self._rng
 
     # ---- public ------------------------------------------------------------
     def generate(
@@ -211,7 +249,7 @@ class Generator:
                 )
         results: list[dict[str, list[Hypothesis]]] = [{} for _ in range(n)]
         for batch in self._batches([len(j) for j in joint]):
-            self._decode_batch(batch, joint, tgts, names, results)
+            self._decode_batch(batch, joint, tgts, names, results, srcs)
         return results
 
     # ---- internals ---------------------------------------------------------
@@ -264,6 +302,7 @@ class Generator:
         tgts: list[str],
         names: list[str],
         results: list[dict[str, list[Hypothesis]]],
+        srcs: list[str],
     ) -> None:
         lens = [len(joint[i]) for i in batch]
         seqs = torch.full((len(batch), max(lens)), PAD, dtype=torch.int64)
@@ -277,7 +316,10 @@ class Generator:
                 encoded = encode(self.model, seqs, layout)  # shared by all targets
         for tgt in tgts:
             bounds = [self.length_bounds(tgt, n - 1) for n in lens]
-            hyps = self._run(seqs, layout, tgt, bounds, encoded, [names[i] for i in batch])
+            bsrcs = [srcs[i] for i in batch]
+            hyps = self._run(seqs, layout, tgt, bounds, encoded, [names[i] for i in batch], bsrcs)
+            if reranks(self.config, tgt):
+                hyps = rerank_batch(self, [joint[i][:-1] for i in batch], bsrcs, tgt, hyps)
             for r, i in enumerate(batch):
                 results[i][tgt] = hyps[r]
 
@@ -289,11 +331,24 @@ class Generator:
         bounds: list[tuple[int, int]],
         encoded: EncoderOutput | None,
         names: list[str],
+        srcs: list[str],
     ) -> list[list[Hypothesis]]:
+        k = self.config.rerank if reranks(self.config, tgt) else 1
+        if k > 1:  # K samples per source: each source row K times
+            seqs, layout, encoded = fan_out(k, seqs, layout, encoded)
+            bounds, names, srcs = ([x for x in xs for _ in range(k)] for xs in (bounds, names, srcs))  # type: ignore[assignment]
         space = self._space(tgt)
         min_lens = torch.tensor([b[0] for b in bounds], dtype=torch.int64, device=self.device)
         max_lens = torch.tensor([b[1] for b in bounds], dtype=torch.int64, device=self.device)
-        model = RestrictedSeq2Seq(self.model, space, min_lens, max_lens, encoded=encoded, fast=self.fast)
+        model: RestrictedSeq2Seq | GuidedSeq2Seq
+        if uses_guidance(self.config.guidance, tgt):
+            stacked, stacked_lens = stack_null_sources(seqs, list(layout.seq_lens), self.vocab, srcs)
+            inner = RestrictedSeq2Seq(
+                self.model, space, min_lens.repeat(2), max_lens.repeat(2), fast=self.fast
+            )
+            model = GuidedSeq2Seq(inner, stacked, BatchLayout.of(stacked, stacked_lens), self.config.guidance)
+        else:
+            model = RestrictedSeq2Seq(self.model, space, min_lens, max_lens, encoded=encoded, fast=self.fast)
         gen = self._make_generator(model, space, tgt, int(max_lens.max()))
         prompt = torch.full((seqs.size(0), 1), LOCAL_BOS, dtype=torch.int64, device=self.device)
         try:
@@ -303,9 +358,12 @@ class Generator:
                 f"decoding into {tgt} produced invalid scores (NaN) for a batch containing "
                 f"{', '.join(names)}; check the model checkpoint"
             ) from None
-        return self._collect(out, space, tgt, bounds, names)
+        hyps = self._collect(out, space, tgt, bounds, names)
+        if k > 1:
+            hyps = [[h for row in hyps[i : i + k] for h in row] for i in range(0, len(hyps), k)]
+        return hyps
 
-    def _make_generator(self, model: RestrictedSeq2Seq, space: TargetSpace, tgt: str, longest: int) -> Any:
+    def _make_generator(self, model: Any, space: TargetSpace, tgt: str, longest: int) -> Any:
         """The fairseq2 sampling or beam-search generator the config asks for (greedy: a beam of 1)."""
         cfg = self.config
         # the generator's own global limit only needs to cover the longest row:
@@ -313,15 +371,13 @@ class Generator:
         gen_len = (0.0, longest + 1)
         procs = [NGramRepeatBlockProcessor(cfg.no_repeat_ngram_size)] if cfg.no_repeat_ngram_size and tgt != "image" else None
         gen: Any
-        if cfg.strategy == "sample":
-            sampler = TopKSampler(cfg.top_k) if cfg.top_k > 0 else TopPSampler(cfg.top_p)
+        if cfg.strategy == "sample" or reranks(cfg, tgt):
+            rng = self.rng()
+            sampler = TopKGenSampler(cfg.top_k, rng) if cfg.top_k > 0 else TopPGenSampler(cfg.top_p, rng)
             gen = SamplingSeq2SeqGenerator(
-                model, space.vocab_info(), sampler, num_gens=1, min_gen_len=1, max_gen_len=gen_len,
-                compute_scores=True, normalize_scores=cfg.normalize_scores, temperature=cfg.temperature,
-                len_penalty=cfg.len_penalty, step_processors=procs,
+                model, space.vocab_info(), sampler, num_gens=1, min_gen_len=1, max_gen_len=gen_len, compute_scores=True, normalize_scores=cfg.normalize_scores,
+                temperature=cfg.temperature, len_penalty=cfg.len_penalty, step_processors=procs,
             )
-            if cfg.seed is not None:
-                torch.manual_seed(cfg.seed)
         else:
             gen = BeamSearchSeq2SeqGenerator(
                 model, space.vocab_info(), beam_size=1 if cfg.strategy == "greedy" else cfg.beam_size,

@@ -43,6 +43,11 @@ class TmtModelConfig:
     """Feed-forward activation."""
     modality_embedding: bool = True
     """Add the modality-type embedding (text/speech/image/neutral) on encoder and decoder inputs."""
+    null_source_prob: float = 0.0
+    """Fraction of image-target training examples whose source is replaced by a null source
+    (`<bos:src> <eos>`), so the model also learns p(image) for classifier-free guidance; the
+    scenes recipes use 0.1. Saved with the model: only a model trained with > 0 accepts
+    `--guidance`."""
 
     def validate(self) -> None:
         if self.model_dim % self.num_heads:
@@ -50,6 +55,8 @@ class TmtModelConfig:
         for name in ("model_dim", "num_encoder_layers", "num_decoder_layers", "num_heads", "ffn_inner_dim", "max_seq_len"):
             if getattr(self, name) < 1:
                 raise ModelError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.null_source_prob < 1.0:
+            raise ModelError(f"model.null_source_prob must be in [0, 1), got {self.null_source_prob}")
 
 
 PRESETS: dict[str, Callable[[], TmtModelConfig]] = {}

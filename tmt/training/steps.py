@@ -22,6 +22,7 @@ from tmt.training.distributed import (
     DistInfo,
     all_reduce_sum,
 )
+from tmt.training.null_source import NULL_SOURCE_TARGETS, apply_null_sources
 
 if TYPE_CHECKING:
     from tmt.training.state import Run
@@ -111,7 +112,7 @@ class SixWayStep(torch.nn.Module):
                 sub = [j for j, r in enumerate(rows) if batch.is_target(tgt, r)] if tgt in live else []
                 if not sub and not self.lockstep:
                     continue
-                st = self._decode(batch, enc, enc_layout, rows, lens, sub, tgt, label_smoothing)
+                st = self._decode(batch, enc, enc_layout, rows, lens, sub, src, tgt, label_smoothing)
                 if not sub:  # FSDP lockstep: a pass that contributes nothing
                     terms.append(st.loss * 0.0)
                     continue
@@ -129,7 +130,7 @@ class SixWayStep(torch.nn.Module):
 
     def _decode(
         self, batch: RowBatch, enc: Tensor, enc_layout: BatchLayout, rows: list[int], lens: list[int],
-        sub: list[int], tgt: str, label_smoothing: float,
+        sub: list[int], src: str, tgt: str, label_smoothing: float,
     ) -> LossStats:
         """The sliced loss of decoding rows `sub` (indices into `rows`) into `tgt`; a 1-row
         dummy target when `sub` is empty (FSDP lockstep)."""
@@ -146,6 +147,9 @@ class SixWayStep(torch.nn.Module):
                 e = enc.index_select(0, idx)
                 el = BatchLayout.of(e, [lens[j] for j in sub])
             ti, to, tl = decoder_io([batch.seqs[tgt][rows[j]] for j in sub], tgt)  # type: ignore[misc]
+            if self.training and tgt in NULL_SOURCE_TARGETS and model.config.null_source_prob > 0:
+                e, el = apply_null_sources(model, src, e, [lens[j] for j in sub],
+                                           model.config.null_source_prob)
         ti, to = ti.to(dev, non_blocking=True), to.to(dev, non_blocking=True)
         h = model.decode(e, el, ti, BatchLayout.of(ti, tl))
         return sliced_loss(model, h, to, tgt, label_smoothing=label_smoothing)

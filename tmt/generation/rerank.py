@@ -1,0 +1,149 @@
+"""Self-reranking of sampled image candidates (issue 18, section 2).
+
+With `GenerationConfig.rerank = K`, every source gets K sampled image candidates and
+keeps the one with the best combined score
+
+    forward log p(image | source) + reverse log p(source | image),
+
+both teacher-forced under the same model and length-normalised (per predicted token).
+The reverse direction is the model's own image -> source direction: image -> text for
+text sources; for speech sources either image -> speech or the text pivot (the caption
+decoded from the speech, scored image -> text), chosen by `rerank_speech`. Scores come
+from batched teacher forcing over all (source, candidate) pairs of a batch.
+
+The scorer is a parameter, so tests can hand in numbers they control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tmt.generation.scoring import _pad
+
+if TYPE_CHECKING:
+    from tmt.generation.generator import GenerationConfig, Generator, Hypothesis
+
+RERANK_TARGETS = ("image",)
+"""Target modalities whose candidates can be reranked."""
+
+Scorer = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], str], np.ndarray]
+"""(sources, targets, target modality) -> (n,) length-normalised log p(targets[i] | sources[i]);
+joint ids, sources without `<eos>`, targets without `<bos>`/`<eos>`."""
+
+
+def reranks(cfg: GenerationConfig, tgt: str) -> bool:
+    """True when decoding into `tgt` samples `cfg.rerank` candidates and reranks them."""
+    return cfg.rerank > 0 and tgt in RERANK_TARGETS
+
+
+def fan_out(k: int, seqs: Any, layout: Any, encoded: Any) -> tuple[Any, Any, Any]:
+    """A padded source batch (and its encoder output, if any) with every row repeated `k` times."""
+    from fairseq2.nn import BatchLayout
+
+    from tmt.generation.constrained import EncoderOutput
+
+    lens = [n for n in layout.seq_lens for _ in range(k)]
+    seqs = seqs.repeat_interleave(k, dim=0)
+    if encoded is not None:
+        enc_lens = None if encoded.seq_lens is None else [n for n in encoded.seq_lens for _ in range(k)]
+        encoded = EncoderOutput(encoded.output.repeat_interleave(k, dim=0), enc_lens)
+    return seqs, BatchLayout.of(seqs, lens), encoded
+
+
+def pair_logprobs(
+    model: Any, sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], tgt_modality: str, *, batch_size: int = 64
+) -> np.ndarray:
+    """(n,) length-normalised log p(targets[i] | sources[i]) by teacher forcing, `batch_size` pairs
+    per forward (joint ids; `<eos>` / `<bos>` are added here)."""
+    import torch
+
+    from tmt.models.tmt import make_layout
+    from tmt.vocab import EOS, PAD
+
+    if len(sources) != len(targets):
+        raise ValueError("one source per target")
+    dev = next(model.parameters()).device
+    bos = model.vocab.bos(tgt_modality)
+    out = np.zeros(len(targets), dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for c0 in range(0, len(targets), batch_size):
+                src = [np.concatenate([np.asarray(s, dtype=np.int64), [EOS]]) for s in sources[c0 : c0 + batch_size]]
+                tgt = [np.asarray(t, dtype=np.int64) for t in targets[c0 : c0 + batch_size]]
+                s, s_lens = _pad(src, PAD)
+                ti, t_lens = _pad([np.concatenate([[bos], t]) for t in tgt], PAD)
+                to, _ = _pad([np.concatenate([t, [EOS]]) for t in tgt], PAD)
+                s, ti, to = s.to(dev), ti.to(dev), to.to(dev)
+                enc, enc_layout = model.encode(s, make_layout(s, s_lens))
+                hidden = model.decode(enc, enc_layout, ti, make_layout(ti, t_lens))
+                logp = torch.log_softmax(model.sliced_logits(hidden, tgt_modality).float(), dim=-1)
+                local = model.to_slice_targets(to, tgt_modality)  # padding -> -100
+                valid = local >= 0
+                tok = logp.gather(-1, local.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                total = (tok * valid).sum(-1) / valid.sum(-1)
+                out[c0 : c0 + len(tgt)] = total.double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def reverse_targets(
+    gen: Generator, sources: Sequence[np.ndarray], srcs: Sequence[str]
+) -> list[tuple[np.ndarray, str]]:
+    """What each row's candidates must explain, as (joint ids, modality): the source itself, or
+    for speech sources with `rerank_speech: text` the caption decoded from the speech."""
+    out: list[tuple[np.ndarray, str]] = [(np.asarray(s, dtype=np.int64), m) for s, m in zip(sources, srcs, strict=True)]
+    pivot = [i for i, m in enumerate(srcs) if m == "speech" and gen.config.rerank_speech == "text"]
+    if pivot:
+        from tmt.generation.generator import Generator
+
+        cfg = replace(gen.config, strategy="beam", nbest=1, rerank=0, guidance=0.0)
+        pivot_gen = Generator(gen.model, gen.vocab, cfg, image_len=gen.image_len)
+        local = [gen.vocab.from_joint("speech", sources[i]) for i in pivot]
+        caps = pivot_gen.generate(local, "speech", "text")
+        for i, cap in zip(pivot, caps, strict=True):
+            out[i] = (gen.vocab.to_joint("text", cap["text"][0].tokens), "text")
+    return out
+
+
+def combined_order(forward: np.ndarray, reverse: np.ndarray) -> np.ndarray:
+    """Candidate indices, best combined score (forward + reverse) first; ties keep sampling order."""
+    return np.argsort(-(forward + reverse), kind="stable")
+
+
+def rerank_batch(
+    gen: Generator,
+    sources: Sequence[np.ndarray],
+    srcs: Sequence[str],
+    tgt: str,
+    hyps: list[list[Hypothesis]],
+    scorer: Scorer | None = None,
+) -> list[list[Hypothesis]]:
+    """Each row's candidates ordered by combined score (best first, at most `nbest` kept), with
+    `Hypothesis.rerank_score` set. `sources` are joint ids without `<eos>`."""
+    score: Scorer = scorer if scorer is not None else partial(pair_logprobs, gen.model)
+    rev = reverse_targets(gen, sources, srcs)
+    cands = [[gen.vocab.to_joint(tgt, h.tokens) for h in row] for row in hyps]
+    pairs = [(r, j) for r, row in enumerate(cands) for j in range(len(row))]
+    fwd = np.asarray(score([sources[r] for r, _ in pairs], [cands[r][j] for r, j in pairs], tgt), dtype=np.float64)
+    back = np.zeros(len(pairs), dtype=np.float64)
+    for m in sorted({rev[r][1] for r, _ in pairs}):
+        idx = [k for k, (r, _) in enumerate(pairs) if rev[r][1] == m]
+        back[idx] = score([cands[pairs[k][0]][pairs[k][1]] for k in idx], [rev[pairs[k][0]][0] for k in idx], m)
+    out: list[list[Hypothesis]] = []
+    k = 0
+    for row in hyps:
+        f, b = fwd[k : k + len(row)], back[k : k + len(row)]
+        k += len(row)
+        order = combined_order(f, b)
+        for j in range(len(row)):
+            row[j].rerank_score = float(f[j] + b[j])
+        out.append([row[j] for j in order[: gen.config.nbest]])
+    return out

@@ -165,6 +165,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--temperature", type=float, default=None, help="Logit temperature.")
 @click.option("--seed", type=int, default=None, help="Random seed for sampling.")
 @click.option("--batch-size", type=int, default=None, help="Inputs decoded together.")
+@click.option("--voice", default=None, metavar="NAME", help="Voice of speech targets (a model trained with voice tokens; default: the one vocab.json names). `tmt vocab show` lists them.")
 @click.option("--device", default="cpu", help="Torch device (cpu, cuda, cuda:1).")
 @click.option("--skip-bad", is_flag=True, help="--output-dir runs: skip (and count, in run.json) inputs that cannot be read or are empty, too short or silent, instead of stopping at the first.")
 @segment_option
@@ -174,7 +175,7 @@ def cli(
     output: str | None, output_dir: str | None, manifest: str | None, split: str | None, shard: str | None,
     limit: int | None, all_rows: bool, fmt: str, tokenizers: tuple[str, ...], vocoder: str | None, beam_size: int | None, greedy: bool, sample: bool,
     top_k: int | None, top_p: float | None, temperature: float | None, seed: int | None, batch_size: int | None,
-    device: str, skip_bad: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
+    voice: str | None, device: str, skip_bad: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
 ) -> None:
     """Translate speech, images or text into another modality.
 
@@ -189,7 +190,8 @@ def cli(
     over (the killed run's staged files are removed) and translates every input.
     """
     cfg = _generation_config(config_file, overrides, beam_size, greedy, sample,
-                             top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size)
+                             top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size,
+                             voice=voice)
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
@@ -212,6 +214,7 @@ def cli(
     from tmt.generation.translator import Translator
 
     translator = Translator.from_checkpoint(model_dir, device=device, tokenizers=tok_dirs, vocoder=vocoder, config=cfg)
+    translator.vocab.voice_token(cfg.voice)  # an unknown voice is refused before any input is read
     if tgt == "speech" and vocoder is None:
         log.warning("no --vocoder given: speech outputs are written as unit sequences (.units.txt)")
 
@@ -219,7 +222,7 @@ def cli(
         run_info = {
             "src": srcs[0], "tgt": tgt, "via": via, "manifest": manifest, "split": split,
             "model": str(model_dir), "beam_size": cfg.beam_size if cfg.strategy == "beam" else 1,
-            "strategy": cfg.strategy, "vocoder": vocoder,
+            "strategy": cfg.strategy, "vocoder": vocoder, "voice": cfg.voice or translator.vocab.default_voice,
         }
         _translate_into_dir(translator, items, ids, srcs[0], tgt, via, output_dir, run_info, groups, (k, n), cfg.batch_size,
                             skip_bad=skip_bad)

@@ -114,7 +114,8 @@ class SixWayStep(torch.nn.Module):
                         idx = torch.tensor(sub, device=dev)
                         e = enc.index_select(0, idx)
                         el = BatchLayout.of(e, [lens[j] for j in sub])
-                    ti, to, tl = decoder_io([batch.seqs[tgt][rows[j]] for j in sub], tgt)  # type: ignore[misc]
+                    picked = [rows[j] for j in sub]
+                    ti, to, tl = decoder_io([batch.seqs[tgt][r] for r in picked], tgt, batch.prefixes(tgt, picked))  # type: ignore[misc]
                     weight = 1.0
                 ti, to = ti.to(dev, non_blocking=True), to.to(dev, non_blocking=True)
                 h = model.decode(e, el, ti, BatchLayout.of(ti, tl))

@@ -180,3 +180,37 @@ def test_forced_logprobs_give_the_voice() -> None:
     assert float(forced_logprobs(model, src, tgt, "speech")[0, 0]) == float(
         forced_logprobs(model, src, tgt, "speech", voice=VOICES[0])[0, 0]
     )
+
+
+# ---- vocab build --voices-from ------------------------------------------------------------
+def test_vocab_build_lists_the_voices_of_a_manifest_or_store(tmp_path: Path, store: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from tmt.cli import cli as root
+    from tmt.store.manifest import write_manifest
+
+    for m, n in SIZES.items():
+        (tmp_path / m).mkdir()
+        (tmp_path / m / "tokenizer.json").write_text(json.dumps(
+            {"kind": m, "class": "x", "name": f"{m}-tok", "vocab_size": n, "fingerprint": f"fp-{m}"}))
+    rows = [{"id": f"r{i}", "split": "train", "speech": f"w{i}.wav", "text": "a",
+             "tts": {"engine": "flite", "voice": ["slt", "kal", "slt"][i % 3]}} for i in range(6)]
+    rows.append({"id": "img", "split": "train", "image": "x.png", "tts": {"engine": "x", "voice": "no-speech"}})
+    write_manifest(tmp_path / "m.jsonl.gz", rows)
+    toks = ["--text", str(tmp_path / "text"), "--speech", str(tmp_path / "speech"), "--image", str(tmp_path / "image")]
+    out = tmp_path / "vocab.json"
+    r = CliRunner().invoke(root, ["vocab", "build", *toks, "--voices-from", str(tmp_path / "m.jsonl.gz"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    v = JointVocab.load(out)
+    assert v.voices == ["flite:kal", "flite:slt"] and v.default_voice == "flite:slt"  # the most frequent
+    r = CliRunner().invoke(root, ["vocab", "show", str(out)])
+    assert r.exit_code == 0 and "flite:slt (default)" in r.output
+    r = CliRunner().invoke(root, ["vocab", "build", *toks, "--voices-from", str(store),
+                                  "--default-voice", "flite:slt", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert JointVocab.load(out).voices == sorted(VOICES)
+    r = CliRunner().invoke(root, ["vocab", "build", *toks, "--voices-from", str(store),
+                                  "--default-voice", "robot", "-o", str(tmp_path / "v2.json")])
+    assert r.exit_code == 1 and "'robot' is not among the voices" in r.output and not (tmp_path / "v2.json").exists()

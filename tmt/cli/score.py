@@ -72,6 +72,7 @@ def cli() -> None:
 @click.option("--limit", type=int, default=None, help="Model mode: translate at most N inputs per direction (one per image for image sources).")
 @click.option("--beam-size", type=int, default=5, help="Model mode: beam width (1 = greedy).")
 @click.option("--device", default="cpu", help="Model mode: torch device for translation.")
+@click.option("--voice", default=None, metavar="NAME", help="Model mode: voice of speech targets (a model trained with voice tokens; default: vocab.json's).")
 @click.option("--compare", "compare_pair", nargs=2, type=click.Path(), default=None, metavar="A B",
               help="Print two scores.json (files or directories) side by side with deltas (B - A).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -94,6 +95,7 @@ def run(
     limit: int | None,
     beam_size: int,
     device: str,
+    voice: str | None,
     compare_pair: tuple[str, str] | None,
     as_json: bool,
 ) -> None:
@@ -123,7 +125,7 @@ def run(
         run_cfg = ModelRunConfig(
             model=model_dir, manifest=manifest, split=split,
             directions=[f"{s}->{t}" for s, t in parse_score_directions(directions)],
-            vocoder=vocoder, limit=limit, beam_size=beam_size, device=device,
+            vocoder=vocoder, limit=limit, beam_size=beam_size, device=device, voice=voice,
         )
         out = out_dir
         scores = score_model(run_cfg, out, cfg)

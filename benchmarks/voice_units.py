@@ -1,0 +1,113 @@
+"""How voice-bound are speech units, and how often do unit sequences repeat an n-gram (issue 19 s2).
+
+Two measurements on one corpus (a raw manifest with voices, e.g. the scenes corpus):
+
+1. unit purity per voice: k-means units fitted on MFCC features as the tokenizer card does
+   (per-utterance CMVN), then again with per-speaker normalisation; for each unit the share of
+   its occurrences (deduplicated) coming from its most frequent voice / engine, and how many
+   units are more than 90% tied to one engine or voice.
+2. n-gram repeats: the share of unit sequences that repeat some n-gram, n = 4..10 (what a
+   decoder's no_repeat_ngram_size=n would rule out, the reference included). With --store, the
+   same on a token store's speech units (the recipe's real training units).
+
+    python benchmarks/voice_units.py --manifest data/scenes/train.jsonl.gz --rows 1500 --out r.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tmt.store.manifest import media_path, read_manifest
+from tmt.tokenizers.speech.card import load_speech_card
+from tmt.tokenizers.speech.kmeans import kmeans_assign, kmeans_fit
+from tmt.tokenizers.speech.speaker_norm import SpeakerStats
+from tmt.tokenizers.speech.tokenizer import SpeechTokenizer, run_length
+from tmt.vocab import row_voice
+
+NGRAMS = range(4, 11)
+
+
+def repeat_shares(seqs: list[np.ndarray]) -> dict[int, float]:
+    """n -> share of sequences that contain some n-gram twice."""
+    out = {}
+    for n in NGRAMS:
+        hit = 0
+        for s in seqs:
+            grams = [tuple(s[i : i + n].tolist()) for i in range(len(s) - n + 1)]
+            hit += len(grams) != len(set(grams))
+        out[n] = round(hit / max(1, len(seqs)), 4)
+    return out
+
+
+def purity(seqs: list[np.ndarray], voices: list[str], k: int) -> dict[str, Any]:
+    """Per-unit share of occurrences from its most frequent voice / engine."""
+    by_voice: list[Counter[str]] = [Counter() for _ in range(k)]
+    by_engine: list[Counter[str]] = [Counter() for _ in range(k)]
+    for s, v in zip(seqs, voices, strict=True):
+        for u in s.tolist():
+            by_voice[u][v] += 1
+            by_engine[u][v.split(":")[0]] += 1
+    used = [u for u in range(k) if by_voice[u]]
+    pv = np.array([max(by_voice[u].values()) / sum(by_voice[u].values()) for u in used])
+    pe = np.array([max(by_engine[u].values()) / sum(by_engine[u].values()) for u in used])
+    w = np.array([sum(by_voice[u].values()) for u in used], dtype=np.float64)
+    return {
+        "units_used": len(used),
+        "mean_voice_purity": round(float((pv * w).sum() / w.sum()), 4),
+        "units_over_90pct_one_voice": int((pv > 0.9).sum()),
+        "mean_engine_purity": round(float((pe * w).sum() / w.sum()), 4),
+        "units_over_90pct_one_engine": int((pe > 0.9).sum()),
+    }
+
+
+def units_of(feats: list[np.ndarray], card: Any) -> list[np.ndarray]:
+    rng = np.random.default_rng(card.seed)
+    x = np.concatenate(feats)
+    if len(x) > card.sample_size:
+        x = x[np.sort(rng.choice(len(x), card.sample_size, replace=False))]
+    centroids, _ = kmeans_fit(x, card.clusters, niter=card.iterations, nredo=card.n_init, seed=card.seed)
+    return [run_length(kmeans_assign(f, centroids)[0])[0] for f in feats]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--card", default="tokenizers/speech-mfcc-km200.yaml")
+    ap.add_argument("--rows", type=int, default=1500, help="speech rows used (seeded sample)")
+    ap.add_argument("--store", default=None, help="also count n-gram repeats on this token store's speech units")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    rows = [r for r in read_manifest(a.manifest) if r.get("speech") and row_voice(r)]
+    pick = np.sort(np.random.default_rng(0).choice(len(rows), min(a.rows, len(rows)), replace=False))
+    rows = [rows[int(i)] for i in pick]
+    voices = [str(row_voice(r)) for r in rows]
+    card = load_speech_card(a.card)
+    tok = SpeechTokenizer.from_card(card)
+    feats = tok.features([str(media_path(a.manifest, r["speech"])) for r in rows])
+    stats = SpeakerStats.fit(feats, voices)
+    result: dict[str, Any] = {"manifest": a.manifest, "rows": len(rows), "voices": len(set(voices)), "card": a.card}
+    for mode, fs in (("per_utterance_cmvn", feats), ("per_speaker_norm", [stats.normalize(f, v) for f, v in zip(feats, voices, strict=True)])):
+        seqs = units_of(fs, card)
+        result[mode] = purity(seqs, voices, card.clusters) | {"repeat_share": repeat_shares(seqs)}
+        print(mode, json.dumps(result[mode]), file=sys.stderr)
+    if a.store:
+        from tmt.store.token_store import TokenStore
+
+        st = TokenStore(a.store)
+        seqs = [st.tokens(i, "speech") for i in range(len(st)) if st.lengths("speech")[i] > 0]
+        result["store"] = {"path": a.store, "sequences": len(seqs), "repeat_share": repeat_shares(seqs)}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,8 @@
 Two measurements on one corpus (a raw manifest with voices, e.g. the scenes corpus):
 
 1. unit purity per voice: k-means units fitted on MFCC features as the tokenizer card does
-   (per-utterance CMVN), then again with per-speaker normalisation; for each unit the share of
+   (per-utterance CMVN), without any normalisation, and with per-speaker normalisation instead of
+   per-utterance CMVN (card: mfcc.cmvn false, speaker_norm true); for each unit the share of
    its occurrences (deduplicated) coming from its most frequent voice / engine, and how many
    units are more than 90% tied to one engine or voice.
 2. n-gram repeats: the share of unit sequences that repeat some n-gram, n = 4..10 (what a
@@ -89,11 +90,17 @@ def main() -> None:
     rows = [rows[int(i)] for i in pick]
     voices = [str(row_voice(r)) for r in rows]
     card = load_speech_card(a.card)
-    tok = SpeechTokenizer.from_card(card)
-    feats = tok.features([str(media_path(a.manifest, r["speech"])) for r in rows])
-    stats = SpeakerStats.fit(feats, voices)
+    paths = [str(media_path(a.manifest, r["speech"])) for r in rows]
+    feats = SpeechTokenizer.from_card(card).features(paths)  # as the card says (MFCC: per-utterance CMVN)
+    raw = SpeechTokenizer.from_card(load_speech_card(a.card, {"mfcc": {"cmvn": False}})).features(paths)
+    stats = SpeakerStats.fit(raw, voices)
     result: dict[str, Any] = {"manifest": a.manifest, "rows": len(rows), "voices": len(set(voices)), "card": a.card}
-    for mode, fs in (("per_utterance_cmvn", feats), ("per_speaker_norm", [stats.normalize(f, v) for f, v in zip(feats, voices, strict=True)])):
+    modes = {
+        "per_utterance_cmvn": feats,  # the card as shipped
+        "no_normalisation": raw,  # mfcc.cmvn false
+        "per_speaker_norm": [stats.normalize(f, v) for f, v in zip(raw, voices, strict=True)],  # cmvn false + speaker_norm
+    }
+    for mode, fs in modes.items():
         seqs = units_of(fs, card)
         result[mode] = purity(seqs, voices, card.clusters) | {"repeat_share": repeat_shares(seqs)}
         print(mode, json.dumps(result[mode]), file=sys.stderr)
@@ -101,7 +108,8 @@ def main() -> None:
         from tmt.store.token_store import TokenStore
 
         st = TokenStore(a.store)
-        seqs = [st.tokens(i, "speech") for i in range(len(st)) if st.lengths("speech")[i] > 0]
+        lens = st.lengths("speech")
+        seqs = [st.tokens(i, "speech") for i in range(len(st)) if lens[i] > 0]
         result["store"] = {"path": a.store, "sequences": len(seqs), "repeat_share": repeat_shares(seqs)}
     text = json.dumps(result, indent=1)
     print(text)

@@ -81,7 +81,9 @@ class SpeechCard:
     speaker_norm: bool = False
     """Normalise features with each speaker's (voice's) mean/variance before k-means, fitted over its
     utterances and kept with the tokenizer; encoding reads a row's `voice`/`tts`/`speaker` field, and
-    an unknown speaker (or a plain file) is normalised with its own utterance's statistics."""
+    an unknown speaker (or a plain file) is normalised with its own utterance's statistics. Use it
+    with `mfcc.cmvn: false`: per-utterance CMVN already centres every utterance, which leaves the
+    per-speaker statistics nothing to change."""
     silence_peak: float = SILENCE_PEAK
     """Audio whose peak |amplitude| is below this is refused as silent."""
     max_batch_seconds: float = 120.0

@@ -190,8 +190,7 @@ def cli(
     over (the killed run's staged files are removed) and translates every input.
     """
     cfg = _generation_config(config_file, overrides, beam_size, greedy, sample,
-                             top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size,
-                             voice=voice)
+                             top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size, voice=voice)
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
@@ -214,7 +213,6 @@ def cli(
     from tmt.generation.translator import Translator
 
     translator = Translator.from_checkpoint(model_dir, device=device, tokenizers=tok_dirs, vocoder=vocoder, config=cfg)
-    translator.vocab.voice_token(cfg.voice)  # an unknown voice is refused before any input is read
     if tgt == "speech" and vocoder is None:
         log.warning("no --vocoder given: speech outputs are written as unit sequences (.units.txt)")
 

@@ -12,6 +12,7 @@ Two measurements on one corpus (a raw manifest with voices, e.g. the scenes corp
    same on a token store's speech units (the recipe's real training units).
 
     python benchmarks/voice_units.py --manifest data/scenes/train.jsonl.gz --rows 1500 --out r.json
+    python benchmarks/voice_units.py --store exp/scenes-full/data/store/train
 """
 
 from __future__ import annotations
@@ -79,22 +80,51 @@ def units_of(feats: list[np.ndarray], card: Any) -> list[np.ndarray]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--manifest", default=None, help="raw manifest with voices (k-means refitted three ways)")
     ap.add_argument("--card", default="tokenizers/speech-mfcc-km200.yaml")
     ap.add_argument("--rows", type=int, default=1500, help="speech rows used (seeded sample)")
     ap.add_argument("--store", default=None, help="also count n-gram repeats on this token store's speech units")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    rows = [r for r in read_manifest(a.manifest) if r.get("speech") and row_voice(r)]
-    pick = np.sort(np.random.default_rng(0).choice(len(rows), min(a.rows, len(rows)), replace=False))
+    result: dict[str, Any] = {}
+    if a.manifest:
+        result |= manifest_modes(a.manifest, a.card, a.rows)
+    if a.store:
+        result["store"] = store_counts(a.store)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+
+
+def store_counts(path: str) -> dict[str, Any]:
+    """n-gram repeats and voice purity of a token store's speech units (the tokenizer it was made with)."""
+    from tmt.store.token_store import TokenStore
+
+    st = TokenStore(path)
+    lens = st.lengths("speech")
+    seqs, voices = [], []
+    for i, meta in enumerate(st.iter_meta()):
+        if lens[i] > 0:
+            seqs.append(st.tokens(i, "speech"))
+            voices.append(row_voice(meta) or "?")
+    return {"path": path, "sequences": len(seqs), "repeat_share": repeat_shares(seqs)} | purity(
+        seqs, voices, st.vocab_sizes["speech"]
+    )
+
+
+def manifest_modes(manifest: str, card_path: str, n_rows: int) -> dict[str, Any]:
+    """Units refitted on `n_rows` rows with per-utterance CMVN, none, and per-speaker normalisation."""
+    rows = [r for r in read_manifest(manifest) if r.get("speech") and row_voice(r)]
+    pick = np.sort(np.random.default_rng(0).choice(len(rows), min(n_rows, len(rows)), replace=False))
     rows = [rows[int(i)] for i in pick]
     voices = [str(row_voice(r)) for r in rows]
-    card = load_speech_card(a.card)
-    paths = [str(media_path(a.manifest, r["speech"])) for r in rows]
+    card = load_speech_card(card_path)
+    paths = [str(media_path(manifest, r["speech"])) for r in rows]
     feats = SpeechTokenizer.from_card(card).features(paths)  # as the card says (MFCC: per-utterance CMVN)
-    raw = SpeechTokenizer.from_card(load_speech_card(a.card, {"mfcc": {"cmvn": False}})).features(paths)
+    raw = SpeechTokenizer.from_card(load_speech_card(card_path, {"mfcc": {"cmvn": False}})).features(paths)
     stats = SpeakerStats.fit(raw, voices)
-    result: dict[str, Any] = {"manifest": a.manifest, "rows": len(rows), "voices": len(set(voices)), "card": a.card}
+    result: dict[str, Any] = {"manifest": manifest, "rows": len(rows), "voices": len(set(voices)), "card": card_path}
     modes = {
         "per_utterance_cmvn": feats,  # the card as shipped
         "no_normalisation": raw,  # mfcc.cmvn false
@@ -104,17 +134,7 @@ def main() -> None:
         seqs = units_of(fs, card)
         result[mode] = purity(seqs, voices, card.clusters) | {"repeat_share": repeat_shares(seqs)}
         print(mode, json.dumps(result[mode]), file=sys.stderr)
-    if a.store:
-        from tmt.store.token_store import TokenStore
-
-        st = TokenStore(a.store)
-        lens = st.lengths("speech")
-        seqs = [st.tokens(i, "speech") for i in range(len(st)) if lens[i] > 0]
-        result["store"] = {"path": a.store, "sequences": len(seqs), "repeat_share": repeat_shares(seqs)}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    return result
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from tmt.store.token_store import (
     TokenStore,
     TokenStoreWriter,
 )
+from tmt.vocab import row_voice
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ class BacktranslateConfig:
     rerank: int = 0
     """Sampled image targets: keep the best of this many candidates by forward + reverse score
     (0: off, see `GenerationConfig.rerank`)."""
+    voice: str | None = None
+    """Voice of pseudo speech targets, for a model trained with voice tokens (None: vocab.json's
+    default); the synthetic rows record it, so training on them gives the same voice token."""
 
     def check(self) -> None:
         if self.num_per_source < 1:
@@ -223,6 +227,7 @@ class _Generators:
         self.image = image
         self.model = default.model
         self.vocab = default.vocab
+        self.voice_token = default.voice_token  # the voice speech targets get (None: no voices)
 
     def for_target(self, tgt: str) -> Any:
         return self.image if tgt == "image" else self.default
@@ -241,6 +246,7 @@ def _make_generator(cfg: BacktranslateConfig, translator: Any, store: TokenStore
             top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature, seed=cfg.seed,
             batch_size=cfg.batch_size,
             guidance=cfg.guidance if image else 0.0, rerank=cfg.rerank if image else 0,
+            voice=cfg.voice,
         )
         return Generator(translator.model, translator.vocab, gen_cfg, image_len=_image_len(store, translator))
 
@@ -329,9 +335,15 @@ def _translate_chunk(
             stats["skipped_complete"] += 1
             continue
         for kk in range(cfg.num_per_source):
-            made = _synthetic_row(row, plan, out, kk, writer, ckpt)
+            made = _synthetic_row(row, plan, out, kk, writer, ckpt, _voice_name(generator))
             if made is not None:
                 writer.add(*made)
+
+
+def _voice_name(generator: Any) -> str | None:
+    """The name of the voice the generator gives speech targets (None: the vocabulary has no voices)."""
+    tok = getattr(generator, "voice_token", None)
+    return None if tok is None else str(generator.vocab.voices[tok - generator.vocab.voice_offset])
 
 
 def _pseudo_targets(
@@ -359,7 +371,8 @@ def _pseudo_targets(
             for hyp in per_row[j][: cfg.num_per_source]:
                 rt = None
                 if cfg.round_trip_threshold is not None:
-                    rt = round_trip_score(generator.model, generator.vocab, hyp.tokens, tgt, sources[j], src)
+                    rt = round_trip_score(generator.model, generator.vocab, hyp.tokens, tgt, sources[j], src,
+                                          voice=_known_voice(generator.vocab, rows[i].meta))
                     if rt < cfg.round_trip_threshold:
                         stats["filtered"][direction] = stats["filtered"].get(direction, 0) + 1
                         kept.append(None)
@@ -371,7 +384,8 @@ def _pseudo_targets(
 
 
 def _synthetic_row(
-    row: Any, plan: dict[str, str], out: dict[str, list[Candidate]], kk: int, writer: TokenStoreWriter, ckpt: str
+    row: Any, plan: dict[str, str], out: dict[str, list[Candidate]], kk: int, writer: TokenStoreWriter, ckpt: str,
+    voice: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
     """(meta, tokens) of synthetic row `kk` of `row`: its real streams plus the k-th pseudo targets;
     None when every pseudo target was filtered."""
@@ -405,16 +419,28 @@ def _synthetic_row(
     }
     if rts:
         meta["round_trip"] = rts
+    if "speech" in made and voice is not None:
+        meta["voice"] = voice  # the voice token the pseudo speech was generated with
     return meta, tokens
 
 
-def round_trip_score(model: Any, vocab: Any, synthetic: np.ndarray, synth_modality: str, original: np.ndarray, orig_modality: str) -> float:
-    """Mean log p(original | synthetic) per token under teacher forcing (restricted softmax)."""
+def round_trip_score(
+    model: Any, vocab: Any, synthetic: np.ndarray, synth_modality: str, original: np.ndarray, orig_modality: str,
+    *, voice: str | None = None,
+) -> float:
+    """Mean log p(original | synthetic) per token under teacher forcing (restricted softmax); an
+    original speech is scored with its own `voice` token (None: the default voice)."""
     from tmt.generation.scoring import forced_logprobs
 
     src = vocab.to_joint(synth_modality, synthetic)
     tgt = vocab.to_joint(orig_modality, original)
-    return float(forced_logprobs(model, [src], [tgt], orig_modality)[0, 0])
+    return float(forced_logprobs(model, [src], [tgt], orig_modality, voice=voice)[0, 0])
+
+
+def _known_voice(vocab: Any, meta: dict[str, Any]) -> str | None:
+    """The row's voice when the vocabulary lists it (else None: the default voice)."""
+    name = row_voice(meta)
+    return name if name is not None and name in vocab.voices else None
 
 
 def count_real_rows(stores: Sequence[str | Path]) -> int:

@@ -7,17 +7,25 @@ Layout (DESIGN section 3)::
     16 .. 16+T                 text tokens   (the text tokenizer's ids + 16)
     16+T .. 16+T+S             speech units
     16+T+S .. 16+T+S+I         image codes
+    16+T+S+I .. +V             voice control tokens (optional, speech type)
 
 Stores keep each tokenizer's own 0-based ids; `to_joint` / `from_joint` apply
 the offsets when batching and decoding, so a store survives a vocabulary
 rebuild. `vocab.json` records each range together with the tokenizer's name,
 card and fingerprint; loading a checkpoint with a tokenizer whose fingerprint
 differs is refused (`check_fingerprints`).
+
+Voices (issue 19): a vocabulary may list the voices of its speech targets (a TTS
+engine and voice, `espeak-ng:en-us`, or a corpus speaker id). Each gets one
+control token after the image range; a speech target's decoder input is then
+`<bos:speech> <voice> u1..un`, and `voice_token` picks the token at inference
+(the recorded default when no name is given). A vocabulary without voices has
+no such range and decodes speech as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +78,13 @@ class TokenizerInfo:
 class JointVocab:
     """Specials plus one contiguous id range per modality."""
 
-    def __init__(self, tokenizers: Mapping[str, TokenizerInfo]) -> None:
+    def __init__(
+        self,
+        tokenizers: Mapping[str, TokenizerInfo],
+        *,
+        voices: Sequence[str] = (),
+        default_voice: str | None = None,
+    ) -> None:
         unknown = set(tokenizers) - set(MODALITIES)
         if unknown:
             raise VocabError(f"unknown modality {sorted(unknown)}; expected some of {list(MODALITIES)}")
@@ -85,15 +99,21 @@ class JointVocab:
             self.offsets[m] = off
             self.sizes[m] = size
             off += size
-        self.size = off
+        self.voices: list[str] = check_voices(voices, default_voice)
+        self.voice_offset = off
+        self.default_voice: str | None = (default_voice or self.voices[0]) if self.voices else None
+        self.size = off + len(self.voices)
         self._table = self._build_type_table()
 
     @classmethod
-    def from_sizes(cls, sizes: Mapping[str, int], fingerprints: Mapping[str, str] | None = None) -> JointVocab:
+    def from_sizes(
+        cls, sizes: Mapping[str, int], fingerprints: Mapping[str, str] | None = None, *, voices: Sequence[str] = ()
+    ) -> JointVocab:
         """A vocabulary from sizes alone (tests, benchmarks, presets)."""
         fps = fingerprints or {}
         return cls(
-            {m: TokenizerInfo(name=f"{m}-{n}", size=n, fingerprint=fps.get(m, "")) for m, n in sizes.items()}
+            {m: TokenizerInfo(name=f"{m}-{n}", size=n, fingerprint=fps.get(m, "")) for m, n in sizes.items()},
+            voices=voices,
         )
 
     # ---- layout --------------------------------------------------------
@@ -116,6 +136,7 @@ class JointVocab:
             s, e = self.offsets[m], self.offsets[m] + self.sizes[m]
             t[s:e] = MODALITY_TYPE[m]
             t[BOS[m]] = MODALITY_TYPE[m]
+        t[self.voice_offset : self.voice_offset + len(self.voices)] = MODALITY_TYPE["speech"]
         return t
 
     def type_table(self) -> np.ndarray:
@@ -138,6 +159,32 @@ class JointVocab:
             mask[EOS] = True
         return mask
 
+    # ---- voices --------------------------------------------------------
+    def voice_token(self, name: str | None = None) -> int | None:
+        """The joint id of voice `name` (None: the default voice); None if the vocabulary has no voices."""
+        if not self.voices:
+            if name is not None:
+                raise VocabError(
+                    f"voice '{name}' asked for, but this vocabulary lists no voices (the model was trained "
+                    "without voice tokens); leave the voice out"
+                )
+            return None
+        name = self.default_voice if name is None else name
+        try:
+            return self.voice_offset + self.voices.index(str(name))
+        except ValueError:
+            raise VocabError(f"unknown voice '{name}'; the known voices are: {', '.join(self.voices)}") from None
+
+    def voice_of_row(self, row: Mapping[str, Any]) -> int | None:
+        """The voice token of a manifest or store-meta row (None: no voices, or the row's voice is not listed)."""
+        name = row_voice(row)
+        if not self.voices or name is None or name not in self.voices:
+            return None
+        return self.voice_offset + self.voices.index(name)
+
+    def is_voice(self, token: int) -> bool:
+        return self.voice_offset <= token < self.voice_offset + len(self.voices)
+
     # ---- conversions ---------------------------------------------------
     def to_joint(self, modality: str, ids: np.ndarray | list[int]) -> np.ndarray:
         """Tokenizer-local ids -> joint ids; out-of-range ids are an error."""
@@ -156,7 +203,7 @@ class JointVocab:
         s, e = self.range(modality)
         a = np.asarray(ids, dtype=np.int64)
         if strip_specials:
-            a = a[a >= NUM_SPECIALS]
+            a = a[(a >= NUM_SPECIALS) & ((a < self.voice_offset) | (a >= self.size))]
         bad = (a < s) | (a >= e)
         if bad.any():
             raise VocabError(
@@ -202,7 +249,10 @@ class JointVocab:
                 }
                 for m, t in self.tokenizers.items()
             },
-        }
+        } | (
+            {"voices": {"offset": self.voice_offset, "names": list(self.voices), "default": self.default_voice}}
+            if self.voices else {}
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, source: str = "vocab.json") -> JointVocab:
@@ -225,7 +275,12 @@ class JointVocab:
             }
         except (KeyError, TypeError, ValueError) as e:
             raise VocabError(f"{source} is malformed ({e!r}); rebuild it with `tmt vocab build`") from None
-        v = cls(toks)
+        voices = data.get("voices") or {}
+        if not isinstance(voices, dict) or not isinstance(voices.get("names", []), list):
+            raise VocabError(f"{source}: 'voices' must be {{offset, names: [...], default}}; {fix}")
+        v = cls(toks, voices=[str(x) for x in voices.get("names", [])], default_voice=voices.get("default"))
+        if v.voices and voices.get("offset") != v.voice_offset:
+            raise VocabError(f"{source}: voices offset {voices.get('offset')} does not match the layout ({v.voice_offset})")
         for m, d in data["modalities"].items():
             if v.offsets[m] != int(d["offset"]):
                 raise VocabError(f"{source}: {m} offset {d['offset']} does not match the layout ({v.offsets[m]})")
@@ -250,4 +305,33 @@ class JointVocab:
 
     def __repr__(self) -> str:
         ranges = ", ".join(f"{m}=[{s},{s + self.sizes[m]})" for m, s in self.offsets.items() if self.sizes[m])
-        return f"JointVocab(size={self.size}, {ranges})"
+        voices = f", voices={len(self.voices)}" if self.voices else ""
+        return f"JointVocab(size={self.size}, {ranges}{voices})"
+
+
+def row_voice(row: Mapping[str, Any]) -> str | None:
+    """The voice of a manifest / store-meta row: its `voice` field, else `engine:voice` of its
+    `tts` field (the scenes corpus), else its `speaker` id (real corpora); None if it has none."""
+    v = row.get("voice")
+    if isinstance(v, str) and v:
+        return v
+    tts = row.get("tts")
+    if isinstance(tts, Mapping) and tts.get("engine") and tts.get("voice"):
+        return f"{tts['engine']}:{tts['voice']}"
+    spk = row.get("speaker")
+    if spk is not None and str(spk):
+        return str(spk)
+    return None
+
+
+def check_voices(voices: Sequence[str], default: str | None) -> list[str]:
+    """The voice names as a list; duplicates, empty names or a default not among them are errors."""
+    names = [str(v) for v in voices]
+    if any(not n for n in names):
+        raise VocabError("voice names must be non-empty")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise VocabError(f"voice names must be unique; repeated: {', '.join(dup)}")
+    if default is not None and default not in names:
+        raise VocabError(f"default voice '{default}' is not among the voices ({', '.join(names) or 'none'})")
+    return names

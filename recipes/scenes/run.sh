@@ -42,7 +42,9 @@ single_steps=        # steps of each single-direction baseline (default: equal c
 single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines stage 11 trains
 image_decoding="--sample --top-k 16 --seed 0 --rerank 4"  # image targets: sampled (beam search gives blank images), best of 4 (add --guidance S: trained with null sources)
 null_source_prob=0   # training: fraction of image-target examples with a null source (e.g. 0.1 enables --guidance; 0: measured better without guidance)
-no_repeat_ngram=4    # text and speech targets: never repeat an n-gram of this size (0: off)
+no_repeat_ngram=4    # text targets: never repeat an n-gram of this size (0: off)
+speech_no_repeat_ngram=8  # speech targets (0: off); 4 would rule out 60% of the training unit sequences themselves
+voices=true          # speech targets carry a voice token (vocab.json lists the corpus' voices; tmt translate --voice)
 finetune_directions=  # stage 12: fine-tune the unified model on each of these directions alone (e.g. "t2s s2i"; empty: off)
 finetune_minutes=     # budget of each stage-12 fine-tuning (default: --bt-minutes)
 per_direction_best=false  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir)
@@ -75,7 +77,9 @@ Usage: $0 [options]
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default "${image_decoding}")
   --null-source-prob P training: image-target examples with a null source (default ${null_source_prob})
-  --no-repeat-ngram N text/speech targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
+  --no-repeat-ngram N text targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
+  --speech-no-repeat-ngram N  the same for speech targets (default ${speech_no_repeat_ngram}; 0: off)
+  --voices B         true: a voice token per speech target, from the manifests' voices (default ${voices})
   --finetune-directions "D ..." stage 12: fine-tune the unified model (exp/tmt_bt, else exp/tmt) on
                      each direction alone -> exp/tmt_ft_<dir>, translated and scored (default: off)
   --finetune-minutes M budget of each fine-tuning (default: --bt-minutes)
@@ -149,7 +153,8 @@ log "Recipe scenes, preset ${preset}: outputs under ${out}"
 translate_split() {
   local stage_no=$1 name=$2 model_dir=$3 split=$4 src=$5 tgt=$6
   local dest=${out}/hyp/${name}/${split}/${src}-${tgt}
-  local limit_opt=() vocoder_opt=() decode_opt=(--beam "${beam}" --set no_repeat_ngram_size="${no_repeat_ngram}")
+  local limit_opt=() vocoder_opt=() decode_opt=(--beam "${beam}" --set no_repeat_ngram_size="${no_repeat_ngram}"
+    --set speech_no_repeat_ngram_size="${speech_no_repeat_ngram}")
   [ "${test_limit}" -gt 0 ] && limit_opt=(--limit "${test_limit}")
   [ "${tgt}" = speech ] && vocoder_opt=(--vocoder "${out}/exp/vocoder")
   # VQ image codes are many equally likely layouts: the single most likely one (beam search)
@@ -204,8 +209,11 @@ fi
 
 if stage_wanted 3; then
   log "Stage 3: joint vocabulary from ${tok}/* -> ${out}/data/vocab.json"
+  voice_opt=()
+  [ "${voices}" = true ] && voice_opt=(--voices-from "${data}/train.jsonl.gz")
   run_stage 3-vocab "${logs}/3-vocab.log" \
-    tmt vocab build --text "${tok}/text" --speech "${tok}/speech" --image "${tok}/image" -o "${out}/data/vocab.json"
+    tmt vocab build --text "${tok}/text" --speech "${tok}/speech" --image "${tok}/image" "${voice_opt[@]}" \
+      -o "${out}/data/vocab.json"
 fi
 
 if stage_wanted 4; then

@@ -175,3 +175,28 @@ def test_cli_runs_and_stats_count_synthetic(setup, tmp_path):
     assert stats["rows_written"] == 13
     r = CliRunner().invoke(cli, ["manifest", "stats", str(tmp_path / "bt")])
     assert "13 synthetic" in r.output and "image->text" in r.output
+
+
+def test_pseudo_speech_records_the_voice_it_was_made_with(tmp_path):
+    from tmt.models.checkpoint import save_model
+    from tmt.models.config import get_preset
+    from tmt.models.tmt import create_model
+
+    torch.manual_seed(0)
+    plain = JointVocab.from_sizes(SIZES, {m: f"{m}-fp" for m in SIZES})
+    vocab = JointVocab(plain.tokenizers, voices=["flite:kal", "flite:slt"], default_voice="flite:kal")
+    save_model(create_model(get_preset("tiny"), vocab), tmp_path / "exp")
+    rng = np.random.default_rng(1)
+    with TokenStoreWriter(tmp_path / "partial", streams=dict(SIZES), fingerprints=vocab.fingerprints()) as w:
+        for i in range(3):
+            w.add({"id": f"img{i}", "group": f"g{i}"}, {"image": rng.integers(0, 24, IMAGE_LEN)})
+        w.add({"id": "st0", "group": "h0", "voice": "flite:slt"},
+              {"speech": rng.integers(0, 30, 8), "text": rng.integers(0, 40, 4)})
+    cfg = BacktranslateConfig(beam_size=2, voice="flite:slt", round_trip_threshold=-1e9)
+    backtranslate(tmp_path / "exp", tmp_path / "partial", tmp_path / "bt", cfg, progress=False)
+    metas = {m["source_id"]: m for m in TokenStore(tmp_path / "bt").iter_meta()}
+    assert all(metas[f"img{i}"]["voice"] == "flite:slt" for i in range(3))  # made speech: the voice used
+    assert "speech" not in metas["st0"]["synthetic_modalities"] and metas["st0"]["voice"] == "flite:slt"
+    with pytest.raises(Exception, match="unknown voice 'robot'"):
+        backtranslate(tmp_path / "exp", tmp_path / "partial", tmp_path / "bt2", BacktranslateConfig(voice="robot"),
+                      progress=False)

@@ -268,9 +268,13 @@ def test_no_repeat_ngram_blocks_loops_but_not_images(model: torch.nn.Module, voc
     lengths = LengthLimits(speech=LengthLimit(a=0, b=60, min_len=40))  # long outputs: an untrained model loops
     plain = _gen(model, vocab, strategy=strategy, seed=2, top_k=3, lengths=lengths).generate(srcs, "text", "speech")
     assert any(_repeats(r["speech"][0].tokens, 2) for r in plain), "fixture should loop without blocking"
-    blocked = _gen(model, vocab, strategy=strategy, seed=2, top_k=3, lengths=lengths, no_repeat_ngram_size=2)
+    blocked = _gen(model, vocab, strategy=strategy, seed=2, top_k=3, lengths=lengths, speech_no_repeat_ngram_size=2)
     for r in blocked.generate(srcs, "text", "speech"):
         assert len(r["speech"][0].tokens) >= 40 and not _repeats(r["speech"][0].tokens, 2)
+    # the text setting leaves speech targets alone (real unit sequences repeat short n-grams)
+    text_only = _gen(model, vocab, strategy=strategy, seed=2, top_k=3, lengths=lengths, no_repeat_ngram_size=2)
+    for x, y in zip(plain, text_only.generate(srcs, "text", "speech"), strict=True):
+        np.testing.assert_array_equal(x["speech"][0].tokens, y["speech"][0].tokens)
     # image codes are exempt: the same images with and without the setting
     a = _gen(model, vocab, strategy="greedy").generate(srcs, "text", "image")
     b = _gen(model, vocab, strategy="greedy", no_repeat_ngram_size=2).generate(srcs, "text", "image")

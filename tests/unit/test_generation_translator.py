@@ -493,3 +493,41 @@ def test_translator_api_takes_guidance_and_rerank(cfg_exp: Path) -> None:
     tr = Translator.from_checkpoint(cfg_exp, config=cfg)
     [res] = tr.translate(["a red circle"], src="text", tgt="image")
     assert res.tokens.shape == (IMAGE_LEN,) and res.nbest[0].rerank_score is not None
+
+
+# ---- voices (issue 19 section 2) ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def voiced_exp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same stand-in tokenizers with a vocabulary that lists two voices."""
+    root = tmp_path_factory.mktemp("voiced")
+    infos = {}
+    for cls in (FakeText, FakeSpeech, FakeImage):
+        tok = cls()
+        tok.save(root / "tok" / tok.modality)
+        infos[tok.modality] = TokenizerInfo(
+            name=tok.name, size=tok.vocab_size, fingerprint=tok.fingerprint, path=str(root / "tok" / tok.modality)
+        )
+    vocab = JointVocab(infos, voices=["flite:kal", "flite:slt"], default_voice="flite:slt")
+    torch.manual_seed(0)
+    save_model(create_model(get_preset("tiny"), vocab), root / "model")
+    return root
+
+
+def test_cli_voice_selects_and_unknown_voice_lists_the_known(voiced_exp: Path, tmp_path: Path) -> None:
+    m = str(voiced_exp / "model")
+    for voice in ([], ["--voice", "flite:kal"]):
+        out = tmp_path / f"v{len(voice)}"
+        r = run("translate", "--model", m, "--to", "speech", "--text", "a red circle", "--output-dir", str(out), *voice)
+        assert r.exit_code == 0, r.output
+        assert json.loads((out / "run.json").read_text())["voice"] == (voice[1] if voice else "flite:slt")
+    r = run("translate", "--model", m, "--to", "speech", "--text", "a", "--voice", "robot", "-o", str(tmp_path / "x.wav"))
+    assert r.exit_code == 1
+    assert "unknown voice 'robot'; the known voices are: flite:kal, flite:slt" in r.stderr, r.stderr
+    r = run("translate", "--model", str(voiced_exp.parent / "nope"), "--to", "speech", "--text", "a", "-o", str(tmp_path / "y.wav"))
+    assert r.exit_code == 1
+
+
+def test_cli_voice_on_a_model_without_voices_is_refused(exp: Path, tmp_path: Path) -> None:
+    r = run("translate", "--model", str(exp / "model"), "--to", "speech", "--text", "a", "--voice", "flite:kal",
+            "-o", str(tmp_path / "x.wav"))
+    assert r.exit_code == 1 and "lists no voices" in r.stderr, r.stderr

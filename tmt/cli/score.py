@@ -74,6 +74,7 @@ def cli() -> None:
 @click.option("--beam-size", type=int, default=5, help="Model mode: beam width (1 = greedy).")
 @click.option("--device", default="cpu", help="Model mode: torch device for translation (and, with --ref-store, "
               "for the teacher-forced object/background split of image targets).")
+@click.option("--voice", default=None, metavar="NAME", help="Model mode: voice of speech targets (a model trained with voice tokens; default: vocab.json's).")
 @click.option("--compare", "compare_pair", nargs=2, type=click.Path(), default=None, metavar="A B",
               help="Print two scores.json (files or directories) side by side with deltas (B - A).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -96,6 +97,7 @@ def run(
     limit: int | None,
     beam_size: int,
     device: str,
+    voice: str | None,
     compare_pair: tuple[str, str] | None,
     as_json: bool,
 ) -> None:
@@ -107,9 +109,7 @@ def run(
     again (a killed run leaves no half-written hypotheses directory behind).
     """
     if compare_pair:
-        if hyp_dirs or model_dir:
-            raise click.UsageError("--compare takes two score files/directories and no HYP_DIRS or --model")
-        _print_compare(*compare_pair, as_json=as_json)
+        _print_compare(*compare_pair, as_json=as_json, others=bool(hyp_dirs or model_dir))
         return
     _check_inputs(hyp_dirs, model_dir, manifest, out_dir, {"--split": split, "--limit": limit})
     from tmt.evaluation.score import ScoreConfig, default_out_dir, score_runs
@@ -125,7 +125,7 @@ def run(
         run_cfg = ModelRunConfig(
             model=model_dir, manifest=manifest, split=split,
             directions=[f"{s}->{t}" for s, t in parse_score_directions(directions)],
-            vocoder=vocoder, limit=limit, beam_size=beam_size, device=device,
+            vocoder=vocoder, limit=limit, beam_size=beam_size, device=device, voice=voice,
         )
         out = out_dir
         scores = score_model(run_cfg, out, cfg)
@@ -176,7 +176,9 @@ def _print_scores(scores: dict[str, Any], out: str, *, as_json: bool) -> None:
     click.echo(f"wrote {out}/scores.json, {out}/report.md, {out}/scores.png")
 
 
-def _print_compare(a: str, b: str, *, as_json: bool, headline: bool = False) -> None:
+def _print_compare(a: str, b: str, *, as_json: bool, headline: bool = False, others: bool = False) -> None:
+    if others:
+        raise click.UsageError("--compare takes two score files/directories and no HYP_DIRS or --model")
     from tmt.evaluation.score import compare
 
     rows = compare(a, b, headline_only=headline)

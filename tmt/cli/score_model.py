@@ -55,6 +55,8 @@ class ModelRunConfig:
     """Image sources: translate one row per group (the rows of one image share it; scoring keeps one anyway)."""
     beam_size: int = 5
     """Beam width (1 = greedy)."""
+    voice: str | None = None
+    """Voice of speech targets for a model trained with voice tokens (None: vocab.json's default)."""
     device: str = "cpu"
     """Torch device for translation."""
 
@@ -72,7 +74,8 @@ def translate_for_scoring(run: ModelRunConfig, out_dir: str | Path) -> list[Path
     if run.limit is not None and run.limit < 1:
         raise ScoreError(f"--limit must be >= 1, got {run.limit}")
     dirs = parse_score_directions(run.directions)
-    gen = GenerationConfig(beam_size=max(1, run.beam_size), strategy="beam" if run.beam_size > 1 else "greedy")
+    gen = GenerationConfig(beam_size=max(1, run.beam_size), strategy="beam" if run.beam_size > 1 else "greedy",
+                           voice=run.voice)
     gen.check()
     translator = Translator.from_checkpoint(run.model, device=run.device, vocoder=run.vocoder, config=gen)
     hyp_root = Path(out_dir) / HYP_SUBDIR
@@ -89,6 +92,7 @@ def translate_for_scoring(run: ModelRunConfig, out_dir: str | Path) -> list[Path
             "src": src, "tgt": tgt, "via": None, "manifest": str(run.manifest), "split": run.split,
             "model": str(run.model), "beam_size": gen.beam_size if gen.strategy == "beam" else 1,
             "strategy": gen.strategy, "vocoder": run.vocoder, "limit": run.limit,
+            "voice": (run.voice or translator.vocab.default_voice) if tgt == "speech" else None,
         }
         log.info("translating %d %s inputs into %s -> %s", len(ids), src, tgt, final)
         try:

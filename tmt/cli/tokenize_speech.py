@@ -89,7 +89,7 @@ def fit(card: str, manifest: str, out_dir: str, split: str, skip_bad: bool, trus
     """
     from tmt.config import dump_yaml
     from tmt.tokenizers.base import TokenizerError
-    from tmt.tokenizers.speech.fit import fit_speech_tokenizer, iter_speech_paths
+    from tmt.tokenizers.speech.fit import fit_speech_tokenizer, iter_speech_paths, speech_voices
 
     cfg = _card(card, config_file, overrides)
     if dump_config:
@@ -102,7 +102,9 @@ def fit(card: str, manifest: str, out_dir: str, split: str, skip_bad: bool, trus
     if not paths:
         raise TokenizerError(f"{manifest}: no rows with speech in split '{split}' (use --split all?)")
     log.info("fitting %s on up to %d files from %s", cfg.name, len(paths), manifest)
-    tok = fit_speech_tokenizer(cfg, paths, trust_pickle=trust_pickle, skip_bad=skip_bad, progress=progress_enabled())
+    voices = speech_voices(manifest, paths) if cfg.speaker_norm else None
+    tok = fit_speech_tokenizer(cfg, paths, trust_pickle=trust_pickle, skip_bad=skip_bad, progress=progress_enabled(),
+                               voices=voices)
     _save_atomically(tok, out_dir, overwrite)
     echo_json({"tokenizer": out_dir, "name": tok.name, "features": cfg.features, "vocab_size": tok.vocab_size,
                "feature_dim": tok.feature_dim, "fingerprint": tok.fingerprint, **tok.fit_stats})

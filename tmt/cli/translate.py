@@ -167,6 +167,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--batch-size", type=int, default=None, help="Inputs decoded together.")
 @click.option("--guidance", type=float, default=None, help="Image targets: classifier-free guidance scale S, logits = cond + S*(cond - uncond) (0: off; needs a model trained with null sources).")
 @click.option("--rerank", type=int, default=None, help="Image targets: sample K candidates and keep the one the reverse direction explains best (0: off).")
+@click.option("--voice", default=None, metavar="NAME", help="Voice of speech targets (a model trained with voice tokens; default: the one vocab.json names). `tmt vocab show` lists them.")
 @click.option("--device", default="cpu", help="Torch device (cpu, cuda, cuda:1).")
 @click.option("--skip-bad", is_flag=True, help="--output-dir runs: skip (and count, in run.json) inputs that cannot be read or are empty, too short or silent, instead of stopping at the first.")
 @segment_option
@@ -176,7 +177,7 @@ def cli(
     output: str | None, output_dir: str | None, manifest: str | None, split: str | None, shard: str | None,
     limit: int | None, all_rows: bool, fmt: str, tokenizers: tuple[str, ...], vocoder: str | None, beam_size: int | None, greedy: bool, sample: bool,
     top_k: int | None, top_p: float | None, temperature: float | None, seed: int | None, batch_size: int | None,
-    guidance: float | None, rerank: int | None, device: str, skip_bad: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
+    guidance: float | None, rerank: int | None, voice: str | None, device: str, skip_bad: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
 ) -> None:
     """Translate speech, images or text into another modality.
 
@@ -191,7 +192,7 @@ def cli(
     over (the killed run's staged files are removed) and translates every input.
     """
     cfg = _generation_config(config_file, overrides, beam_size, greedy, sample, top_k=top_k, top_p=top_p, temperature=temperature,
-                             seed=seed, batch_size=batch_size, guidance=guidance, rerank=rerank)
+                             seed=seed, batch_size=batch_size, guidance=guidance, rerank=rerank, voice=voice)
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
@@ -218,11 +219,7 @@ def cli(
         log.warning("no --vocoder given: speech outputs are written as unit sequences (.units.txt)")
 
     if output_dir is not None:
-        run_info = {
-            "src": srcs[0], "tgt": tgt, "via": via, "manifest": manifest, "split": split,
-            "model": str(model_dir), "beam_size": cfg.beam_size if cfg.strategy == "beam" else 1,
-            "strategy": cfg.strategy, "vocoder": vocoder, "guidance": cfg.guidance, "rerank": cfg.rerank,
-        }
+        run_info = _run_info(cfg, translator, srcs[0], tgt, via, manifest, split, model_dir, vocoder)
         _translate_into_dir(translator, items, ids, srcs[0], tgt, via, output_dir, run_info, groups, (k, n), cfg.batch_size,
                             skip_bad=skip_bad)
         return
@@ -231,6 +228,19 @@ def cli(
         _save_one(results[0], Path(output), tgt, fmt)
         return
     _print_results(results, fmt)
+
+
+def _run_info(
+    cfg: Any, translator: Any, src: str, tgt: str, via: str | None, manifest: str | None, split: str | None,
+    model_dir: str, vocoder: str | None,
+) -> dict[str, Any]:
+    """What run.json records of an --output-dir run."""
+    return {
+        "src": src, "tgt": tgt, "via": via, "manifest": manifest, "split": split,
+        "model": str(model_dir), "beam_size": cfg.beam_size if cfg.strategy == "beam" else 1,
+        "strategy": cfg.strategy, "vocoder": vocoder, "guidance": cfg.guidance, "rerank": cfg.rerank,
+        "voice": cfg.voice or translator.vocab.default_voice,
+    }
 
 
 def _print_results(results: list[Any], fmt: str) -> None:

@@ -9,6 +9,7 @@ from tmt.cli._common import CONTEXT, echo_json, format_table
 EPILOG = """\b
 Examples:
   tmt vocab build --text data/tok/text --speech data/tok/speech --image data/tok/image -o data/vocab.json
+  tmt vocab build --text T --speech S --image I --voices-from data/scenes/train.jsonl.gz -o data/vocab.json
   tmt vocab show data/vocab.json
   tmt vocab show exp/demo --json
 """
@@ -23,9 +24,14 @@ def cli() -> None:
 @click.option("--text", type=click.Path(file_okay=False, exists=True), default=None, help="Fitted text tokenizer directory.")
 @click.option("--speech", type=click.Path(file_okay=False, exists=True), default=None, help="Fitted speech tokenizer directory.")
 @click.option("--image", type=click.Path(file_okay=False, exists=True), default=None, help="Fitted image tokenizer directory.")
+@click.option("--voices-from", "voices_from", multiple=True, type=click.Path(exists=True), help="Raw manifest or token store whose speech voices (tts engine:voice or speaker) become voice tokens for speech targets (repeatable).")
+@click.option("--default-voice", default=None, metavar="NAME", help="Voice used when none is asked for (default: the most frequent one).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write vocab.json.")
-def build(text: str | None, speech: str | None, image: str | None, output: str) -> None:
-    """Lay out specials + text + speech + image ranges from the tokenizers' sizes and fingerprints."""
+def build(
+    text: str | None, speech: str | None, image: str | None, voices_from: tuple[str, ...], default_voice: str | None,
+    output: str,
+) -> None:
+    """Lay out specials + text + speech + image ranges (+ voice tokens) from the tokenizers' sizes and fingerprints."""
     from tmt import TmtError
     from tmt.tokenizers.base import read_tokenizer_json
     from tmt.vocab import JointVocab, TokenizerInfo
@@ -44,7 +50,14 @@ def build(text: str | None, speech: str | None, image: str | None, output: str) 
         )
     if len(infos) < 2:
         raise TmtError("give at least two of --text, --speech, --image (fitted tokenizer directories)")
-    vocab = JointVocab(infos)
+    voices: list[str] = []
+    if voices_from:
+        from tmt.store.voices import count_voices, voice_list
+
+        voices, default_voice = voice_list(count_voices(voices_from), default_voice)
+    elif default_voice is not None:
+        raise TmtError("--default-voice needs --voices-from (the manifests or stores that name the voices)")
+    vocab = JointVocab(infos, voices=voices, default_voice=default_voice)
     vocab.save(output)
     click.echo(f"wrote {output}: {vocab!r}")
 
@@ -65,4 +78,8 @@ def show(path: str, as_json: bool) -> None:
         s, e = vocab.range(m)
         rows.append([m, s, e, e - s, t.name, t.fingerprint[:12]])
     click.echo(format_table(rows, ["range", "start", "end", "size", "tokenizer", "fingerprint"]))
+    if vocab.voices:
+        rows = [[name + (" (default)" if name == vocab.default_voice else ""), vocab.voice_offset + k]
+                for k, name in enumerate(vocab.voices)]
+        click.echo(format_table(rows, ["voice", "id"]))
     click.echo(f"total: {vocab.size:,} ids")

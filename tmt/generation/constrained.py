@@ -4,6 +4,7 @@ The generator (fairseq2's beam search or sampler) never sees the joint
 vocabulary. It sees a small *local* vocabulary for the target modality::
 
     0 <pad>   1 <unk>   2 <eos>   3 <bos:tgt>   4 .. 4+K   the K target tokens
+    4+K .. 4+K+V   speech targets of a vocabulary with voices: the V voice tokens
 
 `RestrictedSeq2Seq` wraps the translation model: it maps local ids to joint ids
 before the model runs, and returns logits over the local vocabulary only, with
@@ -19,7 +20,9 @@ instead of the whole joint vocabulary.
 Per-row constraints (minimum and maximum number of tokens before <eos>) are
 applied to the logits, so rows with different source lengths or target
 modalities' rules can share one batch and still decode exactly as they would
-alone. The wrapper follows the generator's reordering of rows (beam
+alone. A voice token is never chosen by the model: the prompt gives it after
+`<bos:speech>` (`forced`), and the wrapper puts all of that position's
+probability on it, so it adds nothing to a hypothesis' score. The wrapper follows the generator's reordering of rows (beam
 selection, finished rows dropped) through an `IncrementalState` registered in
 the generator's state bag, which is reordered together with the model's
 key/value caches.
@@ -54,17 +57,28 @@ class TargetSpace:
     """(K+4,) local id -> joint id."""
     start: int
     """First joint id of the modality's range."""
+    num_tokens: int = -1
+    """K, the number of target tokens (local ids past 4+K are control tokens: voices)."""
 
     @classmethod
     def of(cls, vocab: JointVocab, modality: str, device: torch.device | None = None) -> TargetSpace:
         start, end = vocab.range(modality)
         if end <= start:
             raise ValueError(f"the vocabulary has no {modality} tokens")
+        voices = vocab.voice_offset + torch.arange(len(vocab.voices) if modality == "speech" else 0)
         ids = torch.cat([
             torch.tensor([PAD, UNK, EOS, vocab.bos(modality)], dtype=torch.int64),
             torch.arange(start, end, dtype=torch.int64),
+            voices.to(torch.int64),
         ])
-        return cls(modality=modality, joint_ids=ids.to(device), start=start)
+        return cls(modality=modality, joint_ids=ids.to(device), start=start, num_tokens=end - start)
+
+    def local_voice(self, joint: int) -> int:
+        """The local id of a voice token's joint id."""
+        hits = (self.joint_ids == joint).nonzero()
+        if self.num_tokens < 0 or hits.numel() == 0 or int(hits[0, 0]) < LOCAL_OFFSET + self.num_tokens:
+            raise ValueError(f"joint id {joint} is not a voice token of the {self.modality} space")
+        return int(hits[0, 0])
 
     @property
     def size(self) -> int:
@@ -222,6 +236,7 @@ class RestrictedSeq2Seq(Seq2SeqModel):
         *,
         encoded: EncoderOutput | None = None,
         fast: bool | None = None,
+        forced: Tensor | None = None,
     ) -> None:
         super().__init__(
             int(getattr(model, "max_source_seq_len", 1 << 30)), int(getattr(model, "max_target_seq_len", 1 << 30))
@@ -234,9 +249,12 @@ class RestrictedSeq2Seq(Seq2SeqModel):
         if encoded is not None and not self.fast:
             raise ValueError("a precomputed encoder output needs the fast path")
         self.encoded = encoded
+        self.forced = forced  # (N,) local id of the token the prompt gives after <bos> per input row (a voice)
         self.release_encoder = self.fast and _static_cross_attention(model)
         bias = torch.zeros(space.size, device=space.joint_ids.device)
         bias[[LOCAL_PAD, LOCAL_UNK, LOCAL_BOS]] = -torch.inf
+        if space.num_tokens >= 0:
+            bias[LOCAL_OFFSET + space.num_tokens :] = -torch.inf  # control tokens are given, never chosen
         self.bias = bias
         # rows of the output projection for the local vocabulary (fast path)
         self._w: Tensor | None = None
@@ -286,8 +304,10 @@ class RestrictedSeq2Seq(Seq2SeqModel):
     def _constrain(self, logits: Tensor, rows: Tensor, step0: int) -> Tensor:
         logits = logits + self.bias
         s = logits.size(1)
-        # number of target tokens already generated before each position
-        done = torch.arange(step0, step0 + s, device=logits.device)[None, :]  # (1, S)
+        # number of target tokens already generated before each position (the given prefix is not counted)
+        lead = 0 if self.forced is None else 1
+        pos = torch.arange(step0, step0 + s, device=logits.device)
+        done = (pos - lead)[None, :]  # (1, S)
         ban_eos = done < self.min_lens[rows][:, None]  # (N, S)
         if bool(ban_eos.any()):
             logits[..., LOCAL_EOS] = logits[..., LOCAL_EOS].masked_fill(ban_eos, -torch.inf)
@@ -296,4 +316,9 @@ class RestrictedSeq2Seq(Seq2SeqModel):
             eos = logits[..., LOCAL_EOS].clone()
             logits = logits.masked_fill(force_eos[..., None], -torch.inf)
             logits[..., LOCAL_EOS] = torch.where(force_eos, torch.zeros_like(eos), eos)
+        if self.forced is not None and bool((pos < lead).any()):
+            # the position after <bos> predicts the given voice token: all its probability there
+            given = torch.full_like(logits, -torch.inf)
+            given.scatter_(-1, self.forced[rows][:, None, None].expand(-1, s, 1), 0.0)
+            logits = torch.where((pos < lead)[None, :, None], given, logits)
         return logits

@@ -117,8 +117,13 @@ class GenerationConfig:
     max_batch_tokens: int = 8192
     """Cap on padded source tokens per batch."""
     no_repeat_ngram_size: int = 0
-    """Forbid repeating any n-gram of this size in text and speech targets (0: off). It stops an
-    undertrained model's loops; image targets are exempt, their background codes repeat by nature."""
+    """Forbid repeating any n-gram of this size in text targets (0: off). It stops an undertrained
+    model's loops; image targets are exempt, their background codes repeat by nature."""
+    speech_no_repeat_ngram_size: int = 0
+    """The same for speech targets (0: off). Real unit sequences repeat short n-grams (a 4-gram in
+    about half of them), so a small n here would rule out the reference itself; use off or >= 8."""
+    voice: str | None = None
+    """Voice of speech targets, for a vocabulary with voices (None: the default voice of vocab.json)."""
     image_len: int | None = None
     """Tokens per image; None: from the image tokenizer / model config."""
     lengths: LengthLimits = field(default_factory=LengthLimits)
@@ -136,8 +141,9 @@ class GenerationConfig:
             raise GenerationError(f"nbest must be in 1..beam_size ({self.beam_size}), got {self.nbest}")
         if self.batch_size < 1:
             raise GenerationError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.no_repeat_ngram_size < 0:
-            raise GenerationError(f"no_repeat_ngram_size must be >= 0 (0: off), got {self.no_repeat_ngram_size}")
+        for name in ("no_repeat_ngram_size", "speech_no_repeat_ngram_size"):
+            if getattr(self, name) < 0:
+                raise GenerationError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
         if self.guidance < 0:
             raise GenerationError(f"guidance must be >= 0 (0: off), got {self.guidance}")
         if self.rerank < 0:
@@ -189,6 +195,8 @@ class Generator:
         except StopIteration:
             self.device = torch.device("cpu")
         self._spaces: dict[str, TargetSpace] = {}
+        # joint id of the voice given after <bos:speech> (None: no voices); an unknown voice fails here
+        self.voice_token = vocab.voice_token(self.config.voice)
         check_guidance(model, self.config.guidance)
         self._rng: torch.Generator | None = None
         self._rng_seed: int | None = None
@@ -277,7 +285,8 @@ class Generator:
 
     def length_bounds(self, tgt: str, src_len: int) -> tuple[int, int]:
         """(min, max) target tokens for a source of `src_len` tokens (no <eos>)."""
-        cap = int(getattr(self.model, "max_target_seq_len", 1 << 30)) - 2  # <bos> ... <eos>
+        given = 1 if tgt == "speech" and self.voice_token is not None else 0  # the voice token
+        cap = int(getattr(self.model, "max_target_seq_len", 1 << 30)) - 2 - given  # <bos> ... <eos>
         if tgt == "image":
             if self.image_len is None:
                 raise GenerationError(
@@ -340,17 +349,23 @@ class Generator:
         space = self._space(tgt)
         min_lens = torch.tensor([b[0] for b in bounds], dtype=torch.int64, device=self.device)
         max_lens = torch.tensor([b[1] for b in bounds], dtype=torch.int64, device=self.device)
+        prompt = torch.full((seqs.size(0), 1), LOCAL_BOS, dtype=torch.int64, device=self.device)
+        forced = None
+        if tgt == "speech" and self.voice_token is not None:  # decoder input <bos:speech> <voice> ...
+            forced = torch.full((seqs.size(0),), space.local_voice(self.voice_token), device=self.device)
+            prompt = torch.cat([prompt, forced[:, None]], dim=1)
         model: RestrictedSeq2Seq | GuidedSeq2Seq
-        if uses_guidance(self.config.guidance, tgt):
+        if uses_guidance(self.config.guidance, tgt):  # image targets only: no voice prefix
             stacked, stacked_lens = stack_null_sources(seqs, list(layout.seq_lens), self.vocab, srcs)
             inner = RestrictedSeq2Seq(
                 self.model, space, min_lens.repeat(2), max_lens.repeat(2), fast=self.fast
             )
             model = GuidedSeq2Seq(inner, stacked, BatchLayout.of(stacked, stacked_lens), self.config.guidance)
         else:
-            model = RestrictedSeq2Seq(self.model, space, min_lens, max_lens, encoded=encoded, fast=self.fast)
+            model = RestrictedSeq2Seq(
+                self.model, space, min_lens, max_lens, encoded=encoded, fast=self.fast, forced=forced
+            )
         gen = self._make_generator(model, space, tgt, int(max_lens.max()))
-        prompt = torch.full((seqs.size(0), 1), LOCAL_BOS, dtype=torch.int64, device=self.device)
         try:
             out = gen(seqs, layout, prompt, BatchLayout.of(prompt))
         except SequenceGenerationError:
@@ -369,7 +384,8 @@ class Generator:
         # the generator's own global limit only needs to cover the longest row:
         # the wrapper forces <eos> per row (fairseq2 would use the batch's longest source)
         gen_len = (0.0, longest + 1)
-        procs = [NGramRepeatBlockProcessor(cfg.no_repeat_ngram_size)] if cfg.no_repeat_ngram_size and tgt != "image" else None
+        n = {"text": cfg.no_repeat_ngram_size, "speech": cfg.speech_no_repeat_ngram_size}.get(tgt, 0)
+        procs = [NGramRepeatBlockProcessor(n)] if n else None
         gen: Any
         if cfg.strategy == "sample" or reranks(cfg, tgt):
             rng = self.rng()

@@ -38,13 +38,15 @@ def forced_logprobs(
     *,
     batch_size: int = 64,
     normalize: bool = True,
+    voice: str | None = None,
 ) -> np.ndarray:
     """(len(sources), len(targets)) log p(target | source) under teacher forcing.
 
     `sources` are encoder inputs in JOINT ids without `<eos>`; `targets` are
     joint ids of `tgt_modality` without `<bos>`/`<eos>` (both are added here).
     `normalize` divides by the number of predicted tokens (target + `<eos>`), so
-    candidates of different lengths compare fairly.
+    candidates of different lengths compare fairly. Speech targets of a vocabulary
+    with voices get `voice`'s token (None: the default voice) after `<bos>`, given, not scored.
     """
     import torch
 
@@ -53,8 +55,10 @@ def forced_logprobs(
     vocab = model.vocab
     bos = vocab.bos(tgt_modality)
     dev = next(model.parameters()).device
-    tgt_in, tgt_lens = _pad([np.concatenate([[bos], t]) for t in targets], PAD)
-    tgt_out, _ = _pad([np.concatenate([t, [EOS]]) for t in targets], PAD)
+    given = vocab.voice_token(voice) if tgt_modality == "speech" else None
+    pre = [] if given is None else [given]
+    tgt_in, tgt_lens = _pad([np.concatenate([[bos], pre, t]) for t in targets], PAD)
+    tgt_out, _ = _pad([np.concatenate([[PAD] * len(pre), t, [EOS]]) for t in targets], PAD)
     tgt_in, tgt_out = tgt_in.to(dev), tgt_out.to(dev)
     local = model.to_slice_targets(tgt_out, tgt_modality)  # pad -> -100
     valid = local >= 0

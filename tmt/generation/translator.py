@@ -69,6 +69,7 @@ class Translator:
         self.model = model
         self.vocab = vocab
         self.config = config or GenerationConfig()
+        vocab.voice_token(self.config.voice)  # an unknown voice is refused before any input is read
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.device = device
         self._tokenizers: dict[str, Tokenizer] = dict(tokenizers or {})

@@ -38,7 +38,7 @@ from tmt.core.modality import ALL_DIRECTIONS, MODALITIES, parse_direction
 from tmt.core.modality import parse_directions as core_parse_directions
 from tmt.store import StoreError
 from tmt.store.token_store import TokenStore
-from tmt.vocab import BOS, EOS, PAD, JointVocab
+from tmt.vocab import BOS, EOS, PAD, JointVocab, row_voice
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,18 @@ def encoder_input(seqs: Sequence[Tensor]) -> tuple[Tensor, list[int]]:
     return pad_stack(full), [len(s) for s in full]
 
 
-def decoder_io(seqs: Sequence[Tensor], modality: str) -> tuple[Tensor, Tensor, list[int]]:
-    """Decoder input `<bos:m> y1..ym` and target `y1..ym <eos>`, padded, and their lengths."""
+def decoder_io(
+    seqs: Sequence[Tensor], modality: str, prefixes: Sequence[Sequence[int]] | None = None
+) -> tuple[Tensor, Tensor, list[int]]:
+    """Decoder input `<bos:m> p.. y1..ym` and target `<pad>.. y1..ym <eos>`, padded, and their lengths.
+
+    `prefixes` (one per row, e.g. `[voice token]` for speech) are given tokens: they are in the
+    input, and their target positions are <pad>, so the loss never asks the model to predict them."""
     bos = torch.tensor([BOS[modality]], dtype=torch.long)
     eos = torch.tensor([EOS], dtype=torch.long)
-    ins = [torch.cat([bos, s.long()]) for s in seqs]
-    outs = [torch.cat([s.long(), eos]) for s in seqs]
+    pre = [torch.tensor(list(p), dtype=torch.long) for p in prefixes] if prefixes else [bos[:0]] * len(seqs)
+    ins = [torch.cat([bos, p, s.long()]) for p, s in zip(pre, seqs, strict=True)]
+    outs = [torch.cat([torch.full_like(p, PAD), s.long(), eos]) for p, s in zip(pre, seqs, strict=True)]
     return pad_stack(ins), pad_stack(outs), [len(s) for s in ins]
 
 
@@ -124,6 +130,8 @@ class RowBatch:
     seqs: dict[str, list[Tensor | None]] = field(default_factory=dict)
     synthetic: list[list[str]] = field(default_factory=list)
     """Per row, its generated (back-translated) modalities: sources only, never targets (empty: none)."""
+    voices: list[int] = field(default_factory=list)
+    """Per row, the joint id of its speech's voice token (-1: none; empty list: no voices at all)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -144,13 +152,19 @@ class RowBatch:
     def source(self, modality: str, rows: Sequence[int]) -> tuple[Tensor, list[int]]:
         return encoder_input([self.seqs[modality][i] for i in rows])  # type: ignore[misc]
 
+    def prefixes(self, tgt: str, rows: Sequence[int]) -> list[list[int]] | None:
+        """The given tokens after `<bos:tgt>` of each row: its voice token for speech targets."""
+        if tgt != "speech" or not self.voices:
+            return None
+        return [[self.voices[i]] if self.voices[i] >= 0 else [] for i in rows]
+
     def direction(self, src: str, tgt: str) -> DirectionBatch | None:
         """The batch of one direction (rows with both modalities, the target real), or None if there are none."""
         rows = self.rows_for(src, tgt)
         if not rows:
             return None
         s, sl = self.source(src, rows)
-        ti, to, tl = decoder_io([self.seqs[tgt][i] for i in rows], tgt)  # type: ignore[misc]
+        ti, to, tl = decoder_io([self.seqs[tgt][i] for i in rows], tgt, self.prefixes(tgt, rows))  # type: ignore[misc]
         return DirectionBatch(s, sl, ti, to, tl)
 
     def num_tokens(self) -> int:
@@ -164,17 +178,43 @@ def collate_rows(examples: list[dict[str, Any]]) -> dict[str, Any]:
     for m in MODALITIES:
         out[m] = [e.get(m) for e in examples]
     out["synthetic"] = [list(e.get("synthetic", [])) for e in examples]
+    if any("voice" in e for e in examples):
+        out["voice"] = [int(e.get("voice", -1)) for e in examples]
     return out
 
 
 def to_row_batch(d: dict[str, Any]) -> RowBatch:
     synthetic = [list(x) for x in d.get("synthetic", [])]
-    return RowBatch(ids=list(d["ids"]), seqs={m: list(d[m]) for m in MODALITIES}, synthetic=synthetic)
+    return RowBatch(
+        ids=list(d["ids"]), seqs={m: list(d[m]) for m in MODALITIES}, synthetic=synthetic,
+        voices=list(d.get("voice", [])),
+    )
 
 
 # --------------------------------------------------------------------------------------
 # the reader
 # --------------------------------------------------------------------------------------
+def row_voices(store: TokenStore, vocab: JointVocab, path: str) -> np.ndarray:
+    """Each row's voice token (joint id; -1: none), from the store meta's `voice` (or `tts`/`speaker`)
+    field. Empty when the vocabulary lists no voices: then speech targets carry no voice token."""
+    if not vocab.voices:
+        return np.zeros(0, dtype=np.int64)
+    out = np.full(len(store), -1, dtype=np.int64)
+    unknown: set[str] = set()
+    for i, meta in enumerate(store.iter_meta()):
+        tok = vocab.voice_of_row(meta)
+        if tok is not None:
+            out[i] = tok
+        elif (name := row_voice(meta)) is not None:
+            unknown.add(name)
+    if unknown:
+        log.warning(
+            "store %s: voices %s are not in vocab.json; their speech targets get no voice token",
+            path, ", ".join(sorted(unknown)),
+        )
+    return out
+
+
 def bucket_sizes(max_tokens: int, max_len: int) -> list[tuple[int, int]]:
     """(rows per batch, max row length) pairs with rows * length <= max_tokens.
 
@@ -256,6 +296,7 @@ class BatchReader:
         self._keys: list[np.ndarray] = []
         self._ok: list[dict[str, np.ndarray]] = []
         self._synth: list[dict[str, np.ndarray]] = []
+        self._voices: list[np.ndarray] = []
         indices, max_key = self._select_rows(specs, check_fingerprints, rank, world_size)
         self.num_rows = sum(len(i) for i in indices)
         self.max_tokens = max(max_tokens, max_key)
@@ -279,6 +320,7 @@ class BatchReader:
             usable, keys, ok = self._usable_rows(store)
             self._keys.append(keys)
             self._ok.append(ok)
+            self._voices.append(row_voices(store, self.vocab, spec.path))
             mine = usable[rank::world_size]
             if len(mine) == 0:
                 raise StoreError(
@@ -337,7 +379,8 @@ class BatchReader:
         for m in MODALITIES:
             if m in store.streams and self.vocab.sizes.get(m, 0) > 0:
                 lens = store.lengths(m)
-                fits = (lens > 0) & (lens + 1 <= self.max_seq_len)
+                extra = 2 if m == "speech" and self.vocab.voices else 1  # <eos> or <bos> (+ the voice token)
+                fits = (lens > 0) & (lens + extra <= self.max_seq_len)
                 skipped += int(((lens > 0) & ~fits).sum())
                 ok[m] = fits
                 total += np.where(fits, lens + 1, 0)
@@ -374,6 +417,8 @@ class BatchReader:
             else:
                 ex[m] = None
         ex["synthetic"] = [m for m in MODALITIES if synth[m][i]]
+        if self.vocab.voices:
+            ex["voice"] = int(self._voices[k][i])
         ex["key"] = torch.empty(int(self._keys[k][i]), dtype=torch.int8)  # length only, for bucketing
         return ex
 

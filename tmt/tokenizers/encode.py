@@ -47,6 +47,7 @@ from tmt.store.token_store import (
     TokenStore,
     TokenStoreWriter,
 )
+from tmt.vocab import row_voice
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ def _row_meta(raw: Mapping[str, Any], default_source: str) -> dict[str, Any]:
     for key, value in raw.items():
         if key not in CORE_KEYS and key not in meta:
             meta[key] = value
+    voice = row_voice(raw) if raw.get("speech") else None
+    if voice is not None:
+        meta["voice"] = voice  # the speech's voice (tts engine:voice or speaker): a control token in training
     return meta
 
 

@@ -146,7 +146,8 @@ class SixWayStep(torch.nn.Module):
                 idx = torch.tensor(sub, device=dev)
                 e = enc.index_select(0, idx)
                 el = BatchLayout.of(e, [lens[j] for j in sub])
-            ti, to, tl = decoder_io([batch.seqs[tgt][rows[j]] for j in sub], tgt)  # type: ignore[misc]
+            picked = [rows[j] for j in sub]
+            ti, to, tl = decoder_io([batch.seqs[tgt][r] for r in picked], tgt, batch.prefixes(tgt, picked))  # type: ignore[misc]
             if self.training and tgt in NULL_SOURCE_TARGETS and model.config.null_source_prob > 0:
                 e, el = apply_null_sources(model, src, e, [lens[j] for j in sub],
                                            model.config.null_source_prob)

@@ -55,10 +55,12 @@ def make_synthetic_store(
     fingerprints: dict[str, str] | None = None,
     drop: dict[str, float] | None = None,
     seed: int = 0,
+    voices: list[str] | None = None,
 ) -> Path:
     """Write a store of `num_scenes` rows (scene i: a = i % 20, b = i // 20 ...).
 
-    `drop` gives per-modality probabilities of leaving a modality out of a row (partial data)."""
+    `drop` gives per-modality probabilities of leaving a modality out of a row (partial data);
+    `voices` gives row i the meta field `voice` = voices[i % len(voices)]."""
     sz = sizes or SIZES
     rng = np.random.default_rng(seed)
     with TokenStoreWriter(
@@ -70,5 +72,8 @@ def make_synthetic_store(
             for m, p in (drop or {}).items():
                 if rng.random() < p:
                     toks[m] = None
-            w.add({"id": f"scene{i:04d}", "group": f"scene{i:04d}", "split": "train"}, toks)
+            meta = {"id": f"scene{i:04d}", "group": f"scene{i:04d}", "split": "train"}
+            if voices:
+                meta["voice"] = voices[i % len(voices)]
+            w.add(meta, toks)
     return Path(root)

@@ -78,6 +78,12 @@ class SpeechCard:
     """Seed for frame sampling and k-means initialisation."""
     dedup: bool = True
     """Merge consecutive duplicate units, keeping the run lengths (False: frame-level units)."""
+    speaker_norm: bool = False
+    """Normalise features with each speaker's (voice's) mean/variance before k-means, fitted over its
+    utterances and kept with the tokenizer; encoding reads a row's `voice`/`tts`/`speaker` field, and
+    an unknown speaker (or a plain file) is normalised with its own utterance's statistics. Use it
+    with `mfcc.cmvn: false`: per-utterance CMVN already centres every utterance, which leaves the
+    per-speaker statistics nothing to change."""
     silence_peak: float = SILENCE_PEAK
     """Audio whose peak |amplitude| is below this is refused as silent."""
     max_batch_seconds: float = 120.0
@@ -122,5 +128,7 @@ def _fingerprint_card(card: SpeechCard) -> dict[str, Any]:
         d.pop("mfcc")
     for k in ("description", "max_batch_seconds"):
         d.pop(k, None)
+    if not card.speaker_norm:
+        d.pop("speaker_norm", None)  # tokenizers fitted before the option keep their fingerprints
     return d
 

@@ -23,8 +23,13 @@ from tmt.tokenizers.speech.card import (
 )
 from tmt.tokenizers.speech.hubert import _build_model, _state_bytes, hubert_forward, load_hubert
 from tmt.tokenizers.speech.mfcc import mfcc_batch, mfcc_features
+from tmt.tokenizers.speech.speaker_norm import SpeakerStats
+from tmt.vocab import row_voice
 
 log = logging.getLogger(__name__)
+
+SPEAKER_STATS = "speaker_stats.safetensors"
+"""Per-speaker feature statistics of a `speaker_norm` card, beside the centroids."""
 
 
 def run_length(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,8 +63,10 @@ class SpeechTokenizer:
         hubert_arch: dict[str, Any] | None = None,
         asset_dir: Path | None = None,
         fingerprint: str | None = None,
+        speaker_stats: SpeakerStats | None = None,
     ) -> None:
         self.cfg = card
+        self.speaker_stats = speaker_stats
         self.name = card.name
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.hubert = hubert
@@ -101,6 +108,8 @@ class SpeechTokenizer:
 
     def _compute_fingerprint(self) -> str:
         blobs = [self.centroids.tobytes()]
+        if self.speaker_stats is not None:
+            blobs.append(self.speaker_stats.to_bytes())
         if self.hubert is not None:
             for k, v in sorted(self.hubert.state_dict().items()):
                 blobs.append(k.encode())
@@ -169,20 +178,36 @@ class SpeechTokenizer:
         labels = idx[:, 0].astype(np.int64)
         return np.split(labels, np.cumsum(sizes)[:-1])
 
-    def frame_units(self, items: Sequence[Any], *, batched: bool = True) -> list[np.ndarray]:
-        """Frame-level units (no dedup), one per 20 ms."""
-        return self._assign(self.features(items, batched=batched))
+    def normalize(self, feats: Sequence[np.ndarray], voices: Sequence[str | None] | None) -> list[np.ndarray]:
+        """Per-speaker normalisation when the card asks for it (`voices`: each input's speaker or None)."""
+        if not self.cfg.speaker_norm:
+            return list(feats)
+        if self.speaker_stats is None:
+            raise TokenizerError(f"{self.name}: the card asks for speaker_norm but no speaker statistics were fitted")
+        vs = list(voices) if voices is not None else [None] * len(feats)
+        return [self.speaker_stats.normalize(f, v) for f, v in zip(feats, vs, strict=True)]
 
-    def encode_with_durations(self, items: Sequence[Any], *, batched: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    def frame_units(
+        self, items: Sequence[Any], *, batched: bool = True, voices: Sequence[str | None] | None = None
+    ) -> list[np.ndarray]:
+        """Frame-level units (no dedup), one per 20 ms."""
+        return self._assign(self.normalize(self.features(items, batched=batched), voices))
+
+    def encode_with_durations(
+        self, items: Sequence[Any], *, batched: bool = True, voices: Sequence[str | None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """-> (units, run lengths in frames) per input; with dedup off the run lengths are all 1."""
         out = []
-        for u in self.frame_units(items, batched=batched):
+        for u in self.frame_units(items, batched=batched, voices=voices):
             out.append(run_length(u) if self.cfg.dedup else (u, np.ones_like(u)))
         return out
 
-    def encode(self, items: Sequence[Any], *, batched: bool = True) -> list[np.ndarray]:
-        """Paths / 16 kHz arrays / (array, rate) pairs -> units (deduplicated unless the card says not)."""
-        return [u for u, _ in self.encode_with_durations(items, batched=batched)]
+    def encode(
+        self, items: Sequence[Any], *, batched: bool = True, voices: Sequence[str | None] | None = None
+    ) -> list[np.ndarray]:
+        """Paths / 16 kHz arrays / (array, rate) pairs -> units (deduplicated unless the card says not);
+        `voices` name each input's speaker for a `speaker_norm` card."""
+        return [u for u, _ in self.encode_with_durations(items, batched=batched, voices=voices)]
 
     def decode(self, tokens: Sequence[np.ndarray]) -> list[Any]:
         raise TokenizerError(
@@ -200,7 +225,7 @@ class SpeechTokenizer:
             if not idx:
                 return out
             wavs = self._waveforms([rows[i]["speech"] for i in idx])
-            feats = self.features_of_waveforms(wavs)
+            feats = self.normalize(self.features_of_waveforms(wavs), [row_voice(rows[i]) for i in idx])
             for i, w, u in zip(idx, wavs, self._assign(feats), strict=True):
                 units, runs = run_length(u) if self.cfg.dedup else (u, np.ones_like(u))
                 res: dict[str, Any] = {"speech": units, "duration_s": round(len(w) / SAMPLE_RATE, 4)}
@@ -226,6 +251,8 @@ class SpeechTokenizer:
             tmp = d / "hubert.safetensors.tmp"
             save_torch(_state_bytes(self.hubert), str(tmp))
             tmp.replace(d / "hubert.safetensors")
+        if self.speaker_stats is not None:
+            self.speaker_stats.save(d / SPEAKER_STATS)
         info = {
             "kind": "speech",
             "class": CLASS_NAME,
@@ -267,7 +294,8 @@ class SpeechTokenizer:
             hubert.eval()
             for p in hubert.parameters():
                 p.requires_grad_(False)
-        tok = cls(card, centroids, hubert=hubert, hubert_arch=arch, asset_dir=d)
+        stats = SpeakerStats.load(d / SPEAKER_STATS) if card.speaker_norm else None
+        tok = cls(card, centroids, hubert=hubert, hubert_arch=arch, asset_dir=d, speaker_stats=stats)
         if verify and tok.fingerprint != info["fingerprint"]:
             raise TokenizerError(
                 f"{d}: the assets' fingerprint {tok.fingerprint[:12]} differs from tokenizer.json's "

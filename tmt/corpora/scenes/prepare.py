@@ -256,6 +256,14 @@ def _write_manifests(out: Path, rows: Mapping[str, list[dict[str, Any]]]) -> dic
     return counts
 
 
+def _settings(cfg: ScenesConfig, engines_used: Sequence[str]) -> dict[str, Any]:
+    """The settings stamped into prepare.json. Settings that leave the corpus as it was before
+    they existed stay out, so a corpus written then still counts as written with the same settings."""
+    config = dataclasses.asdict(cfg) | {"engines": list(cfg.engines)}
+    config = {k: v for k, v in config.items() if (k, v) not in (("background", "random"), ("extra_scenes", 0))}
+    return {"generator_version": GENERATOR_VERSION, "config": config, "engines_used": list(engines_used)}
+
+
 def prepare_scenes(
     out_dir: str | Path,
     *,
@@ -279,8 +287,7 @@ def prepare_scenes(
     Layout: `images/<scene>.png`, `speech/<scene>_<k>.wav`, one raw manifest per split
     (`train`, `valid`, `test`, `test_novel`, `images_only`, `speech_text_only`, and
     `train_extra` with `extra_scenes`; `.jsonl.gz`; media paths relative to `out_dir`),
-    `README.md` and `prepare.json`
-    (the settings). Re-running with the same settings skips media already written;
+    `README.md` and `prepare.json` (the settings). Re-running with the same settings skips media already written;
     different settings in a non-empty directory are refused unless `overwrite`.
     """
     cfg = ScenesConfig(
@@ -301,11 +308,7 @@ def prepare_scenes(
 
     used = available_engines(cfg.engines) if cfg.speech else []
     out = Path(out_dir)
-    config = dataclasses.asdict(cfg) | {"engines": list(cfg.engines)}
-    # settings that leave the corpus as it was before they existed stay out of the stamp,
-    # so a corpus written then still counts as written with the same settings
-    config = {k: v for k, v in config.items() if (k, v) not in (("background", "random"), ("extra_scenes", 0))}
-    settings = {"generator_version": GENERATOR_VERSION, "config": config, "engines_used": used}
+    settings = _settings(cfg, used)
     stamp_path = _claim_out_dir(out, settings, speech=cfg.speech, overwrite=overwrite)
 
     plans = plan_scenes(cfg, voice_names(used) if cfg.speech else None)
@@ -314,13 +317,7 @@ def prepare_scenes(
     counts = _write_manifests(out, rows)
     atomic_write_text(out / "README.md", _readme(cfg, rows, used, plans))
     atomic_write_json(stamp_path, {"settings": settings, "complete": True, "rows": counts})
-    summary = {
-        "out": str(out),
-        "images": len(plans),
-        "captions": sum(len(p["captions"]) for p in plans),
-        "wavs": sum(d is not None for ds in durations for d in ds),
-        "rows": counts,
-        "engines": used,
-    }
+    summary = {"out": str(out), "images": len(plans), "captions": sum(len(p["captions"]) for p in plans),
+               "wavs": sum(d is not None for ds in durations for d in ds), "rows": counts, "engines": used}
     log.info("scenes corpus in %s: %s", out, summary)
     return summary

@@ -27,6 +27,8 @@ manifest_dir=        # where stage 0 writes the corpus and its raw manifests (de
 jobs=2               # parallel worker processes for corpus synthesis and tokenization
 device=auto          # auto | cpu | cuda (training and decoding)
 num_scenes=          # override the preset's number of scenes
+extra_scenes=        # override the preset's extra scenes (images + captions, no speech: split train_extra)
+extra_weight=0.5     # sampling weight of the train_extra store in stages 4 and 6 (train's is 1)
 train_steps=         # cap on optimizer steps of the first training (the time budget usually ends it)
 bt_steps=            # cap on steps of training on real + synthetic
 train_minutes=       # override the preset's training budget (minutes)
@@ -61,6 +63,9 @@ Usage: $0 [options]
   --jobs N           parallel processes (default ${jobs})
   --device DEV       auto | cpu | cuda (default ${device})
   --num-scenes N     override the preset's corpus size
+  --extra-scenes N   extra scenes with images and captions but no speech (split train_extra; joined
+                     to the image tokenizer fit and to training; default: the preset's)
+  --extra-weight W   sampling weight of train_extra in training (default ${extra_weight}; train: 1)
   --train-steps N    override the preset's training steps
   --bt-steps N       override the preset's steps on real + synthetic data
   --train-minutes M  override the preset's training budget
@@ -102,7 +107,7 @@ EOF
 
 case "${preset}" in
   quick)
-    : "${num_scenes:=300}"
+    : "${num_scenes:=300}"; : "${extra_scenes:=0}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=3}"; km_sample=100000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"   # the time budgets below end training
     : "${train_minutes:=10}"; : "${bt_minutes:=3}"
@@ -110,7 +115,7 @@ case "${preset}" in
     model_preset=demo; beam=5; : "${test_limit:=40}"; eval_splits="test"
     ;;
   full)
-    : "${num_scenes:=2000}"
+    : "${num_scenes:=2000}"; : "${extra_scenes:=10000}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=14}"; km_sample=300000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=75}"; : "${bt_minutes:=25}"
@@ -142,6 +147,10 @@ tok=${out}/tokenizers
 store=${out}/data/store
 logs=${out}/logs
 splits="train valid test test_novel images_only speech_text_only"
+extra_store_opt=()
+if [ "${extra_scenes}" -gt 0 ]; then
+  splits+=" train_extra"; extra_store_opt=(--store "${store}/train_extra=${extra_weight}")
+fi
 directions="image:text image:speech text:image speech:image speech:text text:speech"
 eval_models="tmt tmt_bt"; [ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
 
@@ -181,9 +190,9 @@ report_table() {
 }
 
 if stage_wanted 0; then
-  log "Stage 0: prepare scenes: ${num_scenes} scenes -> ${data}/{images,speech,*.jsonl.gz}"
+  log "Stage 0: prepare scenes: ${num_scenes} scenes + ${extra_scenes} without speech -> ${data}/{images,speech,*.jsonl.gz}"
   run_stage 0-prepare "${logs}/0-prepare.log" \
-    tmt prepare scenes --num-scenes "${num_scenes}" --jobs "${jobs}" --out "${data}"
+    tmt prepare scenes --num-scenes "${num_scenes}" --extra-scenes "${extra_scenes}" --jobs "${jobs}" --out "${data}"
 fi
 
 if stage_wanted 1; then
@@ -193,8 +202,15 @@ if stage_wanted 1; then
   run_stage 1-speech "${logs}/1-speech.log" \
     tmt tokenize speech fit --card tokenizers/speech-mfcc-km200.yaml --manifest "${data}/train.jsonl.gz" \
       --set sample_size="${km_sample}" --out "${tok}/speech"
+  # the image tokenizer fits on train's images and the extra scenes' (one manifest beside the media)
+  image_fit=(--manifest "${data}/train.jsonl.gz")
+  if [ "${extra_scenes}" -gt 0 ]; then
+    run_stage 1-image-manifest "${logs}/1-image-manifest.log" \
+      tmt manifest combine "${data}/train.jsonl.gz" "${data}/train_extra.jsonl.gz" -o "${data}/train_and_extra.jsonl.gz"
+    image_fit=(--manifest "${data}/train_and_extra.jsonl.gz" --split all)
+  fi
   run_stage 1-image "${logs}/1-image.log" \
-    tmt tokenize image fit --card tokenizers/image-vq-f8-512.yaml --manifest "${data}/train.jsonl.gz" \
+    tmt tokenize image fit --card tokenizers/image-vq-f8-512.yaml "${image_fit[@]}" \
       --set train.steps="${vq_steps}" --set train.max_minutes="${vq_minutes}" --out "${tok}/image"
 fi
 
@@ -220,9 +236,9 @@ if stage_wanted 4; then
   log "Stage 4: train six directions (${model_preset}, ${train_minutes} min): ${store}/train -> ${out}/exp/tmt"
   run_stage 4-train "${logs}/4-train.log" \
     tmt train -o "${out}/exp/tmt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
-      --store "${store}/train" --valid-store "${store}/valid" --max-steps "${train_steps}" --device "${device}" \
-      --set train.max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt --set best_per_direction=true \
-      --set model.null_source_prob="${null_source_prob}" --resume
+      --store "${store}/train" "${extra_store_opt[@]}" --valid-store "${store}/valid" --max-steps "${train_steps}" \
+      --device "${device}" --set train.max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt \
+      --set best_per_direction=true --set model.null_source_prob="${null_source_prob}" --resume
 fi
 
 if stage_wanted 5; then
@@ -237,7 +253,7 @@ if stage_wanted 6; then
   log "Stage 6: continue on real + synthetic (${bt_minutes} min): ${out}/exp/tmt -> ${out}/exp/tmt_bt"
   run_stage 6-train-bt "${logs}/6-train-bt.log" \
     tmt train -o "${out}/exp/tmt_bt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
-      --init-from "${out}/exp/tmt" --store "${store}/train" \
+      --init-from "${out}/exp/tmt" --store "${store}/train" "${extra_store_opt[@]}" \
       --store "${store}/bt_images_only=0.5" --store "${store}/bt_speech_text_only=0.5" \
       --valid-store "${store}/valid" --max-steps "${bt_steps}" --device "${device}" \
       --set train.max_minutes="${bt_minutes}" --set optim.schedule=inverse_sqrt --set optim.warmup_steps=50 \

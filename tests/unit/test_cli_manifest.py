@@ -63,6 +63,7 @@ def test_stats_and_head(store):
     assert s["streams"]["text"]["tokens"] == sum(i % 5 + 1 for i in range(7))
     r = run("manifest", "stats", str(store))
     assert "speech" in r.output and "p50" in r.output
+    assert "rows with speech: 3, without speech: 4" in r.output
     r = run("manifest", "head", "-n", "2", str(store))
     lines = [json.loads(x) for x in r.output.splitlines()]
     assert [x["id"] for x in lines] == ["u0", "u1"] and lines[1]["tokens"]["speech"] == [0, 1, 2, 3]

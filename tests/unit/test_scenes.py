@@ -66,7 +66,7 @@ def test_parser_takes_arrays_in_several_layouts():
     for x in (img, arr, arr.astype(np.float32) / 255.0, np.moveaxis(arr, 2, 0)):
         assert scene_matches(parse_scene(x), p["scene"])
     blank = parse_scene(np.full((64, 64, 3), 120, np.uint8))
-    assert blank == {"objects": [], "position": None, "relations": []}
+    assert blank == {"objects": [], "position": None, "relations": [], "background": "grey"}
     assert not scene_matches(blank, p["scene"])
     with pytest.raises(TmtError, match="expects an RGB image"):
         parse_scene(np.zeros((4, 4, 4, 4)))

@@ -249,3 +249,25 @@ def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Pat
     r, calls = _stage11(tmp_path / "off", "--single-directions", "t2i")
     assert r.returncode == 0, r.stderr
     assert all("--set model.null_source_prob=0 " in c for c in calls if c.startswith("train "))
+
+
+def test_extra_scenes_join_the_image_fit_and_training(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path / "a", "--stop-stage", "6", "--jobs", "1", "--extra-scenes", "7")
+    assert r.returncode == 0, r.stderr
+    data = tmp_path / "a" / "out" / "data" / "scenes"
+    store = tmp_path / "a" / "out" / "data" / "store"
+    [prepare] = [c for c in calls if c.startswith("prepare scenes ")]
+    assert "--extra-scenes 7" in prepare
+    [combine] = [c for c in calls if c.startswith("manifest combine ")]
+    assert combine == (f"manifest combine {data}/train.jsonl.gz {data}/train_extra.jsonl.gz "
+                       f"-o {data}/train_and_extra.jsonl.gz")
+    [image_fit] = [c for c in calls if c.startswith("tokenize image fit ")]
+    assert f"--manifest {data}/train_and_extra.jsonl.gz --split all" in image_fit
+    assert any(c.startswith("tokenize all ") and f"--store {store}/train_extra" in c for c in calls)
+    trains = [c for c in calls if c.startswith("train ")]
+    assert len(trains) == 2 and all(f"--store {store}/train_extra=0.5" in c for c in trains)
+    # the quick preset's default: no extra scenes, nothing about them anywhere
+    r, calls = _recipe(tmp_path / "b", "--stop-stage", "4", "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    assert "--extra-scenes 0" in next(c for c in calls if c.startswith("prepare scenes "))
+    assert not any("train_extra" in c for c in calls)

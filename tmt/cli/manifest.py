@@ -64,7 +64,7 @@ def validate(path: str, no_checksums: bool) -> None:
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def stats(path: str, as_json: bool) -> None:
-    """Rows, tokens per modality, length percentiles, bytes, synthetic rows.
+    """Rows, tokens per modality, rows with and without speech, length percentiles, bytes, synthetic rows.
 
     A store's files are checked first, as `validate --no-checksums` does (a damaged store is an error)."""
     if _is_store(path):
@@ -84,6 +84,8 @@ def stats(path: str, as_json: bool) -> None:
             for name, v in s["streams"].items()
         ]
         click.echo(format_table(rows, ["stream", "rows", "tokens", "min", "p5", "p50", "p95", "max", "vocab"]))
+        with_speech = s["streams"].get("speech", {}).get("rows_present", 0)
+        click.echo(f"rows with speech: {with_speech:,}, without speech: {s['rows'] - with_speech:,}")
         if s["synthetic_by_direction"]:
             click.echo("synthetic rows: " + ", ".join(f"{k}={v}" for k, v in s["synthetic_by_direction"].items()))
     else:
@@ -93,9 +95,11 @@ def stats(path: str, as_json: bool) -> None:
         if as_json:
             echo_json(info)
             return
-        click.echo(f"{path}: {info['rows']:,} rows")
-        rows = [[sp, c["rows"], c["text"], c["speech"], c["image"]] for sp, c in sorted(info["splits"].items())]
-        click.echo(format_table(rows, ["split", "rows", "text", "speech", "image"]))
+        click.echo(f"{path}: {info['rows']:,} rows ({info['rows_with_speech']:,} with speech, "
+                   f"{info['rows_without_speech']:,} without)")
+        rows = [[sp, c["rows"], c["text"], c["speech"], c["rows"] - c["speech"], c["image"]]
+                for sp, c in sorted(info["splits"].items())]
+        click.echo(format_table(rows, ["split", "rows", "text", "speech", "no speech", "image"]))
 
 
 @cli.command(context_settings=CONTEXT, epilog=EPILOG)

@@ -14,6 +14,7 @@ Examples:
   tmt prepare scenes --num-scenes 20 --out data/scenes
   tmt prepare scenes --num-scenes 2000 --jobs 4 --out data/scenes
   tmt prepare scenes --num-scenes 200 --no-speech --max-objects 3 --out data/scenes-img
+  tmt prepare scenes --num-scenes 2000 --background tones --extra-scenes 10000 --out data/scenes
   tmt prepare flickr8k --root /data/flickr8k --out data/flickr8k
   tmt prepare spokencoco --coco-dir /data/coco --spokencoco-dir /data/SpokenCOCO --out data/coco
 """
@@ -33,6 +34,11 @@ def cli() -> None:
 @click.option("--engine", "engines", multiple=True, type=click.Choice(["espeak-ng", "flite"]),
               help="Speech engine to use (repeatable; default: every installed one).")
 @click.option("--speech/--no-speech", default=None, help="Synthesise a recording per caption (default on).")
+@click.option("--background", type=click.Choice(["random", "constant", "tones"]), default=None,
+              help="Image background: constant grey, named tones said in captions, or random grey + noise "
+                   "(config default constant).")
+@click.option("--extra-scenes", type=click.IntRange(min=0), default=None,
+              help="Extra scenes with images and captions but no speech, in split train_extra (config default 0).")
 @click.option("--jobs", "-j", type=int, default=1, help="Parallel worker processes for drawing and synthesis.")
 @click.option("--overwrite", is_flag=True, help="Rebuild a directory made with other settings.")
 @config_options
@@ -44,6 +50,8 @@ def scenes(
     max_objects: int | None,
     engines: tuple[str, ...],
     speech: bool | None,
+    background: str | None,
+    extra_scenes: int | None,
     jobs: int,
     overwrite: bool,
     config_file: str | None,
@@ -53,7 +61,8 @@ def scenes(
     """Draw the embedded scenes corpus: images, 5 captions and 5 recordings per image.
 
     Writes images/, speech/, train/valid/test/test_novel/images_only/speech_text_only
-    manifests and a README.md card into --out; re-running skips finished media.
+    manifests (and train_extra with --extra-scenes: images and captions, no speech)
+    and a README.md card into --out; re-running skips finished media.
     """
     from tmt.corpora.scenes import ScenesConfig, prepare_scenes
 
@@ -65,6 +74,8 @@ def scenes(
         "max_objects": max_objects,
         "engines": list(engines) or None,
         "speech": speech,
+        "background": background,
+        "extra_scenes": extra_scenes,
     }
     cfg = merge(cfg, {k: v for k, v in given.items() if v is not None})
     if dump_config:

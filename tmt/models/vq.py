@@ -68,6 +68,11 @@ class VQConfig:
     """Non-linearity of encoder and decoder."""
     norm: Literal["none", "group"] = "none"
     """Normalisation before each activation: none or GroupNorm (8 groups, or fewer for thin layers)."""
+    padding: Literal["zeros", "replicate"] = "zeros"
+    """How the padded convs of encoder and decoder pad: `replicate` repeats the edge pixels, so
+    border patches of a plain background look like inner ones and get the same codes; `zeros`
+    (the default of cards written before this option, whose weights were fitted with it) pads
+    with zeros, which gives border and corner patches codes of their own."""
 
     def size_hw(self) -> tuple[int, int]:
         return _pair(self.image_size, "image_size")
@@ -100,6 +105,8 @@ class VQConfig:
             raise TmtError(f"VQ card: image_size {ih}x{iw} is not divisible by factor {fh}x{fw}")
         if self.codebook_size < 2 or self.code_dim < 1:
             raise TmtError("VQ card: codebook_size must be >= 2 and code_dim >= 1")
+        if self.padding not in ("zeros", "replicate"):
+            raise TmtError(f"VQ card: padding '{self.padding}' is not one of zeros, replicate")
 
 
 def _pair(v: int | list[int] | tuple[int, ...], name: str) -> tuple[int, int]:
@@ -111,6 +118,12 @@ def _pair(v: int | list[int] | tuple[int, ...], name: str) -> tuple[int, int]:
     if len(vals) != 2:
         raise TmtError(f"VQ card: {name} must be an int or [height, width], got {v!r}")
     return int(vals[0]), int(vals[1])
+
+
+def _conv(cfg: VQConfig, c_in: int, c_out: int, kernel: int | tuple[int, int], stride: int | tuple[int, int] = 1,
+          padding: int = 0) -> nn.Conv2d:
+    """A conv that pads (when it does) as the card says; the weights do not depend on it."""
+    return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, padding_mode=cfg.padding if padding else "zeros")
 
 
 def _act(cfg: VQConfig, channels: int) -> nn.Module:
@@ -128,7 +141,7 @@ class ResBlock(nn.Module):
         super().__init__()
         cfg = cfg or VQConfig()
         self.act1 = _act(cfg, channels)
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = _conv(cfg, channels, channels, 3, padding=1)
         self.act2 = _act(cfg, channels)
         self.conv2 = nn.Conv2d(channels, channels, 1)
 
@@ -153,9 +166,9 @@ class Encoder(nn.Module):
         for i, stride in enumerate(cfg.strides()):
             if i:
                 layers.append(_act(cfg, c_in))
-            layers.append(nn.Conv2d(c_in, ch[i], _kernel(stride), stride=stride, padding=1))
+            layers.append(_conv(cfg, c_in, ch[i], _kernel(stride), stride=stride, padding=1))
             c_in = ch[i]
-        layers.append(nn.Conv2d(c_in, ch[-1], 3, padding=1))
+        layers.append(_conv(cfg, c_in, ch[-1], 3, padding=1))
         layers += [ResBlock(ch[-1], cfg) for _ in range(cfg.num_res_blocks)]
         layers += [_act(cfg, ch[-1]), nn.Conv2d(ch[-1], cfg.code_dim, 1)]
         self.net = nn.Sequential(*layers)
@@ -172,7 +185,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: VQConfig) -> None:
         super().__init__()
         ch = cfg.stage_channels(decoder=True)
-        layers: list[nn.Module] = [nn.Conv2d(cfg.code_dim, ch[-1], 3, padding=1)]
+        layers: list[nn.Module] = [_conv(cfg, cfg.code_dim, ch[-1], 3, padding=1)]
         layers += [ResBlock(ch[-1], cfg) for _ in range(cfg.num_res_blocks)]
         strides = cfg.strides()
         c_in = ch[-1]
@@ -184,7 +197,7 @@ class Decoder(nn.Module):
                 layers += [ResBlock(c_out, cfg) for _ in range(cfg.up_res_blocks)]
             c_in = c_out
         if head or not strides:  # a thin 3x3 conv at full resolution sharpens edges
-            layers += [_act(cfg, c_in), nn.Conv2d(c_in, cfg.in_channels, 3, padding=1)]
+            layers += [_act(cfg, c_in), _conv(cfg, c_in, cfg.in_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:

@@ -70,7 +70,8 @@ def validate_rows(
 
     `lines` (the rows' line numbers in `manifest`) makes messages read
     `<manifest>:<line>: ...`; without it they name the row's position.
-    Raises StoreError naming the first problem; returns counts per split and modality.
+    Raises StoreError naming the first problem; returns counts per split and modality, and the
+    rows with and without speech (`rows_with_speech`, `rows_without_speech`).
     """
     where = str(manifest) if manifest else "manifest"
     if lines is not None and len(lines) != len(rows):
@@ -101,7 +102,8 @@ def validate_rows(
         raise StoreError(
             f"{where}: {len(missing)} media file(s) missing, e.g. {'; '.join(missing[:3])}"
         )
-    return {"rows": len(rows), "splits": counts}
+    with_speech = sum(c["speech"] for c in counts.values())
+    return {"rows": len(rows), "splits": counts, "rows_with_speech": with_speech, "rows_without_speech": len(rows) - with_speech}
 
 
 def validate_manifest(path: str | Path, *, check_files: bool = True) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """The embedded tri-modal "scenes" corpus: drawn scenes, templated captions, synthetic speech.
 
 Each scene is a small RGB image (64x64 by default) of one to three coloured
-shapes on a noisy gray background, with a known **scene graph**:
+shapes on a grey background (`--background`: one constant grey, a named tone
+said in the captions, or a random grey plus pixel noise), with a known **scene graph**:
 
     {"objects": [{"shape": "circle", "colour": "red", "size": "small",
                   "center": [x, y], "radius": r, "angle": deg}, ...],   # x, y, r as fractions of the side
      "position": "left" | "right" | "top" | "bottom" | "center" | None,  # one-object scenes only
-     "relations": [{"subject": 0, "relation": "above", "object": 1}]}    # scenes with 2-3 objects
+     "relations": [{"subject": 0, "relation": "above", "object": 1}],    # scenes with 2-3 objects
+     "background": "dark" | "grey" | "light"}                             # `tones` corpora only
 
 `center`/`radius`/`angle` are the drawn geometry (informative; comparisons
 ignore them). Five captions per image come from templates with synonyms and
@@ -29,6 +31,7 @@ Import the names below from `tmt.corpora.scenes`; the module layout may change.
 from __future__ import annotations
 
 from tmt.corpora.scenes.captions import (
+    BACKGROUND_WORDS,
     CAPTIONS_PER_IMAGE,
     COLOUR_WORDS,
     POSITION_WORDS,
@@ -39,14 +42,17 @@ from tmt.corpora.scenes.captions import (
     caption_to_scene,
     caption_vocabulary,
     make_captions,
+    say_background,
 )
 from tmt.corpora.scenes.compare import ATTRIBUTES, compare_scenes, scene_matches
 from tmt.corpora.scenes.geometry import (
     BACKGROUND,
+    BACKGROUNDS,
     CENTER_BOX,
     COARSE_STEP,
     COLOUR_JITTER,
     COLOURS,
+    CONSTANT_GREY,
     GAP,
     HELD_OUT,
     INVERSE,
@@ -54,6 +60,7 @@ from tmt.corpora.scenes.geometry import (
     MAX_ROTATION,
     NOISE_STD,
     PERIOD,
+    PLAIN_TONE,
     POSITIONS,
     RADIUS,
     RELATIONS,
@@ -61,6 +68,7 @@ from tmt.corpora.scenes.geometry import (
     SIZE_THRESHOLD,
     SIZES,
     SUPERSAMPLE,
+    TONES,
     UNIT,
     UNIT_AREA,
     png_bytes,
@@ -69,6 +77,7 @@ from tmt.corpora.scenes.geometry import (
 from tmt.corpora.scenes.layout import clean_scene, sample_scene
 from tmt.corpora.scenes.parser import parse_scene
 from tmt.corpora.scenes.plan import (
+    EXTRA_SPLIT,
     GENERATOR_VERSION,
     SPLITS,
     ScenesConfig,
@@ -80,12 +89,16 @@ from tmt.corpora.scenes.prepare import prepare_scenes
 __all__ = [
     "ATTRIBUTES",
     "BACKGROUND",
+    "BACKGROUNDS",
+    "BACKGROUND_WORDS",
     "CAPTIONS_PER_IMAGE",
     "CENTER_BOX",
     "COARSE_STEP",
     "COLOURS",
     "COLOUR_JITTER",
     "COLOUR_WORDS",
+    "CONSTANT_GREY",
+    "EXTRA_SPLIT",
     "GAP",
     "GENERATOR_VERSION",
     "HELD_OUT",
@@ -94,6 +107,7 @@ __all__ = [
     "MAX_ROTATION",
     "NOISE_STD",
     "PERIOD",
+    "PLAIN_TONE",
     "POSITIONS",
     "POSITION_WORDS",
     "RADIUS",
@@ -107,6 +121,7 @@ __all__ = [
     "SPLITS",
     "SUPERSAMPLE",
     "TEMPLATES",
+    "TONES",
     "UNIT",
     "UNIT_AREA",
     "ScenesConfig",
@@ -122,5 +137,6 @@ __all__ = [
     "prepare_scenes",
     "render_scene",
     "sample_scene",
+    "say_background",
     "scene_matches",
 ]

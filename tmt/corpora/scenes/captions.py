@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tmt.corpora.scenes.geometry import COLOURS, INVERSE
+from tmt.corpora.scenes.geometry import COLOURS, INVERSE, PLAIN_TONE, TONES
 
 SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
 COLOUR_WORDS = {c: (c,) for c in COLOURS} | {"purple": ("purple", "violet")}
@@ -39,6 +39,12 @@ POSITION_WORDS = {
     "bottom": ("at the bottom", "near the bottom", "in the lower part"),
     "center": ("in the center", "in the middle"),
 }
+BACKGROUND_WORDS = {
+    "dark": ("on a dark background", "against a dark background"),
+    "light": ("on a light background", "against a light background"),
+}
+"""How captions say a background tone (`tones` corpora); the plain tone goes unsaid."""
+assert set(BACKGROUND_WORDS) == set(TONES) - {PLAIN_TONE}
 # {oN}: object N's phrase; {rNM}: relation of object N to object M; {p}: position.
 TEMPLATES: dict[int, tuple[str, ...]] = {
     1: (
@@ -121,6 +127,13 @@ def make_captions(scene: Mapping[str, Any], rng: np.random.Generator, n: int = C
     return out
 
 
+def say_background(captions: Sequence[tuple[int, str]], tone: str, rng: np.random.Generator) -> list[tuple[int, str]]:
+    """The captions with the background tone said at the end of each (unchanged for the plain tone)."""
+    if tone == PLAIN_TONE:
+        return list(captions)
+    return [(t, f"{text} {_pick(rng, BACKGROUND_WORDS[tone])}") for t, text in captions]
+
+
 def _fill_consistent(template: str, scene: Mapping[str, Any], rng: np.random.Generator) -> str:
     # choose one phrase per object so repeated mentions ("... and the small red circle is ...") agree
     phrases: dict[str, str] = {}
@@ -164,12 +177,18 @@ def _compile(template: str) -> tuple[re.Pattern[str], list[str]]:
 
 
 _COMPILED = [(len_, _compile(t)) for len_, ts in TEMPLATES.items() for t in ts]
+_TONE_OF = _reverse(BACKGROUND_WORDS)
+_TONE_RE = re.compile(f" ({_alt(_TONE_OF)})$")
 
 
 def caption_to_scene(text: str) -> dict[str, Any] | None:
     """Parse a caption written by the scene templates back into a scene graph (None if it
-    is not one). Case and surrounding whitespace/punctuation are ignored."""
+    is not one). Case and surrounding whitespace/punctuation are ignored. A caption that says its
+    background ("... on a dark background") gives the graph a `background` tone; others give none."""
     norm = re.sub(r"\s+", " ", text.lower().strip().rstrip(".!")).strip()
+    tone = _TONE_RE.search(norm)
+    if tone:
+        norm = norm[: tone.start()]
     for n, (pat, keys) in _COMPILED:
         m = pat.fullmatch(norm)
         if not m:
@@ -192,14 +211,18 @@ def caption_to_scene(text: str) -> dict[str, Any] | None:
             else:
                 rels.append({"subject": int(key[1]), "relation": _REL_OF[val], "object": int(key[2])})
         if ok and all(o is not None for o in objs):
-            return {"objects": objs, "position": position, "relations": rels}
+            scene: dict[str, Any] = {"objects": objs, "position": position, "relations": rels}
+            if tone:
+                scene["background"] = _TONE_OF[tone.group(1)]
+            return scene
     return None
 
 
-def caption_vocabulary() -> list[str]:
-    """Every word the templates can produce, sorted."""
+def caption_vocabulary(*, tones: bool = False) -> list[str]:
+    """Every word the templates can produce, sorted (`tones`: with the background phrases)."""
     words: set[str] = set()
-    for table in (SIZE_WORDS, COLOUR_WORDS, SHAPE_WORDS, RELATION_WORDS, POSITION_WORDS):
+    tables: list[Mapping[str, Sequence[str]]] = [SIZE_WORDS, COLOUR_WORDS, SHAPE_WORDS, RELATION_WORDS, POSITION_WORDS]
+    for table in tables + ([BACKGROUND_WORDS] if tones else []):
         for ws in table.values():
             for w in ws:
                 words.update(w.split())

@@ -45,7 +45,8 @@ def compare_scenes(pred: Mapping[str, Any], ref: Mapping[str, Any]) -> dict[str,
     Keys: `count` (same number of objects), `shape`, `colour`, `size` (every
     reference object matched with that attribute equal), `position` (one-object
     references; True when not applicable), `relation` (every reference relation
-    holds between the matched objects; True when not applicable), `all`.
+    holds between the matched objects; True when not applicable), `background` (only when the
+    reference names a background tone: the prediction's tone, if it has the key, is the same), `all`.
     `all` is True exactly when `scene_matches(pred, ref)`.
     """
     p_objs, r_objs = list(pred.get("objects", [])), list(ref.get("objects", []))
@@ -70,11 +71,14 @@ def compare_scenes(pred: Mapping[str, Any], ref: Mapping[str, Any]) -> dict[str,
         best = (0, {"shape": True, "colour": True, "size": True, "position": True, "relation": True})
     if best is not None:
         out.update(best[1])
-    out["all"] = all(out[k] for k in ATTRIBUTES)
+    if ref.get("background") is not None:  # `tones` corpora; a prediction that names no tone is not judged on it
+        out["background"] = pred.get("background", ref["background"]) == ref["background"]
+    out["all"] = all(out[k] for k in out)
     return out
 
 
 def scene_matches(pred: Mapping[str, Any], ref: Mapping[str, Any]) -> bool:
     """True when pred has the same objects (shape, colour, size), the same position
-    (one object) and the same relations as ref, up to object order and relation direction."""
+    (one object), the same relations and (where both name one) the same background tone as ref,
+    up to object order and relation direction."""
     return compare_scenes(pred, ref)["all"]

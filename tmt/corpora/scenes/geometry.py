@@ -62,7 +62,20 @@ COARSE_STEP = 10.0
 """Rotation step (degrees) of the parser's coarse template search."""
 NOISE_STD = 2.5
 BACKGROUND = (55, 165)
+"""Grey levels of the `random` background (one drawn per image, plus pixel noise)."""
 COLOUR_JITTER = 12
+BACKGROUNDS: tuple[str, ...] = ("random", "constant", "tones")
+"""Background styles of `tmt prepare scenes`: `random` (a random grey per image plus pixel noise,
+the corpus of generator version 1), `constant` (one grey, no noise) and `tones` (one of the named
+`TONES`, no noise; captions say the tone unless it is the plain one)."""
+CONSTANT_GREY = 110
+"""Grey level of the `constant` background."""
+TONES: dict[str, int] = {"grey": 110, "dark": 70, "light": 150}
+"""Named background tones (grey levels) of the `tones` background."""
+PLAIN_TONE = "grey"
+"""The tone captions leave unsaid."""
+TONE_TOLERANCE = 15
+"""`parse_scene` names a background tone when the border's grey is this close to it."""
 
 
 def _unit_polygon(shape: str) -> np.ndarray:
@@ -117,7 +130,8 @@ def _draw(img: Image.Image, verts: np.ndarray, fill: Any, ss: int, origin: tuple
 
 
 def render_scene(scene: Mapping[str, Any], render: Mapping[str, Any], image_size: int) -> Image.Image:
-    """Draw a scene graph (with geometry) using the render settings (background, noise seed)."""
+    """Draw a scene graph (with geometry) using the render settings: `background` (grey level) and,
+    when present, `noise_seed` (Gaussian pixel noise of NOISE_STD; absent: no noise)."""
     s, ss = image_size, SUPERSAMPLE
     g = int(render["background"])
     img = Image.new("RGB", (s * ss, s * ss), (g, g, g))
@@ -125,6 +139,8 @@ def render_scene(scene: Mapping[str, Any], render: Mapping[str, Any], image_size
         verts = _vertices(o["shape"], o["center"][0] * s, o["center"][1] * s, o["radius"] * s, o["angle"])
         _draw(img, verts, tuple(o["rgb"]), ss)
     arr = np.asarray(img.reduce(ss), dtype=np.float64)
+    if render.get("noise_seed") is None:
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "RGB")
     noise = np.random.default_rng(int(render["noise_seed"])).normal(0.0, NOISE_STD, arr.shape)
     return Image.fromarray(np.clip(np.rint(arr + noise), 0, 255).astype(np.uint8), "RGB")
 

@@ -167,5 +167,8 @@ def clean_scene(scene: Mapping[str, Any]) -> dict[str, Any]:
         if "rgb" in o:
             d["rgb"] = list(o["rgb"])
         objs.append(d)
-    return {"objects": objs, "position": scene.get("position"), "relations": [dict(r) for r in scene.get("relations", [])]}
+    out = {"objects": objs, "position": scene.get("position"), "relations": [dict(r) for r in scene.get("relations", [])]}
+    if scene.get("background") is not None:  # `tones` corpora: the named background tone
+        out["background"] = scene["background"]
+    return out
 

@@ -23,6 +23,8 @@ from tmt.corpora.scenes.geometry import (
     SHAPES,
     SIZE_THRESHOLD,
     SUPERSAMPLE,
+    TONE_TOLERANCE,
+    TONES,
     UNIT_AREA,
     _draw,
     _position_of,
@@ -175,6 +177,15 @@ def _read_object(seg: _Segmentation, lab: int) -> dict[str, Any] | None:
     }
 
 
+def _tone_of(bg: np.ndarray) -> str | None:
+    """The named background tone (`TONES`) of a border colour, or None when none is close."""
+    if float(bg.max() - bg.min()) > TONE_TOLERANCE:
+        return None  # not grey
+    level = float(bg.mean())
+    name, grey = min(TONES.items(), key=lambda kv: abs(kv[1] - level))
+    return name if abs(grey - level) <= TONE_TOLERANCE else None
+
+
 def parse_scene(image: Any, *, max_objects: int = 6, min_area: float = 0.003) -> dict[str, Any]:
     """Recover the scene graph from an image (PIL image or HxWx3 array, uint8 or float in 0..1).
 
@@ -182,7 +193,8 @@ def parse_scene(image: Any, *, max_objects: int = 6, min_area: float = 0.003) ->
     components, palette colour of each component's core, and shape/size by soft-IoU
     template matching over rotations. Returns the manifest's `scene` structure; each
     object also carries `score` (template IoU, 0..1). Relations are given for every
-    pair (i < j); `position` only when there is exactly one object.
+    pair (i < j); `position` only when there is exactly one object; `background` is the
+    named tone (`TONES`) closest to the border's grey, or None when none is within TONE_TOLERANCE.
     """
     seg = _segment(_as_rgb_array(image), max_objects=max_objects, min_area=min_area)
     objects = [o for o in (_read_object(seg, lab) for lab in seg.keep) if o is not None]
@@ -193,4 +205,4 @@ def parse_scene(image: Any, *, max_objects: int = 6, min_area: float = 0.003) ->
         for (i, p), (j, q) in itertools.combinations(enumerate(objects), 2)
     ]
     position = _position_of(*objects[0]["center"]) if len(objects) == 1 else None
-    return {"objects": objects, "position": position, "relations": rels}
+    return {"objects": objects, "position": position, "relations": rels, "background": _tone_of(seg.bg)}

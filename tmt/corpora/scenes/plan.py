@@ -10,19 +10,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from tmt import TmtError
-from tmt.corpora.scenes.captions import make_captions
-from tmt.corpora.scenes.geometry import BACKGROUND
+from tmt.corpora.scenes.captions import make_captions, say_background
+from tmt.corpora.scenes.geometry import BACKGROUND, BACKGROUNDS, CONSTANT_GREY, TONES
 from tmt.corpora.scenes.layout import clean_scene, sample_scene
 
 GENERATOR_VERSION = 1
 """Bumped whenever the same settings would draw or say something different."""
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test", "test_novel", "images_only", "speech_text_only")
+EXTRA_SPLIT = "train_extra"
+"""The split of `extra_scenes`: images and captions, no speech (written only when there are any)."""
 
 
 @dataclass(kw_only=True)
@@ -43,6 +45,14 @@ class ScenesConfig:
     """Captions (and recordings) per image."""
     speech: bool = True
     """Synthesise one recording per caption; false writes text-only captions."""
+    background: Literal["random", "constant", "tones"] = "constant"
+    """Background of the images: `constant` (one grey, no pixel noise), `tones` (a named tone per
+    image, dark/grey/light, no noise; captions of dark and light scenes say "on a dark background"
+    and the scene graph records it) or `random` (a random grey 55-165 plus pixel noise: the
+    corpus before this option, byte for byte)."""
+    extra_scenes: int = 0
+    """Extra scenes with images and captions but no speech, in their own split `train_extra`
+    (cheap training data for the image<->text directions and the image tokenizer fit)."""
     engines: tuple[str, ...] = ("espeak-ng", "flite")
     """Speech engines to use when installed (at least one must be)."""
     fractions: dict[str, float] = field(
@@ -82,13 +92,16 @@ def _split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
 
 
 def plan_scenes(cfg: ScenesConfig, pool: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
-    """Everything about each scene, decided up front from the seed (no media yet)."""
-    from tmt.corpora.tts import sample_voice
-
+    """Everything about each scene, decided up front from the seed (no media yet); the
+    `extra_scenes` follow the others, in split `train_extra`, without voices."""
     if not 1 <= cfg.min_objects <= cfg.max_objects <= 3:
         raise TmtError(f"need 1 <= min_objects <= max_objects <= 3, got {cfg.min_objects}..{cfg.max_objects}")
     if cfg.num_scenes < 1:
         raise TmtError(f"--num-scenes must be at least 1, got {cfg.num_scenes}")
+    if cfg.extra_scenes < 0:
+        raise TmtError(f"--extra-scenes must be 0 or more, got {cfg.extra_scenes}")
+    if cfg.background not in BACKGROUNDS:
+        raise TmtError(f"unknown background '{cfg.background}'; choose from {', '.join(BACKGROUNDS)}")
     counts = _split_counts(cfg.num_scenes, cfg.fractions)
     order = np.random.default_rng([cfg.seed, 7]).permutation(cfg.num_scenes)
     split_of: dict[int, str] = {}
@@ -97,27 +110,39 @@ def plan_scenes(cfg: ScenesConfig, pool: Sequence[tuple[str, str]] | None = None
         for i in order[start : start + c]:
             split_of[int(i)] = s
         start += c
-    plans = []
-    for i in range(cfg.num_scenes):
-        rng = np.random.default_rng([cfg.seed, 1, i])
-        split = split_of[i]
-        n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-        scene = sample_scene(rng, num_objects=n_obj, novel=split == "test_novel")
-        captions = make_captions(scene, rng, cfg.captions_per_image)
-        render = {"background": int(rng.integers(BACKGROUND[0], BACKGROUND[1] + 1)), "noise_seed": int(rng.integers(2**31))}
-        voice_rng = np.random.default_rng([cfg.seed, 2, i])
-        voices = [sample_voice(voice_rng, pool).to_dict() if pool else None for _ in captions]
-        sid = f"scene_{i:06d}"
-        plans.append(
-            {
-                "id": sid,
-                "index": i,
-                "split": split,
-                "scene": clean_scene(scene),
-                "render": render,
-                "captions": [{"template": t, "text": text} for t, text in captions],
-                "voices": voices,
-            }
-        )
+    plans = [_plan_one(cfg, i, split_of[i], pool) for i in range(cfg.num_scenes)]
+    plans += [_plan_one(cfg, i, EXTRA_SPLIT, None) for i in range(cfg.num_scenes, cfg.num_scenes + cfg.extra_scenes)]
     return plans
 
+
+
+def _plan_one(cfg: ScenesConfig, i: int, split: str, pool: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
+    """Scene `i`: its graph, captions, render settings and voices (None: no recording)."""
+    from tmt.corpora.tts import sample_voice
+
+    rng = np.random.default_rng([cfg.seed, 1, i])
+    n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    scene = sample_scene(rng, num_objects=n_obj, novel=split == "test_novel")
+    captions = make_captions(scene, rng, cfg.captions_per_image)
+    # both draws happen for every background, so scene i is the same scene whatever the background
+    level, noise_seed = int(rng.integers(BACKGROUND[0], BACKGROUND[1] + 1)), int(rng.integers(2**31))
+    render: dict[str, Any] = {"background": level, "noise_seed": noise_seed}
+    if cfg.background == "constant":
+        render = {"background": CONSTANT_GREY}
+    elif cfg.background == "tones":
+        tone_rng = np.random.default_rng([cfg.seed, 3, i])
+        tone = list(TONES)[int(tone_rng.integers(len(TONES)))]
+        scene["background"] = tone
+        captions = say_background(captions, tone, tone_rng)
+        render = {"background": TONES[tone]}
+    voice_rng = np.random.default_rng([cfg.seed, 2, i])
+    voices = [sample_voice(voice_rng, pool).to_dict() if pool else None for _ in captions]
+    return {
+        "id": f"scene_{i:06d}",
+        "index": i,
+        "split": split,
+        "scene": clean_scene(scene),
+        "render": render,
+        "captions": [{"template": t, "text": text} for t, text in captions],
+        "voices": voices,
+    }

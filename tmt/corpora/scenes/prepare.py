@@ -27,16 +27,26 @@ from tmt.core.io import (
 from tmt.core.progress import progress_bar
 from tmt.corpora.scenes.captions import CAPTIONS_PER_IMAGE, caption_vocabulary
 from tmt.corpora.scenes.geometry import (
+    BACKGROUND,
+    BACKGROUNDS,
     COLOURS,
+    CONSTANT_GREY,
     HELD_OUT,
     POSITIONS,
     RELATIONS,
     SHAPES,
     SIZES,
+    TONES,
     png_bytes,
     render_scene,
 )
-from tmt.corpora.scenes.plan import GENERATOR_VERSION, SPLITS, ScenesConfig, plan_scenes
+from tmt.corpora.scenes.plan import (
+    EXTRA_SPLIT,
+    GENERATOR_VERSION,
+    SPLITS,
+    ScenesConfig,
+    plan_scenes,
+)
 
 log = logging.getLogger("tmt.corpora.scenes")  # the package name, as in log lines before the split
 
@@ -68,8 +78,14 @@ def _init_worker() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def _rows(plans: Sequence[dict[str, Any]], durations: Sequence[list[float | None]]) -> dict[str, list[dict[str, Any]]]:
-    rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+def _splits(cfg: ScenesConfig) -> tuple[str, ...]:
+    """The splits the corpus writes: SPLITS, then `train_extra` when there are extra scenes."""
+    return SPLITS + ((EXTRA_SPLIT,) if cfg.extra_scenes else ())
+
+
+def _rows(plans: Sequence[dict[str, Any]], durations: Sequence[list[float | None]],
+          splits: Sequence[str] = SPLITS) -> dict[str, list[dict[str, Any]]]:
+    rows: dict[str, list[dict[str, Any]]] = {s: [] for s in splits}
     for plan, durs in zip(plans, durations, strict=True):
         sid, split = plan["id"], plan["split"]
         image = f"images/{sid}.png"
@@ -96,16 +112,30 @@ def _rows(plans: Sequence[dict[str, Any]], durations: Sequence[list[float | None
     return rows
 
 
+def _background_note(cfg: ScenesConfig) -> str:
+    if cfg.background == "random":
+        return f"Backgrounds: a random grey ({BACKGROUND[0]}-{BACKGROUND[1]}) per image plus pixel noise."
+    if cfg.background == "constant":
+        return f"Backgrounds: one grey ({CONSTANT_GREY}) for every image, no pixel noise."
+    tones = ", ".join(f"{name} ({grey})" for name, grey in TONES.items())
+    return (f"Backgrounds: a named tone per image, no pixel noise: {tones}. Captions of dark and light scenes "
+            'say so ("... on a dark background"); the scene graph records it as `background`.')
+
+
 def _readme(cfg: ScenesConfig, rows: Mapping[str, list[dict[str, Any]]], engines: Sequence[str], plans: Sequence[dict[str, Any]]) -> str:
     voices = Counter(f"{r['tts']['engine']}:{r['tts']['voice']}" for rs in rows.values() for r in rs if r.get("tts"))
     hours = sum(r.get("duration") or 0.0 for rs in rows.values() for r in rs) / 3600
+    vocab = caption_vocabulary(tones=cfg.background == "tones")
     lines = [
         "# scenes: the embedded tri-modal corpus",
         "",
         f"Written by `tmt prepare scenes` (generator version {GENERATOR_VERSION}). Regenerate with:",
         "",
         f"    tmt prepare scenes --num-scenes {cfg.num_scenes} --seed {cfg.seed} --image-size {cfg.image_size} "
-        f"--max-objects {cfg.max_objects} --out <dir>",
+        f"--max-objects {cfg.max_objects}"
+        + (f" --background {cfg.background}" if cfg.background != "random" else "")
+        + (f" --extra-scenes {cfg.extra_scenes}" if cfg.extra_scenes else "")
+        + " --out <dir>",
         "",
         f"{len(plans)} images ({cfg.image_size}x{cfg.image_size} RGB, {cfg.min_objects}-{cfg.max_objects} objects), "
         f"{cfg.captions_per_image} captions per image, "
@@ -114,7 +144,7 @@ def _readme(cfg: ScenesConfig, rows: Mapping[str, list[dict[str, Any]]], engines
         "| split | images | rows | image | speech | text |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for s in SPLITS:
+    for s in rows:
         rs = rows[s]
         lines.append(
             f"| {s} | {len({r['group'] for r in rs})} | {len(rs)} | {sum(r['image'] is not None for r in rs)} "
@@ -127,6 +157,13 @@ def _readme(cfg: ScenesConfig, rows: Mapping[str, list[dict[str, Any]]], engines
         + ".",
         "`images_only` and `speech_text_only` are the unpaired pools for back-translation; the withheld",
         "modality of their scenes is still on disk (images/, speech/) to score back-translation against.",
+    ]
+    if cfg.extra_scenes:
+        lines.append(f"`{EXTRA_SPLIT}` holds {cfg.extra_scenes} extra scenes with images and captions but no speech "
+                     "(training data for the image<->text directions and the image tokenizer).")
+    if cfg.background != "random":
+        lines.append(_background_note(cfg))
+    lines += [
         "",
         f"Engines: {', '.join(engines) if cfg.speech else 'none'}. Voices (recordings): "
         + (", ".join(f"{v} ({n})" for v, n in sorted(voices.items())) or "none")
@@ -135,7 +172,7 @@ def _readme(cfg: ScenesConfig, rows: Mapping[str, list[dict[str, Any]]], engines
         f"Shapes: {', '.join(SHAPES)}. Colours: {', '.join(COLOURS)}. Sizes: {', '.join(SIZES)}. "
         f"Positions: {', '.join(POSITIONS)}. Relations: {', '.join(RELATIONS)}.",
         "",
-        f"Caption vocabulary ({len(caption_vocabulary())} words): {' '.join(caption_vocabulary())}",
+        f"Caption vocabulary ({len(vocab)} words): {' '.join(vocab)}",
         "",
         "Each row's `scene` is the scene graph; `tts` is {engine, voice, rate, pitch}.",
         "`tmt.corpora.scenes.parse_scene(image)` recovers the graph from pixels.",
@@ -149,6 +186,10 @@ def _check_config(cfg: ScenesConfig) -> None:
         raise TmtError(f"--image-size must be at least 32 pixels, got {cfg.image_size}")
     if cfg.captions_per_image < 1:
         raise TmtError(f"captions per image must be at least 1, got {cfg.captions_per_image}")
+    if cfg.extra_scenes < 0:
+        raise TmtError(f"--extra-scenes must be 0 or more, got {cfg.extra_scenes}")
+    if cfg.background not in BACKGROUNDS:
+        raise TmtError(f"unknown --background '{cfg.background}'; choose from {', '.join(BACKGROUNDS)}")
 
 
 def _claim_out_dir(out: Path, settings: Mapping[str, Any], *, speech: bool, overwrite: bool) -> Path:
@@ -208,11 +249,19 @@ def _write_manifests(out: Path, rows: Mapping[str, list[dict[str, Any]]]) -> dic
     from tmt.store.manifest import validate_rows, write_manifest
 
     counts = {}
-    for split in SPLITS:
+    for split in rows:
         path = out / f"{split}.jsonl.gz"
         validate_rows(rows[split], manifest=path, check_files=True)
         counts[split] = write_manifest(path, rows[split])
     return counts
+
+
+def _settings(cfg: ScenesConfig, engines_used: Sequence[str]) -> dict[str, Any]:
+    """The settings stamped into prepare.json. Settings that leave the corpus as it was before
+    they existed stay out, so a corpus written then still counts as written with the same settings."""
+    config = dataclasses.asdict(cfg) | {"engines": list(cfg.engines)}
+    config = {k: v for k, v in config.items() if (k, v) not in (("background", "random"), ("extra_scenes", 0))}
+    return {"generator_version": GENERATOR_VERSION, "config": config, "engines_used": list(engines_used)}
 
 
 def prepare_scenes(
@@ -226,6 +275,8 @@ def prepare_scenes(
     jobs: int = 1,
     engines: Sequence[str] = ("espeak-ng", "flite"),
     speech: bool = True,
+    background: str = "constant",
+    extra_scenes: int = 0,
     captions_per_image: int = CAPTIONS_PER_IMAGE,
     fractions: Mapping[str, float] | None = None,
     overwrite: bool = False,
@@ -234,9 +285,9 @@ def prepare_scenes(
     """Write the scenes corpus into `out_dir`; returns a summary dict.
 
     Layout: `images/<scene>.png`, `speech/<scene>_<k>.wav`, one raw manifest per split
-    (`train`, `valid`, `test`, `test_novel`, `images_only`, `speech_text_only`
-    `.jsonl.gz`; media paths relative to `out_dir`), `README.md` and `prepare.json`
-    (the settings). Re-running with the same settings skips media already written;
+    (`train`, `valid`, `test`, `test_novel`, `images_only`, `speech_text_only`, and
+    `train_extra` with `extra_scenes`; `.jsonl.gz`; media paths relative to `out_dir`),
+    `README.md` and `prepare.json` (the settings). Re-running with the same settings skips media already written;
     different settings in a non-empty directory are refused unless `overwrite`.
     """
     cfg = ScenesConfig(
@@ -247,6 +298,8 @@ def prepare_scenes(
         max_objects=max_objects,
         captions_per_image=captions_per_image,
         speech=speech,
+        background=background,  # type: ignore[arg-type]  # checked by plan_scenes
+        extra_scenes=extra_scenes,
         engines=tuple(engines),
         fractions=dict(fractions) if fractions is not None else ScenesConfig().fractions,
     )
@@ -255,23 +308,16 @@ def prepare_scenes(
 
     used = available_engines(cfg.engines) if cfg.speech else []
     out = Path(out_dir)
-    config = dataclasses.asdict(cfg) | {"engines": list(cfg.engines)}
-    settings = {"generator_version": GENERATOR_VERSION, "config": config, "engines_used": used}
+    settings = _settings(cfg, used)
     stamp_path = _claim_out_dir(out, settings, speech=cfg.speech, overwrite=overwrite)
 
     plans = plan_scenes(cfg, voice_names(used) if cfg.speech else None)
     durations = _build_media(plans, out, cfg, jobs=jobs, progress=progress)
-    rows = _rows(plans, durations)
+    rows = _rows(plans, durations, _splits(cfg))
     counts = _write_manifests(out, rows)
     atomic_write_text(out / "README.md", _readme(cfg, rows, used, plans))
     atomic_write_json(stamp_path, {"settings": settings, "complete": True, "rows": counts})
-    summary = {
-        "out": str(out),
-        "images": len(plans),
-        "captions": sum(len(p["captions"]) for p in plans),
-        "wavs": sum(d is not None for ds in durations for d in ds),
-        "rows": counts,
-        "engines": used,
-    }
+    summary = {"out": str(out), "images": len(plans), "captions": sum(len(p["captions"]) for p in plans),
+               "wavs": sum(d is not None for ds in durations for d in ds), "rows": counts, "engines": used}
     log.info("scenes corpus in %s: %s", out, summary)
     return summary

@@ -14,9 +14,9 @@ one row (text and speech both generated from its image) are never paired,
 because one of them would be the target. The reader counts the pairs this drops.
 
 Several stores are mixed with `DataPipeline.sample` by weight (e.g. real data
-1.0, back-translated 0.5). Training pipelines repeat forever and reshuffle each
-pass; `state_dict()` / `load_state_dict()` restore the exact position (including
-the shuffle buffers), so a resumed run sees the same batches.
+1.0, back-translated 0.5). Training pipelines run forever, each store in a fresh
+permutation per pass (`EpochOrder`); `state_dict()` / `load_state_dict()` restore
+the exact position, so a resumed run sees the same batches.
 """
 
 from __future__ import annotations
@@ -248,6 +248,31 @@ def synthetic_masks(store: TokenStore) -> dict[str, np.ndarray]:
 _LIVE_READERS: weakref.WeakSet[BatchReader] = weakref.WeakSet()
 
 
+class EpochOrder:
+    """Item `c` of an endless stream over one store's rows: (store k, row), each epoch a fresh
+    permutation of the rows seeded by (seed, epoch).
+
+    Written here instead of fairseq2's `shuffle(...).repeat()`: in fairseq2 0.8.1 a `repeat()`
+    whose state is saved exactly when its inner pipeline is exhausted restores into a stream
+    that yields nothing, so a checkpoint taken at an epoch boundary could not resume. A counter
+    (`DataPipeline.count`) mapped through this class keeps the whole state in one integer, and a
+    permutation of row indices costs 8 bytes per row, so every epoch is shuffled in full."""
+
+    def __init__(self, k: int, rows: np.ndarray, *, seed: int) -> None:
+        self.k = k
+        self.rows = rows
+        self.seed = seed
+        self._epoch = -1
+        self._perm = rows
+
+    def __call__(self, c: int) -> tuple[int, int]:
+        epoch, pos = divmod(int(c), len(self.rows))
+        if epoch != self._epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.rows)
+            self._epoch = epoch
+        return self.k, int(self._perm[pos])
+
+
 @atexit.register
 def _close_live_readers() -> None:
     # fairseq2n's own exit handler crashes (SIGSEGV) when a data pipeline is still alive at
@@ -272,7 +297,6 @@ class BatchReader:
         max_tokens: int = 4096,
         max_seq_len: int = 1024,
         train: bool = True,
-        shuffle_window: int = 10_000,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -303,7 +327,7 @@ class BatchReader:
         if max_tokens < max_key:
             log.warning("data.max_tokens %d < the longest row (%d tokens); using %d", max_tokens, max_key, max_key)
         self.pipeline = self._build_pipeline(
-            indices, bucket_sizes(self.max_tokens, max_key), train=train, shuffle_window=shuffle_window,
+            indices, bucket_sizes(self.max_tokens, max_key), train=train,
             seed=seed, rank=rank, prefetch=prefetch,
         )
         _LIVE_READERS.add(self)
@@ -332,15 +356,18 @@ class BatchReader:
         return indices, max_key
 
     def _build_pipeline(
-        self, indices: list[np.ndarray], sizes: list[tuple[int, int]], *, train: bool, shuffle_window: int,
+        self, indices: list[np.ndarray], sizes: list[tuple[int, int]], *, train: bool,
         seed: int, rank: int, prefetch: int,
     ) -> DataPipeline:
         """The fairseq2 pipeline: (store, row) items, mixed or concatenated, loaded, bucketed, collated."""
         pipes = []
         for k, idx in enumerate(indices):
-            b = read_sequence([(k, int(i)) for i in idx])  # -> (store k, row i)
             if train:
-                b = b.shuffle(shuffle_window, seed=seed + 1000 * k + rank).repeat()
+                # count() never ends; the repeat() only marks the stream infinite, which
+                # DataPipeline.sample needs (it yields nothing when every input is pseudo-infinite)
+                b = DataPipeline.count(start=0).repeat().map(EpochOrder(k, idx, seed=seed + 1000 * k + rank))
+            else:
+                b = read_sequence([(k, int(i)) for i in idx])  # -> (store k, row i)
             pipes.append(b.and_return())
         if train:
             builder = DataPipeline.sample(pipes, weights=self.weights, seed=seed + 7 + rank)

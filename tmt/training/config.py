@@ -37,7 +37,8 @@ class DataConfig:
     max_tokens: int = 4096
     """Tokens per batch and process (rows * their longest total length, all modalities)."""
     shuffle_window: int = 10_000
-    """Rows held in the shuffle buffer (0: shuffle each store fully in memory)."""
+    """Unused, kept so that older config.yaml files load: training reads every store in a fresh
+    full permutation per epoch (`tmt.store.pipeline.EpochOrder`, 8 bytes per row)."""
     prefetch: int = 2
     """Batches prepared ahead in a background thread."""
 

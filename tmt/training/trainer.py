@@ -99,7 +99,7 @@ def _train(
         seed=cfg.seed, rank=info.rank, world_size=info.world_size,
     )
     reader = BatchReader(
-        cfg.data.stores, vocab, train=True, shuffle_window=cfg.data.shuffle_window, prefetch=cfg.data.prefetch,
+        cfg.data.stores, vocab, train=True, prefetch=cfg.data.prefetch,
         **common,  # type: ignore[arg-type]
     )
     valid_reader = (

@@ -151,6 +151,7 @@ def griffin_lim_copy(wavs: Sequence[np.ndarray], mel: MelConfig, n_iter: int) ->
 
 def _score(rung: Rung, texts: Sequence[str], originals: Sequence[np.ndarray], transcribe: Transcriber,
            logmel: LogMel) -> dict[str, Any]:
+    log.info("ladder: judging %s (%s durations)", rung.system, rung.durations)
     hyps = transcribe(rung.wavs)
     m = wer_cer(hyps, list(texts)).values
     audio_s = sum(len(w) for w in rung.wavs) / SAMPLE_RATE

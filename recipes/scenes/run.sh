@@ -33,6 +33,7 @@ train_steps=         # cap on optimizer steps of the first training (the time bu
 bt_steps=            # cap on steps of training on real + synthetic
 train_minutes=       # override the preset's training budget (minutes)
 bt_minutes=          # override the preset's budget on real + synthetic (minutes)
+vocoder_config=      # vocoder preset or YAML for stage 7 (default: the preset's, unit-mel)
 vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 vocoder_steps=       # cap on vocoder steps (with a generous --vocoder-minutes: a fit of exactly N steps)
 vq_minutes=          # override the preset's image tokenizer (VQ) budget (minutes)
@@ -70,6 +71,7 @@ Usage: $0 [options]
   --bt-steps N       override the preset's steps on real + synthetic data
   --train-minutes M  override the preset's training budget
   --bt-minutes M     override the preset's budget on real + synthetic data
+  --vocoder-config C vocoder preset or YAML (unit-mel, unit-world, demo; default: the preset's)
   --vocoder-minutes M override the preset's vocoder budget
   --vocoder-steps N  cap on vocoder steps (a fit of exactly N steps, given the minutes)
   --vq-minutes M     override the preset's image tokenizer budget
@@ -111,7 +113,7 @@ case "${preset}" in
     : "${vq_steps:=20000}"; : "${vq_minutes:=3}"; km_sample=100000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"   # the time budgets below end training
     : "${train_minutes:=10}"; : "${bt_minutes:=3}"
-    vocoder_config=unit-mel; : "${vocoder_minutes:=3}"
+    : "${vocoder_config:=unit-mel}"; : "${vocoder_minutes:=3}"
     model_preset=demo; beam=5; : "${test_limit:=40}"; eval_splits="test"
     ;;
   full)
@@ -119,7 +121,7 @@ case "${preset}" in
     : "${vq_steps:=20000}"; : "${vq_minutes:=14}"; km_sample=300000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=75}"; : "${bt_minutes:=25}"
-    vocoder_config=unit-mel; : "${vocoder_minutes:=25}"
+    : "${vocoder_config:=unit-mel}"; : "${vocoder_minutes:=25}"
     # the first 250 rows of each test split (50 scenes' captions; image sources: all 100 images)
     # keep stages 8-10 near half an hour, inside the preset's 3 hours
     model_preset=demo; beam=5; : "${test_limit:=250}"; eval_splits="test test_novel"

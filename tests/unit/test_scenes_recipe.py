@@ -113,6 +113,17 @@ def test_vocoder_steps_caps_the_vocoder_fit_only_when_given(tmp_path: Path) -> N
     assert "--set train.max_steps=6850" in train and "train.max_minutes=3" in train  # quick preset's budget
 
 
+def test_vocoder_config_chooses_the_arch(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path / "a", "--stage", "7", "--stop-stage", "7")
+    assert r.returncode == 0, r.stderr
+    [train] = calls
+    assert "--config unit-mel " in train  # the preset's default
+    r, calls = _recipe(tmp_path / "b", "--stage", "7", "--stop-stage", "7", "--vocoder-config", "unit-world")
+    assert r.returncode == 0, r.stderr
+    [train] = calls
+    assert "--config unit-world " in train and "train.max_minutes=3" in train
+
+
 def test_per_direction_best_translates_each_direction_with_its_own_checkpoint(tmp_path: Path) -> None:
     r, calls = _recipe(tmp_path / "a", "--stage", "4", "--stop-stage", "8", "--jobs", "1")
     assert r.returncode == 0, r.stderr

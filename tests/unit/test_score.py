@@ -319,14 +319,18 @@ def test_text_to_image_on_scenes_uses_the_scene_parser(tmp_path: Path) -> None:
     assert S.headline(scores["directions"]["text->image"]) == ("scene_exact", e["metrics"]["scene_exact"])
 
 
-def test_unit_outputs_are_vocoded_and_ceiling_resynthesised(tmp_path: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("arch", ["hifigan", "unit-world"])
+def test_unit_outputs_are_vocoded_and_ceiling_resynthesised(tmp_path: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            arch: str) -> None:
     import torch
 
     from tmt.store.token_store import DURATION_VOCAB, TokenStoreWriter
     from tmt.vocoder import build_model, save_vocoder, tiny_config
 
+    if arch == "unit-world":
+        pytest.importorskip("pyworld")
     torch.manual_seed(0)
-    cfg = tiny_config(num_units=20)
+    cfg = tiny_config(arch, num_units=20)  # type: ignore[arg-type]
     save_vocoder(tmp_path / "voc", build_model(cfg), cfg)
     store = tmp_path / "store"
     with TokenStoreWriter(store, streams={"speech": 20, "durations": DURATION_VOCAB}) as w:

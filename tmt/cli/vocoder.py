@@ -32,6 +32,8 @@ Examples:
   tmt vocoder synthesize exp/vocoder-world --store data/scenes/store/test --pitch-mean 200 --out-dir wavs/
   tmt vocoder import-fairseq g_00500000 config.json --out exp/hubert-km100-vocoder
   tmt vocoder eval exp/vocoder --store data/scenes/store/test --manifest data/scenes/test.jsonl.gz
+  tmt vocoder eval exp/vocoder-world exp/vocoder --ladder --store data/scenes/store/test \\
+      --manifest data/scenes/test.jsonl.gz --limit 100 --out-dir ladder-wavs/
 """
 
 
@@ -153,21 +155,29 @@ def import_fairseq_cmd(checkpoint: str, config_json: str, out: str, tokenizer: s
 
 
 @cli.command("eval", context_settings=CONTEXT, epilog=EPILOG)
-@click.argument("vocoder", type=click.Path(file_okay=False))
+@click.argument("vocoders", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--store", required=True, type=click.Path(file_okay=False), help="Held-out token store (ground-truth units).")
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest with the rows' wavs and texts.")
 @click.option("--limit", default=None, type=int, help="At most this many rows.")
 @click.option("--gt-durations", is_flag=True, help="Use the stored run lengths (default: predicted durations, as in translation).")
+@click.option("--ladder", is_flag=True,
+              help="The diagnostic ladder (also when several VOCODERS are given): originals, WORLD copy synthesis, "
+                   "Griffin-Lim on true mels, and each vocoder with true and predicted durations, one judge.")
 @click.option("--model", default=None, type=click.Path(file_okay=False),
               help="Also transcribe with this tmt translation model (speech->text), if the judge is missing.")
 @click.option("--out-dir", default=None, type=click.Path(file_okay=False), help="Keep the resynthesised wavs here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def eval_cmd(vocoder: str, store: str, manifest: str, limit: int | None, gt_durations: bool, model: str | None,
-             out_dir: str | None, as_json: bool) -> None:
+def eval_cmd(vocoders: tuple[str, ...], store: str, manifest: str, limit: int | None, gt_durations: bool, ladder: bool,
+             model: str | None, out_dir: str | None, as_json: bool) -> None:
     """Resynthesise held-out units; report WER (ASR judge) and mel distance to the original audio."""
+    if ladder or len(vocoders) > 1:
+        _eval_ladder(vocoders, store, manifest, limit, out_dir, as_json)
+        return
+    if not vocoders:
+        raise click.UsageError("give a VOCODER directory (or --ladder)")
     from tmt.evaluation.vocoder import evaluate_vocoder
 
-    res = evaluate_vocoder(vocoder, store, manifest, limit=limit, gt_durations=gt_durations, model=model,
+    res = evaluate_vocoder(vocoders[0], store, manifest, limit=limit, gt_durations=gt_durations, model=model,
                            out_dir=out_dir)
     if as_json:
         echo_json(res)
@@ -178,3 +188,15 @@ def eval_cmd(vocoder: str, store: str, manifest: str, limit: int | None, gt_dura
         if isinstance(v, dict) and v:
             click.echo(f"{k}: {json.dumps(v)}", err=False)
     sys.stdout.flush()
+
+
+def _eval_ladder(vocoders: tuple[str, ...], store: str, manifest: str, limit: int | None, out_dir: str | None,
+                 as_json: bool) -> None:
+    from tmt.evaluation.vocoder_ladder import LADDER_HEADER, ladder_rows, run_ladder
+
+    res = run_ladder(vocoders, store, manifest, limit=limit, out_dir=out_dir)
+    if as_json:
+        echo_json(res)
+        return
+    click.echo(f"vocoder ladder: {res['rows']} rows of {store}, judge {json.dumps(res['judge'])}")
+    click.echo(format_table(ladder_rows(res), LADDER_HEADER))

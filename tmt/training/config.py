@@ -56,6 +56,10 @@ class OptimConfig:
     """Batches accumulated per optimizer step."""
     label_smoothing: float = 0.1
     """Label smoothing over the target modality's slice (the paper: 0.1)."""
+    adamw_impl: Literal["default", "foreach", "fused"] = "default"
+    """AdamW kernel: `default` (torch's choice: a per-parameter loop on CPU, foreach on GPU),
+    `foreach` (multi-tensor) or `fused` (one kernel). All give the same update within float
+    rounding; benchmarks/training.py --levers measures their speed."""
 
 
 @dataclass(kw_only=True)
@@ -103,6 +107,9 @@ class TrainConfig:
     """Write curves.png (training/validation curves) at each validation and at the end."""
     num_threads: int = 0
     """torch CPU threads per process (0: torch's default)."""
+    compile: bool = False
+    """Run the model's encoder and decoder under `torch.compile` (dynamic shapes). Same losses
+    within float rounding; pays a compile time at start and per new shape class."""
 
     def __post_init__(self) -> None:
         self.max_minutes = check_max_minutes(self.max_minutes, MAX_MINUTES_KEY)
@@ -139,6 +146,11 @@ def train_preset(name: str) -> TrainConfig:
         return replace(
             cfg, max_steps=2000, valid_every=250, save_every=250, log_every=50,
             data=DataConfig(max_tokens=4096), optim=OptimConfig(lr=1e-3, warmup_steps=200),
+        )
+    if name == "small":
+        return replace(
+            cfg, max_steps=4000, valid_every=250, save_every=250, log_every=50,
+            data=DataConfig(max_tokens=4096), optim=OptimConfig(lr=7e-4, warmup_steps=400),
         )
     if name == "base":
         return replace(

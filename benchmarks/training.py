@@ -48,12 +48,12 @@ from tmt.models.config import TmtModelConfig, get_preset
 from tmt.models.tmt import TmtModel, create_model
 from tmt.store.pipeline import RowBatch, decoder_io
 from tmt.training.config import OptimConfig, TrainConfig
-from tmt.training.steps import SixWayStep, compile_model, make_optimizer
+from tmt.training.steps import SixWayStep, make_optimizer
 from tmt.vocab import PAD, PAPER_SIZES, JointVocab
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
-from training_levers import interleave, load_average, profile_step
+from training_levers import interleave, load_average, padding, profile_step
 
 ROOT = Path(__file__).resolve().parent
 
@@ -133,21 +133,23 @@ class Variant:
     sdpa: str = "default"
     """default (torch picks: the flash kernel on CPU where it applies) | math."""
     compile: bool = False
-    """torch.compile the encoder and decoder (dynamic shapes)."""
+    """torch.compile the encoder and decoder (dynamic shapes). Not a TrainConfig switch: on the
+    2-core machine, compiling even the tiny model's first step did not finish in 500 s."""
 
 
 def tuned(threads: int) -> Variant:
     """Today's training defaults (TrainConfig()): what `tmt train` runs unless told otherwise."""
     t = TrainConfig()
-    return Variant(adamw=t.optim.adamw_impl, threads=threads, compile=t.compile)
+    return Variant(adamw=t.optim.adamw_impl, threads=threads)
 
 
 def make_step(v: Variant, cfg: TmtModelConfig, vocab: JointVocab, batch: RowBatch) -> Callable[[], None]:
     torch.manual_seed(0)  # every variant starts from the same weights
     model = create_model(cfg, vocab)
     module: torch.nn.Module = SixWayStep(model, list(ALL_DIRECTIONS)) if v.impl == "ours" else SixPasses(model, v.impl)
-    if v.compile:
-        compile_model(model)
+    if v.compile:  # in place: state-dict keys unchanged
+        model.encoder.compile(dynamic=True)
+        model.decoder.compile(dynamic=True)
     module.train()
     opt = make_optimizer(module, TrainConfig(optim=OptimConfig(adamw_impl=v.adamw, weight_decay=0.01)))
     backend = SDPBackend.MATH if v.sdpa == "math" else None
@@ -184,7 +186,7 @@ def target_tokens(batch: RowBatch) -> int:
     return sum(len(batch.seqs[parse_direction(d)[1]][i]) + 1 for d in ALL_DIRECTIONS for i in range(len(batch)))
 
 
-def run_size(size: str, vocab: JointVocab, args: argparse.Namespace, peak: float) -> dict[str, Any]:
+def run_size(size: str, vocab: JointVocab, args: argparse.Namespace, peak: float, *, levers: bool) -> dict[str, Any]:
     """Interleaved timings of the variants at one model size, their MFU, and a profile of ours."""
     cfg, rows, image_len = SIZES[size]
     batch = make_batch(vocab, rows, image_len=image_len)
@@ -195,10 +197,9 @@ def run_size(size: str, vocab: JointVocab, args: argparse.Namespace, peak: float
         "(a) six passes, head per modality": Variant(impl="per_modality", threads=th),
         "(a) six passes, same tuned levers": replace(tuned(th), impl="per_modality"),
     }
-    if args.levers:
+    if levers:
         variants |= {
             "lever: AdamW foreach": Variant(adamw="foreach", threads=th),
-            "lever: AdamW fused": Variant(adamw="fused", threads=th),
             "lever: 1 thread": Variant(threads=1),
             "lever: SDPA math backend": Variant(sdpa="math", threads=th),
         }
@@ -239,6 +240,16 @@ def report(size: str, r: dict[str, Any]) -> dict[str, Any]:
             "tuned_vs_baseline": tuned_r["tokens_per_s"] / base["tokens_per_s"], "tuned_mfu": tuned_r["mfu"]}
 
 
+def padding_report(vocab: JointVocab) -> dict[str, float]:
+    """Decoder padding of 256 benchmark-distributed rows in batches of 8: bucketed by total row
+    length (the store pipeline) vs by each target modality's own length."""
+    b = make_batch(vocab, 256, image_len=64, seed=1)
+    pad = padding([{m: len(b.seqs[m][i]) for m in ("text", "speech")} for i in range(len(b))], rows=8)  # type: ignore[arg-type]
+    print_table([[k, f"{100*v:.1f}%"] for k, v in pad.items()], ["target: bucketed by", "padded positions"],
+                "decoder padding (images: fixed length, none)")
+    return pad
+
+
 WHY = """why the earlier figures differ (2.54x once; 1.04x --quick and 1.25x default later): they timed each
 implementation after the other on a 2-core machine shared with other jobs, so each saw a different
 load; a six-pass step has ~6x more small kernels and suffers more from contention, so the ratio moves
@@ -268,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None, help="steps per variant and turn (default 2; --quick 1)")
     ap.add_argument("--rounds", type=int, default=None, help="turns per variant (default 3; --quick 2)")
-    ap.add_argument("--no-levers", dest="levers", action="store_false", help="skip the one-lever-at-a-time variants")
+    ap.add_argument("--no-levers", dest="levers", action="store_false",
+                    help="skip the one-lever-at-a-time variants (otherwise timed at the first size)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     ap.add_argument("--reference-b", action="store_true", help="also time (b): six passes, full softmax")
     ap.add_argument("--out", default=str(ROOT / "results" / "training.json"))
@@ -284,14 +296,15 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {load_before}; {args.steps} step(s) x {args.rounds} interleaved turns per variant")
     runs, goals = {}, {}
     for size in sizes:
-        runs[size] = run_size(size, vocab, args, peak)
+        runs[size] = run_size(size, vocab, args, peak, levers=args.levers and size == sizes[0])
         goals[size] = report(size, runs[size])
+    pad = padding_report(vocab)
     load_after = load_average()
     print(f"\nload average after: {load_after}")
     for line in goals_lines(goals):
         print("goal " + line)
     print(WHY)
-    out = {"benchmark": "training", "args": vars(args), "matmul_peak_flops": peak, "sizes": runs, "goals": goals,
+    out = {"benchmark": "training", "args": vars(args), "matmul_peak_flops": peak, "sizes": runs, "goals": goals, "padding": pad,
            "load_before": load_before, "load_after": load_after, "machine": platform.platform(),
            "torch": torch.__version__}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -56,10 +56,10 @@ class OptimConfig:
     """Batches accumulated per optimizer step."""
     label_smoothing: float = 0.1
     """Label smoothing over the target modality's slice (the paper: 0.1)."""
-    adamw_impl: Literal["default", "foreach", "fused"] = "default"
-    """AdamW kernel: `default` (torch's choice: a per-parameter loop on CPU, foreach on GPU),
-    `foreach` (multi-tensor) or `fused` (one kernel). All give the same update within float
-    rounding; benchmarks/training.py --levers measures their speed."""
+    adamw_impl: Literal["default", "foreach", "fused"] = "fused"
+    """AdamW kernel: `fused` (one kernel per parameter group; the fastest on CPU), `default`
+    (torch's choice, the path before issue 20: a per-parameter loop on CPU, foreach on GPU) or
+    `foreach` (multi-tensor). Same updates within float rounding (benchmarks/training.py)."""
 
 
 @dataclass(kw_only=True)
@@ -107,9 +107,6 @@ class TrainConfig:
     """Write curves.png (training/validation curves) at each validation and at the end."""
     num_threads: int = 0
     """torch CPU threads per process (0: torch's default)."""
-    compile: bool = False
-    """Run the model's encoder and decoder under `torch.compile` (dynamic shapes). Same losses
-    within float rounding; pays a compile time at start and per new shape class."""
 
     def __post_init__(self) -> None:
         self.max_minutes = check_max_minutes(self.max_minutes, MAX_MINUTES_KEY)

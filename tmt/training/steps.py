@@ -170,12 +170,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     )
 
 
-def compile_model(model: TmtModel) -> None:
-    """`torch.compile` the encoder and decoder in place (state-dict keys unchanged), dynamic shapes."""
-    model.encoder.compile(dynamic=True)
-    model.decoder.compile(dynamic=True)
-
-
 def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     dtype = cfg.dtype
     if dtype == "auto":

@@ -53,6 +53,14 @@ def _train(adamw: str = "default", sdpa: SDPBackend | None = None, steps: int = 
     return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Equal within rounding. Attention key biases are skipped: their true gradient is zero (softmax
+    ignores a per-query constant), so Adam turns pure rounding noise into +-lr steps there."""
+    for k in b:
+        if not k.endswith("k_proj.bias"):
+            assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
 def test_small_preset_validates_and_builds() -> None:
     cfg = get_preset("small")
     cfg.validate()
@@ -70,16 +78,14 @@ def test_adamw_kernels_train_the_same(impl: str) -> None:
     losses, weights = _train(impl)
     assert losses == pytest.approx(ref_losses, rel=1e-5)
     assert ref_losses[-1] < ref_losses[0]  # it does train
-    for k in ref:  # Adam moves each weight by ~lr per step: a different update would differ by ~1e-2
-        assert torch.allclose(weights[k], ref[k], atol=1e-3), k
+    _same_weights(weights, ref)
 
 
 def test_sdpa_math_backend_trains_the_same() -> None:
     ref_losses, ref = _train()
     losses, weights = _train(sdpa=SDPBackend.MATH)
     assert losses == pytest.approx(ref_losses, rel=1e-5)
-    for k in ref:
-        assert torch.allclose(weights[k], ref[k], atol=1e-5), k
+    _same_weights(weights, ref)
 
 
 def test_unknown_adamw_impl_is_refused_by_the_config() -> None:

@@ -131,6 +131,8 @@ _PRESET_VALUES = {
                  dropout_p=0.0, max_seq_len=512),
     "demo": dict(model_dim=128, num_encoder_layers=2, num_decoder_layers=2, num_heads=4, ffn_inner_dim=512,
                  dropout_p=0.1, max_seq_len=1024),
+    "small": dict(model_dim=256, num_encoder_layers=3, num_decoder_layers=3, num_heads=4, ffn_inner_dim=1024,
+                  dropout_p=0.1, max_seq_len=1024),
     "base": dict(model_dim=768, num_encoder_layers=12, num_decoder_layers=12, num_heads=12, ffn_inner_dim=3072,
                  dropout_p=0.1, max_seq_len=1024),
     "paper": dict(model_dim=1024, num_encoder_layers=12, num_decoder_layers=12, num_heads=16, ffn_inner_dim=4096,

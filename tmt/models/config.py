@@ -1,4 +1,4 @@
-"""The architecture config of the tmt model and its named presets (tiny, demo, base, paper)."""
+"""The architecture config of the tmt model and its named presets (tiny, demo, small, base, paper)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,16 @@ def demo() -> TmtModelConfig:
 
 
 @preset
+def small() -> TmtModelConfig:
+    """Several million parameters for CPU runs: d 256, 3+3 layers, ffn 1024, 4 heads.
+
+    About 5.5M parameters besides the embedding (scenes vocabularies add ~1-2M). d 256 is the
+    smallest width whose matmuls reach about half of a 2-core CPU's measured matmul peak in a
+    training step (benchmarks/training.py); d 128 stays near a third."""
+    return TmtModelConfig(model_dim=256, num_encoder_layers=3, num_decoder_layers=3, ffn_inner_dim=1024)
+
+
+@preset
 def base() -> TmtModelConfig:
     """12+12 layers, d 768, 12 heads."""
     config = demo()
@@ -111,7 +121,7 @@ def paper() -> TmtModelConfig:
 
 
 def get_preset(name: str) -> TmtModelConfig:
-    """The named architecture preset (tiny, demo, base, paper)."""
+    """The named architecture preset (tiny, demo, small, base, paper)."""
     if name not in PRESETS:
         raise ModelError(f"unknown model preset '{name}'; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]()

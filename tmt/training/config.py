@@ -67,6 +67,10 @@ class OptimConfig:
     """Batches accumulated per optimizer step."""
     label_smoothing: float = 0.1
     """Label smoothing over the target modality's slice (the paper: 0.1)."""
+    adamw_impl: Literal["default", "foreach", "fused"] = "fused"
+    """AdamW kernel: `fused` (one kernel per parameter group; the fastest on CPU), `default`
+    (torch's choice, the path before issue 20: a per-parameter loop on CPU, foreach on GPU) or
+    `foreach` (multi-tensor). Same updates within float rounding (benchmarks/training.py)."""
 
 
 @dataclass(kw_only=True)
@@ -152,6 +156,11 @@ def train_preset(name: str) -> TrainConfig:
         return replace(
             cfg, max_steps=2000, valid_every=250, save_every=250, log_every=50,
             data=DataConfig(max_tokens=4096), optim=OptimConfig(lr=1e-3, warmup_steps=200),
+        )
+    if name == "small":
+        return replace(
+            cfg, max_steps=4000, valid_every=250, save_every=250, log_every=50,
+            data=DataConfig(max_tokens=4096), optim=OptimConfig(lr=7e-4, warmup_steps=400),
         )
     if name == "base":
         return replace(

@@ -186,9 +186,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
         seen.add(id(p))
         (no_decay if p.ndim < 2 else decay).append(p)
     o = cfg.optim
+    impl: dict[str, bool] = {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(o.adamw_impl, {})
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=o.lr, betas=o.betas, eps=o.eps,
+        lr=o.lr, betas=o.betas, eps=o.eps, **impl,
     )
 
 

@@ -10,6 +10,7 @@ import click
 
 from tmt.cli._common import CONTEXT, echo_json
 from tmt.config import ConfigError, config_options
+from tmt.models.config import PRESETS
 
 if TYPE_CHECKING:
     from tmt.training.config import TrainConfig
@@ -35,7 +36,7 @@ Examples:
 @click.command(context_settings=CONTEXT, epilog=EPILOG)
 @click.option("-o", "--exp-dir", required=True, type=click.Path(file_okay=False),
               help="Experiment directory (config.yaml, vocab.json, model.pt, checkpoints/, metrics.jsonl, curves.png).")
-@click.option("--preset", default="demo", type=click.Choice(["tiny", "demo", "base", "paper"]),
+@click.option("--preset", default="demo", type=click.Choice(list(PRESETS)),
               help="Model size and matching optimisation defaults.")
 @click.option("--vocab", default=None, type=click.Path(dir_okay=False), help="Joint vocabulary (vocab.json).")
 @click.option("--store", "stores", multiple=True, metavar="PATH[=WEIGHT]", help="Training token store (repeatable).")

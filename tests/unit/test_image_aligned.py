@@ -167,3 +167,12 @@ def test_cli_fit_with_captions_and_encode(tmp_path: Path) -> None:
     res = json.loads(r.stdout)
     assert res["tokens_per_image"] == 32 and res["steps"] == 4 and res["fingerprint"]
     assert load_tokenizer(out).fingerprint == res["fingerprint"]
+
+
+def test_shipped_card_is_32_tokens() -> None:
+    from tmt.tokenizers.base import load_card
+
+    root = Path(__file__).resolve().parents[2] / "tokenizers"
+    tok = AlignedImageTokenizer(load_card(root / "image-aligned-32tok.yaml"))
+    assert (tok.tokens_per_image, tok.vocab_size, tok.image_size) == (32, 1000, (64, 64))
+    assert not tok.acfg.train.augment  # flips would contradict the captions' left/right/above/below

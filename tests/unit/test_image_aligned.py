@@ -84,6 +84,8 @@ def test_card_limits_tokens_and_names_problems() -> None:
     card["class"] = "image-vq"
     with pytest.raises(TokenizerError, match="expected 'image-aligned'"):
         parse_card(card)
+    with pytest.raises(TokenizerError, match=r"train\.augment is not supported"):
+        parse_card(tiny_card(augment=True))
 
 
 def test_contrastive_term_decreases_on_fixed_batch() -> None:

@@ -79,6 +79,12 @@ def parse_card(card: dict[str, Any] | AlignedCard) -> AlignedCard:
         raise
     except Exception as e:
         raise TokenizerError(str(e)) from None
+    t = parsed.train
+    unused = [k for k, on in (("augment", t.augment), ("gan_weight", t.gan_weight > 0),
+                              ("warmup_continuous", t.warmup_continuous > 0)) if on]
+    if unused:
+        raise TokenizerError(f"image-aligned card '{parsed.name}': train.{unused[0]} is not supported by this family "
+                             "(flips contradict the captions; no GAN or continuous warm-up); remove it from the card")
     return parsed
 
 

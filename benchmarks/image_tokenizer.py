@@ -7,12 +7,14 @@ Runs on the same scene images, on 2 threads:
 * the peers: PIL PNG and JPEG (q=75) codecs on the same pixels (encode = array -> file
   bytes, decode = bytes -> array), and the paper's SEED-2 ratio (32 tokens x 13 bits for a
   224x224 RGB image = 0.035% of the raw bits) for the size column;
-* `--tokenizer DIR`: the scenes quality bar — the fraction of test images whose full scene
-  graph `tmt.corpora.scenes.parse_scene` recovers from the reconstruction (encode + decode),
-  next to the same parser on the original images.
+* `--tokenizer DIR` (repeatable: one table per fitted tokenizer, any image class such as
+  image-vq or image-aligned): the scenes quality bar — the fraction of test and test_novel
+  images whose full scene graph `tmt.corpora.scenes.parse_scene` recovers from the
+  reconstruction (encode + decode), per attribute, next to the same parser on the original
+  images; plus codebook usage and token entropy on the scored images.
 
     python benchmarks/image_tokenizer.py --quick
-    python benchmarks/image_tokenizer.py --scenes data/scenes --tokenizer exp/tok/image
+    python benchmarks/image_tokenizer.py --scenes data/scenes --tokenizer exp/tok/image --tokenizer exp/tok/aligned
 
 Writes benchmarks/results/image_tokenizer.json.
 """
@@ -42,7 +44,8 @@ PAPER = {"tokens": 32, "codebook": 8192, "image": (224, 224)}
 def get_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--card", default=str(ROOT / "tokenizers" / "image-vq-f8-512.yaml"), help="Card (used when no --tokenizer).")
-    p.add_argument("--tokenizer", default=None, help="Fitted image tokenizer dir (enables the scene-graph quality bar).")
+    p.add_argument("--tokenizer", action="append", default=[],
+                   help="Fitted image tokenizer dir (enables the scene-graph quality bar); repeat to compare cards.")
     p.add_argument("--scenes", default=None, help="Scenes corpus dir (default: draw one into a temp dir, no speech).")
     p.add_argument("--num-images", type=int, default=400, help="Images timed.")
     p.add_argument("--threads", type=int, default=2, help="torch threads.")
@@ -82,10 +85,8 @@ def timed(fn: Any, n: int, repeat: int = 2) -> float:
 def main() -> None:
     args = get_args()
     import torch
-    from PIL import Image
 
-    from tmt.tokenizers.base import load_card
-    from tmt.tokenizers.image import ImageTokenizer
+    from tmt.tokenizers.base import load_card, resolve_class
 
     torch.set_num_threads(args.threads)
     n = 60 if args.quick else args.num_images
@@ -100,12 +101,31 @@ def main() -> None:
         prepare_scenes(corpus, num_scenes=200 if args.quick else 2000, speech=False, progress=False)
     all_imgs = [p for ps in scene_images(corpus, ["train", "valid", "test", "test_novel", "images_only"]).values() for p, _ in ps]
     paths = all_imgs[:n]
+    runs: list[tuple[str, Any, bool]] = []
     if args.tokenizer:
-        tok = ImageTokenizer.load(args.tokenizer)
-        trained = True
+        from tmt.tokenizers.base import load_tokenizer
+
+        runs = [(d, load_tokenizer(d), True) for d in args.tokenizer]
     else:  # speed and size do not depend on the weights
-        tok = ImageTokenizer(load_card(args.card))
-        trained = False
+        card = load_card(args.card)
+        runs = [(args.card, resolve_class(str(card.get("class", "image-vq")))(card), False)]
+    cards = {}
+    for source, tok, trained in runs:
+        cards[tok.name] = bench_one(args, tok, trained, corpus, paths) | {"tokenizer": source}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    first = next(iter(cards.values()))
+    out.write_text(json.dumps({"images": len(paths), "threads": args.threads, "corpus": str(corpus), **first,
+                               "cards": cards}, indent=2) + "\n")
+    print(f"wrote {out}")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+def bench_one(args: argparse.Namespace, tok: Any, trained: bool, corpus: Path, paths: list[Path]) -> dict[str, Any]:
+    """Speed, size and (trained) reconstruction quality of one image tokenizer -> its json entry."""
+    from PIL import Image
+
     h, w = tok.image_size
     raw_bits = h * w * 24
 
@@ -163,41 +183,49 @@ def main() -> None:
     print(f"ours vs paper (share of raw bits): {ours['pct_of_raw_bits'] / paper_pct:.1f}x "
           f"({ours['pct_of_raw_bits']:.3f}% vs {paper_pct:.3f}%); ours encodes at "
           f"{enc_ips / results['PIL PNG']['encode_ips']:.2f}x and decodes at {dec_ips / results['PIL PNG']['decode_ips']:.2f}x PNG speed")
+    quality = scene_quality(args, tok, corpus) if trained else {}
+    return {"image_size": [h, w], "tokens_per_image": tok.tokens_per_image, "vocab_size": tok.vocab_size,
+            "results": results, "quality": quality, "fit_stats": tok.stats if trained else None}
 
-    # ---- quality bar: scene graphs from reconstructions
+
+def scene_quality(args: argparse.Namespace, tok: Any, corpus: Path) -> dict[str, Any]:
+    """Scene graphs parsed from reconstructions of each split (all + per attribute), codebook usage."""
+    import torch
+    from PIL import Image
+
+    from tmt.corpora.scenes import ATTRIBUTES, compare_scenes, parse_scene
+    from tmt.models.vq import codebook_usage
+
+    h, w = tok.image_size
     quality: dict[str, Any] = {}
-    if trained:
-        from tmt.corpora.scenes import ATTRIBUTES, compare_scenes, parse_scene
-
-        qrows = []
-        for split, items in scene_images(corpus, args.splits.split(",")).items():
-            ps = [p for p, _ in items]
-            recon = tok.reconstruct(ps)
-            res_rec = [compare_scenes(parse_scene(im), sc) for im, (_, sc) in zip(recon, items, strict=True)]
-            res_org = [compare_scenes(parse_scene(Image.open(p)), sc) for p, sc in items]
-            org = float(np.mean([r["all"] for r in res_org]))
-            rec = float(np.mean([r["all"] for r in res_rec]))
-            per_attr = {a: float(np.mean([r[a] for r in res_rec])) for a in ATTRIBUTES}
-            psnr = float(np.mean([_psnr(np.asarray(Image.open(p).convert("RGB").resize((w, h))), np.asarray(im))
-                                  for p, im in zip(ps, recon, strict=True)]))
-            quality[split] = {"images": len(items), "original_full_graph": org, "reconstruction_full_graph": rec,
-                              "reconstruction_per_attribute": per_attr, "psnr_db": psnr}
-            qrows.append([split, len(items), 100 * org, 100 * rec, psnr] + [100 * per_attr[a] for a in ATTRIBUTES])
-        print("\nscene graph recovered by parse_scene (%), originals vs reconstructions:")
-        print(format_table(qrows, ["split", "images", "original", "reconstructed", "PSNR dB", *ATTRIBUTES]))
-        if "test" in quality:
-            ok = quality["test"]["reconstruction_full_graph"] >= 0.9
-            print(f"quality bar (>= 90% of test reconstructions): {'PASS' if ok else 'FAIL'} "
-                  f"({100 * quality['test']['reconstruction_full_graph']:.1f}%)")
-        print(f"fit stats: {json.dumps(tok.stats)}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"images": len(paths), "threads": args.threads, "image_size": [h, w],
-                               "tokenizer": args.tokenizer or args.card, "results": results, "quality": quality,
-                               "fit_stats": tok.stats if trained else None}, indent=2) + "\n")
-    print(f"wrote {out}")
-    if tmp is not None:
-        tmp.cleanup()
+    qrows = []
+    for split, items in scene_images(corpus, args.splits.split(",")).items():
+        ps = [p for p, _ in items]
+        ids = tok.encode(ps)
+        recon = tok.decode(ids)
+        usage = codebook_usage(torch.from_numpy(np.stack(ids)), tok.vocab_size)
+        entropy = math.log2(max(usage["perplexity"], 1.0))
+        res_rec = [compare_scenes(parse_scene(im), sc) for im, (_, sc) in zip(recon, items, strict=True)]
+        res_org = [compare_scenes(parse_scene(Image.open(p)), sc) for p, sc in items]
+        org = float(np.mean([r["all"] for r in res_org]))
+        rec = float(np.mean([r["all"] for r in res_rec]))
+        per_attr = {a: float(np.mean([r[a] for r in res_rec])) for a in ATTRIBUTES}
+        psnr = float(np.mean([_psnr(np.asarray(Image.open(p).convert("RGB").resize((w, h))), np.asarray(im))
+                              for p, im in zip(ps, recon, strict=True)]))
+        quality[split] = {"images": len(items), "original_full_graph": org, "reconstruction_full_graph": rec,
+                          "reconstruction_per_attribute": per_attr, "psnr_db": psnr,
+                          "codes_used_pct": usage["codes_used_pct"], "token_entropy_bits": entropy}
+        qrows.append([split, len(items), 100 * org, 100 * rec, psnr, usage["codes_used_pct"], entropy]
+                     + [100 * per_attr[a] for a in ATTRIBUTES])
+    print(f"\n{tok.name}: scene graph recovered by parse_scene (%), originals vs reconstructions:")
+    print(format_table(qrows, ["split", "images", "original", "reconstructed", "PSNR dB", "codes used %",
+                               "entropy bits", *ATTRIBUTES]))
+    if "test" in quality:
+        ok = quality["test"]["reconstruction_full_graph"] >= 0.95
+        print(f"quality bar (>= 95% of test reconstructions): {'PASS' if ok else 'FAIL'} "
+              f"({100 * quality['test']['reconstruction_full_graph']:.1f}%)")
+    print(f"fit stats: {json.dumps(tok.stats)}")
+    return quality
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

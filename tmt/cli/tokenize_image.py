@@ -43,7 +43,7 @@ def cli() -> None:
 
 
 @cli.command(context_settings=CONTEXT, epilog=EPILOG)
-@click.option("--card", required=True, type=click.Path(dir_okay=False), help="Tokenizer card (tokenizers/image-vq-*.yaml).")
+@click.option("--card", required=True, type=click.Path(dir_okay=False), help="Tokenizer card (tokenizers/image-vq-*.yaml or image-aligned-*.yaml).")
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest whose images to fit on.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output tokenizer directory.")
 @click.option("--split", default="train", help="Manifest split to fit on ('all' for every row).")
@@ -53,7 +53,9 @@ def cli() -> None:
 @config_options
 def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, threads: int | None,
         no_resume: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool) -> None:
-    """Train the VQ-VAE on the manifest's images; write OUT (tokenizer.json, vq.safetensors, samples/).
+    """Train the image tokenizer on the manifest's images; write OUT (tokenizer.json, weights, samples/).
+
+    An image-aligned card also trains on the rows' captions (image-caption contrastive term).
 
     Card values can be changed with --config FILE / --set train.steps=N. Progress bar on
     stderr (TMT_PROGRESS=1 forces it); reconstruction grids in OUT/samples/; rerunning
@@ -61,23 +63,35 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
     """
     from tmt.config import dump_yaml, resolve
     from tmt.store.manifest import media_path, read_manifest
+    from tmt.tokenizers import image, image_aligned
     from tmt.tokenizers.base import TokenizerError, load_card
-    from tmt.tokenizers.image import SPELLINGS, card_dict, parse_card
-    from tmt.tokenizers.image_fit import fit_image_tokenizer
 
-    cfg = resolve(parse_card(load_card(card)), config_file, overrides, spellings=SPELLINGS)
+    raw = load_card(card)
+    aligned = raw.get("class") == image_aligned.CLASS_NAME
+    mod: Any = image_aligned if aligned else image
+    cfg = resolve(mod.parse_card(raw), config_file, overrides, spellings=mod.SPELLINGS)
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
     set_threads(threads)
     rows = read_manifest(manifest, split=split_filter(split))
-    paths = list(dict.fromkeys(str(media_path(manifest, r["image"])) for r in rows if r.get("image")))
-    if max_images:
-        paths = paths[:max_images]
+    captions: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("image"):
+            captions.setdefault(str(media_path(manifest, r["image"])), []).append(str(r.get("text") or ""))
+    paths = list(captions)[:max_images] if max_images else list(captions)
     if not paths:
         raise TokenizerError(f"{manifest}: no rows with an image in split '{split}' (use --split all?)")
     log.info("fitting on %d images from %s", len(paths), manifest)
-    tok = fit_image_tokenizer(card_dict(cfg), paths, out_dir, resume=not no_resume, progress=progress_enabled())
+    if aligned:
+        from tmt.tokenizers.image_aligned_fit import fit_aligned_tokenizer
+
+        tok: Any = fit_aligned_tokenizer(mod.card_dict(cfg), paths, [captions[p] for p in paths], out_dir,
+                                         resume=not no_resume, progress=progress_enabled())
+    else:
+        from tmt.tokenizers.image_fit import fit_image_tokenizer
+
+        tok = fit_image_tokenizer(mod.card_dict(cfg), paths, out_dir, resume=not no_resume, progress=progress_enabled())
     echo_json({"tokenizer": out_dir, "name": tok.name, "vocab_size": tok.vocab_size, "grid": list(tok.grid),
                "tokens_per_image": tok.tokens_per_image, "fingerprint": tok.fingerprint, **tok.stats})
 
@@ -88,9 +102,9 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
 def encode(tok_dir: str, manifest: str, store: str, split: str, shard: str | None, batch_size: int,
            skip_bad: bool, overwrite: bool, threads: int | None) -> None:
     """Encode the manifest's images into a token store (sharded with --shard, resumable)."""
-    from tmt.tokenizers.image import ImageTokenizer
+    from tmt.tokenizers.base import load_tokenizer
 
-    run_encode(manifest, store, {"image": ImageTokenizer.load(tok_dir)}, {"image": tok_dir}, split=split,
+    run_encode(manifest, store, {"image": load_tokenizer(tok_dir)}, {"image": tok_dir}, split=split,
                shard=shard, batch_size=batch_size, skip_bad=skip_bad, overwrite=overwrite, threads=threads)
 
 
@@ -138,12 +152,14 @@ def store_tokens(store: str, modality: str, limit: int) -> list[tuple[str, Any]]
 def decode(tok_dir: str, store: str | None, tokens_file: str | None, out_dir: str, limit: int) -> None:
     """Turn image tokens into PNG files (the VQ decoder is the image detokenizer)."""
     from tmt.core.io import atomic_open
-    from tmt.tokenizers.base import TokenizerError
+    from tmt.tokenizers.base import TokenizerError, load_tokenizer
     from tmt.tokenizers.image import ImageTokenizer
 
     if (store is None) == (tokens_file is None):
         raise TokenizerError("give exactly one of --store or --tokens")
-    tok = ImageTokenizer.load(tok_dir)
+    tok = load_tokenizer(tok_dir)
+    if not isinstance(tok, ImageTokenizer):
+        raise TokenizerError(f"{tok_dir} is not an image tokenizer")
     items = store_tokens(store, "image", limit) if store else read_token_lines(str(tokens_file))
     if limit:
         items = items[:limit]

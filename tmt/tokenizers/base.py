@@ -35,6 +35,12 @@ def _image_vq() -> type:
     return ImageTokenizer
 
 
+def _image_aligned() -> type:
+    from tmt.tokenizers.image_aligned import AlignedImageTokenizer
+
+    return AlignedImageTokenizer
+
+
 def _text_wordpiece() -> type:
     from tmt.tokenizers.text import WordPieceTokenizer
 
@@ -53,6 +59,7 @@ def _text_sentencepiece() -> type:
 REGISTRY: dict[str, Callable[[], type]] = {
     "speech-kmeans": _speech_kmeans,
     "image-vq": _image_vq,
+    "image-aligned": _image_aligned,
     "text-wordpiece": _text_wordpiece,
     "text-sentencepiece": _text_sentencepiece,
 }

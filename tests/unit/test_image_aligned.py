@@ -1,0 +1,180 @@
+"""The text-aligned image tokenizer: shapes, round trip, alignment term, resumable fit, fingerprint, CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from tmt.models.aligned_vq import AlignedVQ, caption_bytes
+from tmt.tokenizers.base import TokenizerError, load_tokenizer
+from tmt.tokenizers.image_aligned import AlignedImageTokenizer, parse_card
+from tmt.tokenizers.image_aligned_fit import fit_aligned_tokenizer
+
+torch.set_num_threads(1)
+
+COLOURS = {"red": (230, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 230), "yellow": (230, 220, 40)}
+
+
+def tiny_card(quantizer: str = "fsq", **train: Any) -> dict[str, Any]:
+    t = {"steps": 20, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "sample_every": 10, "checkpoint_every": 10,
+         "usage_images": 16, "contrastive_weight": 0.5}
+    t.update(train)
+    return {
+        "class": "image-aligned", "name": "tiny-aligned",
+        "model": {"image_size": 16, "factor": [4, 2], "channels": [8, 16], "num_res_blocks": 1, "code_dim": 8,
+                  "quantizer": quantizer, "fsq_levels": [5, 4, 4], "codebook_size": 32, "embed_dim": 16,
+                  "text_dim": 16, "max_caption_bytes": 24},
+        "train": t,
+    }
+
+
+def make_data(n: int = 16, size: int = 16, seed: int = 0) -> tuple[np.ndarray, list[list[str]]]:
+    """Coloured squares on white, each with two captions naming the colour and the side."""
+    rng = np.random.default_rng(seed)
+    imgs = np.full((n, size, size, 3), 255, np.uint8)
+    caps = []
+    names = list(COLOURS)
+    for i in range(n):
+        c = names[i % len(names)]
+        left = (i // len(names)) % 2 == 0  # the first 8 images: every colour x side once
+        x = int(rng.integers(0, 3)) if left else int(rng.integers(size // 2, size - 6))
+        y = int(rng.integers(0, size - 6))
+        imgs[i, y:y + 6, x:x + 6] = COLOURS[c]
+        side = "left" if left else "right"
+        caps.append([f"a {c} square on the {side}", f"{side}: one {c} box"])
+    return imgs, caps
+
+
+@pytest.mark.parametrize("quantizer", ["fsq", "vq"])
+def test_encode_decode_shapes_and_round_trip(quantizer: str) -> None:
+    torch.manual_seed(0)
+    tok = AlignedImageTokenizer(tiny_card(quantizer))
+    imgs, _ = make_data(6)
+    ids = tok.encode(list(imgs))
+    assert tok.tokens_per_image == 32 and tok.grid == (4, 8)
+    assert tok.vocab_size == (80 if quantizer == "fsq" else 32)
+    assert all(a.shape == (32,) and a.dtype == np.int64 for a in ids)
+    assert all(a.min() >= 0 and a.max() < tok.vocab_size for a in ids)
+    out = tok.decode_array(ids)
+    assert out.shape == (6, 16, 16, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, tok.decode_array(ids))  # decoding is deterministic
+    np.testing.assert_array_equal(np.stack(ids), np.stack(tok.encode(list(imgs))))
+    # decode(encode(x)) then encode again: the codes of a decoded image are stable under a re-run
+    np.testing.assert_array_equal(tok.decode_array(tok.encode(list(out))), tok.decode_array(tok.encode(list(out))))
+    with pytest.raises(TokenizerError, match="exactly 32"):
+        tok.decode([np.zeros(31, np.int64)])
+    with pytest.raises(TokenizerError, match="ids must be in"):
+        tok.decode([np.full(32, tok.vocab_size, np.int64)])
+
+
+def test_card_limits_tokens_and_names_problems() -> None:
+    card = tiny_card()
+    card["model"]["factor"] = [2, 2]  # 8x8 = 64 tokens
+    with pytest.raises(TokenizerError, match="max_tokens=32"):
+        parse_card(card)
+    card = tiny_card()
+    card["class"] = "image-vq"
+    with pytest.raises(TokenizerError, match="expected 'image-aligned'"):
+        parse_card(card)
+    with pytest.raises(TokenizerError, match=r"train\.augment is not supported"):
+        parse_card(tiny_card(augment=True))
+
+
+def test_contrastive_term_decreases_on_fixed_batch() -> None:
+    torch.manual_seed(0)
+    model = AlignedVQ(parse_card(tiny_card()).model)
+    imgs, caps = make_data(8)
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    text = caption_bytes([c[0] for c in caps], 24)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    # the fitting loss: reconstruction spreads the codes, InfoNCE aligns them (after ~100 steps
+    # at chance level while both sides start near-constant)
+    for _ in range(150):
+        o = model(x)
+        nce = model.contrastive_loss(o.image_embedding, text)
+        loss = (o.recon - x).abs().mean() + nce
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(nce.detach()))
+    assert losses[0] > 0.9 * np.log(8)  # chance level at the start
+    assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
+
+
+def test_fit_resume_equals_continuing_and_fingerprint(tmp_path: Path) -> None:
+    imgs, caps = make_data(16)
+    full = fit_aligned_tokenizer(tiny_card(), imgs, caps, tmp_path / "full", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step: int, _: dict[str, float]) -> None:
+        if step == 10:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit_aligned_tokenizer(tiny_card(), imgs, caps, tmp_path / "cut", progress=False, on_step=interrupt)
+    assert (tmp_path / "cut" / "checkpoints" / "last.pt").is_file()
+    resumed = fit_aligned_tokenizer(tiny_card(), imgs, caps, tmp_path / "cut", progress=False)
+    assert resumed.stats["steps"] == full.stats["steps"] == 20
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.fingerprint == full.fingerprint
+    info = json.loads((tmp_path / "full" / "tokenizer.json").read_text())
+    assert info["class"] == "image-aligned" and info["fingerprint"] == full.fingerprint
+    assert info["tokens_per_image"] == 32 and 0 < info["stats"]["usage"]["entropy_bits"] <= np.log2(80)
+    loaded = load_tokenizer(tmp_path / "full")
+    assert isinstance(loaded, AlignedImageTokenizer) and loaded.fingerprint == full.fingerprint
+    np.testing.assert_array_equal(np.stack(loaded.encode(list(imgs))), np.stack(full.encode(list(imgs))))
+    with pytest.raises(TokenizerError, match="different card"):
+        fit_aligned_tokenizer(tiny_card(lr=1e-3), imgs, caps, tmp_path / "full", progress=False)
+
+
+def test_fit_refuses_images_without_captions(tmp_path: Path) -> None:
+    imgs, caps = make_data(4)
+    caps[2] = [""]
+    with pytest.raises(TokenizerError, match="no caption"):
+        fit_aligned_tokenizer(tiny_card(), imgs, caps, tmp_path / "t", progress=False)
+
+
+def test_cli_fit_with_captions_and_encode(tmp_path: Path) -> None:
+    import yaml
+
+    from tmt.cli import cli
+
+    imgs, caps = make_data(8)
+    rows = []
+    (tmp_path / "images").mkdir()
+    for i, (im, cs) in enumerate(zip(imgs, caps, strict=True)):
+        Image.fromarray(im).save(tmp_path / "images" / f"{i}.png")
+        rows += [{"id": f"{i}_{k}", "split": "train", "image": f"images/{i}.png", "text": c} for k, c in enumerate(cs)]
+    manifest = tmp_path / "train.jsonl.gz"
+    with gzip.open(manifest, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    card = tmp_path / "card.yaml"
+    card.write_text(yaml.safe_dump(tiny_card()))
+    out = tmp_path / "tok"
+    r = CliRunner().invoke(cli, ["tokenize", "image", "fit", "--card", str(card), "--manifest", str(manifest),
+                                  "--out", str(out), "--set", "train.steps=4"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["tokens_per_image"] == 32 and res["steps"] == 4 and res["fingerprint"]
+    assert load_tokenizer(out).fingerprint == res["fingerprint"]
+
+
+def test_shipped_card_is_32_tokens() -> None:
+    from tmt.tokenizers.base import load_card
+
+    root = Path(__file__).resolve().parents[2] / "tokenizers"
+    tok = AlignedImageTokenizer(load_card(root / "image-aligned-32tok.yaml"))
+    assert (tok.tokens_per_image, tok.vocab_size, tok.image_size) == (32, 1000, (64, 64))
+    assert not tok.acfg.train.augment  # flips would contradict the captions' left/right/above/below

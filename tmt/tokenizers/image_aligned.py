@@ -1,0 +1,164 @@
+"""The text-aligned image tokenizer (class `image-aligned`): <= 32 tokens per image, trained with
+reconstruction plus an image-caption contrastive term; its decoder is the image detokenizer.
+
+Same directory layout and protocol as `image-vq` (tmt.tokenizers.image)::
+
+    tokenizer.json     kind=image, class=image-aligned, card, vocab_size, fingerprint, grid, stats
+    aligned.safetensors encoder, quantizer, decoder, caption encoder and image head
+    samples/*.png, checkpoints/ (last.pt, card.json) as for image-vq
+
+Python API::
+
+    tok = AlignedImageTokenizer.fit(card, images, captions, "exp/tok/image")  # image_aligned_fit.py
+    ids = tok.encode(["a.png"])      # [array(32,)]
+    imgs = tok.decode(ids)           # [PIL.Image]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tmt.config import Spelling, from_dict, to_dict
+from tmt.core.budget import MAX_MINUTES_KEY
+from tmt.core.io import atomic_write_bytes, atomic_write_json, make_dirs
+from tmt.models.aligned_vq import AlignedVQ, AlignedVQConfig
+from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
+from tmt.tokenizers.image import ImageInput, ImagePreprocessConfig, ImageTokenizer, VQTrainConfig
+
+CLASS_NAME = "image-aligned"
+WEIGHTS = "aligned.safetensors"
+
+
+@dataclass(kw_only=True)
+class AlignedTrainConfig(VQTrainConfig):
+    """Fitting settings (the `train:` section): those of image-vq plus the alignment term.
+    (`warmup_continuous` and `gan_weight` of image-vq are not used by this family.)"""
+
+    contrastive_weight: float = 0.1
+    """Weight of the image-caption InfoNCE term (0: a plain reconstruction tokenizer)."""
+    contrastive_batch: int = 0
+    """Images per step for the contrastive term (0: the same batch as reconstruction)."""
+
+
+@dataclass(kw_only=True)
+class AlignedCard:
+    """An image-aligned tokenizer card: preprocessing, model and training settings."""
+
+    name: str = "image-aligned"
+    """Tokenizer name."""
+    description: str = ""
+    """Free text."""
+    image: ImagePreprocessConfig = field(default_factory=ImagePreprocessConfig)
+    """Input preprocessing."""
+    model: AlignedVQConfig = field(default_factory=AlignedVQConfig)
+    """Architecture."""
+    train: AlignedTrainConfig = field(default_factory=AlignedTrainConfig)
+    """Fitting settings."""
+
+
+SPELLINGS = (Spelling(key=MAX_MINUTES_KEY, field="train.max_minutes", old="max_minutes"),)
+"""`--set max_minutes=N` still sets `train.max_minutes`, with a warning (as for image-vq)."""
+
+
+def parse_card(card: dict[str, Any] | AlignedCard) -> AlignedCard:
+    """A card mapping (as read by `tmt.tokenizers.base.load_card`) -> typed card."""
+    if isinstance(card, AlignedCard):
+        return card
+    if card.get("class", CLASS_NAME) != CLASS_NAME:
+        raise TokenizerError(f"card names class '{card.get('class')}', expected '{CLASS_NAME}'")
+    try:
+        parsed = from_dict(AlignedCard, {k: v for k, v in card.items() if k != "class"})
+    except Exception as e:  # ConfigError: name the card
+        raise TokenizerError(f"image-aligned card '{card.get('name', '?')}': {e}") from None
+    try:
+        parsed.model.check()
+    except TokenizerError:
+        raise
+    except Exception as e:
+        raise TokenizerError(str(e)) from None
+    t = parsed.train
+    unused = [k for k, on in (("augment", t.augment), ("gan_weight", t.gan_weight > 0),
+                              ("warmup_continuous", t.warmup_continuous > 0)) if on]
+    if unused:
+        raise TokenizerError(f"image-aligned card '{parsed.name}': train.{unused[0]} is not supported by this family "
+                             "(flips contradict the captions; no GAN or continuous warm-up); remove it from the card")
+    return parsed
+
+
+def card_dict(card: AlignedCard) -> dict[str, Any]:
+    d: dict[str, Any] = {"class": CLASS_NAME}
+    d.update(to_dict(card))
+    return d
+
+
+class AlignedImageTokenizer(ImageTokenizer):
+    """Text-aligned image tokenizer: `encode` images -> <= 32 code ids; `decode` ids -> images."""
+
+    def __init__(self, card: dict[str, Any] | AlignedCard, model: AlignedVQ | None = None, *,
+                 fingerprint: str | None = None, stats: dict[str, Any] | None = None) -> None:
+        self.acfg = parse_card(card)
+        self.card = card_dict(self.acfg)
+        self.name = self.acfg.name
+        self.model = model if model is not None else AlignedVQ(self.acfg.model)  # type: ignore[assignment]
+        self.model.eval()
+        self._fingerprint = fingerprint
+        self.stats = dict(stats or {})
+        self.grid = self.acfg.model.grid()
+        self.tokens_per_image = self.grid[0] * self.grid[1]
+        self.image_size = self.acfg.model.size_hw()
+        self.batch_size = 64
+        self.cfg = self.acfg  # type: ignore[assignment]  # image / model sections read by ImageTokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.acfg.model.num_codes())
+
+    def save(self, directory: str | Path) -> None:
+        from safetensors.torch import save as save_safetensors
+
+        d = Path(directory)
+        make_dirs(d)
+        tensors = {k: v.detach().contiguous().clone() for k, v in self.model.state_dict().items()}
+        atomic_write_bytes(d / WEIGHTS, save_safetensors(tensors))
+        self._fingerprint = fingerprint_of(self.card, [d / WEIGHTS])
+        atomic_write_json(d / "tokenizer.json", {
+            "kind": self.modality, "class": CLASS_NAME, "name": self.name, "card": self.card,
+            "vocab_size": self.vocab_size, "fingerprint": self._fingerprint, "grid": list(self.grid),
+            "tokens_per_image": self.tokens_per_image, "image_size": list(self.image_size),
+            "assets": [WEIGHTS], "stats": self.stats,
+        })
+
+    @classmethod
+    def load(cls, directory: str | Path, **_: Any) -> AlignedImageTokenizer:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        info = read_tokenizer_json(d)
+        if info["class"] != CLASS_NAME:
+            raise TokenizerError(f"{d} holds a '{info['class']}' tokenizer, not {CLASS_NAME}")
+        if not (d / WEIGHTS).is_file():
+            raise TokenizerError(f"{d}: missing {WEIGHTS}; re-fit with `tmt tokenize image fit`")
+        cfg = parse_card(info["card"])
+        model = AlignedVQ(cfg.model)
+        try:
+            state = load_file(str(d / WEIGHTS))
+        except (SafetensorError, OSError) as e:
+            raise TokenizerError(f"{d / WEIGHTS} is not a readable safetensors file: {e}") from None
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise TokenizerError(f"{d / WEIGHTS} does not match the card's architecture: {e}") from None
+        return cls(info["card"], model, fingerprint=info["fingerprint"], stats=info.get("stats"))
+
+    @classmethod
+    def fit(cls, card: dict[str, Any] | AlignedCard, images: Sequence[ImageInput],  # type: ignore[override]
+            out_dir: str | Path, *, captions: Sequence[Sequence[str]], resume: bool = True,
+            progress: bool = True) -> AlignedImageTokenizer:
+        """Train on `images` with their `captions` (one list per image) and save to `out_dir`."""
+        from tmt.tokenizers.image_aligned_fit import fit_aligned_tokenizer
+
+        return fit_aligned_tokenizer(card, images, captions, out_dir, resume=resume, progress=progress)

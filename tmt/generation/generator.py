@@ -212,6 +212,11 @@ class Generator:
             self._rng_seed = seed
         return self._rng
 
+    def restart_sampling(self) -> None:
+        """Start the seeded random stream over: the next sample draws as the first of a run did
+        (a server makes each request with a seed reproducible this way)."""
+        self._rng = None
+
     # ---- public ------------------------------------------------------------
     def generate(
         self,

@@ -101,6 +101,8 @@ class Engine:
         ids = [p[0] for p in payloads]
         values = [p[1] for p in payloads]
         tr = self.translator_for(k.options)
+        if k.options.seed is not None:  # a seed makes a request reproducible: each batch starts its stream
+            tr.generator.restart_sampling()
         try:
             return list(tr.translate(values, tgt=k.tgt, src=k.src, via=k.via, ids=ids))
         except Exception as e:

@@ -34,6 +34,7 @@ bt_steps=            # cap on steps of training on real + synthetic
 train_minutes=       # override the preset's training budget (minutes)
 bt_minutes=          # override the preset's budget on real + synthetic (minutes)
 vocoder_config=      # vocoder preset or YAML for stage 7 (default: the preset's, unit-mel)
+image_card=tokenizers/image-vq-f8-512.yaml  # image tokenizer card of stage 1 (e.g. tokenizers/image-aligned-32tok.yaml)
 vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 vocoder_steps=       # cap on vocoder steps (with a generous --vocoder-minutes: a fit of exactly N steps)
 vq_minutes=          # override the preset's image tokenizer (VQ) budget (minutes)
@@ -72,6 +73,8 @@ Usage: $0 [options]
   --train-minutes M  override the preset's training budget
   --bt-minutes M     override the preset's budget on real + synthetic data
   --vocoder-config C vocoder preset or YAML (unit-mel, unit-world, demo; default: the preset's)
+  --image-card Y     image tokenizer card of stage 1 (default ${image_card}; the text-aligned
+                     32-token family: tokenizers/image-aligned-32tok.yaml)
   --vocoder-minutes M override the preset's vocoder budget
   --vocoder-steps N  cap on vocoder steps (a fit of exactly N steps, given the minutes)
   --vq-minutes M     override the preset's image tokenizer budget
@@ -135,7 +138,7 @@ case "${preset}" in
     : "${vq_steps:=20000}"; : "${vq_minutes:=8}"; km_sample=200000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=45}"; : "${bt_minutes:=12}"
-    vocoder_config=unit-mel; : "${vocoder_minutes:=15}"
+    : "${vocoder_config:=unit-mel}"; : "${vocoder_minutes:=15}"
     model_preset=demo; beam=5; : "${test_limit:=150}"; eval_splits="test test_novel"
     ;;
   *) echo "unknown --preset ${preset} (quick|mid|full)" >&2; exit 1 ;;
@@ -212,7 +215,7 @@ if stage_wanted 1; then
     image_fit=(--manifest "${data}/train_and_extra.jsonl.gz" --split all)
   fi
   run_stage 1-image "${logs}/1-image.log" \
-    tmt tokenize image fit --card tokenizers/image-vq-f8-512.yaml "${image_fit[@]}" \
+    tmt tokenize image fit --card "${image_card}" "${image_fit[@]}" \
       --set train.steps="${vq_steps}" --set train.max_minutes="${vq_minutes}" --out "${tok}/image"
 fi
 

@@ -124,6 +124,18 @@ def test_vocoder_config_chooses_the_arch(tmp_path: Path) -> None:
     assert "--config unit-world " in train and "train.max_minutes=3" in train
 
 
+def test_image_card_chooses_the_image_tokenizer(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path / "a", "--stage", "1", "--stop-stage", "1")
+    assert r.returncode == 0, r.stderr
+    [fit] = [c for c in calls if c.startswith("tokenize image fit ")]
+    assert "--card tokenizers/image-vq-f8-512.yaml " in fit  # the default
+    r, calls = _recipe(tmp_path / "b", "--stage", "1", "--stop-stage", "1",
+                       "--image-card", "tokenizers/image-aligned-32tok.yaml")
+    assert r.returncode == 0, r.stderr
+    [fit] = [c for c in calls if c.startswith("tokenize image fit ")]
+    assert "--card tokenizers/image-aligned-32tok.yaml " in fit
+
+
 def test_per_direction_best_translates_each_direction_with_its_own_checkpoint(tmp_path: Path) -> None:
     r, calls = _recipe(tmp_path / "a", "--stage", "4", "--stop-stage", "8", "--jobs", "1")
     assert r.returncode == 0, r.stderr

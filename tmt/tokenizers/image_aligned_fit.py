@@ -11,7 +11,6 @@ compresses the learning-rate schedule into a time budget as for image-vq.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -25,10 +24,7 @@ import torch
 from tmt.core.budget import TimeBudget
 from tmt.core.io import (
     atomic_open,
-    atomic_write_text,
-    load_torch,
     make_dirs,
-    read_json_object,
     save_torch,
 )
 from tmt.models.aligned_vq import AlignedVQ, caption_bytes
@@ -37,19 +33,18 @@ from tmt.tokenizers.base import TokenizerError
 from tmt.tokenizers.image import ImageInput, to_tensor, to_uint8
 from tmt.tokenizers.image_aligned import AlignedCard, AlignedImageTokenizer, card_dict, parse_card
 from tmt.tokenizers.image_fit import (
+    CHECKPOINT,
     _lr_at,
     _pixel_weights,
     _progress,
-    _resume_key,
     _training_data,
     image_grid,
+    load_resume_state,
     psnr,
 )
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoints/last.pt"
-CHECKPOINT_CARD = "checkpoints/card.json"
 OnStep = Callable[[int, dict[str, float]], None]
 
 
@@ -115,23 +110,14 @@ def _caption_table(captions: Sequence[Sequence[str]], n_images: int, max_len: in
 
 def _resume(run: _Run, resume: bool) -> float:
     """Continue from checkpoints/last.pt when it was made with the same card -> seconds trained before."""
-    ckpt, ckpt_card = run.out / CHECKPOINT, run.out / CHECKPOINT_CARD
-    card = card_dict(run.cfg)
-    elapsed = 0.0
-    if resume and ckpt.is_file():
-        old = read_json_object(ckpt_card, what="checkpoint card", error=TokenizerError) if ckpt_card.is_file() else None
-        if old is not None and _resume_key(old) != _resume_key(card):
-            raise TokenizerError(f"{ckpt} was made with a different card; fit into a new --out directory "
-                                 f"or delete {run.out / 'checkpoints'}")
-        state = load_torch(ckpt, what="image tokenizer checkpoint", error=TokenizerError, fix=f"delete {ckpt} to start over")
-        run.model.load_state_dict(state["model"])
-        run.opt.load_state_dict(state["opt"])
-        torch.set_rng_state(state["rng"])
-        run.step = int(state["step"])
-        elapsed = float(state.get("elapsed", 0.0))
-        log.info("resuming from %s at step %d", ckpt, run.step)
-    atomic_write_text(ckpt_card, json.dumps(card, sort_keys=True))
-    return elapsed
+    state = load_resume_state(run.out, card_dict(run.cfg), resume)
+    if state is None:
+        return 0.0
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["opt"])
+    torch.set_rng_state(state["rng"])
+    run.step = int(state["step"])
+    return float(state.get("elapsed", 0.0))
 
 
 def train_step(run: _Run) -> dict[str, float]:

@@ -200,31 +200,38 @@ def _new_run(cfg: ImageVQCard, out: Path, data: np.ndarray) -> _Run:
     return _Run(cfg=cfg, out=out, model=model, opt=opt, disc=disc, opt_d=opt_d, fixed=data[: min(8, len(data))])
 
 
-def _resume(run: _Run, resume: bool) -> float:
-    """Continue from out/checkpoints/last.pt when it was made with the same card; record the card.
-    -> seconds trained before (0 for a fresh run)."""
-    ckpt, ckpt_card = run.out / CHECKPOINT, run.out / CHECKPOINT_CARD
-    card = card_dict(run.cfg)
-    elapsed_before = 0.0
+def load_resume_state(out: Path, card: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """The state of out/checkpoints/last.pt when resuming and it was made with the same card
+    (else None), after recording `card` as the checkpoint's card. Shared by every image fit loop."""
+    ckpt, ckpt_card = out / CHECKPOINT, out / CHECKPOINT_CARD
+    state = None
     if resume and ckpt.is_file():
         old_card = read_json_object(ckpt_card, what="checkpoint card", error=TokenizerError) if ckpt_card.is_file() else None
         if old_card is not None and _resume_key(old_card) != _resume_key(card):
             raise TokenizerError(
-                f"{ckpt} was made with a different card; fit into a new --out directory or delete {run.out / 'checkpoints'}"
+                f"{ckpt} was made with a different card; fit into a new --out directory or delete {out / 'checkpoints'}"
             )
         state = load_torch(ckpt, what="image tokenizer checkpoint", error=TokenizerError,
                            fix=f"delete {ckpt} to start over")
-        run.model.load_state_dict(state["model"])
-        run.opt.load_state_dict(state["opt"])
-        if run.disc is not None and run.opt_d is not None and "disc" in state:
-            run.disc.load_state_dict(state["disc"])
-            run.opt_d.load_state_dict(state["opt_d"])
-        torch.set_rng_state(state["rng"])
-        run.step = int(state["step"])
-        elapsed_before = float(state.get("elapsed", 0.0))
-        log.info("resuming from %s at step %d", ckpt, run.step)
+        log.info("resuming from %s at step %d", ckpt, int(state["step"]))
     atomic_write_text(ckpt_card, json.dumps(card, sort_keys=True))
-    return elapsed_before
+    return state
+
+
+def _resume(run: _Run, resume: bool) -> float:
+    """Continue from out/checkpoints/last.pt when it was made with the same card; record the card.
+    -> seconds trained before (0 for a fresh run)."""
+    state = load_resume_state(run.out, card_dict(run.cfg), resume)
+    if state is None:
+        return 0.0
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["opt"])
+    if run.disc is not None and run.opt_d is not None and "disc" in state:
+        run.disc.load_state_dict(state["disc"])
+        run.opt_d.load_state_dict(state["opt_d"])
+    torch.set_rng_state(state["rng"])
+    run.step = int(state["step"])
+    return float(state.get("elapsed", 0.0))
 
 
 def _train_step(run: _Run, pixels: torch.Tensor) -> dict[str, float]:

@@ -118,10 +118,8 @@ def _registry(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(tok_base.REGISTRY, f"fake-{cls.modality}", lambda cls=cls: cls)
 
 
-@pytest.fixture(scope="module")
-def exp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model directory whose vocab.json points at the stand-in tokenizers."""
-    root = tmp_path_factory.mktemp("exp")
+def _model_dir(root: Path, **vocab_options: Any) -> Path:
+    """A tiny model under root/model whose vocab.json points at the stand-in tokenizers."""
     infos = {}
     for cls in (FakeText, FakeSpeech, FakeImage):
         tok = cls()
@@ -129,10 +127,16 @@ def exp(tmp_path_factory: pytest.TempPathFactory) -> Path:
         infos[tok.modality] = TokenizerInfo(
             name=tok.name, size=tok.vocab_size, fingerprint=tok.fingerprint, path=str(root / "tok" / tok.modality)
         )
-    vocab = JointVocab(infos)
+    vocab = JointVocab(infos, **vocab_options)
     torch.manual_seed(0)
     save_model(create_model(get_preset("tiny"), vocab), root / "model")
     return root
+
+
+@pytest.fixture(scope="module")
+def exp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory whose vocab.json points at the stand-in tokenizers."""
+    return _model_dir(tmp_path_factory.mktemp("exp"))
 
 
 @pytest.fixture(scope="module")
@@ -499,18 +503,7 @@ def test_translator_api_takes_guidance_and_rerank(cfg_exp: Path) -> None:
 @pytest.fixture(scope="module")
 def voiced_exp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same stand-in tokenizers with a vocabulary that lists two voices."""
-    root = tmp_path_factory.mktemp("voiced")
-    infos = {}
-    for cls in (FakeText, FakeSpeech, FakeImage):
-        tok = cls()
-        tok.save(root / "tok" / tok.modality)
-        infos[tok.modality] = TokenizerInfo(
-            name=tok.name, size=tok.vocab_size, fingerprint=tok.fingerprint, path=str(root / "tok" / tok.modality)
-        )
-    vocab = JointVocab(infos, voices=["flite:kal", "flite:slt"], default_voice="flite:slt")
-    torch.manual_seed(0)
-    save_model(create_model(get_preset("tiny"), vocab), root / "model")
-    return root
+    return _model_dir(tmp_path_factory.mktemp("voiced"), voices=["flite:kal", "flite:slt"], default_voice="flite:slt")
 
 
 def test_cli_voice_selects_and_unknown_voice_lists_the_known(voiced_exp: Path, tmp_path: Path) -> None:

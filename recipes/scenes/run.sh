@@ -163,6 +163,17 @@ eval_models="tmt tmt_bt"; [ "${per_direction_best}" = true ] && eval_models+=" t
 echo "${cmdline}" >> "${out}/command.txt"
 log "Recipe scenes, preset ${preset}: outputs under ${out}"
 
+# score_group STAGE NAME SPLIT: every hypotheses dir of hyp/NAME/SPLIT -> scores/NAME/SPLIT (no ceiling);
+# the marker names the directions scored, so a later run that adds one scores them again
+score_group() {
+  local stage_no=$1 name=$2 split=$3 scored="" h
+  for h in "${out}/hyp/${name}/${split}/"*; do [ -d "${h}" ] && scored+="+${h##*/}"; done
+  log "Stage ${stage_no}: score ${out}/hyp/${name}/${split}/* -> ${out}/scores/${name}/${split}"
+  run_stage "${stage_no}-score-${name}-${split}${scored}" "${logs}/${stage_no}-score-${name}-${split}.log" \
+    tmt score run "${out}/hyp/${name}/${split}/"* --manifest "${data}/${split}.jsonl.gz" --no-ceiling \
+      --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/${name}/${split}"
+}
+
 # translate_split STAGE NAME MODEL_DIR SPLIT SRC TGT: one direction of one split -> hyp/NAME/SPLIT/SRC-TGT
 translate_split() {
   local stage_no=$1 name=$2 model_dir=$3 split=$4 src=$5 tgt=$6
@@ -382,13 +393,7 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
     done
   done
   for split in ${eval_splits}; do
-    # the marker names the baselines scored, so a later run that adds one scores them again
-    scored=""
-    for h in "${out}/hyp/single/${split}/"*; do [ -d "${h}" ] && scored+="+${h##*/}"; done
-    log "Stage 11: score ${out}/hyp/single/${split}/* -> ${out}/scores/single/${split}"
-    run_stage "11-score-single-${split}${scored}" "${logs}/11-score-single-${split}.log" \
-      tmt score run "${out}/hyp/single/${split}/"* --manifest "${data}/${split}.jsonl.gz" --no-ceiling \
-        --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/single/${split}"
+    score_group 11 single "${split}"
     if [ ! -f "${out}/scores/tmt/${split}/scores.json" ]; then
       log "Stage 11: no unified scores in ${out}/scores/tmt/${split} (stages 8-9): not comparing"
       continue
@@ -450,12 +455,7 @@ if stage_wanted 12 && [ -n "${finetune_directions}" ]; then
     done
   done
   for split in ${eval_splits}; do
-    scored=""
-    for h in "${out}/hyp/ft/${split}/"*; do [ -d "${h}" ] && scored+="+${h##*/}"; done
-    log "Stage 12: score ${out}/hyp/ft/${split}/* -> ${out}/scores/ft/${split}"
-    run_stage "12-score-ft-${split}${scored}" "${logs}/12-score-ft-${split}.log" \
-      tmt score run "${out}/hyp/ft/${split}/"* --manifest "${data}/${split}.jsonl.gz" --no-ceiling \
-        --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/ft/${split}"
+    score_group 12 ft "${split}"
   done
 fi
 

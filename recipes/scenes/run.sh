@@ -307,7 +307,8 @@ if stage_wanted 9; then
       log "Stage 9: score ${out}/hyp/${model}/${split}/* -> ${out}/scores/${model}/${split}"
       run_stage "9-score-${model}-${split}" "${logs}/9-score-${model}-${split}.log" \
         tmt score run "${out}/hyp/${model}/${split}/"* --manifest "${data}/${split}.jsonl.gz" "${ceiling_opt[@]}" \
-          --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --out-dir "${out}/scores/${model}/${split}"
+          --vocoder "${out}/exp/vocoder" --ref-store "${store}/${split}" --samples 8 \
+          --out-dir "${out}/scores/${model}/${split}"
     done
   done
 fi
@@ -337,6 +338,20 @@ if stage_wanted 10; then
     for model in ${eval_models}; do
       for split in ${eval_splits}; do
         echo "- ${model}, ${split}: [report](scores/${model}/${split}/report.md), ![chart](scores/${model}/${split}/scores.png)"
+      done
+    done
+    echo
+    echo "## Generated images (left: the reference, right: the output; green: the exact scene)"
+    for model in ${eval_models}; do
+      for split in ${eval_splits}; do
+        for grid in "${out}/scores/${model}/${split}/"grid_*.png; do
+          [ -f "${grid}" ] || continue
+          g=${grid##*/grid_}
+          echo
+          echo "${model}, ${split}, ${g%.png}:"
+          echo
+          echo "![${model} ${split} ${g%.png}](scores/${model}/${split}/${grid##*/})"
+        done
       done
     done
   } > "${out}/report.md"

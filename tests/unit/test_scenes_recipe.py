@@ -294,3 +294,16 @@ def test_extra_scenes_join_the_image_fit_and_training(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "--extra-scenes 0" in next(c for c in calls if c.startswith("prepare scenes "))
     assert not any("train_extra" in c for c in calls)
+
+
+def test_the_report_shows_the_image_grids_that_scoring_wrote(tmp_path: Path) -> None:
+    scores = tmp_path / "out" / "scores" / "tmt" / "test"
+    scores.mkdir(parents=True)
+    (scores / "grid_text-image.png").write_bytes(b"png")
+    (scores / "grid_speech-image.png").write_bytes(b"png")
+    r, _ = _recipe(tmp_path, "--stage", "10", "--stop-stage", "10")
+    assert r.returncode == 0, r.stderr
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "![tmt test text-image](scores/tmt/test/grid_text-image.png)" in report
+    assert "![tmt test speech-image](scores/tmt/test/grid_speech-image.png)" in report
+    assert "tmt_bt test" not in report  # no grid was written for it: nothing linked

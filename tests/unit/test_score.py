@@ -315,8 +315,22 @@ def test_text_to_image_on_scenes_uses_the_scene_parser(tmp_path: Path) -> None:
     assert e["metrics"]["scene_count"] >= e["metrics"]["scene_exact"]
     assert e["ceiling"]["metrics"]["scene_exact"] == 100.0
     assert any("missing" in n for n in e["notes"])
-    scores = S.score_runs([d], cfg=_cfg())
+    assert [s["exact"] for s in e["samples"]] == [True, True, wrong, False]
+    scores = S.score_runs([d], cfg=_cfg(), out_dir=tmp_path / "scores")
     assert S.headline(scores["directions"]["text->image"]) == ("scene_exact", e["metrics"]["scene_exact"])
+    # the report shows a grid: each sample's reference (left) beside its output (right)
+    from tmt.evaluation.score.grid import CELL
+
+    assert "![references (left) and outputs (right)](grid_text-image.png)" in (tmp_path / "scores" / "report.md").read_text()
+    with Image.open(tmp_path / "scores" / "grid_text-image.png") as grid:
+        g = np.asarray(grid.convert("RGB"))
+    for k, (ref, out) in enumerate([(0, 0), (1, 1), (2, 3)]):
+        x = k * (2 * CELL + 8)
+        for offset, img in ((0, plans[ref][1]), (CELL + 4, plans[out][1])):
+            want = np.asarray(img.convert("RGB").resize((CELL, CELL), Image.Resampling.NEAREST))
+            assert np.array_equal(g[:CELL, x + offset:x + offset + CELL], want)
+    missing = g[:CELL, 3 * (2 * CELL + 8) + CELL + 4:][:, :CELL]
+    assert (missing == 200).all()  # no output file: a grey placeholder, not a crash
 
 
 @pytest.mark.parametrize("arch", ["hifigan", "unit-world"])

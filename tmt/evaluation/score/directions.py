@@ -221,6 +221,14 @@ def _caption_scene(row: dict[str, Any]) -> Any:
     return caption_to_scene(str(row.get("text") or ""))
 
 
+def _sample_exact(path: str, row: dict[str, Any]) -> bool:
+    """Whether the scene parser reads the image at `path` as the row's scene (the report's verdict)."""
+    from tmt.corpora.scenes import scene_matches
+
+    parsed = im.parse_images([path])[0]
+    return parsed is not None and bool(scene_matches(parsed, _caption_scene(row)))
+
+
 def samples(
     d: Path,
     src: str,
@@ -248,6 +256,8 @@ def samples(
         if tgt != "text":
             gt = refs.media(row.get(tgt))
             s["reference_file"] = str(gt) if gt else None
+        if tgt == "image" and "scene" in row:
+            s["exact"] = _sample_exact(s["hypothesis_file"], row)
         out.append(s)
     return out
 

@@ -44,10 +44,14 @@ def headline_text(entry: dict[str, Any]) -> str:
 
 def write_outputs(scores: dict[str, Any], out_dir: str | Path) -> None:
     from tmt.core.io import atomic_write_json, atomic_write_text
+    from tmt.evaluation.score.grid import grid_name, write_image_grid
 
     out = Path(out_dir)
     make_dirs(out)
     chart_ok = write_chart(scores, out / CHART_FILE)
+    for e in scores["directions"].values():
+        if write_image_grid(e, out / grid_name(e)):
+            e["grid"] = grid_name(e)
     atomic_write_json(out / SCORES_FILE, scores)
     atomic_write_text(out / REPORT_FILE, render_report(scores, out, chart=chart_ok))
 
@@ -119,6 +123,8 @@ def _direction_section(key: str, e: dict[str, Any], out_dir: Path) -> list[str]:
         lines.append(f"- {note}")
     if e.get("notes"):
         lines.append("")
+    if e.get("grid"):
+        lines += [f"![references (left) and outputs (right)]({e['grid']})", ""]
     if e.get("samples"):
         lines += _samples_table(e, out_dir)
     return lines
@@ -135,6 +141,8 @@ def _samples_table(e: dict[str, Any], out_dir: Path) -> list[str]:
             hyp = _link(s.get("hypothesis_file"), out_dir)
             if s.get("reference_file"):
                 hyp += " (ref: " + _link(s["reference_file"], out_dir) + ")"
+            if "exact" in s:
+                hyp += " exact" if s["exact"] else " wrong"
         refs = " / ".join(_md(r) for r in s.get("references", [])[:5])
         lines.append(f"| {s['id']} | {src} | {hyp} | {_md(s.get('transcript', '-'))} | {refs} |")
     lines.append("")

@@ -11,10 +11,15 @@ Runs on the same scene images, on 2 threads:
   image-vq or image-aligned): the scenes quality bar — the fraction of test and test_novel
   images whose full scene graph `tmt.corpora.scenes.parse_scene` recovers from the
   reconstruction (encode + decode), per attribute, next to the same parser on the original
-  images; plus codebook usage and token entropy on the scored images.
+  images; plus codebook usage and token entropy on the scored images;
+* `--generation-steps N` (with `--tokenizer`): generation-friendliness, the comparison that
+  decides the default card: per card, a text->image model of the same preset trained for the
+  same N optimizer steps on that card's tokens (same corpus, seed and decoding), scored by the
+  scene parser on test and test_novel (`benchmarks/_friendliness.py`).
 
     python benchmarks/image_tokenizer.py --quick
     python benchmarks/image_tokenizer.py --scenes data/scenes --tokenizer exp/tok/image --tokenizer exp/tok/aligned
+    python benchmarks/image_tokenizer.py --scenes data/scenes --tokenizer A --tokenizer B --generation-steps 3000
 
 Writes benchmarks/results/image_tokenizer.json.
 """
@@ -51,6 +56,12 @@ def get_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads.")
     p.add_argument("--quick", action="store_true", help="Small run (60 images, 200-scene corpus).")
     p.add_argument("--splits", default="test,test_novel", help="Splits scored for the quality bar.")
+    p.add_argument("--generation-steps", type=int, default=0,
+                   help="Generation-friendliness: train a text->image model for N steps per --tokenizer (0: off).")
+    p.add_argument("--generation-preset", default="demo", help="Model preset of those text->image models.")
+    p.add_argument("--generation-limit", type=int, default=150, help="Test rows each model translates per split.")
+    p.add_argument("--work-dir", default=None,
+                   help="Stores, models and outputs of the generation runs (default: a temp dir; give one to resume).")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "image_tokenizer.json"))
     return p.parse_args()
 
@@ -112,6 +123,8 @@ def main() -> None:
     cards = {}
     for source, tok, trained in runs:
         cards[tok.name] = bench_one(args, tok, trained, corpus, paths) | {"tokenizer": source}
+    if args.generation_steps > 0 and args.tokenizer:
+        generation(args, corpus, cards)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     first = next(iter(cards.values()))
@@ -226,6 +239,32 @@ def scene_quality(args: argparse.Namespace, tok: Any, corpus: Path) -> dict[str,
               f"({100 * quality['test']['reconstruction_full_graph']:.1f}%)")
     print(f"fit stats: {json.dumps(tok.stats)}")
     return quality
+
+
+def generation(args: argparse.Namespace, corpus: Path, cards: dict[str, Any]) -> None:
+    """Generation-friendliness of every --tokenizer: fills cards[name]["generation"], prints one table."""
+    from _friendliness import FriendlinessConfig, friendliness, text_tokenizer
+
+    work_tmp = None if args.work_dir else tempfile.TemporaryDirectory()
+    work = Path(args.work_dir or work_tmp.name)  # type: ignore[union-attr]
+    cfg = FriendlinessConfig(corpus=corpus, work_dir=work, steps=args.generation_steps, preset=args.generation_preset,
+                             limit=args.generation_limit, threads=args.threads)
+    text_tok = text_tokenizer(cfg)
+    rows = []
+    for i, (name, card) in enumerate(cards.items()):
+        print(f"generation-friendliness: {name}: t2i model, {cfg.steps} steps ...", file=sys.stderr)
+        g = friendliness(cfg, f"{i}-{Path(card['tokenizer']).name}", Path(card["tokenizer"]), text_tok)
+        card["generation"] = g
+        test, novel = g.get("test", {}), g.get("test_novel", {})
+        rows.append([name, card["tokens_per_image"], cfg.steps, g["valid_ce"] if g["valid_ce"] is not None else "-",
+                     test.get("scene_exact", "-"), novel.get("scene_exact", "-"), test.get("scene_shape", "-"),
+                     test.get("scene_count", "-"), test.get("scene_colour", "-")])
+    print(f"\ngeneration-friendliness: text->image {cfg.preset} model per card, {cfg.steps} steps, seed {cfg.seed}, "
+          f"top-k 16 sampling; scene parser on {cfg.limit or 'all'} rows per split (%); work dir {work}")
+    print(format_table(rows, ["card", "tokens", "steps", "valid CE", "test exact", "test_novel exact",
+                              "test shape", "test count", "test colour"]))
+    if work_tmp is not None:
+        work_tmp.cleanup()
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

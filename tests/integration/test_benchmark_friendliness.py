@@ -1,0 +1,47 @@
+"""benchmarks/_friendliness.py: one card's text->image model trained for a fixed number of steps
+and scored by the scene parser, through the real `tmt` verbs; a second run reuses finished steps."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import TinyPipeline
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import _friendliness as fr  # noqa: E402
+
+
+def test_one_card_is_trained_translated_and_scored_then_reused(tiny_pipeline: TinyPipeline, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = fr.FriendlinessConfig(corpus=tiny_pipeline.corpus, work_dir=tmp_path / "work", steps=3, preset="tiny",
+                                limit=4, threads=1)
+    text_tok = fr.text_tokenizer(cfg)
+    g = fr.friendliness(cfg, "card", tiny_pipeline.tokenizers["image"], text_tok)
+    assert g["steps"] == 3 and g["preset"] == "tiny"
+    work = cfg.work_dir / "card"
+    # the model trained text->image only, for exactly the fixed number of steps
+    model_cfg = (work / "t2i" / "config.yaml").read_text()
+    assert "t2i" in model_cfg
+    assert (work / "t2i" / "checkpoints" / "step_00000003").is_dir()
+    # the stores carry text and image tokens, no speech
+    index = json.loads((work / "store" / "train" / "index.json").read_text())
+    assert "image" in json.dumps(index) and "speech" not in json.dumps(index.get("modalities", index))
+    # test was translated (4 rows) and scored by the scene parser
+    hyps = (work / "hyp" / "test" / "hypotheses.jsonl").read_text().splitlines()
+    assert len(hyps) == 4 and g["test"]["n"] == 4
+    assert 0.0 <= g["test"]["scene_exact"] <= g["test"]["scene_count"] <= 100.0
+    scores = json.loads((work / "scores" / "test" / "scores.json").read_text())
+    assert scores["directions"]["text->image"]["judge"]["judge"] == "tmt.corpora.scenes parser"
+
+    # a second run over the same work dir runs no `tmt` verb and returns the same numbers
+    def no_run(*a: object, **k: object) -> None:
+        raise AssertionError(f"ran again: {a}")
+
+    monkeypatch.setattr(fr, "_tmt", no_run)
+    assert fr.friendliness(cfg, "card", tiny_pipeline.tokenizers["image"], fr.text_tokenizer(cfg)) == g

@@ -37,7 +37,7 @@ from tmt.vocoder.world import (
     feature_dim,
     features_to_wave,
 )
-from tmt.vocoder.world_net import UnitWorld, feature_stats, normalise_targets, world_loss
+from tmt.vocoder.world_net import UnitWorld, envelope_weights, feature_stats, normalise_targets, world_loss
 
 pytest.importorskip("pyworld")
 torch.set_num_threads(1)
@@ -131,6 +131,36 @@ def test_network_shapes_and_masking() -> None:
     shifted[..., LF0] += 5.0
     torch.testing.assert_close(world_loss(out, target, mask, 4, cfg.world.envelope_dim, cfg.loss)[1]["f0"],
                                world_loss(shifted, target, mask, 4, cfg.world.envelope_dim, cfg.loss)[1]["f0"])
+
+
+def test_spectral_envelope_loss_counts_errors_in_the_codes_own_units() -> None:
+    from tmt.vocoder.config import LossConfig
+
+    env_dim, per = 3, 2
+    std = torch.tensor([4.0, 1.0, 1.0, 0.5])  # three envelope dimensions, then one aperiodicity band
+    target = torch.zeros(1, 2 * per, 2 + env_dim + 1)
+    pred = target.clone()
+    pred[..., 2] = 1.0  # one z-unit off in the widest dimension: 4 code units
+    pred[..., 3] = 1.0  # one z-unit off in a narrow one: 1 code unit
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    lc = LossConfig(envelope_loss="normalised")
+    assert envelope_weights(std, env_dim, lc) is None
+    _, s = world_loss(pred, target, mask, per, env_dim, lc)
+    assert s["env"] == pytest.approx(2 / 3)  # both errors weigh alike
+    lc = LossConfig(envelope_loss="spectral")
+    w = envelope_weights(std, env_dim, lc)
+    assert w is not None
+    torch.testing.assert_close(w, torch.tensor([2.0, 0.5, 0.5]))  # spread / mean spread (the band is not an envelope dim)
+    _, s = world_loss(pred, target, mask, per, env_dim, lc, w)
+    assert s["env"] == pytest.approx((2.0 + 0.5) / 3)  # the wide dimension's error costs 4x the narrow one's
+
+
+def test_unknown_envelope_loss_is_refused() -> None:
+    from tmt.vocoder.config import check_config
+
+    check_config(resolve_config("unit-world", overrides=["loss.envelope_loss=normalised"]))
+    with pytest.raises(VocoderError, match="envelope_loss"):
+        check_config(resolve_config("unit-world", overrides=["loss.envelope_loss=cepstral"]))
 
 
 def test_targets_normalise_pitch_per_utterance() -> None:

@@ -163,6 +163,12 @@ class LossConfig:
     """unit-world: weight of the L1 loss on the normalised coded spectral envelope."""
     aperiodicity_weight: float = 0.5
     """unit-world: weight of the L1 loss on the normalised band aperiodicity."""
+    envelope_loss: str = "normalised"
+    """unit-world: how the envelope's coded dimensions count in its L1 loss. `spectral`: in the
+    codes' own units (each normalised dimension weighted by its training spread, mean weight 1),
+    so an error costs what it changes in the log spectrum; `normalised`: every z-scored
+    dimension alike, which lets the small, perceptually minor high-order coefficients weigh as
+    much as the spectral tilt and formants."""
 
 
 @dataclass(kw_only=True)
@@ -383,5 +389,7 @@ def check_config(cfg: VocoderConfig) -> None:
         raise VocoderError(f"world.synthesis_fft {w.synthesis_fft} must be a power of two >= 128")
     if cfg.arch == "unit-world" and not 0 < w.f0_floor < w.f0_ceil:
         raise VocoderError(f"world.f0_floor {w.f0_floor} and f0_ceil {w.f0_ceil} must satisfy 0 < floor < ceil")
+    if cfg.loss.envelope_loss not in ("spectral", "normalised"):
+        raise VocoderError(f"loss.envelope_loss must be 'spectral' or 'normalised', not '{cfg.loss.envelope_loss}'")
     if cfg.num_units < 1:
         raise VocoderError("num_units must be >= 1")

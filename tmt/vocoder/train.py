@@ -45,7 +45,7 @@ from tmt.vocoder.nets import (
 )
 from tmt.vocoder.synthesis import UnitVocoder, save_vocoder, write_wav
 from tmt.vocoder.world import frames_per_unit
-from tmt.vocoder.world_net import sample_world_batch, world_loss
+from tmt.vocoder.world_net import UnitWorld, envelope_weights, sample_world_batch, world_loss
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class VocoderTrainer:
         """unit-world: analyse (or read back from `cache_dir`) the WORLD features, set the network's
         normalisation and default pitch from the training rows, and build the targets."""
         from tmt.vocoder.world import FeatureJob, WorldFeatureCache
-        from tmt.vocoder.world_net import UnitWorld, feature_stats, normalise_targets
+        from tmt.vocoder.world_net import feature_stats, normalise_targets
 
         assert isinstance(self.model, UnitWorld)
         w = self.cfg.world
@@ -213,8 +213,10 @@ class VocoderTrainer:
         dur_term = lc.duration_weight * l_dur
         if self.world_targets is not None:
             pred = self.model(batch["frames"], batch["frame_mask"])
-            l_world, world_stats = world_loss(pred, batch["target"], batch["frame_mask"],
-                                              frames_per_unit(self.cfg.world), self.cfg.world.envelope_dim, lc)
+            env_dim = self.cfg.world.envelope_dim
+            assert isinstance(self.model, UnitWorld)  # world targets are made for unit-world models only
+            l_world, world_stats = world_loss(pred, batch["target"], batch["frame_mask"], frames_per_unit(self.cfg.world),
+                                              env_dim, lc, envelope_weights(self.model.feat_std, env_dim, lc))
             loss, stats = l_world + dur_term, stats | world_stats
         elif self.hifigan:
             loss = self._hifigan_loss(batch, dur_term, stats)

@@ -119,15 +119,28 @@ def sample_world_batch(utts: Sequence[Utterance], targets: Mapping[str, np.ndarr
     }
 
 
+def envelope_weights(feat_std: Tensor, env_dim: int, lc: LossConfig) -> Tensor | None:
+    """Per-dimension weights of the envelope L1 (`lc.envelope_loss`): None for `normalised`, else the
+    training spread of each coded dimension over its mean (an error then counts in the codes' own units)."""
+    if lc.envelope_loss == "normalised":
+        return None
+    std = feat_std[:env_dim].float()
+    return std / std.mean().clamp(min=1e-8)
+
+
 def world_loss(pred: Tensor, target: Tensor, frame_mask: Tensor, per_frame: int, env_dim: int,
-               lc: LossConfig) -> tuple[Tensor, dict[str, float]]:
-    """L1 on log-F0 (voiced frames only), BCE on V/UV, L1 on envelope and aperiodicity; all over valid frames."""
+               lc: LossConfig, env_weights: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+    """L1 on log-F0 (voiced frames only), BCE on V/UV, L1 on envelope (each dimension weighted by
+    `env_weights`, see `envelope_weights`) and aperiodicity; all over valid frames."""
     mask = frame_mask.repeat_interleave(per_frame, dim=1).float()
     n = mask.sum().clamp(min=1)
     voiced = target[..., VUV] * mask
     l_f0 = (torch.abs(pred[..., LF0] - target[..., LF0]) * voiced).sum() / voiced.sum().clamp(min=1)
     l_vuv = (F.binary_cross_entropy_with_logits(pred[..., VUV], target[..., VUV], reduction="none") * mask).sum() / n
-    l_env = (torch.abs(pred[..., 2 : 2 + env_dim] - target[..., 2 : 2 + env_dim]).mean(-1) * mask).sum() / n
+    env_err = torch.abs(pred[..., 2 : 2 + env_dim] - target[..., 2 : 2 + env_dim])
+    if env_weights is not None:
+        env_err = env_err * env_weights
+    l_env = (env_err.mean(-1) * mask).sum() / n
     l_ap = (torch.abs(pred[..., 2 + env_dim :] - target[..., 2 + env_dim :]).mean(-1) * mask).sum() / n
     loss = lc.f0_weight * l_f0 + lc.vuv_weight * l_vuv + lc.envelope_weight * l_env + lc.aperiodicity_weight * l_ap
     return loss, {"f0": l_f0.item(), "vuv": l_vuv.item(), "env": l_env.item(), "ap": l_ap.item()}

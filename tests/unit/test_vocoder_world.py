@@ -37,7 +37,13 @@ from tmt.vocoder.world import (
     feature_dim,
     features_to_wave,
 )
-from tmt.vocoder.world_net import UnitWorld, envelope_weights, feature_stats, normalise_targets, world_loss
+from tmt.vocoder.world_net import (
+    UnitWorld,
+    envelope_weights,
+    feature_stats,
+    normalise_targets,
+    world_loss,
+)
 
 pytest.importorskip("pyworld")
 torch.set_num_threads(1)

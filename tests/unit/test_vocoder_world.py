@@ -42,6 +42,7 @@ from tmt.vocoder.world_net import (
     envelope_weights,
     feature_stats,
     normalise_targets,
+    unit_prior_table,
     world_loss,
 )
 
@@ -159,6 +160,48 @@ def test_spectral_envelope_loss_counts_errors_in_the_codes_own_units() -> None:
     torch.testing.assert_close(w, torch.tensor([2.0, 0.5, 0.5]))  # spread / mean spread (the band is not an envelope dim)
     _, s = world_loss(pred, target, mask, per, env_dim, lc, w)
     assert s["env"] == pytest.approx((2.0 + 0.5) / 3)  # the wide dimension's error costs 4x the narrow one's
+
+
+def test_unit_prior_table_by_hand() -> None:
+    from tmt.vocoder.data import Utterance
+
+    per, dim = 2, 4  # lf0, vuv, one envelope dim, one band
+    # utterance a: unit 1 for one frame (voiced), unit 2 for two frames (unvoiced);
+    # utterance b: unit 1 for one frame (unvoiced)
+    a = Utterance(id="a", units=np.array([1, 2]), durations=np.array([1, 2]), wav_path=Path("a.wav"))
+    b = Utterance(id="b", units=np.array([1]), durations=np.array([1]), wav_path=Path("b.wav"))
+    ta = np.zeros((3 * per, dim), dtype=np.float32)
+    ta[:per] = [0.8, 1.0, 2.0, -1.0]
+    ta[per:] = [0.0, 0.0, -2.0, 1.0]
+    tb = np.tile(np.array([[0.0, 0.0, 4.0, 3.0]], dtype=np.float32), (per, 1))
+    table = unit_prior_table([a, b], {"a": ta, "b": tb}, num_units=4, per_frame=per)
+    assert table.shape == (4, dim)
+    np.testing.assert_allclose(table[1], [0.8, 0.0, 3.0, 1.0], atol=1e-6)  # voiced half the time: logit 0
+    np.testing.assert_allclose(table[2], [0.0, np.log(0.02 / 0.98), -2.0, 1.0], atol=1e-6)  # never voiced
+    np.testing.assert_array_equal(table[[0, 3]], 0.0)  # never seen
+
+
+def test_unit_prior_is_added_to_the_output_and_travels_with_the_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = merge(world_tiny(), {"world": {"unit_prior": True}})
+    model = build_model(cfg)
+    assert isinstance(model, UnitWorld) and model.prior is not None
+    model.eval()
+    frames = torch.tensor([[3, 3, 7, 1]])
+    mask = torch.ones_like(frames, dtype=torch.bool)
+    with torch.no_grad():
+        before = model(frames, mask)
+        prior = np.random.default_rng(0).standard_normal(tuple(model.prior.shape)).astype(np.float32)
+        model.set_prior(prior)
+        after = model(frames, mask)
+    per = model.per_frame
+    want = torch.from_numpy(prior)[frames[0]].repeat_interleave(per, dim=0)
+    torch.testing.assert_close(after[0] - before[0], want, atol=1e-5, rtol=1e-5)
+    save_vocoder(tmp_path / "v", model, cfg)
+    loaded = load_vocoder(tmp_path / "v", "cpu")
+    torch.testing.assert_close(loaded.model.prior, model.prior)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="unit_prior"):
+        build_model(world_tiny()).set_prior(prior)  # type: ignore[union-attr]
 
 
 def test_unknown_envelope_loss_is_refused() -> None:

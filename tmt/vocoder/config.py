@@ -121,6 +121,10 @@ class WorldConfig:
     25.9% at 1024 (originals: 21.7%)."""
     workers: int = 1
     """Processes for WORLD analysis and synthesis (1 = in this process; WORLD holds the GIL, so no threads)."""
+    unit_prior: bool = False
+    """Add a table of each unit's mean (normalised) WORLD features, counted on the training rows
+    before the first step, to the network's output, so the network learns only the residual
+    (context, transitions) and speaks from the first step on."""
 
 
 @dataclass(kw_only=True)

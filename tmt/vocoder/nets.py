@@ -380,7 +380,7 @@ def build_model(cfg: VocoderConfig, *, has_duration_predictor: bool = True) -> V
             duration_hidden=d.hidden_dim, duration_kernel=d.kernel_size, duration_dropout=d.dropout,
             hidden_dim=w.hidden_dim, conv_layers=w.conv_layers, conv_kernel=w.conv_kernel,
             transformer_layers=w.transformer_layers, heads=w.heads, dropout=w.dropout,
-            feature_dim=feature_dim(w), per_frame=frames_per_unit(w),
+            feature_dim=feature_dim(w), per_frame=frames_per_unit(w), unit_prior=w.unit_prior,
         )
     u = cfg.unit_mel
     return UnitMel(

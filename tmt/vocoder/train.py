@@ -133,7 +133,7 @@ class VocoderTrainer:
         """unit-world: analyse (or read back from `cache_dir`) the WORLD features, set the network's
         normalisation and default pitch from the training rows, and build the targets."""
         from tmt.vocoder.world import FeatureJob, WorldFeatureCache
-        from tmt.vocoder.world_net import feature_stats, normalise_targets
+        from tmt.vocoder.world_net import feature_stats, normalise_targets, unit_prior_table
 
         assert isinstance(self.model, UnitWorld)
         w = self.cfg.world
@@ -143,6 +143,9 @@ class VocoderTrainer:
         stats = feature_stats([feats[u.id] for u in self.train_utts])
         self.model.set_stats(stats)
         self.world_targets = {uid: normalise_targets(f, stats) for uid, f in feats.items()}
+        if w.unit_prior and self.step == 0:  # a resumed run has the table in its checkpoint
+            self.model.set_prior(unit_prior_table(self.train_utts, self.world_targets, self.cfg.num_units,
+                                                  frames_per_unit(w)))
         log.info("WORLD features of %d utterances; median pitch %.0f Hz (log spread %.3f)",
                  len(feats), float(np.exp(stats["pitch"][0])), float(stats["pitch"][1]))
 

@@ -39,13 +39,16 @@ class UnitWorld(UnitMel):
     feat_mean: Tensor
     feat_std: Tensor
     pitch: Tensor
+    prior: Tensor | None
 
-    def __init__(self, *, feature_dim: int, per_frame: int, **body: int | float) -> None:
+    def __init__(self, *, feature_dim: int, per_frame: int, unit_prior: bool = False, **body: int | float) -> None:
         super().__init__(n_mels=feature_dim, mel_per_frame=per_frame, **body)  # type: ignore[arg-type]
         self.register_buffer("feat_mean", torch.zeros(feature_dim - 2))
         self.register_buffer("feat_std", torch.ones(feature_dim - 2))
         # log-F0: median over utterances of their mean and of their spread
         self.register_buffer("pitch", torch.tensor([math.log(120.0), 0.15]))
+        # each unit's mean normalised target (world.unit_prior); the network adds its residual
+        self.register_buffer("prior", torch.zeros(self.embed.num_embeddings, feature_dim) if unit_prior else None)
 
     @property
     def per_frame(self) -> int:
@@ -56,6 +59,19 @@ class UnitWorld(UnitMel):
             self.feat_mean.copy_(torch.as_tensor(stats["feat_mean"]))
             self.feat_std.copy_(torch.as_tensor(stats["feat_std"]))
             self.pitch.copy_(torch.as_tensor(stats["pitch"]))
+
+    def set_prior(self, prior: np.ndarray) -> None:
+        """The per-unit table (num_units, feature_dim) of `unit_prior_table`; only with world.unit_prior."""
+        if self.prior is None:
+            raise ValueError("this unit-world network was built without world.unit_prior")
+        with torch.no_grad():
+            self.prior.copy_(torch.as_tensor(prior))
+
+    def forward(self, frames: Tensor, frame_mask: Tensor) -> Tensor:
+        y = super().forward(frames, frame_mask)
+        if self.prior is not None:
+            y = y + self.prior[frames].repeat_interleave(self.per_frame, dim=1)
+        return y
 
 
 # ---------------------------------------------------------------------------------------
@@ -90,6 +106,32 @@ def normalise_targets(f: np.ndarray, stats: Mapping[str, np.ndarray]) -> np.ndar
     out[:, VUV] = voiced
     out[:, 2:] = (f[:, 2:] - stats["feat_mean"]) / stats["feat_std"]
     return out
+
+
+def unit_prior_table(utts: Sequence[Utterance], targets: Mapping[str, np.ndarray], num_units: int,
+                     per_frame: int) -> np.ndarray:
+    """Each unit's mean normalised target over the training rows -> (num_units, feature_dim), in the
+    network's output space: log-F0 averaged over voiced frames, V/UV as the logit of the voiced share
+    (kept within 2%..98%), the rest plain means; units never seen stay 0."""
+    dim = next(iter(targets.values())).shape[1]
+    sums, counts = np.zeros((num_units, dim)), np.zeros(num_units)
+    f0_sum, voiced = np.zeros(num_units), np.zeros(num_units)
+    for u in utts:
+        t = targets[u.id].astype(np.float64)
+        unit = np.repeat(np.repeat(u.units, u.durations), per_frame)[: len(t)]
+        t = t[: len(unit)]
+        np.add.at(sums, unit, t)
+        np.add.at(counts, unit, 1.0)
+        v = t[:, VUV] > 0.5
+        np.add.at(f0_sum, unit[v], t[v, LF0])
+        np.add.at(voiced, unit[v], 1.0)
+    seen = counts > 0
+    out = np.zeros((num_units, dim))
+    out[seen] = sums[seen] / counts[seen, None]
+    out[:, LF0] = np.where(voiced > 0, f0_sum / np.maximum(voiced, 1.0), 0.0)
+    share = np.clip(np.where(seen, voiced / np.maximum(counts, 1.0), 0.5), 0.02, 0.98)
+    out[:, VUV] = np.where(seen, np.log(share / (1.0 - share)), 0.0)
+    return out.astype(np.float32)
 
 
 def sample_world_batch(utts: Sequence[Utterance], targets: Mapping[str, np.ndarray], rng: np.random.Generator,

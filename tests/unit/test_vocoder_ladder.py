@@ -59,11 +59,13 @@ def test_ladder_rungs_scores_and_wavs(setup: dict, tmp_path: Path) -> None:
                      transcriber=transcriber)
     assert res["rows"] == 4 and res["judge"] == {"judge": "stand-in"}
     world, mel = (str(v) for v in setup["vocoders"])
-    got = [(r["system"], r["durations"]) for r in res["ladder"]]
-    assert got == [("original", "-"), ("world-copy", "-"), ("griffin-lim", "-"), (world, "ground truth"),
-                   (world, "predicted"), (mel, "ground truth"), (mel, "predicted")]
-    assert calls == [4] * 7  # one judge call per rung, same utterances
-    by = {(r["system"], r["durations"]): r for r in res["ladder"]}
+    got = [(r["system"], r["durations"], r["streams_from_original"]) for r in res["ladder"]]
+    assert got == [("original", "-", "-"), ("world-copy", "-", "-"), ("griffin-lim", "-", "-"),
+                   (world, "ground truth", "-"), (world, "predicted", "-"),
+                   (world, "ground truth", "pitch+voicing"), (world, "ground truth", "envelope+aperiodicity"),
+                   (mel, "ground truth", "-"), (mel, "predicted", "-")]
+    assert calls == [4] * 9  # one judge call per rung, same utterances
+    by = {(r["system"], r["durations"]): r for r in res["ladder"] if r["streams_from_original"] == "-"}
     # 8 reference words; the judge misses one on the originals and every number elsewhere
     assert by["original", "-"]["wer"] == pytest.approx(12.5) and by["original", "-"]["wer_vs_original"] == 1.0
     assert by["original", "-"]["rtf_x"] is None and by["original", "-"]["mel_l1"] == pytest.approx(0.0)
@@ -77,10 +79,38 @@ def test_ladder_rungs_scores_and_wavs(setup: dict, tmp_path: Path) -> None:
     assert by[world, "ground truth"]["audio_seconds"] == pytest.approx(by["original", "-"]["audio_seconds"])
     dirs = sorted(p.name for p in (tmp_path / "w").iterdir())
     assert dirs == ["00-original", "01-world-copy", "02-griffin-lim", "03-unit-world-gt-dur", "04-unit-world-pred-dur",
-                    "05-unit-mel-gt-dur", "06-unit-mel-pred-dur"]
+                    "05-unit-world-gt-dur-gt-pitch-voicing", "06-unit-world-gt-dur-gt-envelope-aperiodicity",
+                    "07-unit-mel-gt-dur", "08-unit-mel-pred-dur"]
     assert sorted(p.stem for p in (tmp_path / "w" / "01-world-copy").glob("*.wav")) == ["utt000", "utt001", "utt002", "utt003"]
     rows = ladder_rows(res)
-    assert len(rows) == 7 and all(len(r) == len(LADDER_HEADER) for r in rows)
+    assert len(rows) == 9 and all(len(r) == len(LADDER_HEADER) for r in rows)
+
+
+def test_stream_swaps_of_a_perfect_network_are_the_world_copy(setup: dict) -> None:
+    from tmt.evaluation.vocoder_ladder import world_copy, world_stream_rungs
+    from tmt.vocoder import load_vocoder
+    from tmt.vocoder.world import analyse
+
+    voc = load_vocoder(setup["vocoders"][0], "cpu")
+    utts, _ = collect_utterances(setup["store"], setup["manifest"])
+    utts = utts[:3]
+    cache = AudioCache()
+    originals = [cache.get(u) for u in utts]
+    gts = [analyse(w, u.num_frames, voc.cfg.world) for w, u in zip(originals, utts, strict=True)]
+    real = voc.world_features([u.units for u in utts], [u.durations for u in utts])
+    assert [f.shape for f in real] == [g.shape for g in gts]  # the analysis layout, frame for frame
+    copy = world_copy(originals, utts, voc.cfg.world)
+    voc.world_features = lambda units, durations: [g.copy() for g in gts]  # type: ignore[method-assign]
+    rungs = world_stream_rungs("v", voc, utts, originals)
+    assert [r.streams for r in rungs] == ["pitch+voicing", "envelope+aperiodicity"]
+    for r in rungs:  # whatever a stream swap takes from the original, a perfect prediction had already
+        for w, c in zip(r.wavs, copy, strict=True):
+            np.testing.assert_array_equal(w, c)
+    # a network that gets everything wrong: swapping the envelope back brings it closer to the copy
+    voc.world_features = lambda units, durations: [np.zeros_like(g) for g in gts]  # type: ignore[method-assign]
+    pitch, envelope = world_stream_rungs("v", voc, utts, originals)
+    err = [float(np.mean([np.abs(w - c).mean() for w, c in zip(r.wavs, copy, strict=True)])) for r in (pitch, envelope)]
+    assert err[1] < err[0]
 
 
 def test_ladder_refuses_another_tokenizers_vocoder(setup: dict, tmp_path: Path) -> None:
@@ -102,7 +132,7 @@ def test_cli_ladder_table_and_json(setup: dict, monkeypatch: pytest.MonkeyPatch)
     res = CliRunner().invoke(cli, [*base, world, mel, "--json"])  # two vocoders: the ladder without --ladder
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout)
-    assert r["rows"] == 2 and len(r["ladder"]) == 7
+    assert r["rows"] == 2 and len(r["ladder"]) == 9
     res = CliRunner().invoke(cli, [*base, "--ladder"])  # the reference rungs alone
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()

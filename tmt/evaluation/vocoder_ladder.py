@@ -6,6 +6,8 @@ of a speech WER comes from the vocoder itself, the units, and the durations.
     originals ──▶ log-mel ──▶ Griffin-Lim ─────────────────────────────▶ judge  (unit-mel's ceiling)
     ground-truth units + ground-truth durations ──▶ each vocoder ──────▶ judge
     ground-truth units + predicted durations ────▶ each vocoder ──────▶ judge  (as in translation)
+    unit-world, ground-truth durations, one stream from the originals' WORLD analysis
+        (pitch + voicing, or envelope + aperiodicity) ─────────────────▶ judge  (which stream fails)
 
 Every rung reports WER and CER against the manifest texts, the WER as a multiple of the
 originals' WER, log-mel L1 to the originals and the real-time factor of making its audio.
@@ -59,6 +61,8 @@ class Rung:
     """One 16 kHz float32 wav per utterance."""
     seconds: float
     """Wall seconds spent making `wavs` (0 for the originals)."""
+    streams: str = "-"
+    """unit-world: the predicted streams replaced by the originals' WORLD analysis (`-`: none)."""
 
 
 def load_judge_transcriber() -> tuple[Transcriber, dict[str, Any]]:
@@ -103,6 +107,8 @@ def run_ladder(
                                                                                 [u.durations for u in utts])))
         if voc.has_duration_predictor:
             rungs.append(_timed(name, "predicted", lambda v=voc: v.synthesize([u.units for u in utts])))  # type: ignore[misc]
+        if voc.arch == "unit-world":
+            rungs += world_stream_rungs(name, voc, utts, originals)
     texts = [u.text or "" for u in utts]
     logmel = LogMel(mel_cfg)
     table = [_score(r, texts, originals, transcribe, logmel) for r in rungs]
@@ -119,6 +125,39 @@ def _timed(system: str, durations: str, make: Callable[[], list[np.ndarray]]) ->
     t0 = time.perf_counter()
     wavs = make()
     return Rung(system, durations, wavs, time.perf_counter() - t0)
+
+
+WORLD_STREAMS = {"pitch+voicing": "lf0 vuv", "envelope+aperiodicity": "env ap"}
+"""The ladder's stream swaps: rung label -> the streams taken from the originals' analysis."""
+
+
+def world_stream_rungs(name: str, voc: UnitVocoder, utts: Sequence[Utterance],
+                       originals: Sequence[np.ndarray]) -> list[Rung]:
+    """unit-world with ground-truth durations and one group of streams from the originals' WORLD analysis:
+    the rung that gets close to the WORLD copy names the stream the network has not learned."""
+    from tmt.vocoder.world import LF0, VUV, analyse, features_to_wave
+
+    cfg = voc.cfg.world
+    pred = voc.world_features([u.units for u in utts], [u.durations for u in utts])
+    gts = [analyse(w, u.num_frames, cfg) for w, u in zip(originals, utts, strict=True)]
+    cols = {"lf0": [LF0], "vuv": [VUV], "env": list(range(2, 2 + cfg.envelope_dim)),
+            "ap": list(range(2 + cfg.envelope_dim, pred[0].shape[1] if pred else 2 + cfg.envelope_dim))}
+    rungs = []
+    for label, streams in WORLD_STREAMS.items():
+        take = [c for s in streams.split() for c in cols[s]]
+
+        def make(take: list[int] = take) -> list[np.ndarray]:
+            out = []
+            for p, g, w in zip(pred, gts, originals, strict=True):
+                f = p[: len(g)].copy()
+                f[:, take] = g[: len(f)][:, take]
+                out.append(features_to_wave(f, cfg)[: len(w)])
+            return out
+
+        rung = _timed(name, "ground truth", make)
+        rung.streams = label
+        rungs.append(rung)
+    return rungs
 
 
 def _world_cfg(vocs: Sequence[tuple[str, UnitVocoder]]) -> WorldConfig:
@@ -159,6 +198,7 @@ def _score(rung: Rung, texts: Sequence[str], originals: Sequence[np.ndarray], tr
     return {
         "system": rung.system,
         "durations": rung.durations,
+        "streams_from_original": rung.streams,
         "wer": round(float(m.get("wer", float("nan"))), 2),
         "cer": round(float(m.get("cer", float("nan"))), 2),
         "rtf_x": round(audio_s / rung.seconds, 1) if rung.seconds > 0 else None,
@@ -169,6 +209,7 @@ def _score(rung: Rung, texts: Sequence[str], originals: Sequence[np.ndarray], tr
 
 def _rung_dir(i: int, rung: Rung) -> str:
     tail = {"-": "", "ground truth": "-gt-dur", "predicted": "-pred-dur"}[rung.durations]
+    tail += "" if rung.streams == "-" else "-gt-" + rung.streams.replace("+", "-")
     name = Path(rung.system).name if i >= 3 else rung.system
     return f"{i:02d}-{name}{tail}"
 
@@ -179,10 +220,12 @@ def _write_rungs(out: Path, rungs: Sequence[Rung], utts: Sequence[Utterance]) ->
             write_wav(out / _rung_dir(i, rung) / f"{u.id}.wav", w)
 
 
-LADDER_HEADER = ["system", "durations", "WER", "CER", "x original WER", "RTF (x real time)", "mel L1"]
+LADDER_HEADER = ["system", "durations", "from the original", "WER", "CER", "x original WER", "RTF (x real time)",
+                 "mel L1"]
 
 
 def ladder_rows(result: dict[str, Any]) -> list[list[Any]]:
     """The ladder as table rows under `LADDER_HEADER`."""
-    return [[r["system"], r["durations"], r["wer"], r["cer"], r["wer_vs_original"] if r["wer_vs_original"] is not None else "-",
+    return [[r["system"], r["durations"], r.get("streams_from_original", "-"), r["wer"], r["cer"],
+             r["wer_vs_original"] if r["wer_vs_original"] is not None else "-",
              r["rtf_x"] if r["rtf_x"] is not None else "-", r["mel_l1"]] for r in result["ladder"]]

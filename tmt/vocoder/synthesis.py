@@ -39,7 +39,7 @@ from tmt.vocoder.config import VocoderConfig, VocoderError
 from tmt.vocoder.duration import DURATION_ROUNDINGS, durations_from_log, expand_units, sequence_mask
 from tmt.vocoder.mel import GriffinLimInverter
 from tmt.vocoder.nets import CodeHiFiGAN, VocoderModel, build_model
-from tmt.vocoder.world_net import UnitWorld, world_waveforms
+from tmt.vocoder.world_net import UnitWorld, world_feature_rows, world_waveforms
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,21 @@ class UnitVocoder:
                 for j, wav in zip(batch, self._synth_batch([units[j] for j in batch], [durs[j] for j in batch]), strict=True):
                     out[j] = wav
             batch = [i]
+        return out
+
+    @torch.inference_mode()
+    def world_features(self, units: Sequence[np.ndarray], durations: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """unit-world only: the predicted WORLD feature matrix of each utterance (`tmt.vocoder.world.analyse`'s
+        layout, 4 rows per unit frame at 5 ms), before synthesis; for diagnosis (`tmt vocoder eval --ladder`)."""
+        if not isinstance(self.model, UnitWorld):
+            raise VocoderError(f"world_features needs a unit-world vocoder, not {self.arch}")
+        out = []
+        for u, d in zip(self._check_units(units), _check_durations(units, durations), strict=True):
+            uu, m = self._pad([u])
+            dd, _ = self._pad([d])
+            frames, fmask = expand_units(uu, dd, m)
+            out += world_feature_rows(self.model, self.model(frames, fmask), [int(fmask.sum())], self.cfg.world,
+                                      pitch_mean_hz=self.pitch_mean_hz, pitch_range=self.pitch_range)
         return out
 
     def _synth_batch(self, units: list[np.ndarray], durs: list[np.ndarray]) -> list[np.ndarray]:

@@ -191,20 +191,29 @@ def world_loss(pred: Tensor, target: Tensor, frame_mask: Tensor, per_frame: int,
 # ---------------------------------------------------------------------------------------
 # prediction -> waveform
 # ---------------------------------------------------------------------------------------
-def world_waveforms(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg: WorldConfig, *,
-                    pitch_mean_hz: float | None = None, pitch_range: float | None = None) -> list[np.ndarray]:
-    """Network output (B, F * per_frame, D) and each row's unit-frame count -> float32 wavs (frames x 320)."""
+def world_feature_rows(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg: WorldConfig, *,
+                       pitch_mean_hz: float | None = None, pitch_range: float | None = None) -> list[np.ndarray]:
+    """Network output (B, F * per_frame, D) and each row's unit-frame count -> one feature matrix per
+    row in `tmt.vocoder.world.analyse`'s layout (log-F0 where voiced else 0, V/UV 0/1, envelope,
+    aperiodicity), with the output pitch put back (mean and spread)."""
     pitch_mean_hz = cfg.pitch_mean_hz if pitch_mean_hz is None else pitch_mean_hz
     pitch_range = cfg.pitch_range if pitch_range is None else pitch_range
     mean = math.log(pitch_mean_hz) if pitch_mean_hz else float(model.pitch[0])
     spread = float(model.pitch[1]) * pitch_range
     rest = (pred[..., 2:] * model.feat_std + model.feat_mean).float().cpu().numpy()
-    lf0 = (mean + spread * pred[..., LF0]).clamp(math.log(cfg.f0_floor), math.log(cfg.f0_ceil))
-    f0 = torch.where(pred[..., VUV] > 0, torch.exp(lf0), torch.zeros_like(lf0)).float().cpu().numpy()
-    per, env_dim = frames_per_unit(cfg), cfg.envelope_dim
-    jobs = []
-    for row, n in enumerate(lengths):
-        k = int(n) * per
-        jobs.append((f0[row, :k], rest[row, :k, :env_dim], rest[row, :k, env_dim:], cfg.frame_period, int(n) * FRAME_HOP,
-                     cfg.synthesis_fft))
+    voiced = (pred[..., VUV] > 0).float()
+    lf0_t = (mean + spread * pred[..., LF0]).clamp(math.log(cfg.f0_floor), math.log(cfg.f0_ceil)) * voiced
+    lf0, vuv = lf0_t.float().cpu().numpy(), voiced.cpu().numpy()
+    per = frames_per_unit(cfg)
+    return [np.concatenate([lf0[row, : int(n) * per, None], vuv[row, : int(n) * per, None], rest[row, : int(n) * per]],
+                           axis=1).astype(np.float32) for row, n in enumerate(lengths)]
+
+
+def world_waveforms(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg: WorldConfig, *,
+                    pitch_mean_hz: float | None = None, pitch_range: float | None = None) -> list[np.ndarray]:
+    """Network output (B, F * per_frame, D) and each row's unit-frame count -> float32 wavs (frames x 320)."""
+    feats = world_feature_rows(model, pred, lengths, cfg, pitch_mean_hz=pitch_mean_hz, pitch_range=pitch_range)
+    env_dim = cfg.envelope_dim
+    jobs = [(np.where(f[:, VUV] > 0.5, np.exp(f[:, LF0]), 0.0), f[:, 2 : 2 + env_dim], f[:, 2 + env_dim :],
+             cfg.frame_period, int(n) * FRAME_HOP, cfg.synthesis_fft) for f, n in zip(feats, lengths, strict=True)]
     return synthesize_many(jobs, cfg.workers)

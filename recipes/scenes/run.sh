@@ -189,6 +189,17 @@ translate_split() {
   # Image sources are translated once per image (tmt translate's default), not once per caption.
   # shellcheck disable=SC2206  # word splitting of the option string is intended
   [ "${tgt}" = image ] && decode_opt=(${image_decoding})
+  # reranking reads the reverse direction (image->text), which a model trained on one direction lacks
+  # (tmt translate refuses it): the single-direction baselines and fine-tunings decode without it
+  if [ "${tgt}" = image ] && { [ "${name}" = single ] || [ "${name}" = ft ]; }; then
+    local o keep=() skip=0
+    for o in "${decode_opt[@]}"; do
+      if [ "${skip}" = 1 ]; then skip=0; continue; fi
+      if [ "${o}" = --rerank ]; then skip=1; continue; fi
+      keep+=("${o}")
+    done
+    decode_opt=("${keep[@]}")
+  fi
   log "Stage ${stage_no}: translate ${split} ${src}->${tgt} with ${model_dir} -> ${dest}"
   # --jobs shards, each on its share of the cores; the last shard to finish merges the outputs
   run_sharded "${stage_no}-${name}-${split}-${src}-${tgt}" "${logs}/${stage_no}-${name}-${split}-${src}-${tgt}" "${jobs}" - \

@@ -524,3 +524,36 @@ def test_cli_voice_on_a_model_without_voices_is_refused(exp: Path, tmp_path: Pat
     r = run("translate", "--model", str(exp / "model"), "--to", "speech", "--text", "a", "--voice", "flite:kal",
             "-o", str(tmp_path / "x.wav"))
     assert r.exit_code == 1 and "lists no voices" in r.stderr, r.stderr
+
+
+def test_rerank_is_refused_for_a_model_that_never_trained_the_reverse_direction(exp: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from tmt.generation.translator import trained_directions
+
+    def model_trained_on(dirs: list[str]) -> Path:
+        d = tmp_path / "_".join(dirs)
+        shutil.copytree(exp / "model", d)
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        cfg["data"] = {**(cfg.get("data") or {}), "directions": dirs}
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        return d
+
+    assert trained_directions(exp / "model") == ["i2t", "i2s", "t2i", "s2i", "s2t", "t2s"]  # no list: all six
+    cfg = GenerationConfig(strategy="sample", seed=1, rerank=2)
+    single = model_trained_on(["t2i"])
+    assert trained_directions(single) == ["t2i"]
+    with pytest.raises(TranslateError, match=r"--rerank 2 .* i2t, which .* was not trained on .*--rerank 0"):
+        Translator.from_checkpoint(single, config=cfg).translate(["a red circle"], src="text", tgt="image")
+    # without reranking it decodes; with the reverse direction trained it reranks
+    [res] = Translator.from_checkpoint(single, config=GenerationConfig(strategy="sample", seed=1)).translate(
+        ["a red circle"], src="text", tgt="image")
+    assert res.tokens.shape == (IMAGE_LEN,)
+    [res] = Translator.from_checkpoint(model_trained_on(["t2i", "i2t"]), config=cfg).translate(
+        ["a red circle"], src="text", tgt="image")
+    assert res.nbest[0].rerank_score is not None
+    # a speech source reranks through its decoded caption: speech->text and image->text
+    with pytest.raises(TranslateError, match=r"s2t, i2t"):
+        Translator.from_checkpoint(single, config=cfg).translate_tokens([np.array([1, 2, 3])], src="speech", tgt="image")

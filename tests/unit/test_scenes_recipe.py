@@ -258,14 +258,19 @@ def test_stage12_fine_tunes_the_unified_model_on_each_chosen_direction(tmp_path:
 
 def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Path) -> None:
     """Issue 18: null-source training (what `--guidance` needs) is off by default and passed to
-    every training when asked; image targets are sampled and reranked (best of 4), other targets
-    keep beam search."""
+    every training when asked; image targets are sampled and reranked (best of 4) by the unified
+    model, sampled without reranking by the single-direction baselines (which never trained the
+    reverse direction), other targets keep beam search."""
     r, calls = _stage11(tmp_path, "--single-directions", "t2i s2t", "--null-source-prob", "0.1")
     assert r.returncode == 0, r.stderr
     assert all("--set model.null_source_prob=0.1" in c for c in calls if c.startswith("train "))
     for c in (c for c in calls if c.startswith("translate ")):
         image = "--to image" in c
-        assert ("--rerank 4" in c) == image and ("--sample" in c) == image, c
+        assert "--rerank" not in c and ("--sample --top-k 16 --seed 0" in c) == image, c
+    r, calls = _recipe(tmp_path / "u", "--stage", "8", "--stop-stage", "8")
+    assert r.returncode == 0, r.stderr
+    unified = [c for c in calls if c.startswith("translate ") and "--to image" in c]
+    assert unified and all("--sample --top-k 16 --seed 0 --rerank 4" in c for c in unified)
     r, calls = _stage11(tmp_path / "g", "--single-directions", "t2i", "--image-decoding", "--sample --guidance 2")
     assert r.returncode == 0, r.stderr
     assert any("--to image" in c and "--guidance 2" in c for c in calls)

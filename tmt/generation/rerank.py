@@ -41,6 +41,17 @@ def reranks(cfg: GenerationConfig, tgt: str) -> bool:
     return cfg.rerank > 0 and tgt in RERANK_TARGETS
 
 
+def rerank_directions(cfg: GenerationConfig, src: str, tgt: str) -> list[str]:
+    """The directions (short names) reranking `src` -> `tgt` reads from the model besides `src` -> `tgt`
+    itself: the reverse one (image -> src), or for speech sources with `rerank_speech: text` speech ->
+    text (the caption) and image -> text. Empty when `tgt` is not reranked."""
+    if not reranks(cfg, tgt):
+        return []
+    if src == "speech" and cfg.rerank_speech == "text":
+        return ["s2t", f"{tgt[0]}2t"]
+    return [f"{tgt[0]}2{src[0]}"]
+
+
 def fan_out(k: int, seqs: Any, layout: Any, encoded: Any) -> tuple[Any, Any, Any]:
     """A padded source batch (and its encoder output, if any) with every row repeated `k` times."""
     from fairseq2.nn import BatchLayout

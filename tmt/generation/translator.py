@@ -308,6 +308,20 @@ class Translator:
         ids = list(ids) if ids is not None else [f"input-{i + 1:04d}" for i in range(len(tokens))]
         return [r[tgt] for r in self._translate_tokens(list(tokens), src, [tgt], ids, detokenize)]
 
+    def _check_rerank(self, src: str, tgt: str) -> None:
+        """Reranking reads the model's reverse direction: refuse it when the experiment's config.yaml
+        says the model never trained that direction (a single-direction model, say)."""
+        from tmt.generation.rerank import rerank_directions
+
+        needed = rerank_directions(self.config, src, tgt)
+        trained = trained_directions(self.model_dir) if needed and self.model_dir is not None else None
+        missing = [d for d in needed if trained is not None and d not in trained]
+        if missing:
+            raise TranslateError(
+                f"--rerank {self.config.rerank} scores {src}->{tgt} candidates with the model's {', '.join(missing)}, "
+                f"which {self.model_dir} was not trained on (it trained {', '.join(trained or [])}); "
+                "translate with --rerank 0")
+
     def _translate_tokens(
         self, toks: list[np.ndarray], src: str, tgts: list[str], ids: list[str], detokenize: bool,
         items: Sequence[Any] | None = None,
@@ -320,6 +334,8 @@ class Translator:
         gen = self.generator
         if "image" in tgts:
             gen.image_len = self._image_len()
+        for t in tgts:
+            self._check_rerank(src, t)
         pieces = self._pieces(toks, src, tgts, ids, items)
         flat = [p for ps in pieces for p in ps]
         owner = [(i, k) for i, ps in enumerate(pieces) for k in range(len(ps))]
@@ -424,3 +440,19 @@ class Translator:
             r.waveform = join_waveforms([np.asarray(p.waveform) for p in parts], sr, self.config.segment.join_silence_s)
             r.sample_rate = sr
         return r
+
+
+def trained_directions(model_dir: str | Path) -> list[str] | None:
+    """The directions (short names) an experiment trained, from its config.yaml (`data.directions`,
+    empty = all six); None when the directory has no readable config."""
+    import yaml
+
+    from tmt.core.modality import ALL_DIRECTIONS, parse_directions
+
+    p = Path(model_dir) / "config.yaml"
+    try:
+        data = yaml.safe_load(p.read_text())
+        dirs = (data.get("data") or {}).get("directions") or []
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return [d.short for d in parse_directions(dirs)] if dirs else list(ALL_DIRECTIONS)

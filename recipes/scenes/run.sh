@@ -9,7 +9,7 @@
 #
 #   bash recipes/scenes/run.sh --preset quick            # `make demo`: ~30 min on 2 CPU cores
 #   bash recipes/scenes/run.sh --preset full --device cuda
-#   bash recipes/scenes/run.sh --preset mid --single-task true  # unified vs single models, ~2 h
+#   bash recipes/scenes/run.sh --preset mid --single-task true  # unified vs single models, ~2.5 h
 #   bash recipes/scenes/run.sh --stage 4 --stop-stage 4  # only training
 set -euo pipefail
 cmdline=$(printf '%q ' "$0" "$@")
@@ -21,7 +21,7 @@ shared_dir=${recipe_dir}/../_shared
 stage=0              # first stage to run
 stop_stage=100       # last stage to run
 preset=quick         # quick (make demo, ~30 min on 2 cores) | mid (stages 0-11 with single-task
-                     # baselines, ~2 h on 2 cores) | full (quality, <= 3 h on 2 cores without stage 11)
+                     # baselines, ~2.5 h on 2 cores) | full (quality, <= 3 h on 2 cores without stage 11)
 out=                 # output directory (default exp/scenes-<preset>)
 manifest_dir=        # where stage 0 writes the corpus and its raw manifests (default <out>/data/scenes)
 jobs=2               # parallel worker processes for corpus synthesis and tokenization
@@ -130,10 +130,10 @@ case "${preset}" in
     model_preset=demo; beam=5; : "${test_limit:=250}"; eval_splits="test test_novel"
     ;;
   mid)
-    # stages 0-11 with --single-task true in about 2 hours on 2 cores, sized from the full run
-    # (docs/results.md): 1200 scenes (stages 0-3 ~12 min with a 6-min VQ fit), stage 4 35 min,
-    # stage 6 8, vocoder 12, 150 test rows (stages 8-9 ~18 min); stage 11's six equal-compute
-    # baselines take ~0.9 of stage 4's time again, plus ~9 min translating and scoring
+    # stages 0-11 with --single-task true in about 2.5 hours on 2 cores (measured, docs/results.md
+    # "Session 7"): 1200 scenes (stages 0-3 ~10 min with a 6-min VQ fit), stage 4 35 min, stage 6 8,
+    # vocoder 12, 150 test rows (stage 8 ~17 min; stage 9 ~25 min per model with the judges), stage
+    # 11's six equal-compute baselines with their translating and scoring ~36 min
     : "${num_scenes:=1200}"; : "${extra_scenes:=0}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=6}"; km_sample=200000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"

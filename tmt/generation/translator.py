@@ -444,15 +444,14 @@ class Translator:
 
 def trained_directions(model_dir: str | Path) -> list[str] | None:
     """The directions (short names) an experiment trained, from its config.yaml (`data.directions`,
-    empty = all six); None when the directory has no readable config."""
-    import yaml
-
+    empty = all six); None when the directory has no config.yaml."""
+    from tmt.core.io import read_yaml_object
     from tmt.core.modality import ALL_DIRECTIONS, parse_directions
 
     p = Path(model_dir) / "config.yaml"
-    try:
-        data = yaml.safe_load(p.read_text())
-        dirs = (data.get("data") or {}).get("directions") or []
-    except (OSError, yaml.YAMLError, AttributeError):
+    if not p.is_file():
         return None
-    return [d.short for d in parse_directions(dirs)] if dirs else list(ALL_DIRECTIONS)
+    data = read_yaml_object(p, what="experiment config", error=TranslateError, fix="give a directory written by `tmt train`")
+    section = data.get("data")
+    dirs = section.get("directions") if isinstance(section, dict) else None
+    return [d.short for d in parse_directions(dirs, error=TranslateError)] if dirs else list(ALL_DIRECTIONS)

@@ -79,6 +79,7 @@ class Translator:
         self._vocoder = vocoder
         self._vocoder_dir = Path(vocoder_dir) if vocoder_dir is not None else None
         self._generator: Generator | None = None
+        self._trained: list[str] | None = None  # the directions model_dir's config.yaml says it trained
         for m, tok in self._tokenizers.items():
             self._check_tokenizer(m, tok, "given")
 
@@ -314,12 +315,15 @@ class Translator:
         from tmt.generation.rerank import rerank_directions
 
         needed = rerank_directions(self.config, src, tgt)
-        trained = trained_directions(self.model_dir) if needed and self.model_dir is not None else None
-        missing = [d for d in needed if trained is not None and d not in trained]
+        if not needed or self.model_dir is None:
+            return
+        if self._trained is None:  # read once per translator, not per batch ([]: no config.yaml, unknown)
+            self._trained = trained_directions(self.model_dir) or []
+        missing = [d for d in needed if self._trained and d not in self._trained]
         if missing:
             raise TranslateError(
                 f"--rerank {self.config.rerank} scores {src}->{tgt} candidates with the model's {', '.join(missing)}, "
-                f"which {self.model_dir} was not trained on (it trained {', '.join(trained or [])}); "
+                f"which {self.model_dir} was not trained on (it trained {', '.join(self._trained)}); "
                 "translate with --rerank 0")
 
     def _translate_tokens(

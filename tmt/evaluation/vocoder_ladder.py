@@ -99,7 +99,18 @@ def run_ladder(
     cache = AudioCache()
     originals = [cache.get(u) for u in utts]
     rungs = [Rung("original", "-", originals, 0.0)]
-    rungs.append(_timed("world-copy", "-", lambda: world_copy(originals, utts, _world_cfg(vocs))))
+    analysed: dict[str, list[np.ndarray]] = {}  # WORLD analyses of the originals, once per analysis setting
+
+    def analyses(cfg: WorldConfig) -> list[np.ndarray]:
+        from tmt.vocoder.world import analyse, analysis_signature
+
+        key = repr(sorted(analysis_signature(cfg).items()))
+        if key not in analysed:
+            analysed[key] = [analyse(w, u.num_frames, cfg) for w, u in zip(originals, utts, strict=True)]
+        return analysed[key]
+
+    copy_cfg = _world_cfg(vocs)
+    rungs.append(_timed("world-copy", "-", lambda: world_copy(originals, utts, copy_cfg, analyses(copy_cfg))))
     mel_cfg, iters = _mel_cfg(vocs)
     rungs.append(_timed("griffin-lim", "-", lambda: griffin_lim_copy(originals, mel_cfg, iters)))
     for name, voc in vocs:
@@ -108,7 +119,7 @@ def run_ladder(
         if voc.has_duration_predictor:
             rungs.append(_timed(name, "predicted", lambda v=voc: v.synthesize([u.units for u in utts])))  # type: ignore[misc]
         if voc.arch == "unit-world":
-            rungs += world_stream_rungs(name, voc, utts, originals)
+            rungs += world_stream_rungs(name, voc, utts, originals, analyses(voc.cfg.world))
     texts = [u.text or "" for u in utts]
     logmel = LogMel(mel_cfg)
     table = [_score(r, texts, originals, transcribe, logmel) for r in rungs]
@@ -131,17 +142,19 @@ WORLD_STREAMS = {"pitch+voicing": "lf0 vuv", "envelope+aperiodicity": "env ap"}
 """The ladder's stream swaps: rung label -> the streams taken from the originals' analysis."""
 
 
-def world_stream_rungs(name: str, voc: UnitVocoder, utts: Sequence[Utterance],
-                       originals: Sequence[np.ndarray]) -> list[Rung]:
-    """unit-world with ground-truth durations and one group of streams from the originals' WORLD analysis:
-    the rung that gets close to the WORLD copy names the stream the network has not learned."""
-    from tmt.vocoder.world import LF0, VUV, analyse, features_to_wave
+def world_stream_rungs(name: str, voc: UnitVocoder, utts: Sequence[Utterance], originals: Sequence[np.ndarray],
+                       gts: Sequence[np.ndarray] | None = None) -> list[Rung]:
+    """unit-world with ground-truth durations and one group of streams from the originals' WORLD analysis
+    (`gts`, analysed here when not given): the rung that gets close to the WORLD copy names the stream
+    the network has not learned."""
+    from tmt.vocoder.world import LF0, VUV, analyse, feature_dim, features_to_wave
 
     cfg = voc.cfg.world
     pred = voc.world_features([u.units for u in utts], [u.durations for u in utts])
-    gts = [analyse(w, u.num_frames, cfg) for w, u in zip(originals, utts, strict=True)]
-    cols = {"lf0": [LF0], "vuv": [VUV], "env": list(range(2, 2 + cfg.envelope_dim)),
-            "ap": list(range(2 + cfg.envelope_dim, pred[0].shape[1] if pred else 2 + cfg.envelope_dim))}
+    if gts is None:
+        gts = [analyse(w, u.num_frames, cfg) for w, u in zip(originals, utts, strict=True)]
+    env_end = 2 + cfg.envelope_dim
+    cols = {"lf0": [LF0], "vuv": [VUV], "env": list(range(2, env_end)), "ap": list(range(env_end, feature_dim(cfg)))}
     rungs = []
     for label, streams in WORLD_STREAMS.items():
         take = [c for s in streams.split() for c in cols[s]]
@@ -169,11 +182,15 @@ def _mel_cfg(vocs: Sequence[tuple[str, UnitVocoder]]) -> tuple[MelConfig, int]:
     return cfg.mel, cfg.unit_mel.griffin_lim_iters
 
 
-def world_copy(wavs: Sequence[np.ndarray], utts: Sequence[Utterance], cfg: WorldConfig) -> list[np.ndarray]:
-    """WORLD analysis -> coded features -> WORLD synthesis of each wav (the unit-world arch's ceiling)."""
+def world_copy(wavs: Sequence[np.ndarray], utts: Sequence[Utterance], cfg: WorldConfig,
+               feats: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """WORLD analysis (`feats`, analysed here when not given) -> coded features -> WORLD synthesis of
+    each wav (the unit-world arch's ceiling)."""
     from tmt.vocoder.world import analyse, features_to_wave
 
-    return [features_to_wave(analyse(w, u.num_frames, cfg), cfg)[: len(w)] for w, u in zip(wavs, utts, strict=True)]
+    if feats is None:
+        feats = [analyse(w, u.num_frames, cfg) for w, u in zip(wavs, utts, strict=True)]
+    return [features_to_wave(f, cfg)[: len(w)] for f, w in zip(feats, wavs, strict=True)]
 
 
 @torch.inference_mode()

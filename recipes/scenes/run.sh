@@ -37,6 +37,7 @@ vocoder_config=      # vocoder preset or YAML for stage 7 (default: the preset's
 image_card=tokenizers/image-vq-f8-512.yaml  # image tokenizer card of stage 1 (e.g. tokenizers/image-aligned-32tok.yaml)
 vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 vocoder_steps=       # cap on vocoder steps (with a generous --vocoder-minutes: a fit of exactly N steps)
+vocoder_voices=false # true: the vocoder is conditioned on the voice (tmt vocoder train --voices), speaking --voice
 vq_minutes=          # override the preset's image tokenizer (VQ) budget (minutes)
 vq_steps=            # cap on VQ steps (with a generous --vq-minutes: a fit of exactly N steps)
 test_limit=          # rows of each test split translated and scored (0: all; default: the preset's)
@@ -77,6 +78,8 @@ Usage: $0 [options]
                      32-token family: tokenizers/image-aligned-32tok.yaml)
   --vocoder-minutes M override the preset's vocoder budget
   --vocoder-steps N  cap on vocoder steps (a fit of exactly N steps, given the minutes)
+  --vocoder-voices B true: condition the vocoder on the voice (default ${vocoder_voices}); translation then
+                     vocodes speech targets in the model's voice, the judges' ceiling each row in its own
   --vq-minutes M     override the preset's image tokenizer budget
   --vq-steps N       cap on image tokenizer steps (a fit of exactly N steps, given the minutes)
   --test-limit N     translate and score the first N rows of each test split (0: all)
@@ -289,10 +292,11 @@ fi
 
 if stage_wanted 7; then
   log "Stage 7: unit vocoder (${vocoder_config}, ${vocoder_minutes} min): ${store}/train + wavs -> ${out}/exp/vocoder"
-  vocoder_steps_opt=(); [ -n "${vocoder_steps}" ] && vocoder_steps_opt=(--set train.max_steps="${vocoder_steps}")
+  vocoder_train_opt=(); [ -n "${vocoder_steps}" ] && vocoder_train_opt=(--set train.max_steps="${vocoder_steps}")
+  [ "${vocoder_voices}" = true ] && vocoder_train_opt+=(--voices)
   run_stage 7-vocoder "${logs}/7-vocoder.log" \
     tmt vocoder train --store "${store}/train" --manifest "${data}/train.jsonl.gz" --config "${vocoder_config}" \
-      --set train.max_minutes="${vocoder_minutes}" "${vocoder_steps_opt[@]}" --out "${out}/exp/vocoder" --resume
+      --set train.max_minutes="${vocoder_minutes}" "${vocoder_train_opt[@]}" --out "${out}/exp/vocoder" --resume
 fi
 
 if stage_wanted 8; then

@@ -107,8 +107,13 @@ class FakeImage(_Fake):
 
 class FakeVocoder:
     sample_rate = 16000
+    voices: list[str] = []
 
-    def synthesize(self, units: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def __init__(self) -> None:
+        self.asked_voices: list[Any] = []
+
+    def synthesize(self, units: Sequence[np.ndarray], voice: Any = None) -> list[np.ndarray]:
+        self.asked_voices.append(voice)
         return [np.sin(np.arange(320 * len(u)) * 0.05).astype(np.float32) * 0.1 for u in units]
 
 
@@ -518,6 +523,29 @@ def test_cli_voice_selects_and_unknown_voice_lists_the_known(voiced_exp: Path, t
     assert "unknown voice 'robot'; the known voices are: flite:kal, flite:slt" in r.stderr, r.stderr
     r = run("translate", "--model", str(voiced_exp.parent / "nope"), "--to", "speech", "--text", "a", "-o", str(tmp_path / "y.wav"))
     assert r.exit_code == 1
+
+
+def test_speech_targets_are_vocoded_in_the_chosen_voice(voiced_exp: Path) -> None:
+    for voice, expected in ((None, "flite:slt"), ("flite:kal", "flite:kal")):
+        tr = Translator.from_checkpoint(voiced_exp / "model", config=GenerationConfig(strategy="greedy", voice=voice))
+        voc = FakeVocoder()
+        tr._vocoder = voc
+        [r] = tr.translate(["a red circle"], tgt="speech")
+        assert r.waveform is not None and voc.asked_voices == [expected]
+
+
+def test_a_vocoder_without_the_models_voice_is_refused(voiced_exp: Path, tmp_path: Path) -> None:
+    from tmt.vocoder import save_vocoder
+    from tmt.vocoder.config import tiny_config
+    from tmt.vocoder.nets import build_model
+
+    cfg = tiny_config("unit-mel", num_units=FakeSpeech.vocab_size)
+    cfg.voices, cfg.default_voice = ["espeak-ng:en"], "espeak-ng:en"
+    save_vocoder(tmp_path / "voc", build_model(cfg), cfg)
+    tr = Translator.from_checkpoint(voiced_exp / "model", vocoder=tmp_path / "voc",
+                                    config=GenerationConfig(strategy="greedy"))
+    with pytest.raises(TranslateError, match=r"has no voice 'flite:slt' \(it knows: espeak-ng:en\)"):
+        tr.translate(["a red circle"], tgt="speech")
 
 
 def test_cli_voice_on_a_model_without_voices_is_refused(exp: Path, tmp_path: Path) -> None:

@@ -337,3 +337,72 @@ def test_unit_inputs_from_text_and_store(corpus: dict, tmp_path: Path) -> None:
     assert read_store_units(corpus["store"], limit=1)[2] is None
     assert speech_tokenizer_record(None, "ab" * 32) == {"fingerprint": "ab" * 32}
     assert speech_tokenizer_record(None) == {}
+
+
+# ------------------------------------------------------------------------- voices
+@pytest.fixture(scope="module")
+def voiced_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    # 13 rows: "low" speaks rows 0, 2, ..., 12 (7 rows), "high" the other 6
+    return make_unit_corpus(tmp_path_factory.mktemp("voiced"), num_rows=13, num_units=20, seed=1, voices=["low", "high"])
+
+
+@pytest.mark.parametrize("arch", ["unit-mel", "unit-world"])
+def test_voice_conditioned_vocoder_trains_and_speaks_each_voice(voiced_corpus: dict, arch: str, tmp_path: Path) -> None:
+    from tmt.config import merge
+    from tmt.vocoder import train_vocoder
+
+    cfg = merge(tiny_config(arch), {"train": {"max_steps": 3, "sample_every": 100, "save_every": 100, "valid_rows": 2}})
+    kw = {"feature_cache": tmp_path / "wf"} if arch == "unit-world" else {}
+    train_vocoder(cfg, voiced_corpus["store"], voiced_corpus["manifest"], tmp_path / "v", progress=False, voices=True, **kw)
+    voc = load_vocoder(tmp_path / "v")
+    # the names sorted, the most frequent training voice the default
+    assert voc.voices == ["high", "low"] and voc.cfg.default_voice == "low"
+    assert isinstance(voc.model.voice_embed, torch.nn.Embedding) and voc.model.voice_embed.num_embeddings == 2
+    units, durs = _units(4, seed=3)
+    if arch == "unit-world":  # each voice keeps its own pitch: "high" (tones 1.5x higher) above "low"
+        vp = voc.model.voice_pitch
+        assert vp is not None and float(vp[0, 0]) > float(vp[1, 0]) + 0.1
+        voc.pitch_range = 0.0  # monotone: every voiced frame at its voice's mean pitch
+        for v, k in (("low", 1), ("high", 0)):
+            f = voc.world_features(units[:1], durs[:1], voice=v)[0]
+            np.testing.assert_allclose(f[f[:, 1] > 0.5, 0], float(vp[k, 0]), atol=1e-5)
+        voc.pitch_range = None
+    low = voc.synthesize(units, durs, voice="low")
+    high = voc.synthesize(units, durs, voice="high")
+    assert any(not np.allclose(a, b) for a, b in zip(low, high, strict=True))
+    for a, b in zip(voc.synthesize(units, durs), low, strict=True):  # no voice = the default voice
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    mixed = voc.synthesize(units, durs, voice=["low", "high", None, "high"])
+    for got, want in zip(mixed, [low[0], high[1], low[2], high[3]], strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert voc.predict_durations(units, voice="high")[0].shape == units[0].shape
+    with pytest.raises(VocoderError, match="unknown voice 'robot'; this vocoder knows: high, low"):
+        voc.synthesize(units, durs, voice="robot")
+    with pytest.raises(VocoderError, match="got 1 voices for 4"):
+        voc.synthesize(units, durs, voice=["low"])
+    # resuming without --voices is a different network
+    cfg6 = merge(cfg, {"train": {"max_steps": 6}})
+    with pytest.raises(VocoderError, match="'voices' config differs"):
+        train_vocoder(cfg6, voiced_corpus["store"], voiced_corpus["manifest"], tmp_path / "v", resume=True, progress=False, **kw)
+
+
+def test_voice_conditioning_needs_voiced_rows_and_a_regressor(corpus: dict, tmp_path: Path) -> None:
+    from tmt.config import merge
+    from tmt.vocoder import train_vocoder
+
+    cfg = merge(tiny_config("unit-mel"), {"train": {"max_steps": 1}})
+    with pytest.raises(VocoderError, match=r"--voices: .*no voices found"):
+        train_vocoder(cfg, corpus["store"], corpus["manifest"], tmp_path / "a", progress=False, voices=True)
+    listed = merge(cfg, {"voices": ["low", "high"]})
+    with pytest.raises(VocoderError, match=r"row 'utt000' has voice None, not one of the vocoder's voices \(low, high\)"):
+        train_vocoder(listed, corpus["store"], corpus["manifest"], tmp_path / "b", progress=False)
+    with pytest.raises(VocoderError, match="not hifigan"):
+        check_config(merge(tiny_config("hifigan"), {"voices": ["a"]}))
+    with pytest.raises(VocoderError, match="default_voice 'c' is not among voices"):
+        check_config(merge(tiny_config("unit-mel"), {"voices": ["a", "b"], "default_voice": "c"}))
+    # a vocoder without voices speaks every voice in its one voice
+    plain = tiny_config("unit-mel")
+    voc = UnitVocoder(build_model(plain), plain)
+    units, durs = _units(2)
+    for a, b in zip(voc.synthesize(units, durs, voice="anyone"), voc.synthesize(units, durs), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)

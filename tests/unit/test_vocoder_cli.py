@@ -88,3 +88,29 @@ def test_eval_uses_the_judge_when_present(trained: tuple[dict, Path], monkeypatc
     # refs are "utterance 0", "utterance 1": one of four words wrong
     assert r["wer"] == pytest.approx(25.0) and r["wer_original_audio"] == pytest.approx(25.0)
     assert r["durations"] == "predicted"
+
+
+def test_train_with_voices_and_synthesize_one(tmp_path: Path) -> None:
+    corpus = make_unit_corpus(tmp_path / "c", num_rows=6, num_units=20, seed=4, voices=["a", "b"])
+    out = tmp_path / "voc"
+    res = CliRunner().invoke(cli, [
+        "vocoder", "train", "--store", str(corpus["store"]), "--manifest", str(corpus["manifest"]),
+        "--config", "tiny", "--arch", "unit-mel", "--set", "train.max_steps=2", "--set", "train.sample_every=100",
+        "--voices", "--out", str(out),
+    ])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "vocoder.json").read_text())["config"]["voices"] == ["a", "b"]
+    args = ["vocoder", "synthesize", str(out), "--store", str(corpus["store"]), "--limit", "2", "--out-dir"]
+    res = CliRunner().invoke(cli, [*args, str(tmp_path / "w"), "--voice", "b"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "w").glob("*.wav"))) == 2
+    res = CliRunner().invoke(cli, [*args, str(tmp_path / "x"), "--voice", "zz"])
+    assert res.exit_code == 1 and "unknown voice 'zz'; this vocoder knows: a, b" in res.output
+    assert not (tmp_path / "x").exists() or not list((tmp_path / "x").glob("*.wav"))
+
+
+def test_voice_needs_a_voiced_vocoder(trained: tuple[dict, Path], tmp_path: Path) -> None:
+    corpus, out = trained
+    res = CliRunner().invoke(cli, ["vocoder", "synthesize", str(out), "--store", str(corpus["store"]), "--limit", "1",
+                                   "--voice", "a", "--out-dir", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "--voice needs a vocoder trained with --voices" in res.output

@@ -25,11 +25,13 @@ Examples:
       --config unit-mel --out exp/vocoder
   tmt vocoder train ... --config unit-world --set train.max_minutes=20 --out exp/vocoder-world
   tmt vocoder train ... --config demo --set train.max_minutes=30 --out exp/hifigan
+  tmt vocoder train ... --config unit-world --voices --out exp/vocoder-voices
   tmt vocoder train ... --config demo --out exp/hifigan --resume
   tmt vocoder train --config paper --dump-config > vocoder.yaml
   tmt vocoder synthesize exp/vocoder --store data/scenes/store/test --limit 5 --out-dir wavs/
   echo "12 7 99 3 41" | tmt vocoder synthesize exp/vocoder --units - --out-dir wavs/
   tmt vocoder synthesize exp/vocoder-world --store data/scenes/store/test --pitch-mean 200 --out-dir wavs/
+  tmt vocoder synthesize exp/vocoder-voices --store data/scenes/store/test --voice flite:slt --out-dir wavs/
   tmt vocoder import-fairseq g_00500000 config.json --out exp/hubert-km100-vocoder
   tmt vocoder eval exp/vocoder --store data/scenes/store/test --manifest data/scenes/test.jsonl.gz
   tmt vocoder eval exp/vocoder-world exp/vocoder --ladder --store data/scenes/store/test \\
@@ -57,10 +59,13 @@ def cli() -> None:
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
 @click.option("--feature-cache", type=click.Path(file_okay=False), default=None,
               help="unit-world: where the WORLD analysis is cached (default OUT/world-features); reuse it across fits.")
+@click.option("--voices", is_flag=True,
+              help="unit-mel / unit-world: condition on the speaker (one learned vector per voice of the manifest's "
+                   "rows: `voice`, `tts` or `speaker`); synthesis then takes --voice. Give it again with --resume.")
 @click.option("--device", default="cpu", help="torch device.")
 def train(store: str | None, manifest: str | None, out: str | None, config: str | None, arch: str | None,
           overrides: tuple[str, ...], dump_config: bool, valid_store: str | None, valid_manifest: str | None,
-          resume: bool, feature_cache: str | None, device: str) -> None:
+          resume: bool, feature_cache: str | None, voices: bool, device: str) -> None:
     """Train a unit vocoder on a token store's units and the matching wavs."""
     from tmt.config import dump_yaml, save_yaml
     from tmt.vocoder import resolve_config, train_vocoder
@@ -76,7 +81,7 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
     make_dirs(Path(out))
     save_yaml(cfg, Path(out) / "config.yaml")
     result = train_vocoder(cfg, store, manifest, out, valid_store=valid_store, valid_manifest=valid_manifest,
-                           resume=resume, device=device, feature_cache=feature_cache)
+                           resume=resume, device=device, feature_cache=feature_cache, voices=voices)
     echo_json({"vocoder": out, **result})
 
 
@@ -97,10 +102,12 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
               help="unit-world: output pitch mean in Hz (default: the training speech's median, or world.pitch_mean_hz).")
 @click.option("--pitch-range", default=None, type=click.FloatRange(min=0.0),
               help="unit-world: output pitch range, a multiple of the training speech's spread (0 = monotone).")
+@click.option("--voice", default=None,
+              help="A vocoder trained with --voices: whose voice (default: its default voice; see vocoder.json).")
 @click.option("--device", default="cpu", help="torch device.")
 def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: int | None, gt_durations: bool,
                duration_scale: float, duration_rounding: str, out_dir: str, tokenizer: str | None,
-               pitch_mean: float | None, pitch_range: float | None, device: str) -> None:
+               pitch_mean: float | None, pitch_range: float | None, voice: str | None, device: str) -> None:
     """Turn unit sequences into wav files (batched)."""
     from tmt.vocoder import (
         load_vocoder,
@@ -124,8 +131,11 @@ def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: i
     voc = load_vocoder(vocoder, device, expected_fingerprint=expected)
     if (pitch_mean is not None or pitch_range is not None) and voc.arch != "unit-world":
         raise click.UsageError(f"--pitch-mean / --pitch-range need a unit-world vocoder; {vocoder} is {voc.arch}")
+    if voice is not None and not voc.voices:
+        raise click.UsageError(f"--voice needs a vocoder trained with --voices; {vocoder} has one voice")
     voc.pitch_mean_hz, voc.pitch_range = pitch_mean, pitch_range
-    wavs = voc.synthesize(units, durations, duration_scale=duration_scale, duration_rounding=duration_rounding)
+    wavs = voc.synthesize(units, durations, duration_scale=duration_scale, duration_rounding=duration_rounding,
+                          voice=voice)
     out = Path(out_dir)
     for rid, wav in zip(ids, wavs, strict=True):
         write_wav(out / f"{rid}.wav", wav, voc.sample_rate)

@@ -87,7 +87,8 @@ def evaluate_vocoder(
 def _resynthesise(voc: UnitVocoder, utts: Sequence[Utterance], gt_durations: bool) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The wavs of the utterances' units, with the duration source, audio length and speed."""
     t0 = time.perf_counter()
-    wavs = voc.synthesize([u.units for u in utts], [u.durations for u in utts] if gt_durations else None)
+    wavs = voc.synthesize([u.units for u in utts], [u.durations for u in utts] if gt_durations else None,
+                          voice=[u.voice for u in utts])
     synth_s = time.perf_counter() - t0
     audio_s = sum(len(w) for w in wavs) / SAMPLE_RATE
     return wavs, {

@@ -113,11 +113,13 @@ def run_ladder(
     rungs.append(_timed("world-copy", "-", lambda: world_copy(originals, utts, copy_cfg, analyses(copy_cfg))))
     mel_cfg, iters = _mel_cfg(vocs)
     rungs.append(_timed("griffin-lim", "-", lambda: griffin_lim_copy(originals, mel_cfg, iters)))
+    voices = [u.voice for u in utts]  # each row in its own voice where the vocoder has voices
     for name, voc in vocs:
         rungs.append(_timed(name, "ground truth", lambda v=voc: v.synthesize([u.units for u in utts],  # type: ignore[misc]
-                                                                                [u.durations for u in utts])))
+                                                                                [u.durations for u in utts], voice=voices)))
         if voc.has_duration_predictor:
-            rungs.append(_timed(name, "predicted", lambda v=voc: v.synthesize([u.units for u in utts])))  # type: ignore[misc]
+            rungs.append(_timed(name, "predicted",
+                                lambda v=voc: v.synthesize([u.units for u in utts], voice=voices)))  # type: ignore[misc]
         if voc.arch == "unit-world":
             rungs += world_stream_rungs(name, voc, utts, originals, analyses(voc.cfg.world))
     texts = [u.text or "" for u in utts]
@@ -150,7 +152,7 @@ def world_stream_rungs(name: str, voc: UnitVocoder, utts: Sequence[Utterance], o
     from tmt.vocoder.world import LF0, VUV, analyse, feature_dim, features_to_wave
 
     cfg = voc.cfg.world
-    pred = voc.world_features([u.units for u in utts], [u.durations for u in utts])
+    pred = voc.world_features([u.units for u in utts], [u.durations for u in utts], [u.voice for u in utts])
     if gts is None:
         gts = [analyse(w, u.num_frames, cfg) for w, u in zip(originals, utts, strict=True)]
     env_end = 2 + cfg.envelope_dim

@@ -166,7 +166,18 @@ class Translator:
 
             fp = self.vocab.tokenizers["speech"].fingerprint if "speech" in self.vocab.tokenizers else None
             self._vocoder = load_vocoder(self._vocoder_dir, self.device, expected_fingerprint=fp or None)
+            voice = self.speech_voice
+            if self._vocoder.voices and voice is not None and voice not in self._vocoder.voices:
+                raise TranslateError(
+                    f"the vocoder {self._vocoder_dir} has no voice '{voice}' (it knows: {', '.join(self._vocoder.voices)}); "
+                    "choose one of those with --voice, or a vocoder trained on this voice"
+                )
         return self._vocoder
+
+    @property
+    def speech_voice(self) -> str | None:
+        """The voice speech targets are made in (`--voice`, else the vocabulary's default; None without voices)."""
+        return self.config.voice or self.vocab.default_voice
 
     @property
     def generator(self) -> Generator:
@@ -225,7 +236,7 @@ class Translator:
         else:
             voc = self.vocoder()
             if voc is not None:
-                wavs = voc.synthesize([r.tokens for r in results])
+                wavs = voc.synthesize([r.tokens for r in results], voice=self.speech_voice)
                 for r, w in zip(results, wavs, strict=True):
                     r.waveform = np.asarray(w, dtype=np.float32)
                     r.sample_rate = int(voc.sample_rate)

@@ -237,6 +237,14 @@ class VocoderConfig:
     """Speech units (the speech tokenizer's vocabulary size; set from the store when training)."""
     embed_dim: int = 128
     """Unit embedding size."""
+    voices: list[str] = field(default_factory=list)
+    """Voices the network is conditioned on (unit-mel and unit-world): one learned embedding per voice,
+    added to every unit embedding, so the duration predictor and the body both know whose speech
+    to make. Empty = no conditioning (one voice averaged over the training speech). `tmt vocoder
+    train --voices` fills it from the training manifest (names as `tmt vocab build --voices-from`
+    spells them: `voice`, else `engine:voice` of `tts`, else `speaker`)."""
+    default_voice: str | None = None
+    """The voice of a synthesis call that names none (set with `voices`: the most frequent training voice)."""
     duration: DurationConfig = field(default_factory=DurationConfig)
     """Duration predictor."""
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -397,3 +405,10 @@ def check_config(cfg: VocoderConfig) -> None:
         raise VocoderError(f"loss.envelope_loss must be 'spectral' or 'normalised', not '{cfg.loss.envelope_loss}'")
     if cfg.num_units < 1:
         raise VocoderError("num_units must be >= 1")
+    if cfg.voices and cfg.arch == "hifigan":
+        raise VocoderError("voices (voice conditioning) is built for unit-mel and unit-world, not hifigan; "
+                           "train one of those or drop --voices")
+    if len(set(cfg.voices)) != len(cfg.voices):
+        raise VocoderError(f"voices lists a name twice: {cfg.voices}")
+    if cfg.default_voice is not None and cfg.default_voice not in cfg.voices:
+        raise VocoderError(f"default_voice '{cfg.default_voice}' is not among voices ({', '.join(cfg.voices) or 'none'})")

@@ -31,6 +31,10 @@ class Utterance:
     durations: np.ndarray
     wav_path: Path
     text: str | None = None
+    voice: str | None = None
+    """Who speaks (`tmt.vocab.row_voice` of the manifest row), None when the row names no one."""
+    voice_id: int = 0
+    """Index of `voice` in the vocoder's `voices` (0 for a vocoder without voice conditioning)."""
 
     @property
     def num_frames(self) -> int:
@@ -78,10 +82,12 @@ def collect_utterances(store_path: str | Path, manifest: str | Path) -> tuple[li
                 f"token store {store_path} has no '{s}' stream; tokenize speech with run lengths kept "
                 "(`tmt tokenize speech`) before training a vocoder"
             )
-    wavs: dict[str, tuple[str, str | None]] = {}
+    from tmt.vocab import row_voice
+
+    wavs: dict[str, tuple[str, str | None, str | None]] = {}
     for row in iter_manifest(manifest):
         if row.get("speech"):
-            wavs[str(row["id"])] = (str(row["speech"]), row.get("text"))
+            wavs[str(row["id"])] = (str(row["speech"]), row.get("text"), row_voice(row))
     utts: list[Utterance] = []
     unmatched = 0
     for i in range(len(store)):
@@ -92,9 +98,9 @@ def collect_utterances(store_path: str | Path, manifest: str | Path) -> tuple[li
         if rid not in wavs:
             unmatched += 1
             continue
-        path, text = wavs[rid]
+        path, text, voice = wavs[rid]
         durs = store.tokens(i, "durations").astype(np.int64)
-        utts.append(Utterance(rid, units.astype(np.int64), durs, media_path(manifest, path), text))
+        utts.append(Utterance(rid, units.astype(np.int64), durs, media_path(manifest, path), text, voice))
     if not utts:
         raise VocoderError(
             f"no row of {store_path} with speech units has a wav in {manifest} (ids matched: 0, unmatched: {unmatched}); "
@@ -142,4 +148,22 @@ def sample_batch(
         "units": torch.from_numpy(units),
         "durations": torch.from_numpy(durs),
         "unit_mask": sequence_mask(lengths, max_t),
+        "voice": voice_ids(chosen),
     }
+
+
+def voice_ids(utts: Sequence[Utterance]) -> Tensor:
+    """The rows' `voice_id`s (B,)."""
+    return torch.tensor([u.voice_id for u in utts], dtype=torch.long)
+
+
+def assign_voices(utts: Sequence[Utterance], voices: Sequence[str], where: str) -> None:
+    """Set each row's `voice_id` from its voice name; a row without one of `voices` is refused."""
+    index = {v: k for k, v in enumerate(voices)}
+    for u in utts:
+        if u.voice not in index:
+            raise VocoderError(
+                f"{where}: row '{u.id}' has voice {u.voice!r}, not one of the vocoder's voices ({', '.join(voices)}); "
+                "give every speech row a `voice`, `tts` or `speaker` field, or train without --voices"
+            )
+        u.voice_id = index[u.voice]

@@ -146,12 +146,13 @@ class CodeHiFiGAN(nn.Module):
             resblock_dilation_sizes,
         )
 
-    def predict_log_durations(self, units: Tensor, mask: Tensor) -> Tensor:
+    # `voice` keeps the signature of UnitMel's; hifigan has no voice conditioning (check_config refuses it)
+    def predict_log_durations(self, units: Tensor, mask: Tensor, voice: Tensor | None = None) -> Tensor:
         if self.duration_predictor is None:
             raise RuntimeError("this vocoder has no duration predictor; pass durations")
         return self.duration_predictor(self.embed(units), mask)
 
-    def forward(self, frames: Tensor, frame_mask: Tensor) -> Tensor:
+    def forward(self, frames: Tensor, frame_mask: Tensor, voice: Tensor | None = None) -> Tensor:
         # frames: (B, F) unit ids at 50 Hz -> waveform (B, F * hop)
         x = self.embed(frames) * frame_mask[..., None]
         return self.generator(x.transpose(1, 2)).squeeze(1)
@@ -320,10 +321,13 @@ class UnitMel(nn.Module):
         dropout: float,
         n_mels: int,
         mel_per_frame: int,
+        num_voices: int = 0,
     ) -> None:
         super().__init__()
         self.n_mels, self.mel_per_frame = n_mels, mel_per_frame
         self.embed = nn.Embedding(num_units, embed_dim)
+        # one vector per voice, added to every unit embedding (`VocoderConfig.voices`)
+        self.voice_embed = nn.Embedding(num_voices, embed_dim) if num_voices else None
         self.duration_predictor = DurationPredictor(embed_dim, duration_hidden, duration_kernel, duration_dropout)
         self.inp = nn.Linear(embed_dim, hidden_dim)
         self.convs = nn.ModuleList(_ConvBlock(hidden_dim, conv_kernel, dropout) for _ in range(conv_layers))
@@ -335,12 +339,21 @@ class UnitMel(nn.Module):
         )
         self.out = nn.Linear(hidden_dim, n_mels * mel_per_frame)
 
-    def predict_log_durations(self, units: Tensor, mask: Tensor) -> Tensor:
-        return self.duration_predictor(self.embed(units), mask)
+    def embed_units(self, units: Tensor, voice: Tensor | None = None) -> Tensor:
+        """Unit ids (B, T) [+ voice ids (B,)] -> embeddings (B, T, embed_dim)."""
+        e = self.embed(units)
+        if self.voice_embed is None:
+            return e
+        if voice is None:
+            raise ValueError("this network is voice-conditioned: pass voice ids (B,)")
+        return e + self.voice_embed(voice)[:, None, :]
 
-    def forward(self, frames: Tensor, frame_mask: Tensor) -> Tensor:
+    def predict_log_durations(self, units: Tensor, mask: Tensor, voice: Tensor | None = None) -> Tensor:
+        return self.duration_predictor(self.embed_units(units, voice), mask)
+
+    def forward(self, frames: Tensor, frame_mask: Tensor, voice: Tensor | None = None) -> Tensor:
         # frames (B, F) -> log-mel (B, F * mel_per_frame, n_mels)
-        x = self.inp(self.embed(frames)) * frame_mask[..., None]
+        x = self.inp(self.embed_units(frames, voice)) * frame_mask[..., None]
         for blk in self.convs:
             x = blk(x, frame_mask)
         if self.transformer is not None:
@@ -381,6 +394,7 @@ def build_model(cfg: VocoderConfig, *, has_duration_predictor: bool = True) -> V
             hidden_dim=w.hidden_dim, conv_layers=w.conv_layers, conv_kernel=w.conv_kernel,
             transformer_layers=w.transformer_layers, heads=w.heads, dropout=w.dropout,
             feature_dim=feature_dim(w), per_frame=frames_per_unit(w), unit_prior=w.unit_prior,
+            num_voices=len(cfg.voices),
         )
     u = cfg.unit_mel
     return UnitMel(
@@ -388,5 +402,5 @@ def build_model(cfg: VocoderConfig, *, has_duration_predictor: bool = True) -> V
         duration_hidden=d.hidden_dim, duration_kernel=d.kernel_size, duration_dropout=d.dropout,
         hidden_dim=u.hidden_dim, conv_layers=u.conv_layers, conv_kernel=u.conv_kernel,
         transformer_layers=u.transformer_layers, heads=u.heads, dropout=u.dropout,
-        n_mels=cfg.mel.n_mels, mel_per_frame=FRAME_HOP // cfg.mel.hop_length,
+        n_mels=cfg.mel.n_mels, mel_per_frame=FRAME_HOP // cfg.mel.hop_length, num_voices=len(cfg.voices),
     )

@@ -47,6 +47,9 @@ VOCODER_FORMAT = "tmt-unit-vocoder"
 VOCODER_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 
+VoiceArg = str | Sequence[str | None] | None
+"""A synthesis call's voice: one name for every utterance, one per utterance, or None (the default)."""
+
 
 # ---------------------------------------------------------------------------------------
 # the inference object
@@ -81,6 +84,11 @@ class UnitVocoder:
         return str(fp) if fp else None
 
     @property
+    def voices(self) -> list[str]:
+        """The voices this vocoder is conditioned on (empty: one averaged voice)."""
+        return list(self.cfg.voices)
+
+    @property
     def has_duration_predictor(self) -> bool:
         return getattr(self.model, "duration_predictor", None) is not None
 
@@ -99,6 +107,27 @@ class UnitVocoder:
             out.append(a.astype(np.int64))
         return out
 
+    def _voice_ids(self, voice: VoiceArg, n: int) -> list[int] | None:
+        """One voice index per utterance (None entries: the default voice), or None for a vocoder
+        without voices, which speaks every utterance in its one voice whatever is asked."""
+        if not self.cfg.voices:
+            return None
+        names = [voice] * n if voice is None or isinstance(voice, str) else list(voice)
+        if len(names) != n:
+            raise VocoderError(f"got {len(names)} voices for {n} unit sequences")
+        index = {v: k for k, v in enumerate(self.cfg.voices)}
+        default = self.cfg.default_voice or self.cfg.voices[0]
+        out = []
+        for name in names:
+            name = default if name is None else str(name)
+            if name not in index:
+                raise VocoderError(f"unknown voice '{name}'; this vocoder knows: {', '.join(self.cfg.voices)}")
+            out.append(index[name])
+        return out
+
+    def _voice_tensor(self, ids: list[int] | None, rows: Sequence[int]) -> Tensor | None:
+        return None if ids is None else torch.tensor([ids[i] for i in rows], dtype=torch.long, device=self.device)
+
     def _pad(self, seqs: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
         t = torch.zeros(len(seqs), int(lengths.max()) if len(seqs) else 0, dtype=torch.long)
@@ -108,9 +137,10 @@ class UnitVocoder:
 
     @torch.inference_mode()
     def predict_durations(
-        self, units: Sequence[np.ndarray], *, scale: float = 1.0, batch_size: int = 64, rounding: str = "diffuse"
+        self, units: Sequence[np.ndarray], *, scale: float = 1.0, batch_size: int = 64, rounding: str = "diffuse",
+        voice: VoiceArg = None,
     ) -> list[np.ndarray]:
-        """Frames (20 ms) per unit, predicted; at least 1 each.
+        """Frames (20 ms) per unit, predicted; at least 1 each (`voice` as in `synthesize`).
 
         `rounding`: `diffuse` keeps each utterance's predicted length; `per-unit` rounds
         every unit on its own, exactly as fairseq's CodeHiFiGAN does (see `durations_from_log`).
@@ -120,12 +150,14 @@ class UnitVocoder:
         units = self._check_units(units)
         if not self.has_duration_predictor:
             raise VocoderError("this vocoder has no duration predictor; pass durations to synthesize()")
+        ids = self._voice_ids(voice, len(units))
         out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(units)
         idx = [i for i, u in enumerate(units) if len(u)]
         for s in range(0, len(idx), batch_size):
             chunk = idx[s : s + batch_size]
             u, m = self._pad([units[i] for i in chunk])
-            d = durations_from_log(self.model.predict_log_durations(u, m), scale, m, rounding)
+            log_d = self.model.predict_log_durations(u, m, self._voice_tensor(ids, chunk))
+            d = durations_from_log(log_d, scale, m, rounding)
             for row, i in enumerate(chunk):
                 out[i] = d[row, : len(units[i])].cpu().numpy()
         return out
@@ -139,17 +171,21 @@ class UnitVocoder:
         duration_scale: float = 1.0,
         duration_rounding: str = "diffuse",
         max_frames_per_batch: int = 4000,
+        voice: VoiceArg = None,
     ) -> list[np.ndarray]:
         """Units (tokenizer-local ids, deduplicated) -> float32 waveforms at 16 kHz.
 
-        Durations (frames of 20 ms per unit) are predicted when not given. Inputs
+        `voice`: one name for all, one per utterance, or None (the default voice) for a vocoder
+        trained with voices (`voices`); an unknown name is refused. A vocoder without voices has one
+        voice and ignores it. Durations (frames of 20 ms per unit) are predicted when not given. Inputs
         are grouped by length into padded batches of at most
         `max_frames_per_batch` frames (batch x longest); outputs come back in
         input order, each cut to its own length (frames x 320 samples).
         """
         units = self._check_units(units)
+        ids = self._voice_ids(voice, len(units))
         if durations is None:
-            durs = self.predict_durations(units, scale=duration_scale, rounding=duration_rounding)
+            durs = self.predict_durations(units, scale=duration_scale, rounding=duration_rounding, voice=voice)
         else:
             durs = _check_durations(units, durations)
         n_frames = [int(d.sum()) for d in durs]
@@ -161,38 +197,42 @@ class UnitVocoder:
                 batch.append(i)
                 continue
             if batch:
-                for j, wav in zip(batch, self._synth_batch([units[j] for j in batch], [durs[j] for j in batch]), strict=True):
+                wavs = self._synth_batch([units[j] for j in batch], [durs[j] for j in batch], self._voice_tensor(ids, batch))
+                for j, wav in zip(batch, wavs, strict=True):
                     out[j] = wav
             batch = [i]
         return out
 
     @torch.inference_mode()
-    def world_features(self, units: Sequence[np.ndarray], durations: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def world_features(self, units: Sequence[np.ndarray], durations: Sequence[np.ndarray],
+                       voice: VoiceArg = None) -> list[np.ndarray]:
         """unit-world only: the predicted WORLD feature matrix of each utterance (`tmt.vocoder.world.analyse`'s
         layout, 4 rows per unit frame at 5 ms), before synthesis; for diagnosis (`tmt vocoder eval --ladder`)."""
         if not isinstance(self.model, UnitWorld):
             raise VocoderError(f"world_features needs a unit-world vocoder, not {self.arch}")
         out = []
-        for u, d in zip(self._check_units(units), _check_durations(units, durations), strict=True):
+        ids = self._voice_ids(voice, len(units))
+        for k, (u, d) in enumerate(zip(self._check_units(units), _check_durations(units, durations), strict=True)):
             uu, m = self._pad([u])
             dd, _ = self._pad([d])
             frames, fmask = expand_units(uu, dd, m)
-            out += world_feature_rows(self.model, self.model(frames, fmask), [int(fmask.sum())], self.cfg.world,
-                                      pitch_mean_hz=self.pitch_mean_hz, pitch_range=self.pitch_range)
+            v = self._voice_tensor(ids, [k])
+            out += world_feature_rows(self.model, self.model(frames, fmask, v), [int(fmask.sum())], self.cfg.world,
+                                      pitch_mean_hz=self.pitch_mean_hz, pitch_range=self.pitch_range, voice=v)
         return out
 
-    def _synth_batch(self, units: list[np.ndarray], durs: list[np.ndarray]) -> list[np.ndarray]:
+    def _synth_batch(self, units: list[np.ndarray], durs: list[np.ndarray], voice: Tensor | None) -> list[np.ndarray]:
         u, m = self._pad(units)
         d, _ = self._pad(durs)
         frames, fmask = expand_units(u, d, m)
         lengths = fmask.sum(dim=1).tolist()
         if isinstance(self.model, UnitWorld):
-            return world_waveforms(self.model, self.model(frames, fmask), lengths, self.cfg.world,
-                                   pitch_mean_hz=self.pitch_mean_hz, pitch_range=self.pitch_range)
+            return world_waveforms(self.model, self.model(frames, fmask, voice), lengths, self.cfg.world,
+                                   pitch_mean_hz=self.pitch_mean_hz, pitch_range=self.pitch_range, voice=voice)
         if isinstance(self.model, CodeHiFiGAN):
             wav = self.model(frames, fmask)
         else:
-            mel = self.model(frames, fmask)
+            mel = self.model(frames, fmask, voice)
             if self._inverter is None:
                 self._inverter = GriffinLimInverter(self.cfg.mel, self.cfg.unit_mel.griffin_lim_iters).to(self.device)
             # silence (log 1e-5) where padded so Griffin-Lim sees nothing there

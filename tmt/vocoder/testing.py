@@ -7,6 +7,7 @@ hundred steps, and resynthesis quality is measurable (mel distance).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
 from tmt.core.io import make_dirs
 
 
-def unit_tone(units: np.ndarray, durations: np.ndarray, num_units: int) -> np.ndarray:
-    """The waveform of a unit sequence: a phase-continuous tone per unit."""
-    freqs = 120.0 + 900.0 * (np.arange(num_units) / max(1, num_units - 1))
+def unit_tone(units: np.ndarray, durations: np.ndarray, num_units: int, pitch: float = 1.0) -> np.ndarray:
+    """The waveform of a unit sequence: a phase-continuous tone per unit (`pitch` scales every
+    frequency: a "voice")."""
+    freqs = pitch * (120.0 + 900.0 * (np.arange(num_units) / max(1, num_units - 1)))
     amps = 0.15 + 0.25 * ((np.arange(num_units) * 7) % 5) / 4
     f = np.repeat(freqs[units], durations * FRAME_HOP)
     a = np.repeat(amps[units], durations * FRAME_HOP)
@@ -38,9 +40,10 @@ def random_units(rng: np.random.Generator, num_units: int, length: int) -> tuple
 
 def make_unit_corpus(
     root: str | Path, *, num_rows: int = 12, num_units: int = 20, seed: int = 0, fingerprint: str = "f" * 64,
-    min_len: int = 6, max_len: int = 20,
+    min_len: int = 6, max_len: int = 20, voices: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write wavs, a raw manifest and a token store (speech + durations) under `root`."""
+    """Write wavs, a raw manifest and a token store (speech + durations) under `root`. With `voices`,
+    row i is spoken by voice i % len(voices) (its `voice` field), whose tones are (1 + k/2) times higher."""
     import soundfile as sf
 
     from tmt.store.manifest import write_manifest
@@ -52,10 +55,12 @@ def make_unit_corpus(
     rows, tokens = [], []
     for i in range(num_rows):
         units, durs = random_units(rng, num_units, int(rng.integers(min_len, max_len + 1)))
-        wav = unit_tone(units, durs, num_units)
+        k = i % len(voices) if voices else 0
+        wav = unit_tone(units, durs, num_units, pitch=1.0 + 0.5 * k)
         rid = f"utt{i:03d}"
         sf.write(root / "wav" / f"{rid}.wav", wav, SAMPLE_RATE, subtype="PCM_16")
-        rows.append({"id": rid, "group": rid, "split": "train", "image": None, "speech": f"wav/{rid}.wav", "text": f"utterance {i}"})
+        rows.append({"id": rid, "group": rid, "split": "train", "image": None, "speech": f"wav/{rid}.wav",
+                     "text": f"utterance {i}", **({"voice": voices[k]} if voices else {})})
         tokens.append((units, durs))
     manifest = root / "raw.jsonl.gz"
     write_manifest(manifest, rows)

@@ -30,7 +30,7 @@ from tmt.core.errors import TmtError
 from tmt.core.io import atomic_open, atomic_write_text, load_torch, make_dirs, save_torch
 from tmt.core.progress import progress_bar
 from tmt.vocoder.config import VocoderConfig, VocoderError
-from tmt.vocoder.data import AudioCache, Utterance, collect_utterances, sample_batch
+from tmt.vocoder.data import AudioCache, Utterance, assign_voices, collect_utterances, sample_batch
 from tmt.vocoder.mel import LogMel, mel_distance
 from tmt.vocoder.nets import (
     CodeHiFiGAN,
@@ -140,7 +140,8 @@ class VocoderTrainer:
         utts = {u.id: u for u in [*self.train_utts, *self.valid_utts]}
         jobs = [FeatureJob(u.id, u.wav_path, u.num_frames) for u in utts.values()]
         feats = WorldFeatureCache(cache_dir, w).ensure(jobs, workers=w.workers, progress=progress)
-        stats = feature_stats([feats[u.id] for u in self.train_utts])
+        voice_ids = [u.voice_id for u in self.train_utts] if self.cfg.voices else None
+        stats = feature_stats([feats[u.id] for u in self.train_utts], voice_ids, len(self.cfg.voices))
         self.model.set_stats(stats)
         self.world_targets = {uid: normalise_targets(f, stats) for uid, f in feats.items()}
         if w.unit_prior and self.step == 0:  # a resumed run has the table in its checkpoint
@@ -180,7 +181,7 @@ class VocoderTrainer:
             raise VocoderError(f"cannot resume: {e}") from None
         saved = from_dict(VocoderConfig, st["config"])
         for section in ("arch", "num_units", "embed_dim", "duration", "generator", "discriminator", "unit_mel", "mel",
-                        "world"):
+                        "world", "voices"):
             if _structural(saved, section) != _structural(self.cfg, section):
                 raise VocoderError(
                     f"cannot resume {path}: its '{section}' config differs from the one given; use the same "
@@ -210,12 +211,13 @@ class VocoderTrainer:
             batch = sample_batch(self.train_utts, self.cache, self.rng, t.batch_size, t.segment_frames)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         self.model.train()
-        log_dur = self.model.predict_log_durations(batch["units"], batch["unit_mask"])
+        voice = batch["voice"] if self.cfg.voices else None
+        log_dur = self.model.predict_log_durations(batch["units"], batch["unit_mask"], voice)
         l_dur = duration_loss(log_dur, batch["durations"], batch["unit_mask"])
         stats: dict[str, float] = {"dur": l_dur.item()}
         dur_term = lc.duration_weight * l_dur
         if self.world_targets is not None:
-            pred = self.model(batch["frames"], batch["frame_mask"])
+            pred = self.model(batch["frames"], batch["frame_mask"], voice)
             env_dim = self.cfg.world.envelope_dim
             assert isinstance(self.model, UnitWorld)  # world targets are made for unit-world models only
             l_world, world_stats = world_loss(pred, batch["target"], batch["frame_mask"], frames_per_unit(self.cfg.world),
@@ -224,7 +226,7 @@ class VocoderTrainer:
         elif self.hifigan:
             loss = self._hifigan_loss(batch, dur_term, stats)
         else:
-            loss = self._unit_mel_loss(batch, dur_term, stats)
+            loss = self._unit_mel_loss(batch, voice, dur_term, stats)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -273,9 +275,10 @@ class VocoderTrainer:
         self.opt_d.step()
         return l_d.item()
 
-    def _unit_mel_loss(self, batch: dict[str, Tensor], l_dur: Tensor, stats: dict[str, float]) -> Tensor:
+    def _unit_mel_loss(self, batch: dict[str, Tensor], voice: Tensor | None, l_dur: Tensor,
+                       stats: dict[str, float]) -> Tensor:
         """Weighted L1 between predicted and true log-mel frames (over valid frames) + `l_dur`."""
-        mel_hat = self.model(batch["frames"], batch["frame_mask"])
+        mel_hat = self.model(batch["frames"], batch["frame_mask"], voice)
         target = self.logmel(batch["audio"])[:, : mel_hat.size(1)]
         mask = batch["frame_mask"].repeat_interleave(mel_hat.size(1) // batch["frames"].size(1), dim=1)
         l_mel = (torch.abs(mel_hat - target).mean(-1) * mask).sum() / mask.sum().clamp(min=1)
@@ -292,10 +295,11 @@ class VocoderTrainer:
             return {}
         voc = self.vocoder()
         utts = self.valid_utts
-        wavs = voc.synthesize([u.units for u in utts], [u.durations for u in utts])
+        voices = [u.voice for u in utts] if self.cfg.voices else None
+        wavs = voc.synthesize([u.units for u in utts], [u.durations for u in utts], voice=voices)
         dists = [mel_distance(self.logmel.cpu(), self.cache.get(u), w) for u, w in zip(utts, wavs, strict=True)]
         self.logmel.to(self.device)
-        pred = voc.predict_durations([u.units for u in utts])
+        pred = voc.predict_durations([u.units for u in utts], voice=voices)
         dur_err = float(np.mean([np.abs(p - u.durations).mean() for p, u in zip(pred, utts, strict=True)]))
         res = {"valid_mel_l1": float(np.nanmean(dists)), "valid_dur_abs_err": dur_err}
         if write_samples:
@@ -370,11 +374,14 @@ def train_vocoder(
     device: str = "cpu",
     progress: bool | None = None,
     feature_cache: str | Path | None = None,
+    voices: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume) a vocoder into `out_dir`; returns the final step, time and validation numbers.
 
     unit-world analyses the speech with WORLD first, cached in `feature_cache` (default
-    `out_dir/world-features`; share one directory between fits of the same corpus)."""
+    `out_dir/world-features`; share one directory between fits of the same corpus).
+    `voices`: condition on the speaker (`VocoderConfig.voices`, filled from the training rows
+    unless the config lists them already)."""
     out = Path(out_dir)
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not resume:
@@ -391,6 +398,7 @@ def train_vocoder(
     else:
         train, valid = utts, utts[: cfg.train.valid_rows]
     valid = valid[: max(cfg.train.valid_rows, cfg.train.num_samples)]
+    cfg = _with_voices(cfg, train, valid, store, voices)
     make_dirs(out)
     trainer = VocoderTrainer(
         cfg, train, valid, out, device=device,
@@ -440,3 +448,24 @@ def _structural(cfg: VocoderConfig, section: str) -> Any:
 
 def _with_units(cfg: VocoderConfig, num_units: int) -> VocoderConfig:
     return dataclasses.replace(cfg, num_units=int(num_units))
+
+
+def _with_voices(cfg: VocoderConfig, train: Sequence[Utterance], valid: Sequence[Utterance], store: str | Path,
+                 voices: bool) -> VocoderConfig:
+    """`cfg` with `voices` (from the training rows when asked for and not listed) and every row's voice id."""
+    from collections import Counter
+
+    from tmt.store import StoreError
+    from tmt.store.voices import voice_list
+
+    if voices and not cfg.voices:
+        try:
+            names, default = voice_list(Counter(u.voice for u in train if u.voice is not None), cfg.default_voice)
+        except StoreError as e:
+            raise VocoderError(f"--voices: {store}: {e}") from None
+        cfg = dataclasses.replace(cfg, voices=names, default_voice=default)
+    if cfg.voices:
+        if cfg.default_voice is None:
+            cfg = dataclasses.replace(cfg, default_voice=cfg.voices[0])
+        assign_voices([*train, *valid], cfg.voices, str(store))
+    return cfg

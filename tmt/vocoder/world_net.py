@@ -24,7 +24,7 @@ from torch import Tensor
 
 from tmt.core.audio import FRAME_HOP
 from tmt.vocoder.config import LossConfig, WorldConfig
-from tmt.vocoder.data import Utterance
+from tmt.vocoder.data import Utterance, voice_ids
 from tmt.vocoder.duration import sequence_mask
 from tmt.vocoder.nets import UnitMel
 from tmt.vocoder.world import LF0, VUV, frames_per_unit, synthesize_many
@@ -39,6 +39,7 @@ class UnitWorld(UnitMel):
     feat_mean: Tensor
     feat_std: Tensor
     pitch: Tensor
+    voice_pitch: Tensor | None
     prior: Tensor | None
 
     def __init__(self, *, feature_dim: int, per_frame: int, unit_prior: bool = False, **body: int | float) -> None:
@@ -47,6 +48,9 @@ class UnitWorld(UnitMel):
         self.register_buffer("feat_std", torch.ones(feature_dim - 2))
         # log-F0: median over utterances of their mean and of their spread
         self.register_buffer("pitch", torch.tensor([math.log(120.0), 0.15]))
+        # the same per voice (VocoderConfig.voices), so each voice speaks at its own pitch
+        num_voices = int(body.get("num_voices", 0))
+        self.register_buffer("voice_pitch", self.pitch.repeat(num_voices, 1) if num_voices else None)
         # each unit's mean normalised target (world.unit_prior); the network adds its residual
         self.register_buffer("prior", torch.zeros(self.embed.num_embeddings, feature_dim) if unit_prior else None)
 
@@ -59,6 +63,8 @@ class UnitWorld(UnitMel):
             self.feat_mean.copy_(torch.as_tensor(stats["feat_mean"]))
             self.feat_std.copy_(torch.as_tensor(stats["feat_std"]))
             self.pitch.copy_(torch.as_tensor(stats["pitch"]))
+            if self.voice_pitch is not None:
+                self.voice_pitch.copy_(torch.as_tensor(stats["voice_pitch"]))
 
     def set_prior(self, prior: np.ndarray) -> None:
         """The per-unit table (num_units, feature_dim) of `unit_prior_table`; only with world.unit_prior."""
@@ -67,8 +73,8 @@ class UnitWorld(UnitMel):
         with torch.no_grad():
             self.prior.copy_(torch.as_tensor(prior))
 
-    def forward(self, frames: Tensor, frame_mask: Tensor) -> Tensor:
-        y = super().forward(frames, frame_mask)
+    def forward(self, frames: Tensor, frame_mask: Tensor, voice: Tensor | None = None) -> Tensor:
+        y = super().forward(frames, frame_mask, voice)
         if self.prior is not None:
             y = y + self.prior[frames].repeat_interleave(self.per_frame, dim=1)
         return y
@@ -85,16 +91,29 @@ def _lf0_moments(f: np.ndarray) -> tuple[float, float] | None:
     return float(lf0.mean()), max(float(lf0.std()), MIN_LF0_STD)
 
 
-def feature_stats(feats: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Normalisation of the envelope / aperiodicity columns and the median pitch of the training speech."""
+def _median_pitch(moments: Sequence[tuple[float, float] | None], default: np.ndarray) -> np.ndarray:
+    have = [m for m in moments if m is not None]
+    return np.median(np.asarray(have), axis=0) if have else default
+
+
+def feature_stats(feats: Sequence[np.ndarray], voice_ids: Sequence[int] | None = None,
+                  num_voices: int = 0) -> dict[str, np.ndarray]:
+    """Normalisation of the envelope / aperiodicity columns and the median pitch (log-F0 mean and
+    spread) of the training speech; with `voice_ids` (one per matrix) also each voice's (a voice
+    without voiced speech gets the overall one)."""
     allf = np.concatenate(list(feats))[:, 2:].astype(np.float64)
-    moments = [m for m in (_lf0_moments(f) for f in feats) if m is not None]
-    pitch = np.median(np.asarray(moments), axis=0) if moments else np.array([math.log(120.0), 0.15])
-    return {
+    moments = [_lf0_moments(f) for f in feats]
+    pitch = _median_pitch(moments, np.array([math.log(120.0), 0.15]))
+    out = {
         "feat_mean": allf.mean(0).astype(np.float32),
         "feat_std": np.maximum(allf.std(0), 1e-3).astype(np.float32),
         "pitch": pitch.astype(np.float32),
     }
+    if voice_ids is not None:
+        out["voice_pitch"] = np.stack([
+            _median_pitch([m for m, v in zip(moments, voice_ids, strict=True) if v == k], pitch) for k in range(num_voices)
+        ]).astype(np.float32).reshape(num_voices, 2)
+    return out
 
 
 def normalise_targets(f: np.ndarray, stats: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -158,6 +177,7 @@ def sample_world_batch(utts: Sequence[Utterance], targets: Mapping[str, np.ndarr
         "frames": torch.from_numpy(frames), "frame_mask": torch.from_numpy(fmask),
         "target": torch.from_numpy(target), "units": torch.from_numpy(units), "durations": torch.from_numpy(durs),
         "unit_mask": sequence_mask(torch.tensor([len(u.units) for u in chosen]), max_t),
+        "voice": voice_ids(chosen),
     }
 
 
@@ -192,17 +212,22 @@ def world_loss(pred: Tensor, target: Tensor, frame_mask: Tensor, per_frame: int,
 # prediction -> waveform
 # ---------------------------------------------------------------------------------------
 def world_feature_rows(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg: WorldConfig, *,
-                       pitch_mean_hz: float | None = None, pitch_range: float | None = None) -> list[np.ndarray]:
+                       pitch_mean_hz: float | None = None, pitch_range: float | None = None,
+                       voice: Tensor | None = None) -> list[np.ndarray]:
     """Network output (B, F * per_frame, D) and each row's unit-frame count -> one feature matrix per
     row in `tmt.vocoder.world.analyse`'s layout (log-F0 where voiced else 0, V/UV 0/1, envelope,
-    aperiodicity), with the output pitch put back (mean and spread)."""
+    aperiodicity), with the output pitch put back (mean and spread: the row's voice's with `voice`
+    ids on a voice-conditioned network, else the training speech's; `pitch_mean_hz` overrides the mean)."""
     pitch_mean_hz = cfg.pitch_mean_hz if pitch_mean_hz is None else pitch_mean_hz
     pitch_range = cfg.pitch_range if pitch_range is None else pitch_range
-    mean = math.log(pitch_mean_hz) if pitch_mean_hz else float(model.pitch[0])
-    spread = float(model.pitch[1]) * pitch_range
+    moments = model.pitch.expand(pred.size(0), 2)
+    if voice is not None and model.voice_pitch is not None:
+        moments = model.voice_pitch[voice]
+    mean = torch.full_like(moments[:, 0], math.log(pitch_mean_hz)) if pitch_mean_hz else moments[:, 0]
+    spread = moments[:, 1] * pitch_range
     rest = (pred[..., 2:] * model.feat_std + model.feat_mean).float().cpu().numpy()
     voiced = (pred[..., VUV] > 0).float()
-    lf0_t = (mean + spread * pred[..., LF0]).clamp(math.log(cfg.f0_floor), math.log(cfg.f0_ceil)) * voiced
+    lf0_t = (mean[:, None] + spread[:, None] * pred[..., LF0]).clamp(math.log(cfg.f0_floor), math.log(cfg.f0_ceil)) * voiced
     lf0, vuv = lf0_t.float().cpu().numpy(), voiced.cpu().numpy()
     per = frames_per_unit(cfg)
     return [np.concatenate([lf0[row, : int(n) * per, None], vuv[row, : int(n) * per, None], rest[row, : int(n) * per]],
@@ -210,9 +235,11 @@ def world_feature_rows(model: UnitWorld, pred: Tensor, lengths: Sequence[int], c
 
 
 def world_waveforms(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg: WorldConfig, *,
-                    pitch_mean_hz: float | None = None, pitch_range: float | None = None) -> list[np.ndarray]:
+                    pitch_mean_hz: float | None = None, pitch_range: float | None = None,
+                    voice: Tensor | None = None) -> list[np.ndarray]:
     """Network output (B, F * per_frame, D) and each row's unit-frame count -> float32 wavs (frames x 320)."""
-    feats = world_feature_rows(model, pred, lengths, cfg, pitch_mean_hz=pitch_mean_hz, pitch_range=pitch_range)
+    feats = world_feature_rows(model, pred, lengths, cfg, pitch_mean_hz=pitch_mean_hz, pitch_range=pitch_range,
+                               voice=voice)
     env_dim = cfg.envelope_dim
     jobs = [(np.where(f[:, VUV] > 0.5, np.exp(f[:, LF0]), 0.0), f[:, 2 : 2 + env_dim], f[:, 2 + env_dim :],
              cfg.frame_period, int(n) * FRAME_HOP, cfg.synthesis_fft) for f, n in zip(feats, lengths, strict=True)]

@@ -137,8 +137,8 @@ def speech_ceiling(
         if keep:
             ku = [units[i] for i in keep]
             kd = [durs[i] for i in keep]
-            waves = voc.synthesize(ku, kd if all(x is not None for x in kd) else None)
             rows = [rows[i] for i in keep]
+            waves = voc.synthesize(ku, kd if all(x is not None for x in kd) else None, voice=_row_voices(voc, rows))
             items = [(np.asarray(w, dtype=np.float32), int(voc.sample_rate)) for w in waves]
             source = "resynthesised ground-truth units (vocoder + ref store)"
     if not items:
@@ -261,3 +261,10 @@ def samples(
         out.append(s)
     return out
 
+
+def _row_voices(voc: Any, rows: Sequence[dict[str, Any]]) -> list[str | None]:
+    """Each reference row in its own voice where the vocoder knows it (else its default voice)."""
+    from tmt.vocab import row_voice
+
+    known = set(getattr(voc, "voices", []) or [])
+    return [v if (v := row_voice(r)) in known else None for r in rows]

@@ -168,11 +168,14 @@ class LossConfig:
     aperiodicity_weight: float = 0.5
     """unit-world: weight of the L1 loss on the normalised band aperiodicity."""
     envelope_loss: str = "normalised"
-    """unit-world: how the envelope's coded dimensions count in its L1 loss. `spectral`: in the
-    codes' own units (each normalised dimension weighted by its training spread, mean weight 1),
-    so an error costs what it changes in the log spectrum; `normalised`: every z-scored
-    dimension alike, which lets the small, perceptually minor high-order coefficients weigh as
-    much as the spectral tilt and formants."""
+    """unit-world: where the envelope's L1 loss is taken. `log-mel`: on the log envelope the codes
+    decode to, at `envelope_points` mel-spaced frequencies (the domain unit-mel's L1 works in;
+    WORLD's coding is linear in the log envelope, so this is a fixed matrix); `spectral`: on the
+    codes in their own units (each normalised dimension weighted by its training spread, mean
+    weight 1); `normalised`: every z-scored code dimension alike, which lets the small,
+    perceptually minor high-order coefficients weigh as much as the spectral tilt and formants."""
+    envelope_points: int = 80
+    """unit-world, `envelope_loss: log-mel`: mel-spaced frequencies the log envelope is compared at."""
 
 
 @dataclass(kw_only=True)
@@ -224,6 +227,8 @@ class TrainConfig:
 
 
 Arch = Literal["hifigan", "unit-mel", "unit-world"]
+ENVELOPE_LOSSES = ("log-mel", "spectral", "normalised")
+"""Values of `LossConfig.envelope_loss`."""
 
 
 @dataclass(kw_only=True)
@@ -401,8 +406,10 @@ def check_config(cfg: VocoderConfig) -> None:
         raise VocoderError(f"world.synthesis_fft {w.synthesis_fft} must be a power of two >= 128")
     if cfg.arch == "unit-world" and not 0 < w.f0_floor < w.f0_ceil:
         raise VocoderError(f"world.f0_floor {w.f0_floor} and f0_ceil {w.f0_ceil} must satisfy 0 < floor < ceil")
-    if cfg.loss.envelope_loss not in ("spectral", "normalised"):
-        raise VocoderError(f"loss.envelope_loss must be 'spectral' or 'normalised', not '{cfg.loss.envelope_loss}'")
+    if cfg.loss.envelope_loss not in ENVELOPE_LOSSES:
+        raise VocoderError(f"loss.envelope_loss must be one of {', '.join(ENVELOPE_LOSSES)}, not '{cfg.loss.envelope_loss}'")
+    if cfg.loss.envelope_points < 2:
+        raise VocoderError(f"loss.envelope_points must be >= 2, not {cfg.loss.envelope_points}")
     if cfg.num_units < 1:
         raise VocoderError("num_units must be >= 1")
     if cfg.voices and cfg.arch == "hifigan":

@@ -128,6 +128,7 @@ class VocoderTrainer:
         self.last_valid: dict[str, float] = {}
         self.world_targets: dict[str, np.ndarray] | None = None
         """unit-world: normalised WORLD targets by utterance id (`prepare_world`)."""
+        self._envelope_weights: Tensor | None = None
 
     def prepare_world(self, cache_dir: Path, progress: bool | None = None) -> None:
         """unit-world: analyse (or read back from `cache_dir`) the WORLD features, set the network's
@@ -221,7 +222,7 @@ class VocoderTrainer:
             env_dim = self.cfg.world.envelope_dim
             assert isinstance(self.model, UnitWorld)  # world targets are made for unit-world models only
             l_world, world_stats = world_loss(pred, batch["target"], batch["frame_mask"], frames_per_unit(self.cfg.world),
-                                              env_dim, lc, envelope_weights(self.model.feat_std, env_dim, lc))
+                                              env_dim, lc, self._env_weights())
             loss, stats = l_world + dur_term, stats | world_stats
         elif self.hifigan:
             loss = self._hifigan_loss(batch, dur_term, stats)
@@ -234,6 +235,14 @@ class VocoderTrainer:
         self.sched_g.step()
         stats["loss"] = loss.item()
         return stats
+
+    def _env_weights(self) -> Tensor | None:
+        """unit-world: `envelope_weights` for the current normalisation (computed once per fit)."""
+        if self._envelope_weights is None and self.cfg.loss.envelope_loss != "normalised":
+            assert isinstance(self.model, UnitWorld)
+            self._envelope_weights = envelope_weights(self.model.feat_std, self.cfg.world.envelope_dim, self.cfg.loss,
+                                                      self.cfg.world)
+        return self._envelope_weights
 
     def _hifigan_loss(self, batch: dict[str, Tensor], l_dur: Tensor, stats: dict[str, float]) -> Tensor:
         """Weighted mel L1 + `l_dur`, plus (from `adversarial_start_step` on) adversarial and feature-matching losses;

@@ -14,6 +14,7 @@ processes (`workers`), never threads.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -62,6 +63,20 @@ def num_aperiodicities(sample_rate: int = SAMPLE_RATE) -> int:
 def feature_dim(cfg: WorldConfig) -> int:
     """Columns of a feature matrix."""
     return 2 + cfg.envelope_dim + num_aperiodicities()
+
+
+@functools.lru_cache(maxsize=8)
+def log_envelope_basis(env_dim: int, points: int, fft: int) -> np.ndarray:
+    """(env_dim, points) float32: row i is the log envelope that code unit vector i decodes to, read at
+    `points` mel-spaced frequencies from 0 to Nyquist. WORLD's envelope coding is linear in the log
+    envelope (a cosine transform on a warped axis), so codes @ basis is the decoded log envelope there."""
+    pw = _pyworld()
+    eye = np.ascontiguousarray(np.eye(env_dim))
+    full = np.log(pw.decode_spectral_envelope(eye, SAMPLE_RATE, fft))  # (env_dim, fft // 2 + 1); zeros decode to 1
+    mel = np.linspace(0.0, 2595.0 * np.log10(1.0 + (SAMPLE_RATE / 2) / 700.0), points)
+    hz = 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    bins = np.clip(np.round(hz / SAMPLE_RATE * fft).astype(int), 0, fft // 2)
+    return full[:, bins].astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------

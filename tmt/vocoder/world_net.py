@@ -27,7 +27,7 @@ from tmt.vocoder.config import LossConfig, WorldConfig
 from tmt.vocoder.data import Utterance, voice_ids
 from tmt.vocoder.duration import sequence_mask
 from tmt.vocoder.nets import UnitMel
-from tmt.vocoder.world import LF0, VUV, frames_per_unit, synthesize_many
+from tmt.vocoder.world import LF0, VUV, frames_per_unit, log_envelope_basis, synthesize_many
 
 MIN_LF0_STD = 0.02
 """Floor of an utterance's log-F0 spread (a monotone utterance would divide by ~0)."""
@@ -181,13 +181,18 @@ def sample_world_batch(utts: Sequence[Utterance], targets: Mapping[str, np.ndarr
     }
 
 
-def envelope_weights(feat_std: Tensor, env_dim: int, lc: LossConfig) -> Tensor | None:
-    """Per-dimension weights of the envelope L1 (`lc.envelope_loss`): None for `normalised`, else the
-    training spread of each coded dimension over its mean (an error then counts in the codes' own units)."""
+def envelope_weights(feat_std: Tensor, env_dim: int, lc: LossConfig, cfg: WorldConfig | None = None) -> Tensor | None:
+    """How the envelope's normalised code errors count in its L1 (`lc.envelope_loss`): None for
+    `normalised`; for `spectral` a weight per dimension (its training spread over the mean spread,
+    so an error counts in the codes' own units); for `log-mel` a matrix (env_dim, envelope_points)
+    taking a normalised code error to the log-envelope error at mel-spaced frequencies."""
     if lc.envelope_loss == "normalised":
         return None
     std = feat_std[:env_dim].float()
-    return std / std.mean().clamp(min=1e-8)
+    if lc.envelope_loss == "spectral":
+        return std / std.mean().clamp(min=1e-8)
+    basis = log_envelope_basis(env_dim, lc.envelope_points, (cfg or WorldConfig()).synthesis_fft)
+    return std[:, None] * torch.from_numpy(basis).to(std.device)
 
 
 def world_loss(pred: Tensor, target: Tensor, frame_mask: Tensor, per_frame: int, env_dim: int,
@@ -199,9 +204,11 @@ def world_loss(pred: Tensor, target: Tensor, frame_mask: Tensor, per_frame: int,
     voiced = target[..., VUV] * mask
     l_f0 = (torch.abs(pred[..., LF0] - target[..., LF0]) * voiced).sum() / voiced.sum().clamp(min=1)
     l_vuv = (F.binary_cross_entropy_with_logits(pred[..., VUV], target[..., VUV], reduction="none") * mask).sum() / n
-    env_err = torch.abs(pred[..., 2 : 2 + env_dim] - target[..., 2 : 2 + env_dim])
-    if env_weights is not None:
-        env_err = env_err * env_weights
+    env_diff = pred[..., 2 : 2 + env_dim] - target[..., 2 : 2 + env_dim]
+    if env_weights is not None and env_weights.dim() == 2:  # log-mel: the decoded log-envelope error
+        env_err = torch.abs(env_diff @ env_weights)
+    else:
+        env_err = torch.abs(env_diff) if env_weights is None else torch.abs(env_diff) * env_weights
     l_env = (env_err.mean(-1) * mask).sum() / n
     l_ap = (torch.abs(pred[..., 2 + env_dim :] - target[..., 2 + env_dim :]).mean(-1) * mask).sum() / n
     loss = lc.f0_weight * l_f0 + lc.vuv_weight * l_vuv + lc.envelope_weight * l_env + lc.aperiodicity_weight * l_ap

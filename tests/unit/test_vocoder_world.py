@@ -318,3 +318,35 @@ def test_cli_train_synthesize_eval(corpus: dict, tmp_path: Path, monkeypatch: py
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout)
     assert r["arch"] == "unit-world" and r["rows"] == 3 and np.isfinite(r["mel_l1"])
+
+
+def test_log_mel_envelope_loss_is_the_decoded_log_envelope_error() -> None:
+    import pyworld
+
+    from tmt.core.audio import SAMPLE_RATE
+    from tmt.vocoder.config import LossConfig, WorldConfig
+    from tmt.vocoder.world import log_envelope_basis
+
+    env_dim, points, fft = 8, 12, 256
+    basis = log_envelope_basis(env_dim, points, fft)
+    assert basis.shape == (env_dim, points)
+    codes = np.random.default_rng(0).standard_normal((3, env_dim))
+    decoded = np.log(pyworld.decode_spectral_envelope(np.ascontiguousarray(codes), SAMPLE_RATE, fft))
+    # the basis reads the decoded log envelope at mel-spaced bins from 0 Hz to Nyquist, low bins densest
+    read = codes @ basis
+    hits = [np.flatnonzero(np.abs(decoded - read[:, [k]]).max(axis=0) < 1e-4) for k in range(points)]
+    assert all(len(h) for h in hits)  # every point is the decoded envelope at some bin, for all three codes
+    cols = [int(h[0]) for h in hits]
+    assert cols[0] == 0 and fft // 2 in hits[-1] and cols == sorted(cols)
+    assert cols[1] - cols[0] < int(hits[-1][-1]) - cols[-2]  # mel spacing: dense at the bottom
+    # the loss: mean |decoded log-envelope difference| over the points, errors given in z-units
+    std = torch.tensor([2.0] * env_dim + [1.0])
+    lc = LossConfig(envelope_loss="log-mel", envelope_points=points)
+    w = envelope_weights(std, env_dim, lc, WorldConfig(synthesis_fft=fft, envelope_dim=env_dim))
+    assert w is not None and w.shape == (env_dim, points)
+    per = 2
+    target = torch.zeros(1, 2 * per, 2 + env_dim + 1)
+    pred = target.clone()
+    pred[..., 2 : 2 + env_dim] = torch.from_numpy(codes[0]).float() / 2.0  # z-units: code / std
+    _, s = world_loss(pred, target, torch.ones(1, 2, dtype=torch.bool), per, env_dim, lc, w)
+    assert s["env"] == pytest.approx(float(np.abs(codes[0] @ basis).mean()), rel=1e-4)

@@ -100,14 +100,14 @@ def test_stream_swaps_of_a_perfect_network_are_the_world_copy(setup: dict) -> No
     real = voc.world_features([u.units for u in utts], [u.durations for u in utts])
     assert [f.shape for f in real] == [g.shape for g in gts]  # the analysis layout, frame for frame
     copy = world_copy(originals, utts, voc.cfg.world)
-    voc.world_features = lambda units, durations: [g.copy() for g in gts]  # type: ignore[method-assign]
+    voc.world_features = lambda units, durations, voice=None: [g.copy() for g in gts]  # type: ignore[method-assign]
     rungs = world_stream_rungs("v", voc, utts, originals)
     assert [r.streams for r in rungs] == ["pitch+voicing", "envelope+aperiodicity"]
     for r in rungs:  # whatever a stream swap takes from the original, a perfect prediction had already
         for w, c in zip(r.wavs, copy, strict=True):
             np.testing.assert_array_equal(w, c)
     # a network that gets everything wrong: swapping the envelope back brings it closer to the copy
-    voc.world_features = lambda units, durations: [np.zeros_like(g) for g in gts]  # type: ignore[method-assign]
+    voc.world_features = lambda units, durations, voice=None: [np.zeros_like(g) for g in gts]  # type: ignore[method-assign]
     pitch, envelope = world_stream_rungs("v", voc, utts, originals)
     err = [float(np.mean([np.abs(w - c).mean() for w, c in zip(r.wavs, copy, strict=True)])) for r in (pitch, envelope)]
     assert err[1] < err[0]

@@ -144,3 +144,24 @@ def test_installed_bundle_matches_the_pinned_hashes() -> None:
 
     asr.check_bundled_version(version(asr.BUNDLED_PACKAGE))
     asr.verify_model_files(model_dir)
+
+
+def test_loop_guard_reaches_the_decoder_only_when_asked() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[dict] = []
+
+        def transcribe(self, wave: np.ndarray, **kw: object) -> tuple[list, None]:
+            self.calls.append(kw)
+            return [], None
+
+    wave = (np.zeros(24000, dtype=np.float32), 16000)  # 1.5 s
+    plain = Recorder()
+    asr.AsrJudge(plain, asr.AsrJudgeConfig(), "m", {}).transcribe([wave])
+    assert "no_repeat_ngram_size" not in plain.calls[0] and "max_new_tokens" not in plain.calls[0]
+    guarded = Recorder()
+    cfg = asr.AsrJudgeConfig(no_repeat_ngram_size=3, max_tokens_per_second=5.0)
+    judge = asr.AsrJudge(guarded, cfg, "m", {})
+    assert judge.transcribe([wave]) == [""]
+    assert guarded.calls[0]["no_repeat_ngram_size"] == 3 and guarded.calls[0]["max_new_tokens"] == 8  # ceil(1.5 * 5)
+    assert judge.describe()["no_repeat_ngram_size"] == 3 and judge.describe()["max_tokens_per_second"] == 5.0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +67,13 @@ class AsrJudgeConfig:
     """Language passed to Whisper (tiny.en is English-only)."""
     prompt: str | None = None
     """Vocabulary prompt (Whisper `initial_prompt`). Off by default for fairness."""
+    no_repeat_ngram_size: int = 0
+    """Forbid the judge's decoder to repeat any token n-gram of this size (0: off). Whisper tiny
+    loops on babble ("long, long, long, ..."), and one loop adds dozens of insertions to a WER.
+    Off by default: it changes the judge, so compare numbers only between runs with the same
+    setting (`describe` records it)."""
+    max_tokens_per_second: float = 0.0
+    """Cap on a transcript's length in tokens per second of audio (0: no cap; speech rarely needs 5)."""
 
 
 class AsrJudge:
@@ -93,7 +101,18 @@ class AsrJudge:
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "prompt": self.config.prompt,
             "prompt_used": bool(self.config.prompt),
+            "no_repeat_ngram_size": self.config.no_repeat_ngram_size,
+            "max_tokens_per_second": self.config.max_tokens_per_second,
         }
+
+    def _loop_guard(self, seconds: float) -> dict[str, int]:
+        """The decoder options of `no_repeat_ngram_size` and `max_tokens_per_second` that are on."""
+        c, out = self.config, {}
+        if c.no_repeat_ngram_size > 0:
+            out["no_repeat_ngram_size"] = c.no_repeat_ngram_size
+        if c.max_tokens_per_second > 0:
+            out["max_new_tokens"] = max(1, math.ceil(seconds * c.max_tokens_per_second))
+        return out
 
     def transcribe(self, items: Sequence[AudioInput]) -> list[str]:
         """One transcript per input (an empty string when Whisper hears nothing)."""
@@ -111,6 +130,7 @@ class AsrJudge:
                 condition_on_previous_text=False,
                 initial_prompt=self.config.prompt or None,
                 vad_filter=False,
+                **self._loop_guard(wave.size / JUDGE_SAMPLE_RATE),
             )
             out.append(" ".join(s.text.strip() for s in segments).strip())
         return out

@@ -111,6 +111,11 @@ def test_vocoder_steps_caps_the_vocoder_fit_only_when_given(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     [train] = calls
     assert "--set train.max_steps=6850" in train and "train.max_minutes=3" in train  # quick preset's budget
+    assert "--voices" not in train
+    r, calls = _recipe(tmp_path / "c", "--stage", "7", "--stop-stage", "7", "--vocoder-voices", "true")
+    assert r.returncode == 0, r.stderr
+    [train] = calls
+    assert " --voices " in train and "max_steps" not in train
 
 
 def test_vocoder_config_chooses_the_arch(tmp_path: Path) -> None:

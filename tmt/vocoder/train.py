@@ -304,7 +304,7 @@ class VocoderTrainer:
             return {}
         voc = self.vocoder()
         utts = self.valid_utts
-        voices = [u.voice for u in utts] if self.cfg.voices else None
+        voices = [u.voice for u in utts]  # ignored by a vocoder without voices
         wavs = voc.synthesize([u.units for u in utts], [u.durations for u in utts], voice=voices)
         dists = [mel_distance(self.logmel.cpu(), self.cache.get(u), w) for u, w in zip(utts, wavs, strict=True)]
         self.logmel.to(self.device)

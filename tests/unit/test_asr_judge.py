@@ -146,7 +146,7 @@ def test_installed_bundle_matches_the_pinned_hashes() -> None:
     asr.verify_model_files(model_dir)
 
 
-def test_loop_guard_reaches_the_decoder_only_when_asked() -> None:
+def test_loop_guard_reaches_the_decoder_as_configured() -> None:
     class Recorder:
         def __init__(self) -> None:
             self.calls: list[dict] = []
@@ -156,8 +156,11 @@ def test_loop_guard_reaches_the_decoder_only_when_asked() -> None:
             return [], None
 
     wave = (np.zeros(24000, dtype=np.float32), 16000)  # 1.5 s
+    default = Recorder()
+    asr.AsrJudge(default, asr.AsrJudgeConfig(), "m", {}).transcribe([wave])
+    assert default.calls[0]["no_repeat_ngram_size"] == 4 and "max_new_tokens" not in default.calls[0]
     plain = Recorder()
-    asr.AsrJudge(plain, asr.AsrJudgeConfig(), "m", {}).transcribe([wave])
+    asr.AsrJudge(plain, asr.AsrJudgeConfig(no_repeat_ngram_size=0), "m", {}).transcribe([wave])
     assert "no_repeat_ngram_size" not in plain.calls[0] and "max_new_tokens" not in plain.calls[0]
     guarded = Recorder()
     cfg = asr.AsrJudgeConfig(no_repeat_ngram_size=3, max_tokens_per_second=5.0)
@@ -165,3 +168,20 @@ def test_loop_guard_reaches_the_decoder_only_when_asked() -> None:
     assert judge.transcribe([wave]) == [""]
     assert guarded.calls[0]["no_repeat_ngram_size"] == 3 and guarded.calls[0]["max_new_tokens"] == 8  # ceil(1.5 * 5)
     assert judge.describe()["no_repeat_ngram_size"] == 3 and judge.describe()["max_tokens_per_second"] == 5.0
+
+
+def test_score_passes_its_loop_guard_to_the_judge(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tmt.evaluation.score.config import ScoreConfig
+    from tmt.evaluation.score.judges import Judges
+
+    seen: list[asr.AsrJudgeConfig] = []
+
+    def fake_load(config: asr.AsrJudgeConfig | None = None) -> tuple[None, str]:
+        assert config is not None
+        seen.append(config)
+        return None, "not loaded (test)"
+
+    monkeypatch.setattr(asr, "load_asr_judge", fake_load)
+    assert Judges(ScoreConfig()).asr() == (None, "not loaded (test)")
+    Judges(ScoreConfig(asr_no_repeat_ngram=0)).asr()
+    assert [c.no_repeat_ngram_size for c in seen] == [4, 0]

@@ -62,6 +62,8 @@ def cli() -> None:
 @click.option("--asr-model", type=click.Path(file_okay=False), default=None,
               help="CTranslate2 Whisper directory for the ASR judge (default: bundled tiny.en).")
 @click.option("--asr-prompt", default=None, help="Vocabulary prompt for the ASR judge (off by default, for fairness).")
+@click.option("--asr-no-repeat-ngram", type=click.IntRange(min=0), default=4, show_default=True,
+              help="The ASR judge never repeats a token n-gram of this size (stops Whisper's loops on babble; 0: off).")
 @click.option("--no-coco", is_flag=True, help="Skip METEOR/ROUGE-L/CIDEr (they start Java; slow on first use).")
 @click.option("--no-ceiling", is_flag=True, help="Do not score ground truth with the judges.")
 @click.option("--samples", default=5, help="Sample outputs per direction in report.md.")
@@ -87,6 +89,7 @@ def run(
     clip_dir: str | None,
     asr_model: str | None,
     asr_prompt: str | None,
+    asr_no_repeat_ngram: int,
     no_coco: bool,
     no_ceiling: bool,
     samples: int,
@@ -116,7 +119,7 @@ def run(
 
     cfg = ScoreConfig(
         manifest=manifest, ref_store=ref_store, vocoder=vocoder, clip=clip_dir, asr_model_dir=asr_model,
-        asr_prompt=asr_prompt, coco=not no_coco, ceiling=not no_ceiling, samples=samples, max_items=max_items,
+        asr_prompt=asr_prompt, asr_no_repeat_ngram=asr_no_repeat_ngram, coco=not no_coco, ceiling=not no_ceiling, samples=samples, max_items=max_items,
     )
     if model_dir is not None:
         from tmt.cli.score_model import ModelRunConfig, parse_score_directions, score_model

@@ -49,6 +49,8 @@ class ScoreConfig:
     """CTranslate2 Whisper directory for the ASR judge; default: the bundled tiny.en."""
     asr_prompt: str | None = None
     """Vocabulary prompt for the ASR judge (off by default for fairness)."""
+    asr_no_repeat_ngram: int = 4
+    """The ASR judge never repeats a token n-gram of this size (0: off; `AsrJudgeConfig.no_repeat_ngram_size`)."""
     coco: bool = True
     """Compute METEOR, ROUGE-L and CIDEr when pycocoevalcap and Java are present."""
     ceiling: bool = True

@@ -35,7 +35,8 @@ class Judges:
         if self._asr is None and self._asr_reason is None:
             from tmt.evaluation.asr import AsrJudgeConfig, load_asr_judge
 
-            judge, reason = load_asr_judge(AsrJudgeConfig(model_dir=self.cfg.asr_model_dir, prompt=self.cfg.asr_prompt))
+            judge, reason = load_asr_judge(AsrJudgeConfig(model_dir=self.cfg.asr_model_dir, prompt=self.cfg.asr_prompt,
+                                                          no_repeat_ngram_size=self.cfg.asr_no_repeat_ngram))
             self._asr, self._asr_reason = judge, (reason if judge is None else "")
         return self._asr, self._asr_reason or ""
 

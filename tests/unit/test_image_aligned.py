@@ -23,17 +23,19 @@ torch.set_num_threads(1)
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 230), "yellow": (230, 220, 40)}
 
 
-def tiny_card(quantizer: str = "fsq", **train: Any) -> dict[str, Any]:
+QUERIES = {"layout": "queries", "factor": 4, "num_queries": 6, "query_dim": 16, "query_layers": 1}
+"""The 1-D layout on the tiny card: a 4x4 feature map read by 6 learned queries."""
+
+
+def tiny_card(quantizer: str = "fsq", model: dict[str, Any] | None = None, **train: Any) -> dict[str, Any]:
     t = {"steps": 20, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "sample_every": 10, "checkpoint_every": 10,
          "usage_images": 16, "contrastive_weight": 0.5}
     t.update(train)
-    return {
-        "class": "image-aligned", "name": "tiny-aligned",
-        "model": {"image_size": 16, "factor": [4, 2], "channels": [8, 16], "num_res_blocks": 1, "code_dim": 8,
-                  "quantizer": quantizer, "fsq_levels": [5, 4, 4], "codebook_size": 32, "embed_dim": 16,
-                  "text_dim": 16, "max_caption_bytes": 24},
-        "train": t,
-    }
+    m = {"image_size": 16, "factor": [4, 2], "channels": [8, 16], "num_res_blocks": 1, "code_dim": 8,
+         "quantizer": quantizer, "fsq_levels": [5, 4, 4], "codebook_size": 32, "embed_dim": 16,
+         "text_dim": 16, "max_caption_bytes": 24}
+    m.update(model or {})
+    return {"class": "image-aligned", "name": "tiny-aligned", "model": m, "train": t}
 
 
 def make_data(n: int = 16, size: int = 16, seed: int = 0) -> tuple[np.ndarray, list[list[str]]]:
@@ -75,6 +77,28 @@ def test_encode_decode_shapes_and_round_trip(quantizer: str) -> None:
         tok.decode([np.full(32, tok.vocab_size, np.int64)])
 
 
+def test_queries_layout_shapes_round_trip_and_whole_image_tokens() -> None:
+    torch.manual_seed(0)
+    tok = AlignedImageTokenizer(tiny_card(model=QUERIES))
+    imgs, _ = make_data(5)
+    ids = tok.encode(list(imgs))
+    assert tok.tokens_per_image == 6 and tok.grid == (1, 6) and tok.vocab_size == 80
+    assert all(a.shape == (6,) for a in ids)
+    out = tok.decode_array(ids)
+    assert out.shape == (5, 16, 16, 3)
+    np.testing.assert_array_equal(np.stack(ids), np.stack(tok.encode(list(imgs))))
+    with pytest.raises(TokenizerError, match="exactly 6"):
+        tok.decode([np.zeros(32, np.int64)])
+    # a grid token sees only its neighbourhood; each 1-D token reads the whole image
+    for layout in (QUERIES, {}):
+        m = AlignedVQ(parse_card(tiny_card(model=layout)).model)
+        x = torch.randn(1, 3, 16, 16, requires_grad=True)
+        m._latents(x)[:, 0].sum().backward()  # the first token (grid: the top-left cell)
+        assert x.grad is not None
+        far = float(x.grad[..., 12:].abs().sum())  # the image's right quarter
+        assert (far > 0) == bool(layout), (layout, far)
+
+
 def test_card_limits_tokens_and_names_problems() -> None:
     card = tiny_card()
     card["model"]["factor"] = [2, 2]  # 8x8 = 64 tokens
@@ -86,15 +110,20 @@ def test_card_limits_tokens_and_names_problems() -> None:
         parse_card(card)
     with pytest.raises(TokenizerError, match=r"train\.augment is not supported"):
         parse_card(tiny_card(augment=True))
+    with pytest.raises(TokenizerError, match="max_tokens=32"):
+        parse_card(tiny_card(model=QUERIES | {"num_queries": 33}))
+    with pytest.raises(TokenizerError, match="query_dim divisible by 4"):
+        parse_card(tiny_card(model=QUERIES | {"query_dim": 18}))
 
 
-def test_contrastive_term_decreases_on_fixed_batch() -> None:
+@pytest.mark.parametrize("layout", ["grid", "queries"])
+def test_contrastive_term_decreases_on_fixed_batch(layout: str) -> None:
     torch.manual_seed(0)
-    model = AlignedVQ(parse_card(tiny_card()).model)
+    model = AlignedVQ(parse_card(tiny_card(model=QUERIES if layout == "queries" else {})).model)
     imgs, caps = make_data(8)
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     text = caption_bytes([c[0] for c in caps], 24)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3 if layout == "grid" else 1e-3)  # transformers: lower
     losses = []
     # the fitting loss: reconstruction spreads the codes, InfoNCE aligns them (after ~100 steps
     # at chance level while both sides start near-constant)
@@ -110,9 +139,22 @@ def test_contrastive_term_decreases_on_fixed_batch() -> None:
     assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
 
 
-def test_fit_resume_equals_continuing_and_fingerprint(tmp_path: Path) -> None:
+VARIANTS = {
+    "plain": {},
+    # the 1-D layout, a continuous warm-up that ends before the cut (step 10) and hard negatives
+    "queries-warmup-negatives": {"model": QUERIES, "warmup_continuous": 0.3, "hard_negatives": True},
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fit_resume_equals_continuing_and_fingerprint(tmp_path: Path, variant: str) -> None:
     imgs, caps = make_data(16)
-    full = fit_aligned_tokenizer(tiny_card(), imgs, caps, tmp_path / "full", progress=False)
+    opts = dict(VARIANTS[variant])
+
+    def card(**extra: Any) -> dict[str, Any]:
+        return tiny_card(**(opts | extra))
+
+    full = fit_aligned_tokenizer(card(), imgs, caps, tmp_path / "full", progress=False)
 
     class Stop(Exception):
         pass
@@ -122,21 +164,57 @@ def test_fit_resume_equals_continuing_and_fingerprint(tmp_path: Path) -> None:
             raise Stop
 
     with pytest.raises(Stop):
-        fit_aligned_tokenizer(tiny_card(), imgs, caps, tmp_path / "cut", progress=False, on_step=interrupt)
+        fit_aligned_tokenizer(card(), imgs, caps, tmp_path / "cut", progress=False, on_step=interrupt)
     assert (tmp_path / "cut" / "checkpoints" / "last.pt").is_file()
-    resumed = fit_aligned_tokenizer(tiny_card(), imgs, caps, tmp_path / "cut", progress=False)
+    resumed = fit_aligned_tokenizer(card(), imgs, caps, tmp_path / "cut", progress=False)
     assert resumed.stats["steps"] == full.stats["steps"] == 20
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.fingerprint == full.fingerprint
     info = json.loads((tmp_path / "full" / "tokenizer.json").read_text())
     assert info["class"] == "image-aligned" and info["fingerprint"] == full.fingerprint
-    assert info["tokens_per_image"] == 32 and 0 < info["stats"]["usage"]["entropy_bits"] <= np.log2(80)
+    assert info["tokens_per_image"] == (6 if opts else 32) and 0 <= info["stats"]["usage"]["entropy_bits"] <= np.log2(80)
+    assert opts or info["stats"]["usage"]["entropy_bits"] > 0  # 20 steps: the plain grid uses several codes
     loaded = load_tokenizer(tmp_path / "full")
     assert isinstance(loaded, AlignedImageTokenizer) and loaded.fingerprint == full.fingerprint
     np.testing.assert_array_equal(np.stack(loaded.encode(list(imgs))), np.stack(full.encode(list(imgs))))
     with pytest.raises(TokenizerError, match="different card"):
-        fit_aligned_tokenizer(tiny_card(lr=1e-3), imgs, caps, tmp_path / "full", progress=False)
+        fit_aligned_tokenizer(card(lr=1e-3), imgs, caps, tmp_path / "full", progress=False)
+
+
+def test_continuous_warmup_is_fsq_without_rounding() -> None:
+    torch.manual_seed(0)
+    model = AlignedVQ(parse_card(tiny_card()).model)
+    fsq = model.quantizer
+    fsq.project_out = torch.nn.Identity()  # compare the bounded latents themselves
+    seq = torch.randn(4, 32, 8) * 2
+    half_width = (fsq._levels // 2).float()
+    with torch.no_grad():
+        model.eval()
+        cont = model._continuous(seq)
+        quant, _, _ = model._quantize(seq)
+        model.train()  # in training: plus uniform noise of at most half a step
+        noisy = model._continuous(seq)
+    torch.testing.assert_close(torch.round(cont * half_width) / half_width, quant)
+    assert not torch.equal(cont, quant)  # but the decoder sees the unrounded values
+    assert float(((noisy - cont) * half_width).abs().max()) <= 0.5 and not torch.equal(noisy, cont)
+    fresh = AlignedVQ(parse_card(tiny_card()).model)
+    out = fresh(torch.zeros(2, 3, 16, 16), quantize=False)
+    assert out.recon.shape == (2, 3, 16, 16) and out.indices.abs().sum() == 0
+
+
+def test_word_swap_negatives_change_one_word_from_another_caption() -> None:
+    from tmt.models.aligned_vq import word_swap_negatives
+
+    caps = ["a small red circle on the left", "a large blue star on the right", "one green box"]
+    neg = word_swap_negatives(caps, torch.Generator().manual_seed(0))
+    for c, n in zip(caps[:2], neg[:2], strict=True):
+        diff = [(a, b) for a, b in zip(c.split(), n.split(), strict=True) if a != b]
+        assert len(diff) == 1  # one word replaced ...
+        other = caps[1] if c == caps[0] else caps[0]  # ... by the same-length caption's word at that place
+        assert diff[0][1] in other.split()
+    assert len(neg[2].split()) == 3 and neg[2] != caps[2]
+    assert word_swap_negatives(["same words", "same words"]) == ["same words", "same words"]  # nothing differs
 
 
 def test_fit_refuses_images_without_captions(tmp_path: Path) -> None:
@@ -171,10 +249,13 @@ def test_cli_fit_with_captions_and_encode(tmp_path: Path) -> None:
     assert load_tokenizer(out).fingerprint == res["fingerprint"]
 
 
-def test_shipped_card_is_32_tokens() -> None:
+@pytest.mark.parametrize("card", ["image-aligned-32tok.yaml", "image-aligned-1d-32tok.yaml"])
+def test_shipped_cards_are_32_tokens(card: str) -> None:
     from tmt.tokenizers.base import load_card
 
     root = Path(__file__).resolve().parents[2] / "tokenizers"
-    tok = AlignedImageTokenizer(load_card(root / "image-aligned-32tok.yaml"))
+    tok = AlignedImageTokenizer(load_card(root / card))
     assert (tok.tokens_per_image, tok.vocab_size, tok.image_size) == (32, 1000, (64, 64))
     assert not tok.acfg.train.augment  # flips would contradict the captions' left/right/above/below
+    ids = tok.encode([np.full((64, 64, 3), 110, np.uint8)])
+    assert ids[0].shape == (32,) and tok.decode_array(ids).shape == (1, 64, 64, 3)

@@ -35,12 +35,17 @@ WEIGHTS = "aligned.safetensors"
 @dataclass(kw_only=True)
 class AlignedTrainConfig(VQTrainConfig):
     """Fitting settings (the `train:` section): those of image-vq plus the alignment term.
-    (`warmup_continuous` and `gan_weight` of image-vq are not used by this family.)"""
+    (`gan_weight` and `augment` of image-vq are not used by this family; `warmup_continuous`
+    trains without rounding the latents first, for both quantizers.)"""
 
     contrastive_weight: float = 0.1
     """Weight of the image-caption InfoNCE term (0: a plain reconstruction tokenizer)."""
     contrastive_batch: int = 0
     """Images per step for the contrastive term (0: the same batch as reconstruction)."""
+    hard_negatives: bool = False
+    """Add one word-swapped copy of each caption as a wrong caption for every image of the batch
+    (`tmt.models.aligned_vq.word_swap_negatives`): the tokens must then tell captions apart that
+    differ in one detail, e.g. the shape."""
 
 
 @dataclass(kw_only=True)
@@ -80,11 +85,10 @@ def parse_card(card: dict[str, Any] | AlignedCard) -> AlignedCard:
     except Exception as e:
         raise TokenizerError(str(e)) from None
     t = parsed.train
-    unused = [k for k, on in (("augment", t.augment), ("gan_weight", t.gan_weight > 0),
-                              ("warmup_continuous", t.warmup_continuous > 0)) if on]
+    unused = [k for k, on in (("augment", t.augment), ("gan_weight", t.gan_weight > 0)) if on]
     if unused:
         raise TokenizerError(f"image-aligned card '{parsed.name}': train.{unused[0]} is not supported by this family "
-                             "(flips contradict the captions; no GAN or continuous warm-up); remove it from the card")
+                             "(flips contradict the captions; no GAN); remove it from the card")
     return parsed
 
 

@@ -27,7 +27,7 @@ from tmt.core.io import (
     make_dirs,
     save_torch,
 )
-from tmt.models.aligned_vq import AlignedVQ, caption_bytes
+from tmt.models.aligned_vq import PAD_BYTE, AlignedVQ, caption_bytes, word_swap_negatives
 from tmt.models.vq import codebook_usage, gradient_loss, reconstruction_loss
 from tmt.tokenizers.base import TokenizerError
 from tmt.tokenizers.image import ImageInput, to_tensor, to_uint8
@@ -120,6 +120,12 @@ def _resume(run: _Run, resume: bool) -> float:
     return float(state.get("elapsed", 0.0))
 
 
+def _hard_negatives(captions: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Byte ids of the word-swap negatives of a batch of caption byte ids."""
+    text = [bytes(int(b) for b in row if b != PAD_BYTE).decode("utf-8", "replace") for row in captions]
+    return caption_bytes(word_swap_negatives(text), max_len)
+
+
 def train_step(run: _Run) -> dict[str, float]:
     """One optimizer step -> metrics."""
     t, model = run.cfg.train, run.model
@@ -129,7 +135,7 @@ def train_step(run: _Run) -> dict[str, float]:
     lr = _lr_at(run.step, _progress(run.step, run.budget, t), t)
     for g in run.opt.param_groups:
         g["lr"] = lr
-    o = model(x)
+    o = model(x, quantize=_progress(run.step, run.budget, t) >= t.warmup_continuous)
     rec = reconstruction_loss(o.recon, x, t.recon_loss, _pixel_weights(x, t))
     loss = rec + o.commitment_loss
     if t.edge_weight > 0:
@@ -138,7 +144,8 @@ def train_step(run: _Run) -> dict[str, float]:
     if t.contrastive_weight > 0 and len(idx) > 1:
         m = len(idx) if t.contrastive_batch <= 0 else min(len(idx), t.contrastive_batch)
         pick = run.cap_start[idx[:m]] + (torch.rand(m) * run.cap_count[idx[:m]]).long()
-        nce = model.contrastive_loss(o.image_embedding[:m], run.captions[pick])
+        negatives = _hard_negatives(run.captions[pick], run.cfg.model.max_caption_bytes) if t.hard_negatives else None
+        nce = model.contrastive_loss(o.image_embedding[:m], run.captions[pick], negatives)
         loss = loss + t.contrastive_weight * nce
     run.opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -141,8 +141,10 @@ def test_contrastive_term_decreases_on_fixed_batch(layout: str) -> None:
 
 VARIANTS = {
     "plain": {},
-    # the 1-D layout, a continuous warm-up that ends before the cut (step 10) and hard negatives
-    "queries-warmup-negatives": {"model": QUERIES, "warmup_continuous": 0.3, "hard_negatives": True},
+    # the 1-D layout, a continuous warm-up that ends before the cut (step 10), hard negatives and the
+    # patch-GAN from step 5 (its discriminator must resume too)
+    "queries-warmup-negatives-gan": {"model": QUERIES, "warmup_continuous": 0.3, "hard_negatives": True,
+                                     "gan_weight": 0.1, "gan_start": 5},
 }
 
 

@@ -35,8 +35,9 @@ WEIGHTS = "aligned.safetensors"
 @dataclass(kw_only=True)
 class AlignedTrainConfig(VQTrainConfig):
     """Fitting settings (the `train:` section): those of image-vq plus the alignment term.
-    (`gan_weight` and `augment` of image-vq are not used by this family; `warmup_continuous`
-    trains without rounding the latents first, for both quantizers.)"""
+    (`augment` of image-vq is not used by this family: flips contradict the captions;
+    `warmup_continuous` trains without rounding the latents first, for both quantizers; `gan_weight`
+    adds image-vq's patch-GAN term.)"""
 
     contrastive_weight: float = 0.1
     """Weight of the image-caption InfoNCE term (0: a plain reconstruction tokenizer)."""
@@ -85,10 +86,9 @@ def parse_card(card: dict[str, Any] | AlignedCard) -> AlignedCard:
     except Exception as e:
         raise TokenizerError(str(e)) from None
     t = parsed.train
-    unused = [k for k, on in (("augment", t.augment), ("gan_weight", t.gan_weight > 0)) if on]
-    if unused:
-        raise TokenizerError(f"image-aligned card '{parsed.name}': train.{unused[0]} is not supported by this family "
-                             "(flips contradict the captions; no GAN); remove it from the card")
+    if t.augment:
+        raise TokenizerError(f"image-aligned card '{parsed.name}': train.augment is not supported by this family "
+                             "(flips contradict the captions); remove it from the card")
     return parsed
 
 

@@ -34,6 +34,7 @@ from tmt.tokenizers.image import ImageInput, to_tensor, to_uint8
 from tmt.tokenizers.image_aligned import AlignedCard, AlignedImageTokenizer, card_dict, parse_card
 from tmt.tokenizers.image_fit import (
     CHECKPOINT,
+    PatchGan,
     _lr_at,
     _pixel_weights,
     _progress,
@@ -75,15 +76,17 @@ class _Run:
     """(N,) first caption row of each image."""
     cap_count: torch.Tensor
     """(N,) number of captions of each image."""
+    gan: PatchGan | None = None
+    """The patch-GAN term (gan_weight > 0)."""
     step: int = 0
     """Optimizer steps done (including those of a resumed run)."""
     budget: TimeBudget = field(default_factory=lambda: TimeBudget(None))
     """The time budget (`train.max_minutes`)."""
 
     def checkpoint(self) -> None:
-        save_torch(self.out / CHECKPOINT, {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                                           "step": self.step, "rng": torch.get_rng_state(),
-                                           "elapsed": self.budget.spent()})
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                 "rng": torch.get_rng_state(), "elapsed": self.budget.spent()}
+        save_torch(self.out / CHECKPOINT, state | (self.gan.state() if self.gan is not None else {}))
 
     def sample(self, tag: str) -> None:
         fixed = self.pixels[:8].numpy()
@@ -115,6 +118,8 @@ def _resume(run: _Run, resume: bool) -> float:
         return 0.0
     run.model.load_state_dict(state["model"])
     run.opt.load_state_dict(state["opt"])
+    if run.gan is not None:
+        run.gan.load(state)
     torch.set_rng_state(state["rng"])
     run.step = int(state["step"])
     return float(state.get("elapsed", 0.0))
@@ -147,11 +152,16 @@ def train_step(run: _Run) -> dict[str, float]:
         negatives = _hard_negatives(run.captions[pick], run.cfg.model.max_caption_bytes) if t.hard_negatives else None
         nce = model.contrastive_loss(o.image_embedding[:m], run.captions[pick], negatives)
         loss = loss + t.contrastive_weight * nce
+    gan = run.gan if run.gan is not None and run.step >= run.gan.start else None
+    if gan is not None:
+        loss = loss + gan.generator_loss(o.recon)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     if t.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
     run.opt.step()
+    if gan is not None:
+        gan.update(x, o.recon)
     run.step += 1
     return {"loss": float(loss.detach()), "recon": float(rec.detach()), "nce": float(nce.detach()),
             "commit": float(o.commitment_loss.detach()), "lr": lr}
@@ -217,7 +227,7 @@ def fit_aligned_tokenizer(card: dict[str, Any] | AlignedCard, images: Sequence[I
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(0.9, 0.99))
     run = _Run(cfg=cfg, out=out, model=model, opt=opt, pixels=torch.from_numpy(data), captions=caps,
-               cap_start=starts, cap_count=counts)
+               cap_start=starts, cap_count=counts, gan=PatchGan.create(t, cfg.model.in_channels))
     run.budget = TimeBudget(t.max_minutes, _resume(run, resume))
     metrics = _train(run, progress, on_step)
     if run.step < t.steps:

@@ -119,7 +119,8 @@ def run(
 
     cfg = ScoreConfig(
         manifest=manifest, ref_store=ref_store, vocoder=vocoder, clip=clip_dir, asr_model_dir=asr_model,
-        asr_prompt=asr_prompt, asr_no_repeat_ngram=asr_no_repeat_ngram, coco=not no_coco, ceiling=not no_ceiling, samples=samples, max_items=max_items,
+        asr_prompt=asr_prompt, asr_no_repeat_ngram=asr_no_repeat_ngram, coco=not no_coco, ceiling=not no_ceiling,
+        samples=samples, max_items=max_items,
     )
     if model_dir is not None:
         from tmt.cli.score_model import ModelRunConfig, parse_score_directions, score_model

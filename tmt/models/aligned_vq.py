@@ -274,8 +274,8 @@ class AlignedVQ(nn.Module):
         return q.transpose(1, 2).reshape(q.shape[0], -1, h, w)
 
     def forward(self, x: Tensor, quantize: bool = True) -> AlignedOutput:
-        """Training forward; `quantize=False` is the continuous warm-up (`train.warmup_continuous`):
-        no rounding, so every latent reaches the decoder from the first step (ids are then zeros)."""
+        """Training forward; `quantize=False` is the warm-up (`train.warmup_continuous`): no rounding
+        (`_continuous`), so every latent reaches the decoder from the first step (ids are then zeros)."""
         seq = self._latents(x)
         if quantize:
             q, ids, commit = self._quantize(seq)

@@ -118,9 +118,8 @@ def run(
     from tmt.evaluation.score import ScoreConfig, default_out_dir, score_runs
 
     cfg = ScoreConfig(
-        manifest=manifest, ref_store=ref_store, vocoder=vocoder, clip=clip_dir, asr_model_dir=asr_model,
-        asr_prompt=asr_prompt, asr_no_repeat_ngram=asr_no_repeat_ngram, coco=not no_coco, ceiling=not no_ceiling,
-        samples=samples, max_items=max_items,
+        manifest=manifest, ref_store=ref_store, vocoder=vocoder, clip=clip_dir, asr_model_dir=asr_model, samples=samples,
+        asr_prompt=asr_prompt, asr_no_repeat_ngram=asr_no_repeat_ngram, coco=not no_coco, ceiling=not no_ceiling, max_items=max_items,
     )
     if model_dir is not None:
         from tmt.cli.score_model import ModelRunConfig, parse_score_directions, score_model

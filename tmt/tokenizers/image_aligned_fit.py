@@ -137,10 +137,11 @@ def train_step(run: _Run) -> dict[str, float]:
     n = len(run.pixels)
     idx = torch.randperm(n)[: min(t.batch_size, n)]
     x = run.pixels[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-    lr = _lr_at(run.step, _progress(run.step, run.budget, t), t)
+    progress = _progress(run.step, run.budget, t)
+    lr = _lr_at(run.step, progress, t)
     for g in run.opt.param_groups:
         g["lr"] = lr
-    o = model(x, quantize=_progress(run.step, run.budget, t) >= t.warmup_continuous)
+    o = model(x, quantize=progress >= t.warmup_continuous)
     rec = reconstruction_loss(o.recon, x, t.recon_loss, _pixel_weights(x, t))
     loss = rec + o.commitment_loss
     if t.edge_weight > 0:
@@ -152,7 +153,7 @@ def train_step(run: _Run) -> dict[str, float]:
         negatives = _hard_negatives(run.captions[pick], run.cfg.model.max_caption_bytes) if t.hard_negatives else None
         nce = model.contrastive_loss(o.image_embedding[:m], run.captions[pick], negatives)
         loss = loss + t.contrastive_weight * nce
-    gan = run.gan if run.gan is not None and run.step >= run.gan.start else None
+    gan = PatchGan.at(run.gan, run.step)
     if gan is not None:
         loss = loss + gan.generator_loss(o.recon)
     run.opt.zero_grad(set_to_none=True)

@@ -152,6 +152,11 @@ class PatchGan:
         disc = PatchDiscriminator(in_channels)
         return cls(disc, torch.optim.Adam(disc.parameters(), lr=t.lr, betas=(0.5, 0.9)), t.gan_weight, t.gan_start)
 
+    @staticmethod
+    def at(gan: PatchGan | None, step: int) -> PatchGan | None:
+        """`gan` when its term is on at `step`, else None."""
+        return gan if gan is not None and step >= gan.start else None
+
     def generator_loss(self, recon: torch.Tensor) -> torch.Tensor:
         """The weighted generator term for the autoencoder's loss."""
         return -self.weight * self.disc(recon).mean()
@@ -287,7 +292,7 @@ def _train_step(run: _Run, pixels: torch.Tensor) -> dict[str, float]:
     loss = rec + o.commitment_loss
     if t.edge_weight > 0:
         loss = loss + t.edge_weight * gradient_loss(o.recon, x)
-    gan = run.gan if run.gan is not None and step >= run.gan.start else None
+    gan = PatchGan.at(run.gan, step)
     if gan is not None:
         loss = loss + gan.generator_loss(o.recon)
     run.opt.zero_grad(set_to_none=True)

@@ -99,7 +99,7 @@ def friendliness(cfg: FriendlinessConfig, name: str, image_tok: Path, text_tok: 
     _once(w, "train", ["train", "-o", str(model), "--preset", cfg.preset, "--vocab", str(vocab),
                                "--store", str(stores["train"]), "--valid-store", str(stores["valid"]),
                                "--directions", "t2i", "--max-steps", str(cfg.steps), "--seed", str(cfg.seed),
-                               "--device", "cpu", "--set", f"num_threads={t}", "--set", "max_minutes=100000",
+                               "--device", "cpu", "--set", f"train.threads={t}", "--set", "train.max_minutes=100000",
                                "--set", "optim.schedule=inverse_sqrt", "--resume"], t)
     out: dict[str, Any] = {"steps": cfg.steps, "preset": cfg.preset, "valid_ce": _last_valid_ce(model)}
     for s in ("test", "test_novel"):

@@ -145,7 +145,7 @@ def build_tiny_pipeline(root: Path) -> TinyPipeline:
     with stage("train"):
         r = invoke("train", "-o", exp, "--preset", "tiny", "--vocab", vocab, "--store", stores["train"],
                    "--valid-store", stores["valid"], "--max-steps", TRAIN_STEPS, "--device", "cpu",
-                   "--set", "num_threads=1", "--set", "plot=false",
+                   "--set", "train.threads=1", "--set", "plot=false",
                    "--set", f"valid_every={TRAIN_STEPS}", "--set", f"save_every={TRAIN_STEPS}")
     train_result = last_json(r.stdout)
     vocoder = root / "vocoder"

@@ -413,7 +413,7 @@ for _kind, _edit in (("array", None), ("no-vocab-size", "vocab_size"), ("binary"
 # ----------------------------------------------------------------------------- train
 def train(pipe: TinyPipeline, out: Path, *, vocab: Path | None = None, store: Path | None = None, extra: tuple[Any, ...] = ()) -> list[Any]:
     return ["train", "-o", out, "--preset", "tiny", "--vocab", vocab or pipe.vocab, "--store", store or pipe.stores["train"],
-            "--max-steps", 2, "--device", "cpu", "--set", "num_threads=1", "--set", "plot=false", *extra]
+            "--max-steps", 2, "--device", "cpu", "--set", "train.threads=1", "--set", "plot=false", *extra]
 
 
 @case("train", "o-under-a-file")

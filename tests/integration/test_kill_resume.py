@@ -165,7 +165,7 @@ TRAIN_STEPS = 24
 
 def _train_args(p: Any, exp: Path) -> list[object]:
     return ["train", "-o", exp, "--preset", "tiny", "--vocab", p.vocab, "--store", p.stores["train"],
-            "--max-steps", TRAIN_STEPS, "--device", "cpu", "--set", "num_threads=1", "--set", "plot=false",
+            "--max-steps", TRAIN_STEPS, "--device", "cpu", "--set", "train.threads=1", "--set", "plot=false",
             "--set", "valid_every=1000", "--set", "save_every=4", "--set", "log_every=1"]
 
 

@@ -37,7 +37,7 @@ def test_two_processes_stay_in_sync(tmp_path: Path) -> None:
     common = ["--preset", "tiny", "--vocab", str(tmp_path / "vocab.json"), "--store", str(tmp_path / "store"),
               "--valid-store", str(tmp_path / "store"), "-o", str(tmp_path / "exp"), "--max-steps", "4",
               "--set", "save_every=2", "--set", "valid_every=2", "--set", "data.max_tokens=200",
-              "--set", "model.dropout_p=0.1", "--set", "plot=false", "--set", "num_threads=1"]
+              "--set", "model.dropout_p=0.1", "--set", "plot=false", "--set", "train.threads=1"]
     # one launch only (each process pays ~10 s of imports); resume itself is tested in tests/unit
     r = _torchrun(common, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -103,3 +103,28 @@ def test_one_spelling_and_meaning_in_every_loop(loop: str, monkeypatch: pytest.M
     assert _dumped_budget(loop, "max_minutes=8") == (0, 8.0, "")
     # given both ways, the new spelling wins
     assert _dumped_budget(loop, "max_minutes=7", "train.max_minutes=3")[:2] == (0, 3.0)
+
+
+def _dumped(args: list[str]) -> tuple[int, dict, str]:
+    import yaml
+    from click.testing import CliRunner
+
+    from tmt.cli import cli
+
+    r = CliRunner().invoke(cli, args)
+    return r.exit_code, (yaml.safe_load(r.stdout) if r.exit_code == 0 else {}), r.stderr if r.exit_code == 0 else r.output
+
+
+def test_threads_have_the_vocoders_spelling_in_the_translator(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tmt.config
+
+    monkeypatch.setattr(tmt.config, "_warned_spellings", set())
+    code, cfg, err = _dumped([*_COMMANDS["translator"], "--set", "train.threads=3"])
+    assert (code, cfg["num_threads"], err) == (0, 3, "")
+    code, cfg, _ = _dumped([*_COMMANDS["vocoder"], "--set", "train.threads=3"])
+    assert (code, cfg["train"]["threads"]) == (0, 3)
+    # the old spelling still works, with a warning naming the new one; the new one wins over it
+    code, cfg, err = _dumped([*_COMMANDS["translator"], "--set", "num_threads=2"])
+    assert (code, cfg["num_threads"]) == (0, 2) and "spell it 'train.threads'" in err
+    code, cfg, _ = _dumped([*_COMMANDS["translator"], "--set", "num_threads=2", "--set", "train.threads=4"])
+    assert (code, cfg["num_threads"]) == (0, 4)

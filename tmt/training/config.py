@@ -137,9 +137,13 @@ class TrainConfig:
                 raise TmtError(f"{n} must be >= 1")
 
 
-SPELLINGS = (Spelling(key=MAX_MINUTES_KEY, field="max_minutes", old="max_minutes"),)
-"""`--set train.max_minutes` (the spelling every training loop shares) sets the top-level field;
-`--set max_minutes` still works, with a deprecation warning."""
+SPELLINGS = (
+    Spelling(key=MAX_MINUTES_KEY, field="max_minutes", old="max_minutes"),
+    Spelling(key="train.threads", field="num_threads", old="num_threads"),
+)
+"""`--set train.max_minutes` and `--set train.threads` (the spellings the vocoder's loop uses too)
+set the top-level fields; `--set max_minutes` and `--set num_threads` still work, with a
+deprecation warning."""
 
 
 def train_preset(name: str) -> TrainConfig:

@@ -67,21 +67,25 @@ _COMMANDS = {
 }
 
 
-def _dumped_budget(loop: str, *sets: str) -> tuple[int, object, str]:
-    """-> (exit code, the resolved max_minutes, stderr) of `--dump-config` with `--set` items."""
+def _dumped(args: list[str]) -> tuple[int, dict, str]:
+    """-> (exit code, the dumped config, stderr; or the output when it failed) of a `--dump-config` command."""
     import yaml
     from click.testing import CliRunner
 
     from tmt.cli import cli
 
-    args = [*_COMMANDS[loop]]
-    for item in sets:
-        args += ["--set", item]
     r = CliRunner().invoke(cli, args)
     if r.exit_code != 0:
-        return r.exit_code, None, r.output
-    cfg = yaml.safe_load(r.stdout)
-    return 0, (cfg if loop == "translator" else cfg["train"])["max_minutes"], r.stderr
+        return r.exit_code, {}, r.output
+    return 0, yaml.safe_load(r.stdout), r.stderr
+
+
+def _dumped_budget(loop: str, *sets: str) -> tuple[int, object, str]:
+    """-> (exit code, the resolved max_minutes, stderr) of `--dump-config` with `--set` items."""
+    code, cfg, text = _dumped([*_COMMANDS[loop], *(a for item in sets for a in ("--set", item))])
+    if code != 0:
+        return code, None, text
+    return 0, (cfg if loop == "translator" else cfg["train"])["max_minutes"], text
 
 
 @pytest.mark.parametrize("loop", list(_COMMANDS))
@@ -103,16 +107,6 @@ def test_one_spelling_and_meaning_in_every_loop(loop: str, monkeypatch: pytest.M
     assert _dumped_budget(loop, "max_minutes=8") == (0, 8.0, "")
     # given both ways, the new spelling wins
     assert _dumped_budget(loop, "max_minutes=7", "train.max_minutes=3")[:2] == (0, 3.0)
-
-
-def _dumped(args: list[str]) -> tuple[int, dict, str]:
-    import yaml
-    from click.testing import CliRunner
-
-    from tmt.cli import cli
-
-    r = CliRunner().invoke(cli, args)
-    return r.exit_code, (yaml.safe_load(r.stdout) if r.exit_code == 0 else {}), r.stderr if r.exit_code == 0 else r.output
 
 
 def test_threads_have_the_vocoders_spelling_in_the_translator(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,8 @@ speech and image) and AdamW.
   per target modality, logits at every (padded) position.
 - (b) "paper text": six independent passes, softmax over the full joint vocabulary (--reference-b).
 - levers, one at a time against the baseline: AdamW foreach / fused, 1 thread, the SDPA math
-  backend, torch.compile (--compile).
+  backend, bf16 autocast (on the tuned defaults; its MFU is still counted against the fp32 peak),
+  torch.compile (--compile).
 
 The variants are timed interleaved (A B C A B C ..., fixed step counts) so that on a shared
 machine they see the same load; the load average is printed. Reported per size: target tokens/s
@@ -132,6 +133,9 @@ class Variant:
     """torch.set_num_threads before each step."""
     sdpa: str = "default"
     """default (torch picks: the flash kernel on CPU where it applies) | math."""
+    dtype: str = "float32"
+    """float32 | bfloat16 (CPU autocast, what `--set dtype=bfloat16` runs; fast where the CPU has
+    AMX or AVX512-BF16 matmul units, slow where bf16 is emulated)."""
     compile: bool = False
     """torch.compile the encoder and decoder (dynamic shapes). Not a TrainConfig switch: on the
     2-core machine, compiling even the tiny model's first step did not finish in 500 s."""
@@ -157,7 +161,8 @@ def make_step(v: Variant, cfg: TmtModelConfig, vocab: JointVocab, batch: RowBatc
     def step() -> None:
         torch.set_num_threads(v.threads)
         with sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext():
-            loss, _ = module(batch, 0.1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=v.dtype == "bfloat16"):
+                loss, _ = module(batch, 0.1)
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -203,6 +208,7 @@ def run_size(size: str, vocab: JointVocab, args: argparse.Namespace, peak: float
             "lever: AdamW foreach": Variant(adamw="foreach", threads=th),
             "lever: 1 thread": Variant(threads=1),
             "lever: SDPA math backend": Variant(sdpa="math", threads=th),
+            "lever: bf16 autocast": replace(tuned(th), dtype="bfloat16"),
         }
         if args.compile:
             variants["lever: torch.compile"] = Variant(compile=True, threads=th)

@@ -3,13 +3,19 @@
 For each config (`demo`, `paper`, `unit-mel`, `unit-world`) the same utterances (random units,
 durations 1..6 frames, fixed seed) are synthesised batched (one padded batch)
 and one by one; the table gives both real-time factors, their ratio, and whether batched
-synthesis meets issue 19's target (>= 50x real time on one core). Weights
-are untrained: speed does not depend on them (durations are given, so the
-untrained duration predictor does not change the audio length).
+synthesis meets issue 19's target (>= 50x real time on one core). Preset weights
+are untrained: durations are given, so the audio length does not depend on them, and
+for `hifigan` and `unit-mel` neither does the time. `unit-world`'s does: WORLD spends
+one pulse per F0 period in voiced frames and 500 pulses a second in unvoiced ones, and
+an untrained network votes unvoiced for about half the frames (real speech: ~28%). So
+`--vocoder DIR --store S` also times trained vocoders on a store's real units and durations
+(the first utterances of S), the numbers a user gets.
 
     .venv/bin/python benchmarks/vocoder.py            # 16 utterances of ~3 s
     .venv/bin/python benchmarks/vocoder.py --quick    # 4 utterances of ~1.5 s
     .venv/bin/python benchmarks/vocoder.py --configs unit-world --set world.synthesis_fft=512
+    .venv/bin/python benchmarks/vocoder.py --configs unit-world --vocoder exp/vocoder-world \
+        --store data/store/valid             # + a trained vocoder on real units
 
 Writes benchmarks/results/vocoder.json.
 """
@@ -27,7 +33,7 @@ import torch
 
 from tmt.cli._common import format_table
 from tmt.core.audio import SAMPLE_RATE
-from tmt.vocoder import UnitVocoder, build_model, resolve_config
+from tmt.vocoder import UnitVocoder, build_model, load_vocoder, resolve_config
 from tmt.vocoder.testing import random_units
 
 TARGET_RTF = 50.0
@@ -43,6 +49,32 @@ def _time(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     return best
 
 
+def _inputs(store: str | None, n_utts: int, n_units: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(units, durations) of the first `n_utts` utterances of `store`, else random ones."""
+    if store is None:
+        rng = np.random.default_rng(0)
+        pairs = [random_units(rng, 200, int(rng.integers(n_units // 2, n_units + 1))) for _ in range(n_utts)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    from tmt.store.token_store import TokenStore
+
+    ts = TokenStore(store)
+    take = [i for i in range(len(ts)) if len(ts.tokens(i, "speech"))][:n_utts]
+    return [np.asarray(ts.tokens(i, "speech")) for i in take], [np.asarray(ts.tokens(i, "durations")) for i in take]
+
+
+def _vocoder(name: str, overrides: list[str], *, trained: bool) -> UnitVocoder:
+    """A preset with untrained weights, or a trained vocoder directory with the synthesis overrides applied."""
+    if not trained:
+        cfg = resolve_config(name, None, overrides)
+        return UnitVocoder(build_model(cfg), cfg)
+    voc = load_vocoder(name)
+    if not overrides:
+        return voc
+    from tmt.config import merge, parse_overrides
+
+    return UnitVocoder(voc.model, merge(voc.cfg, parse_overrides(tuple(overrides))), voc.info)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small run (4 short utterances, 1 repeat)")
@@ -50,26 +82,29 @@ def main() -> None:
     ap.add_argument("--configs", default="demo,paper,unit-mel,unit-world")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value of every config, e.g. world.synthesis_fft=512")
+    ap.add_argument("--vocoder", action="append", default=[], metavar="DIR",
+                    help="also time this trained vocoder directory (repeatable; needs --store)")
+    ap.add_argument("--store", help="token store with speech + durations: its first utterances are the input "
+                                    "of every row (default: random units)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "vocoder.json"))
     args = ap.parse_args()
+    if args.vocoder and not args.store:
+        ap.error("--vocoder needs --store (a trained vocoder is timed on real units)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n_utts, n_units, repeats = (4, 40, 1) if args.quick else (16, 80, 2)
-    rng = np.random.default_rng(0)
-    pairs = [random_units(rng, 200, int(rng.integers(n_units // 2, n_units + 1))) for _ in range(n_utts)]
-    units = [p[0] for p in pairs]
-    durs = [p[1] for p in pairs]
+    units, durs = _inputs(args.store, n_utts, n_units)
     audio_s = sum(int(d.sum()) for d in durs) * 320 / SAMPLE_RATE
     rows, results = [], []
-    for name in args.configs.split(","):
-        cfg = resolve_config(name, None, args.overrides)
-        voc = UnitVocoder(build_model(cfg), cfg)
+    for name in args.configs.split(",") + args.vocoder:
+        voc = _vocoder(name, args.overrides, trained=name in args.vocoder)
+        cfg = voc.cfg
         voc.synthesize(units[:1], durs[:1])  # warm-up
         t_batch = _time(lambda: voc.synthesize(units, durs, max_frames_per_batch=10**9), repeats)  # noqa: B023
         t_single = _time(lambda: [voc.synthesize([u], [d]) for u, d in zip(units, durs, strict=True)], repeats)  # noqa: B023
         params = sum(p.numel() for p in voc.model.parameters())
         r = {
-            "config": name, "arch": cfg.arch, "parameters": params, "utterances": n_utts, "audio_seconds": round(audio_s, 2),
+            "config": name, "arch": cfg.arch, "trained": name in args.vocoder, "input": args.store or "random units", "parameters": params, "utterances": n_utts, "audio_seconds": round(audio_s, 2),
             "rtf_batched": audio_s / t_batch, "rtf_one_by_one": audio_s / t_single, "batched_speedup": t_single / t_batch,
         }
         results.append(r)
@@ -78,7 +113,7 @@ def main() -> None:
                      "yes" if r["meets_50x"] else "no"])
         print(f"{name}: done", flush=True)
     print(f"\nsynthesis real-time factor (audio s / wall s, higher is faster), {args.threads} threads, "
-          f"{n_utts} utterances, {audio_s:.1f} s of audio")
+          f"{len(units)} utterances ({args.store or 'random units'}), {audio_s:.1f} s of audio")
     print(format_table(rows, ["config", "params", "rtf batched", "rtf one-by-one", "batched / one-by-one",
                               f">= {TARGET_RTF:.0f}x"]))
     out = Path(args.out)

@@ -261,3 +261,20 @@ def test_shipped_cards_are_32_tokens(card: str) -> None:
     assert not tok.acfg.train.augment  # flips would contradict the captions' left/right/above/below
     ids = tok.encode([np.full((64, 64, 3), 110, np.uint8)])
     assert ids[0].shape == (32,) and tok.decode_array(ids).shape == (1, 64, 64, 3)
+
+
+def test_bfloat16_fit_autocasts_the_forward_and_keeps_float32_weights(tmp_path: Path) -> None:
+    imgs, caps = make_data(16)
+    card = parse_card(tiny_card(dtype="bfloat16"))
+    model = AlignedVQ(card.model)
+    x = torch.from_numpy(imgs[:4]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    with card.train.autocast():
+        assert model(x).recon.dtype == torch.bfloat16
+    assert model(x).recon.dtype == torch.float32  # outside the context: the card's float32 path
+    bf = fit_aligned_tokenizer(tiny_card(dtype="bfloat16", steps=6), imgs, caps, tmp_path / "bf", progress=False)
+    fp = fit_aligned_tokenizer(tiny_card(steps=6), imgs, caps, tmp_path / "fp", progress=False)
+    a, b = bf.model.state_dict(), fp.model.state_dict()
+    assert all(v.dtype != torch.bfloat16 for v in a.values())
+    assert all(torch.isfinite(v.float()).all() for v in a.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # the dtype reached the fit
+    assert bf.stats["steps"] == 6 and np.isfinite(bf.stats["final_recon_loss"])

@@ -141,28 +141,31 @@ def train_step(run: _Run) -> dict[str, float]:
     lr = _lr_at(run.step, progress, t)
     for g in run.opt.param_groups:
         g["lr"] = lr
-    o = model(x, quantize=progress >= t.warmup_continuous)
-    rec = reconstruction_loss(o.recon, x, t.recon_loss, _pixel_weights(x, t))
-    loss = rec + o.commitment_loss
+    with t.autocast():
+        o = model(x, quantize=progress >= t.warmup_continuous)
+    recon = o.recon.float()
+    rec = reconstruction_loss(recon, x, t.recon_loss, _pixel_weights(x, t))
+    loss = rec + o.commitment_loss.float()
     if t.edge_weight > 0:
-        loss = loss + t.edge_weight * gradient_loss(o.recon, x)
+        loss = loss + t.edge_weight * gradient_loss(recon, x)
     nce = torch.zeros(())
     if t.contrastive_weight > 0 and len(idx) > 1:
         m = len(idx) if t.contrastive_batch <= 0 else min(len(idx), t.contrastive_batch)
         pick = run.cap_start[idx[:m]] + (torch.rand(m) * run.cap_count[idx[:m]]).long()
         negatives = _hard_negatives(run.captions[pick], run.cfg.model.max_caption_bytes) if t.hard_negatives else None
-        nce = model.contrastive_loss(o.image_embedding[:m], run.captions[pick], negatives)
+        with t.autocast():
+            nce = model.contrastive_loss(o.image_embedding[:m], run.captions[pick], negatives).float()
         loss = loss + t.contrastive_weight * nce
     gan = PatchGan.at(run.gan, run.step)
     if gan is not None:
-        loss = loss + gan.generator_loss(o.recon)
+        loss = loss + gan.generator_loss(recon)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     if t.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
     run.opt.step()
     if gan is not None:
-        gan.update(x, o.recon)
+        gan.update(x, recon)
     run.step += 1
     return {"loss": float(loss.detach()), "recon": float(rec.detach()), "nce": float(nce.detach()),
             "commit": float(o.commitment_loss.detach()), "lr": lr}

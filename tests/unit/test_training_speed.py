@@ -137,7 +137,7 @@ def test_benchmark_tiny_run(tmp_path) -> None:
     assert training.main(["--sizes", "tiny", "--steps", "1", "--rounds", "1", "--threads", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     res = data["sizes"]["tiny"]["results"]
-    assert "baseline: ours, today's path" in res and "lever: AdamW foreach" in res
+    assert "baseline: ours, today's path" in res and "lever: AdamW foreach" in res and "lever: bf16 autocast" in res
     assert all(r["tokens_per_s"] > 0 and r["flops"] > 0 for r in res.values())
     assert set(data["goals"]["tiny"]) >= {"speedup_vs_a", "tuned_vs_baseline"}
     assert replace(get_preset("tiny")).model_dim == data["sizes"]["tiny"]["model"]["model_dim"]

@@ -52,8 +52,9 @@ class AlignedTrainConfig(VQTrainConfig):
     differ in one detail, e.g. the shape."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Autocast dtype of the forward pass (FSQ rounding and the pixel losses stay float32).
-    `bfloat16` pays where the CPU has bf16 matrix units (AMX, AVX512-BF16): 1.3x the steps per second
-    on such a 2-core machine (docs/results.md, session 11); elsewhere bf16 is emulated and slower."""
+    `bfloat16` pays where the CPU has bf16 matrix units (AMX, AVX512-BF16): on such a 2-core machine
+    a bare step is 1.29x faster and a 20-minute fit makes 1.16x the steps (docs/results.md, session
+    11); elsewhere bf16 is emulated and slower."""
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The forward pass's autocast context (`dtype`)."""

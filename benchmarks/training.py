@@ -49,7 +49,7 @@ from tmt.models.config import TmtModelConfig, get_preset
 from tmt.models.tmt import TmtModel, create_model
 from tmt.store.pipeline import RowBatch, decoder_io
 from tmt.training.config import OptimConfig, TrainConfig
-from tmt.training.steps import SixWayStep, make_optimizer
+from tmt.training.steps import SixWayStep, autocast, make_optimizer
 from tmt.vocab import PAD, PAPER_SIZES, JointVocab
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -157,11 +157,12 @@ def make_step(v: Variant, cfg: TmtModelConfig, vocab: JointVocab, batch: RowBatc
     module.train()
     opt = make_optimizer(module, TrainConfig(optim=OptimConfig(adamw_impl=v.adamw, weight_decay=0.01)))
     backend = SDPBackend.MATH if v.sdpa == "math" else None
+    cast = TrainConfig(dtype="bfloat16" if v.dtype == "bfloat16" else "float32")  # what `tmt train` autocasts
 
     def step() -> None:
         torch.set_num_threads(v.threads)
         with sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=v.dtype == "bfloat16"):
+            with autocast(cast, torch.device("cpu")):
                 loss, _ = module(batch, 0.1)
             loss.backward()
         opt.step()

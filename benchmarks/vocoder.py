@@ -58,8 +58,8 @@ def _inputs(store: str | None, n_utts: int, n_units: int) -> tuple[list[np.ndarr
     from tmt.store.token_store import TokenStore
 
     ts = TokenStore(store)
-    take = [i for i in range(len(ts)) if len(ts.tokens(i, "speech"))][:n_utts]
-    return [np.asarray(ts.tokens(i, "speech")) for i in take], [np.asarray(ts.tokens(i, "durations")) for i in take]
+    take = np.flatnonzero(ts.lengths("speech") > 0)[:n_utts]  # from the index files: no row read twice
+    return [np.asarray(ts.tokens(int(i), "speech")) for i in take], [np.asarray(ts.tokens(int(i), "durations")) for i in take]
 
 
 def _vocoder(name: str, overrides: list[str], *, trained: bool) -> UnitVocoder:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from tmt.core.errors import TmtError
@@ -29,3 +30,13 @@ def resolve_device(spec: Any = "auto", local_rank: int = 0) -> torch.device:
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
     return dev
+
+
+def autocast(device_type: str, dtype: str) -> contextlib.AbstractContextManager[Any]:
+    """The forward pass's autocast context for a config's `dtype`: `bfloat16` autocasts on
+    `device_type` (`cpu` or `cuda`); anything else (`float32`) runs as is."""
+    import torch
+
+    if dtype == "bfloat16":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from tmt.config import Spelling, from_dict, to_dict
 from tmt.core.budget import MAX_MINUTES_KEY
+from tmt.core.device import autocast
 from tmt.core.io import atomic_write_bytes, atomic_write_json, make_dirs
 from tmt.models.aligned_vq import AlignedVQ, AlignedVQConfig
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
@@ -57,8 +56,8 @@ class AlignedTrainConfig(VQTrainConfig):
     11); elsewhere bf16 is emulated and slower."""
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """The forward pass's autocast context (`dtype`)."""
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == "bfloat16")
+        """The forward pass's autocast context (`dtype`; the fit runs on CPU)."""
+        return autocast("cpu", self.dtype)
 
 
 @dataclass(kw_only=True)

@@ -14,6 +14,7 @@ import torch
 from fairseq2.nn import BatchLayout
 from torch import Tensor
 
+from tmt.core.device import autocast as core_autocast
 from tmt.core.modality import parse_direction
 from tmt.models.tmt import LossStats, TmtModel, sliced_loss
 from tmt.store.pipeline import RowBatch, decoder_io
@@ -194,12 +195,11 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
 
 def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """`cfg.dtype`'s autocast on `device` (`auto`: bf16 on GPU, float32 on CPU)."""
     dtype = cfg.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device.type == "cuda" else "float32"
-    if dtype == "bfloat16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return core_autocast(device.type, dtype)
 
 
 def optimizer_step(run: Run, batches: Iterator[RowBatch], window: StepStats) -> float:

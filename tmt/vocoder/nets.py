@@ -394,6 +394,7 @@ def build_model(cfg: VocoderConfig, *, has_duration_predictor: bool = True) -> V
             hidden_dim=w.hidden_dim, conv_layers=w.conv_layers, conv_kernel=w.conv_kernel,
             transformer_layers=w.transformer_layers, heads=w.heads, dropout=w.dropout,
             feature_dim=feature_dim(w), per_frame=frames_per_unit(w), unit_prior=w.unit_prior,
+            exemplar_points=w.exemplar_points if w.envelope_source == "exemplars" else 0,
             num_voices=len(cfg.voices),
         )
     u = cfg.unit_mel

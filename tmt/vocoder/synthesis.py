@@ -218,7 +218,8 @@ class UnitVocoder:
             frames, fmask = expand_units(uu, dd, m)
             v = self._voice_tensor(ids, [k])
             out += world_feature_rows(self.model, self.model(frames, fmask, v), [int(fmask.sum())], self.cfg.world,
-                                      pitch_mean_hz=self.pitch_mean_hz, pitch_range=self.pitch_range, voice=v)
+                                      pitch_mean_hz=self.pitch_mean_hz, pitch_range=self.pitch_range, voice=v,
+                                      units=[(u, d)])
         return out
 
     def _synth_batch(self, units: list[np.ndarray], durs: list[np.ndarray], voice: Tensor | None) -> list[np.ndarray]:
@@ -228,7 +229,8 @@ class UnitVocoder:
         lengths = fmask.sum(dim=1).tolist()
         if isinstance(self.model, UnitWorld):
             return world_waveforms(self.model, self.model(frames, fmask, voice), lengths, self.cfg.world,
-                                   pitch_mean_hz=self.pitch_mean_hz, pitch_range=self.pitch_range, voice=voice)
+                                   pitch_mean_hz=self.pitch_mean_hz, pitch_range=self.pitch_range, voice=voice,
+                                   units=list(zip(units, durs, strict=True)))
         if isinstance(self.model, CodeHiFiGAN):
             wav = self.model(frames, fmask)
         else:

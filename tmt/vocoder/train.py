@@ -133,6 +133,7 @@ class VocoderTrainer:
     def prepare_world(self, cache_dir: Path, progress: bool | None = None) -> None:
         """unit-world: analyse (or read back from `cache_dir`) the WORLD features, set the network's
         normalisation and default pitch from the training rows, and build the targets."""
+        from tmt.vocoder.exemplars import build_exemplars
         from tmt.vocoder.world import FeatureJob, WorldFeatureCache
         from tmt.vocoder.world_net import feature_stats, normalise_targets, unit_prior_table
 
@@ -148,6 +149,13 @@ class VocoderTrainer:
         if w.unit_prior and self.step == 0:  # a resumed run has the table in its checkpoint
             self.model.set_prior(unit_prior_table(self.train_utts, self.world_targets, self.cfg.num_units,
                                                   frames_per_unit(w)))
+        if w.envelope_source == "exemplars" and self.model.exemplar_table() is None:  # a resumed run has it
+            table = build_exemplars(
+                self.train_utts, feats, columns=slice(2, None), per_frame=frames_per_unit(w), num_units=self.cfg.num_units,
+                num_voices=len(self.cfg.voices), points=w.exemplar_points, segments=w.exemplar_segments,
+                max_keys=w.exemplar_max_keys)
+            self.model.set_exemplars(table)
+            log.info("exemplar envelopes: %d contexts (%.0f MB)", len(table.keys), table.templates.nbytes / 1e6)
         log.info("WORLD features of %d utterances; median pitch %.0f Hz (log spread %.3f)",
                  len(feats), float(np.exp(stats["pitch"][0])), float(stats["pitch"][1]))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from tmt.core.audio import FRAME_HOP
 from tmt.vocoder.config import LossConfig, WorldConfig
 from tmt.vocoder.data import Utterance, voice_ids
 from tmt.vocoder.duration import sequence_mask
+from tmt.vocoder.exemplars import ExemplarTable, exemplar_frames
 from tmt.vocoder.nets import UnitMel
 from tmt.vocoder.world import LF0, VUV, frames_per_unit, log_envelope_basis, synthesize_many
 
@@ -41,9 +43,13 @@ class UnitWorld(UnitMel):
     pitch: Tensor
     voice_pitch: Tensor | None
     prior: Tensor | None
+    exemplar_keys: Tensor | None
+    exemplar_templates: Tensor | None
 
-    def __init__(self, *, feature_dim: int, per_frame: int, unit_prior: bool = False, **body: int | float) -> None:
+    def __init__(self, *, feature_dim: int, per_frame: int, unit_prior: bool = False, exemplar_points: int = 0,
+                 **body: int | float) -> None:
         super().__init__(n_mels=feature_dim, mel_per_frame=per_frame, **body)  # type: ignore[arg-type]
+        self.num_voices = int(body.get("num_voices", 0))
         self.register_buffer("feat_mean", torch.zeros(feature_dim - 2))
         self.register_buffer("feat_std", torch.ones(feature_dim - 2))
         # log-F0: median over utterances of their mean and of their spread
@@ -53,6 +59,12 @@ class UnitWorld(UnitMel):
         self.register_buffer("voice_pitch", self.pitch.repeat(num_voices, 1) if num_voices else None)
         # each unit's mean normalised target (world.unit_prior); the network adds its residual
         self.register_buffer("prior", torch.zeros(self.embed.num_embeddings, feature_dim) if unit_prior else None)
+        # world.envelope_source=exemplars: context keys and their templates (`tmt.vocoder.exemplars`); the
+        # table's size is the data's, so loading resizes these to the saved ones
+        ex = exemplar_points > 0
+        self.register_buffer("exemplar_keys", torch.zeros(0, dtype=torch.long) if ex else None)
+        self.register_buffer("exemplar_templates",
+                             torch.zeros(0, exemplar_points, feature_dim - 2, dtype=torch.float16) if ex else None)
 
     @property
     def per_frame(self) -> int:
@@ -72,6 +84,27 @@ class UnitWorld(UnitMel):
             raise ValueError("this unit-world network was built without world.unit_prior")
         with torch.no_grad():
             self.prior.copy_(torch.as_tensor(prior))
+
+    def set_exemplars(self, table: ExemplarTable) -> None:
+        """The exemplar table of `build_exemplars`; only with world.envelope_source=exemplars."""
+        if self.exemplar_keys is None:
+            raise ValueError("this unit-world network was built without world.envelope_source=exemplars")
+        device = self.exemplar_keys.device
+        self.exemplar_keys = torch.from_numpy(table.keys).to(device)
+        self.exemplar_templates = torch.from_numpy(table.templates).to(device)
+
+    def exemplar_table(self) -> ExemplarTable | None:
+        """The exemplar table, or None (network envelopes, or not built yet)."""
+        if self.exemplar_keys is None or self.exemplar_templates is None or not len(self.exemplar_keys):
+            return None
+        return ExemplarTable(self.exemplar_keys.cpu().numpy(), self.exemplar_templates.cpu().numpy())
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+        for name in ("exemplar_keys", "exemplar_templates"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and getattr(self, name) is not None:
+                setattr(self, name, torch.empty_like(saved))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, frames: Tensor, frame_mask: Tensor, voice: Tensor | None = None) -> Tensor:
         y = super().forward(frames, frame_mask, voice)
@@ -220,11 +253,14 @@ def world_loss(pred: Tensor, target: Tensor, frame_mask: Tensor, per_frame: int,
 # ---------------------------------------------------------------------------------------
 def world_feature_rows(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg: WorldConfig, *,
                        pitch_mean_hz: float | None = None, pitch_range: float | None = None,
-                       voice: Tensor | None = None) -> list[np.ndarray]:
+                       voice: Tensor | None = None,
+                       units: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> list[np.ndarray]:
     """Network output (B, F * per_frame, D) and each row's unit-frame count -> one feature matrix per
     row in `tmt.vocoder.world.analyse`'s layout (log-F0 where voiced else 0, V/UV 0/1, envelope,
     aperiodicity), with the output pitch put back (mean and spread: the row's voice's with `voice`
-    ids on a voice-conditioned network, else the training speech's; `pitch_mean_hz` overrides the mean)."""
+    ids on a voice-conditioned network, else the training speech's; `pitch_mean_hz` overrides the mean).
+    A network with an exemplar table takes envelope and aperiodicity from it, given each row's
+    (deduplicated units, durations) in `units`."""
     pitch_mean_hz = cfg.pitch_mean_hz if pitch_mean_hz is None else pitch_mean_hz
     pitch_range = cfg.pitch_range if pitch_range is None else pitch_range
     moments = model.pitch.expand(pred.size(0), 2)
@@ -237,16 +273,25 @@ def world_feature_rows(model: UnitWorld, pred: Tensor, lengths: Sequence[int], c
     lf0_t = (mean[:, None] + spread[:, None] * pred[..., LF0]).clamp(math.log(cfg.f0_floor), math.log(cfg.f0_ceil)) * voiced
     lf0, vuv = lf0_t.float().cpu().numpy(), voiced.cpu().numpy()
     per = frames_per_unit(cfg)
-    return [np.concatenate([lf0[row, : int(n) * per, None], vuv[row, : int(n) * per, None], rest[row, : int(n) * per]],
+    rows = [np.concatenate([lf0[row, : int(n) * per, None], vuv[row, : int(n) * per, None], rest[row, : int(n) * per]],
                            axis=1).astype(np.float32) for row, n in enumerate(lengths)]
+    table = model.exemplar_table()
+    if table is not None and units is not None:
+        voices = voice.tolist() if voice is not None and model.num_voices else [model.num_voices] * len(rows)
+        for f, (u, d), v in zip(rows, units, voices, strict=True):
+            f[:, 2:] = exemplar_frames(table, u, d, int(v), f[:, 2:], per_frame=per, num_units=model.embed.num_embeddings,
+                                       num_voices=model.num_voices)
+    return rows
 
 
 def world_waveforms(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg: WorldConfig, *,
                     pitch_mean_hz: float | None = None, pitch_range: float | None = None,
-                    voice: Tensor | None = None) -> list[np.ndarray]:
-    """Network output (B, F * per_frame, D) and each row's unit-frame count -> float32 wavs (frames x 320)."""
+                    voice: Tensor | None = None,
+                    units: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> list[np.ndarray]:
+    """Network output (B, F * per_frame, D) and each row's unit-frame count -> float32 wavs (frames x 320)
+    (`units` as in `world_feature_rows`)."""
     feats = world_feature_rows(model, pred, lengths, cfg, pitch_mean_hz=pitch_mean_hz, pitch_range=pitch_range,
-                               voice=voice)
+                               voice=voice, units=units)
     env_dim = cfg.envelope_dim
     jobs = [(np.where(f[:, VUV] > 0.5, np.exp(f[:, LF0]), 0.0), f[:, 2 : 2 + env_dim], f[:, 2 + env_dim :],
              cfg.frame_period, int(n) * FRAME_HOP, cfg.synthesis_fft) for f, n in zip(feats, lengths, strict=True)]

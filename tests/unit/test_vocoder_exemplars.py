@@ -1,0 +1,128 @@
+"""Exemplar envelopes for unit-world: context keys, the table, back-off at synthesis, training and loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tmt.config import merge
+from tmt.vocoder import load_vocoder, tiny_config, train_vocoder
+from tmt.vocoder.data import Utterance
+from tmt.vocoder.exemplars import (
+    LEVELS,
+    build_exemplars,
+    context_keys,
+    exemplar_frames,
+    resample_frames,
+)
+from tmt.vocoder.testing import make_unit_corpus
+from tmt.vocoder.world_net import UnitWorld
+
+pytest.importorskip("pyworld")
+torch.set_num_threads(1)
+PER = 2  # WORLD frames per unit frame in these constructed cases
+
+
+def _utt(uid: str, units: list[int], durs: list[int], voice_id: int = 0) -> Utterance:
+    u = Utterance(uid, np.asarray(units), np.asarray(durs), Path(f"{uid}.wav"), None, None)
+    u.voice_id = voice_id
+    return u
+
+
+def _feats(durs: list[int], values: list[float], dim: int = 3) -> np.ndarray:
+    """Raw feature rows (2 pitch columns, then `dim` envelope columns), unit k's frames all `values[k]`."""
+    rows = [np.full((d * PER, 2 + dim), v, dtype=np.float32) for d, v in zip(durs, values, strict=True)]
+    return np.concatenate(rows)
+
+
+def _build(utts: list[Utterance], feats: dict[str, np.ndarray], **kw: int) -> object:
+    args = {"per_frame": PER, "num_units": 10, "num_voices": 2, "points": 4, "segments": 16, "max_keys": 1000} | kw
+    return build_exemplars(utts, feats, columns=slice(2, None), **args)  # type: ignore[arg-type]
+
+
+def test_context_keys_separate_levels_voices_and_neighbours() -> None:
+    k = context_keys(np.array([1, 2, 3]), 0, 10, 2)
+    assert k.shape == (3, LEVELS) and len(np.unique(k)) == k.size  # no two levels or units share a key
+    other_voice = context_keys(np.array([1, 2, 3]), 1, 10, 2)
+    assert (other_voice[:, :4] != k[:, :4]).all() and (other_voice[:, 4] == k[:, 4]).all()
+    # the same unit between other neighbours shares only the context-free levels
+    k2 = context_keys(np.array([5, 2, 6]), 0, 10, 2)
+    assert k2[1, 0] != k[1, 0] and k2[1, 1] != k[1, 1] and k2[1, 2] != k[1, 2] and k2[1, 3] == k[1, 3]
+
+
+def test_resample_keeps_ends_and_interpolates() -> None:
+    f = np.array([[0.0], [1.0], [2.0]], dtype=np.float32)
+    np.testing.assert_allclose(resample_frames(f, 5)[:, 0], [0.0, 0.5, 1.0, 1.5, 2.0])
+    np.testing.assert_allclose(resample_frames(f[:1], 3)[:, 0], [0.0, 0.0, 0.0])
+
+
+def test_table_averages_contexts_and_backs_off() -> None:
+    # unit 3 heard twice after 1 (values 4 and 6) and once after 2 (value 10), all in voice 0
+    utts = [_utt("a", [1, 3], [1, 2]), _utt("b", [1, 3], [1, 1]), _utt("c", [2, 3], [2, 1])]
+    feats = {"a": _feats([1, 2], [1.0, 4.0]), "b": _feats([1, 1], [1.0, 6.0]), "c": _feats([2, 1], [2.0, 10.0])}
+    table = _build(utts, feats)
+    fallback = np.full((2 * PER, 3), -7.0, dtype=np.float32)
+    # (1, 3) at the end of an utterance: both occurrences averaged
+    got = exemplar_frames(table, np.array([1, 3]), np.array([1, 1]), 0, fallback, per_frame=PER, num_units=10,
+                          num_voices=2)
+    np.testing.assert_allclose(got[:PER], 1.0)
+    np.testing.assert_allclose(got[PER:], 5.0, atol=1e-2)
+    # unit 3 after an unseen neighbour: the voice+unit level, all three occurrences
+    got = exemplar_frames(table, np.array([7, 3]), np.array([1, 1]), 0, fallback, per_frame=PER, num_units=10,
+                          num_voices=2)
+    np.testing.assert_allclose(got[:PER], -7.0)  # unit 7 was never heard: the network's rows stay
+    np.testing.assert_allclose(got[PER:], 20.0 / 3.0, atol=1e-2)
+    # another voice: only the context-free unit level is shared
+    got = exemplar_frames(table, np.array([3]), np.array([3]), 1, fallback[:1].repeat(3 * PER, 0), per_frame=PER,
+                          num_units=10, num_voices=2)
+    assert got.shape == (3 * PER, 3)
+    np.testing.assert_allclose(got, 20.0 / 3.0, atol=1e-2)
+    # segments=1 keeps the first occurrence per context only
+    first = _build(utts, feats, segments=1)
+    got = exemplar_frames(first, np.array([1, 3]), np.array([1, 1]), 0, fallback, per_frame=PER, num_units=10,
+                          num_voices=2)
+    np.testing.assert_allclose(got[PER:], 4.0)
+
+
+def test_max_keys_drops_rare_contexts_first_and_keeps_every_unit() -> None:
+    utts = [_utt("a", [1, 3], [1, 1]), _utt("b", [1, 3], [1, 1]), _utt("c", [2, 3], [1, 1])]
+    feats = {k: _feats([1, 1], [1.0, 2.0]) for k in "abc"}
+    full = _build(utts, feats)
+    small = _build(utts, feats, max_keys=8)
+    assert len(small.keys) == 8 < len(full.keys) and np.all(np.diff(small.keys) > 0)  # type: ignore[attr-defined]
+    kept = set(small.keys.tolist())  # type: ignore[attr-defined]
+    for units in ([1, 3], [2, 3]):
+        keys = context_keys(np.array(units), 0, 10, 2)
+        assert set(keys[:, 3:].ravel().tolist()) <= kept  # voice and unit levels always kept
+    assert context_keys(np.array([1, 3]), 0, 10, 2)[1, 0] in kept  # the context heard twice ...
+    assert context_keys(np.array([2, 3]), 0, 10, 2)[1, 0] not in kept  # ... outlives the one heard once
+
+
+def test_trained_vocoder_carries_its_table_and_speaks_from_it(tmp_path: Path) -> None:
+    corpus = make_unit_corpus(tmp_path / "c", num_rows=8, num_units=20, seed=2)
+    cfg = merge(tiny_config("unit-world", 20), {"train": {"max_steps": 2, "sample_every": 100, "save_every": 2},
+                                                "world": {"envelope_source": "exemplars", "exemplar_points": 4}})
+    train_vocoder(cfg, corpus["store"], corpus["manifest"], tmp_path / "v", progress=False,
+                  feature_cache=tmp_path / "f")
+    voc = load_vocoder(tmp_path / "v", "cpu")
+    model = voc.model
+    assert isinstance(model, UnitWorld) and model.exemplar_keys is not None and len(model.exemplar_keys) > 0
+    table = model.exemplar_table()
+    assert table is not None and table.templates.shape[1:] == (4, cfg.world.envelope_dim + 1)
+    units, durs = [np.array([1, 5, 9])], [np.array([2, 1, 3])]
+    feats = voc.world_features(units, durs)[0]
+    fallback = np.zeros_like(feats[:, 2:])
+    want = exemplar_frames(table, units[0], durs[0], 0, fallback, per_frame=model.per_frame, num_units=20,
+                           num_voices=0)
+    np.testing.assert_allclose(feats[:, 2:], want, atol=1e-5)
+    # the network-only vocoder of the same weights speaks with other envelopes
+    plain = load_vocoder(tmp_path / "v", "cpu")
+    plain.model.exemplar_keys = torch.zeros(0, dtype=torch.long)  # type: ignore[union-attr,assignment]
+    assert not np.allclose(plain.world_features(units, durs)[0][:, 2:], feats[:, 2:])
+    with pytest.raises(ValueError, match="exemplars"):
+        UnitWorld(feature_dim=43, per_frame=4, num_units=5, embed_dim=8, duration_hidden=8, duration_kernel=3,
+                  duration_dropout=0.0, hidden_dim=8, conv_layers=1, conv_kernel=3, transformer_layers=0, heads=1,
+                  dropout=0.0).set_exemplars(table)

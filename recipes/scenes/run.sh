@@ -35,6 +35,7 @@ train_minutes=       # override the preset's training budget (minutes)
 bt_minutes=          # override the preset's budget on real + synthetic (minutes)
 vocoder_config=      # vocoder preset or YAML for stage 7 (default: the preset's, unit-mel)
 image_card=tokenizers/image-vq-f8-512.yaml  # image tokenizer card of stage 1 (e.g. tokenizers/image-aligned-32tok.yaml)
+speech_card=tokenizers/speech-mfcc-km200.yaml  # speech tokenizer card of stage 1 (km1000: finer units, clearer vocoding)
 vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 vocoder_steps=       # cap on vocoder steps (with a generous --vocoder-minutes: a fit of exactly N steps)
 vocoder_voices=false # true: the vocoder is conditioned on the voice (tmt vocoder train --voices), speaking --voice
@@ -73,9 +74,12 @@ Usage: $0 [options]
   --bt-steps N       override the preset's steps on real + synthetic data
   --train-minutes M  override the preset's training budget
   --bt-minutes M     override the preset's budget on real + synthetic data
-  --vocoder-config C vocoder preset or YAML (unit-mel, unit-world, demo; default: the preset's)
+  --vocoder-config C vocoder preset or YAML (unit-mel, unit-world, unit-world-exemplars, demo; default: the
+                     preset's)
   --image-card Y     image tokenizer card of stage 1 (default ${image_card}; the text-aligned
                      32-token family: tokenizers/image-aligned-32tok.yaml)
+  --speech-card Y    speech tokenizer card of stage 1 (default ${speech_card}; finer units that a
+                     vocoder voices more clearly: tokenizers/speech-mfcc-km1000.yaml)
   --vocoder-minutes M override the preset's vocoder budget
   --vocoder-steps N  cap on vocoder steps (a fit of exactly N steps, given the minutes)
   --vocoder-voices B true: condition the vocoder on the voice (default ${vocoder_voices}); translation then
@@ -230,7 +234,7 @@ if stage_wanted 1; then
   run_stage 1-text "${logs}/1-text.log" \
     tmt tokenize text fit --card tokenizers/text-wordpiece-trained.yaml --manifest "${data}/train.jsonl.gz" --out "${tok}/text"
   run_stage 1-speech "${logs}/1-speech.log" \
-    tmt tokenize speech fit --card tokenizers/speech-mfcc-km200.yaml --manifest "${data}/train.jsonl.gz" \
+    tmt tokenize speech fit --card "${speech_card}" --manifest "${data}/train.jsonl.gz" \
       --set sample_size="${km_sample}" --out "${tok}/speech"
   # the image tokenizer fits on train's images and the extra scenes' (one manifest beside the media)
   image_fit=(--manifest "${data}/train.jsonl.gz")

@@ -129,16 +129,21 @@ def test_vocoder_config_chooses_the_arch(tmp_path: Path) -> None:
     assert "--config unit-world " in train and "train.max_minutes=3" in train
 
 
-def test_image_card_chooses_the_image_tokenizer(tmp_path: Path) -> None:
+def test_image_and_speech_cards_choose_the_tokenizers(tmp_path: Path) -> None:
     r, calls = _recipe(tmp_path / "a", "--stage", "1", "--stop-stage", "1")
     assert r.returncode == 0, r.stderr
     [fit] = [c for c in calls if c.startswith("tokenize image fit ")]
     assert "--card tokenizers/image-vq-f8-512.yaml " in fit  # the default
+    [speech] = [c for c in calls if c.startswith("tokenize speech fit ")]
+    assert "--card tokenizers/speech-mfcc-km200.yaml " in speech
     r, calls = _recipe(tmp_path / "b", "--stage", "1", "--stop-stage", "1",
-                       "--image-card", "tokenizers/image-aligned-32tok.yaml")
+                       "--image-card", "tokenizers/image-aligned-32tok.yaml",
+                       "--speech-card", "tokenizers/speech-mfcc-km1000.yaml")
     assert r.returncode == 0, r.stderr
     [fit] = [c for c in calls if c.startswith("tokenize image fit ")]
     assert "--card tokenizers/image-aligned-32tok.yaml " in fit
+    [speech] = [c for c in calls if c.startswith("tokenize speech fit ")]
+    assert "--card tokenizers/speech-mfcc-km1000.yaml " in speech
 
 
 def test_per_direction_best_translates_each_direction_with_its_own_checkpoint(tmp_path: Path) -> None:

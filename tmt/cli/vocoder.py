@@ -49,7 +49,7 @@ def cli() -> None:
 @click.option("--manifest", type=click.Path(dir_okay=False), help="Raw manifest (jsonl.gz) naming each row's wav.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory (becomes a vocoder directory).")
 @click.option("--config", "config", default=None, metavar="NAME|FILE",
-              help="Preset (paper, demo, unit-mel, unit-world, tiny) or a YAML file (may name `preset:`). Default: demo.")
+              help="Preset (paper, demo, unit-mel, unit-world, unit-world-exemplars, tiny) or a YAML file (may name `preset:`). Default: demo.")
 @click.option("--arch", type=click.Choice(["hifigan", "unit-mel", "unit-world"]), default=None,
               help="Override the architecture.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value, e.g. --set train.max_minutes=10.")

@@ -347,6 +347,16 @@ def unit_world_config() -> VocoderConfig:
     return cfg
 
 
+@register("unit-world-exemplars")
+def unit_world_exemplars_config() -> VocoderConfig:
+    """unit-world speaking with real envelopes of the training speech (`world.envelope_source`); the network
+    gives pitch, voicing and durations, and learns its envelope on the log-mel scale as the fallback."""
+    cfg = unit_world_config()
+    cfg.world.envelope_source = "exemplars"
+    cfg.loss.envelope_loss = "log-mel"
+    return cfg
+
+
 @register("tiny")
 def tiny_config(arch: Arch = "hifigan", num_units: int = 20) -> VocoderConfig:
     """For tests: a few thousand parameters."""

@@ -134,9 +134,10 @@ class WorldConfig:
     """exemplars: training occurrences averaged per context (4 scored 32.6% WER, 16 31.7% with true durations)."""
     exemplar_points: int = 8
     """exemplars: frames of normalised time each template keeps (stretched to the unit's duration)."""
-    exemplar_max_keys: int = 100_000
+    exemplar_max_keys: int = 300_000
     """exemplars: most contexts kept, the rarest dropped first (each ~0.66 KB at 8 points of a 40-dim envelope
-    in float16: 100000 keys weigh ~66 MB, about what a unit HiFi-GAN's weights do)."""
+    in float16). The `full` scenes corpus with 1000 units has 296k: all of them (194 MB) score 30.9% judge WER
+    on 100 `valid` rows, the 100k most frequent (66 MB) 35.2%; the quick corpus has 111k."""
 
 
 @dataclass(kw_only=True)

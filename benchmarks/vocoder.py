@@ -62,11 +62,12 @@ def _inputs(store: str | None, n_utts: int, n_units: int) -> tuple[list[np.ndarr
     return [np.asarray(ts.tokens(int(i), "speech")) for i in take], [np.asarray(ts.tokens(int(i), "durations")) for i in take]
 
 
-def _vocoder(name: str, overrides: list[str], *, trained: bool) -> UnitVocoder:
-    """A preset with untrained weights, or a trained vocoder directory with the overrides applied (only
-    synthesis settings make sense there, e.g. world.synthesis_fft) and WORLD in this one process."""
+def _vocoder(name: str, overrides: list[str], *, trained: bool, num_units: int) -> UnitVocoder:
+    """A preset with untrained weights (`num_units` units, as many as the input has), or a trained vocoder
+    directory with the overrides applied (only synthesis settings make sense there, e.g.
+    world.synthesis_fft) and WORLD in this one process."""
     if not trained:
-        cfg = resolve_config(name, None, overrides)
+        cfg = resolve_config(name, None, [f"num_units={num_units}", *overrides])
         return UnitVocoder(build_model(cfg), cfg)
     from tmt.config import merge, parse_overrides
 
@@ -98,7 +99,8 @@ def main() -> None:
     audio_s = sum(int(d.sum()) for d in durs) * 320 / SAMPLE_RATE
     rows, results = [], []
     for name in args.configs.split(",") + args.vocoder:
-        voc = _vocoder(name, args.overrides, trained=name in args.vocoder)
+        voc = _vocoder(name, args.overrides, trained=name in args.vocoder,
+                       num_units=max(200, max(int(u.max()) for u in units) + 1))
         cfg = voc.cfg
         voc.synthesize(units[:1], durs[:1])  # warm-up
         t_batch = _time(lambda: voc.synthesize(units, durs, max_frames_per_batch=10**9), repeats)  # noqa: B023

@@ -13,6 +13,7 @@ from tmt.vocoder import load_vocoder, tiny_config, train_vocoder
 from tmt.vocoder.data import Utterance
 from tmt.vocoder.exemplars import (
     LEVELS,
+    ExemplarTable,
     build_exemplars,
     context_keys,
     exemplar_frames,
@@ -38,9 +39,9 @@ def _feats(durs: list[int], values: list[float], dim: int = 3) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def _build(utts: list[Utterance], feats: dict[str, np.ndarray], **kw: int) -> object:
+def _build(utts: list[Utterance], feats: dict[str, np.ndarray], **kw: int) -> ExemplarTable:
     args = {"per_frame": PER, "num_units": 10, "num_voices": 2, "points": 4, "segments": 16, "max_keys": 1000} | kw
-    return build_exemplars(utts, feats, columns=slice(2, None), **args)  # type: ignore[arg-type]
+    return build_exemplars(utts, feats, columns=slice(2, None), **args)
 
 
 def test_context_keys_separate_levels_voices_and_neighbours() -> None:
@@ -92,8 +93,8 @@ def test_max_keys_drops_rare_contexts_first_and_keeps_every_unit() -> None:
     feats = {k: _feats([1, 1], [1.0, 2.0]) for k in "abc"}
     full = _build(utts, feats)
     small = _build(utts, feats, max_keys=8)
-    assert len(small.keys) == 8 < len(full.keys) and np.all(np.diff(small.keys) > 0)  # type: ignore[attr-defined]
-    kept = set(small.keys.tolist())  # type: ignore[attr-defined]
+    assert len(small.keys) == 8 < len(full.keys) and np.all(np.diff(small.keys) > 0)
+    kept = set(small.keys.tolist())
     for units in ([1, 3], [2, 3]):
         keys = context_keys(np.array(units), 0, 10, 2)
         assert set(keys[:, 3:].ravel().tolist()) <= kept  # voice and unit levels always kept
@@ -120,7 +121,7 @@ def test_trained_vocoder_carries_its_table_and_speaks_from_it(tmp_path: Path) ->
     np.testing.assert_allclose(feats[:, 2:], want, atol=1e-5)
     # the network-only vocoder of the same weights speaks with other envelopes
     plain = load_vocoder(tmp_path / "v", "cpu")
-    plain.model.exemplar_keys = torch.zeros(0, dtype=torch.long)  # type: ignore[union-attr,assignment]
+    plain.model.exemplar_keys = torch.zeros(0, dtype=torch.long)
     assert not np.allclose(plain.world_features(units, durs)[0][:, 2:], feats[:, 2:])
     with pytest.raises(ValueError, match="exemplars"):
         UnitWorld(feature_dim=43, per_frame=4, num_units=5, embed_dim=8, duration_hidden=8, duration_kernel=3,

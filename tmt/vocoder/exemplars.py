@@ -31,8 +31,8 @@ LEVELS = 5
 
 
 def context_keys(units: np.ndarray, voice: int, num_units: int, num_voices: int) -> np.ndarray:
-    """(n, LEVELS) int64: each unit's key at every context level. `voice` is a voice id, or
-    `num_voices` for a vocoder without voices; a missing neighbour counts as unit `num_units`."""
+    """(n, LEVELS) int64: each unit's key at every context level. `voice` is a voice id (0 for a
+    vocoder without voices); a missing neighbour counts as unit `num_units`."""
     u = np.asarray(units, dtype=np.int64)
     edge = num_units
     prev = np.concatenate([[edge], u[:-1]]) if len(u) else u
@@ -74,8 +74,7 @@ def build_exemplars(utts: Sequence[Utterance], feats: Mapping[str, np.ndarray], 
     keys, segs = [], []
     for u in utts:
         f = feats[u.id][:, columns]
-        voice = u.voice_id if num_voices else num_voices
-        keys.append(context_keys(u.units, voice, num_units, num_voices))
+        keys.append(context_keys(u.units, u.voice_id, num_units, num_voices))
         start = 0
         for d in u.durations.tolist():
             seg = f[start * per_frame : (start + d) * per_frame]

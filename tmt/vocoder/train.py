@@ -421,10 +421,10 @@ def train_vocoder(
         cfg, train, valid, out, device=device,
         speech_tokenizer={"fingerprint": info["fingerprint"], "name": info["name"], "store": str(store)},
     )
+    if resume and ckpt.exists():  # first, so prepare_world keeps the checkpoint's unit prior and exemplar table
+        trainer.load(ckpt)
     if cfg.arch == "unit-world":
         trainer.prepare_world(Path(feature_cache) if feature_cache else out / "world-features", progress)
-    if resume and ckpt.exists():
-        trainer.load(ckpt)
     _drop_log_after(out / "train_log.jsonl", trainer.step)
     log.info("training %s vocoder (%d parameters) on %d utterances (%d held out) -> %s",
              cfg.arch, sum(p.numel() for p in trainer.model.parameters()), len(train), len(valid), out)

@@ -277,7 +277,7 @@ def world_feature_rows(model: UnitWorld, pred: Tensor, lengths: Sequence[int], c
                            axis=1).astype(np.float32) for row, n in enumerate(lengths)]
     table = model.exemplar_table()
     if table is not None and units is not None:
-        voices = voice.tolist() if voice is not None and model.num_voices else [model.num_voices] * len(rows)
+        voices = voice.tolist() if voice is not None else [0] * len(rows)
         for f, (u, d), v in zip(rows, units, voices, strict=True):
             f[:, 2:] = exemplar_frames(table, u, d, int(v), f[:, 2:], per_frame=per, num_units=model.embed.num_embeddings,
                                        num_voices=model.num_voices)

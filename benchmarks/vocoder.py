@@ -9,7 +9,8 @@ for `hifigan` and `unit-mel` neither does the time. `unit-world`'s does: WORLD s
 one pulse per F0 period in voiced frames and 500 pulses a second in unvoiced ones, and
 an untrained network votes unvoiced for about half the frames (real speech: ~28%). So
 `--vocoder DIR --store S` also times trained vocoders on a store's real units and durations
-(the first utterances of S), the numbers a user gets.
+(the first utterances of S), the numbers a user gets. Every unit-world row is timed with each
+WORLD synthesizer (`--synthesizers`): `pyworld.synthesize` (the peer) and tmt's batched one.
 
     .venv/bin/python benchmarks/vocoder.py            # 16 utterances of ~3 s
     .venv/bin/python benchmarks/vocoder.py --quick    # 4 utterances of ~1.5 s
@@ -76,6 +77,15 @@ def _vocoder(name: str, overrides: list[str], *, trained: bool, num_units: int) 
     return UnitVocoder(voc.model, merge(voc.cfg, parse_overrides(tuple(one_core + overrides))), voc.info)
 
 
+def _rows(names: list[str], synthesizers: list[str]) -> list[tuple[str, str]]:
+    """(config or vocoder dir, WORLD synthesizer or "") per table row: unit-world ones once per synthesizer."""
+    rows = []
+    for name in names:
+        arch = load_vocoder(name).cfg.arch if Path(name).is_dir() else resolve_config(name).arch
+        rows += [(name, s) for s in synthesizers] if arch == "unit-world" else [(name, "")]
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small run (4 short utterances, 1 repeat)")
@@ -85,6 +95,8 @@ def main() -> None:
                     help="override a config value of every config, e.g. world.synthesis_fft=512")
     ap.add_argument("--vocoder", action="append", default=[], metavar="DIR",
                     help="also time this trained vocoder directory (repeatable; needs --store)")
+    ap.add_argument("--synthesizers", default="batched,pyworld",
+                    help="unit-world rows: time each of these world.synthesizer values (default: both)")
     ap.add_argument("--store", help="token store with speech + durations: its first utterances are the input "
                                     "of every row (default: random units)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "vocoder.json"))
@@ -98,24 +110,26 @@ def main() -> None:
     units, durs = _inputs(args.store, n_utts, n_units)
     audio_s = sum(int(d.sum()) for d in durs) * 320 / SAMPLE_RATE
     rows, results = [], []
-    for name in args.configs.split(",") + args.vocoder:
-        voc = _vocoder(name, args.overrides, trained=name in args.vocoder,
+    for name, synthesizer in _rows(args.configs.split(",") + args.vocoder, args.synthesizers.split(",")):
+        extra = [f"world.synthesizer={synthesizer}"] if synthesizer else []
+        voc = _vocoder(name, args.overrides + extra, trained=name in args.vocoder,
                        num_units=max(200, max(int(u.max()) for u in units) + 1))
         cfg = voc.cfg
+        label = f"{name} [{synthesizer}]" if synthesizer else name
         voc.synthesize(units[:1], durs[:1])  # warm-up
         t_batch = _time(lambda: voc.synthesize(units, durs, max_frames_per_batch=10**9), repeats)  # noqa: B023
         t_single = _time(lambda: [voc.synthesize([u], [d]) for u, d in zip(units, durs, strict=True)], repeats)  # noqa: B023
         params = sum(p.numel() for p in voc.model.parameters())
         r = {
-            "config": name, "arch": cfg.arch, "trained": name in args.vocoder, "input": args.store or "random units",
+            "config": name, "synthesizer": synthesizer or None, "arch": cfg.arch, "trained": name in args.vocoder, "input": args.store or "random units",
             "parameters": params, "utterances": len(units), "audio_seconds": round(audio_s, 2),
             "rtf_batched": audio_s / t_batch, "rtf_one_by_one": audio_s / t_single, "batched_speedup": t_single / t_batch,
         }
         results.append(r)
         r["meets_50x"] = bool(r["rtf_batched"] >= TARGET_RTF)
-        rows.append([name, f"{params / 1e6:.2f}M", r["rtf_batched"], r["rtf_one_by_one"], r["batched_speedup"],
+        rows.append([label, f"{params / 1e6:.2f}M", r["rtf_batched"], r["rtf_one_by_one"], r["batched_speedup"],
                      "yes" if r["meets_50x"] else "no"])
-        print(f"{name}: done", flush=True)
+        print(f"{label}: done", flush=True)
     print(f"\nsynthesis real-time factor (audio s / wall s, higher is faster), {args.threads} threads, "
           f"{len(units)} utterances ({args.store or 'random units'}), {audio_s:.1f} s of audio")
     print(format_table(rows, ["config", "params", "rtf batched", "rtf one-by-one", "batched / one-by-one",

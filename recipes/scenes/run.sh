@@ -298,6 +298,8 @@ if stage_wanted 7; then
   log "Stage 7: unit vocoder (${vocoder_config}, ${vocoder_minutes} min): ${store}/train + wavs -> ${out}/exp/vocoder"
   vocoder_train_opt=(); [ -n "${vocoder_steps}" ] && vocoder_train_opt=(--set train.max_steps="${vocoder_steps}")
   [ "${vocoder_voices}" = true ] && vocoder_train_opt+=(--voices)
+  # WORLD analysis (unit-world*) in --jobs processes
+  case "${vocoder_config}" in unit-world*) vocoder_train_opt+=(--set world.workers="${jobs}") ;; esac
   run_stage 7-vocoder "${logs}/7-vocoder.log" \
     tmt vocoder train --store "${store}/train" --manifest "${data}/train.jsonl.gz" --config "${vocoder_config}" \
       --set train.max_minutes="${vocoder_minutes}" "${vocoder_train_opt[@]}" --out "${out}/exp/vocoder" --resume

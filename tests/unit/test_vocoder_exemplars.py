@@ -127,3 +127,23 @@ def test_trained_vocoder_carries_its_table_and_speaks_from_it(tmp_path: Path) ->
         UnitWorld(feature_dim=43, per_frame=4, num_units=5, embed_dim=8, duration_hidden=8, duration_kernel=3,
                   duration_dropout=0.0, hidden_dim=8, conv_layers=1, conv_kernel=3, transformer_layers=0, heads=1,
                   dropout=0.0).set_exemplars(table)
+
+
+def test_templates_stretch_to_each_units_duration_as_resample_frames_does() -> None:
+    rng = np.random.default_rng(0)
+    units, durs = np.array([4, 1, 4, 9, 2]), np.array([1, 3, 5, 2, 1])
+    keys = np.unique(context_keys(units, 0, 10, 2)[:, 3])  # the voice+unit level of every unit but 9
+    keys = keys[keys != context_keys(np.array([9]), 0, 10, 2)[0, 3]]
+    table = ExemplarTable(keys, rng.normal(size=(len(keys), 8, 3)).astype(np.float16))
+    fallback = np.full((int(durs.sum()) * PER, 3), -7.0, dtype=np.float32)
+    got = exemplar_frames(table, units, durs, 0, fallback, per_frame=PER, num_units=10, num_voices=2)
+    start = 0
+    for u, d in zip(units, durs, strict=True):
+        key = context_keys(np.array([u]), 0, 10, 2)[0, 3]
+        part = got[start * PER : (start + d) * PER]
+        if key in keys:
+            want = resample_frames(table.templates[np.searchsorted(keys, key)].astype(np.float32), d * PER)
+            np.testing.assert_allclose(part, want, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_allclose(part, -7.0)  # never heard: the network's frames
+        start += d

@@ -256,6 +256,22 @@ def test_fingerprint_mismatch_is_refused(tmp_path: Path) -> None:
         load_vocoder(tmp_path / "v", expected_fingerprint="b" * 64)
 
 
+
+def test_a_trained_vocoder_takes_synthesis_settings_only(tmp_path: Path) -> None:
+    cfg = world_tiny()
+    save_vocoder(tmp_path / "v", build_model(cfg), cfg)
+    voc = load_vocoder(tmp_path / "v", settings=["world.synthesizer=pyworld", "world.workers=2"])
+    assert (voc.cfg.world.synthesizer, voc.cfg.world.workers) == ("pyworld", 2)
+    assert load_vocoder(tmp_path / "v").cfg.world.synthesizer == "batched"
+    with pytest.raises(VocoderError, match="only takes synthesis settings"):
+        load_vocoder(tmp_path / "v", settings=["world.hidden_dim=8"])
+    runner = CliRunner()
+    res = runner.invoke(cli, ["vocoder", "synthesize", str(tmp_path / "v"), "--units", "-", "--out-dir",
+                              str(tmp_path / "wavs"), "--set", "world.synthesizer=pyworld"], input="3 4 5 6\n")
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "wavs").glob("*.wav"))) == 1
+
+
 # ------------------------------------------------------------------------- training
 def test_training_resume_is_exact_and_reuses_the_analysis(corpus: dict, tmp_path: Path) -> None:
     cfg = merge(world_tiny(), {"train": {"max_steps": 4, "sample_every": 100, "save_every": 2}})

@@ -34,6 +34,8 @@ Examples:
   tmt vocoder synthesize exp/vocoder-voices --store data/scenes/store/test --voice flite:slt --out-dir wavs/
   tmt vocoder import-fairseq g_00500000 config.json --out exp/hubert-km100-vocoder
   tmt vocoder eval exp/vocoder --store data/scenes/store/test --manifest data/scenes/test.jsonl.gz
+  tmt vocoder eval exp/vocoder-world --store data/scenes/store/valid --manifest data/scenes/valid.jsonl.gz \\
+      --set world.synthesizer=pyworld        # the reference WORLD synthesizer instead of the batched one
   tmt vocoder eval exp/vocoder-world exp/vocoder --ladder --store data/scenes/store/test \\
       --manifest data/scenes/test.jsonl.gz --limit 100 --out-dir ladder-wavs/
 """
@@ -104,10 +106,14 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
               help="unit-world: output pitch range, a multiple of the training speech's spread (0 = monotone).")
 @click.option("--voice", default=None,
               help="A vocoder trained with --voices: whose voice (default: its default voice; see vocoder.json).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A synthesis setting of the trained vocoder, e.g. --set world.synthesizer=pyworld "
+                   "(world.pitch_mean_hz, pitch_range, synthesis_fft, synthesizer, workers).")
 @click.option("--device", default="cpu", help="torch device.")
 def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: int | None, gt_durations: bool,
                duration_scale: float, duration_rounding: str, out_dir: str, tokenizer: str | None,
-               pitch_mean: float | None, pitch_range: float | None, voice: str | None, device: str) -> None:
+               pitch_mean: float | None, pitch_range: float | None, voice: str | None, settings: tuple[str, ...],
+               device: str) -> None:
     """Turn unit sequences into wav files (batched)."""
     from tmt.vocoder import (
         load_vocoder,
@@ -128,7 +134,7 @@ def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: i
         assert units_file is not None
         rows = read_unit_lines(units_file)[:limit]
         ids, units = [r[0] for r in rows], [r[1] for r in rows]
-    voc = load_vocoder(vocoder, device, expected_fingerprint=expected)
+    voc = load_vocoder(vocoder, device, expected_fingerprint=expected, settings=settings)
     if (pitch_mean is not None or pitch_range is not None) and voc.arch != "unit-world":
         raise click.UsageError(f"--pitch-mean / --pitch-range need a unit-world vocoder; {vocoder} is {voc.arch}")
     if voice is not None and not voc.voices:
@@ -177,18 +183,21 @@ def import_fairseq_cmd(checkpoint: str, config_json: str, out: str, tokenizer: s
               help="Also transcribe with this tmt translation model (speech->text), if the judge is missing.")
 @click.option("--out-dir", default=None, type=click.Path(file_okay=False), help="Keep the resynthesised wavs here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A synthesis setting of every vocoder given, e.g. --set world.synthesizer=pyworld "
+                   "(world.pitch_mean_hz, pitch_range, synthesis_fft, synthesizer, workers).")
 def eval_cmd(vocoders: tuple[str, ...], store: str, manifest: str, limit: int | None, gt_durations: bool, ladder: bool,
-             model: str | None, out_dir: str | None, as_json: bool) -> None:
+             model: str | None, out_dir: str | None, as_json: bool, settings: tuple[str, ...]) -> None:
     """Resynthesise held-out units; report WER (ASR judge) and mel distance to the original audio."""
     if ladder or len(vocoders) > 1:
-        _eval_ladder(vocoders, store, manifest, limit, out_dir, as_json)
+        _eval_ladder(vocoders, store, manifest, limit, out_dir, as_json, settings)
         return
     if not vocoders:
         raise click.UsageError("give a VOCODER directory (or --ladder)")
     from tmt.evaluation.vocoder import evaluate_vocoder
 
     res = evaluate_vocoder(vocoders[0], store, manifest, limit=limit, gt_durations=gt_durations, model=model,
-                           out_dir=out_dir)
+                           out_dir=out_dir, settings=settings)
     if as_json:
         echo_json(res)
         return
@@ -201,10 +210,10 @@ def eval_cmd(vocoders: tuple[str, ...], store: str, manifest: str, limit: int | 
 
 
 def _eval_ladder(vocoders: tuple[str, ...], store: str, manifest: str, limit: int | None, out_dir: str | None,
-                 as_json: bool) -> None:
+                 as_json: bool, settings: tuple[str, ...]) -> None:
     from tmt.evaluation.vocoder_ladder import LADDER_HEADER, ladder_rows, run_ladder
 
-    res = run_ladder(vocoders, store, manifest, limit=limit, out_dir=out_dir)
+    res = run_ladder(vocoders, store, manifest, limit=limit, out_dir=out_dir, settings=settings)
     if as_json:
         echo_json(res)
         return

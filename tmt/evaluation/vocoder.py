@@ -58,8 +58,10 @@ def evaluate_vocoder(
     gt_durations: bool = False,
     model: str | Path | None = None,
     out_dir: str | Path | None = None,
+    settings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Resynthesise a held-out store's units; WER against the manifest texts and mel distance to the wavs.
+    """Resynthesise a held-out store's units; WER against the manifest texts and mel distance to the wavs
+    (`settings`: synthesis-only `KEY=VALUE` overrides of the vocoder, as `load_vocoder` takes them).
 
     WER comes from the evaluation ASR judge when installed, else from `model`
     (a tmt speech->text model) when given; otherwise it is reported as
@@ -68,7 +70,7 @@ def evaluate_vocoder(
     """
     utts, info = collect_utterances(store, manifest)
     utts = utts[:limit] if limit else utts
-    voc = load_vocoder(vocoder_dir, expected_fingerprint=info["fingerprint"])
+    voc = load_vocoder(vocoder_dir, expected_fingerprint=info["fingerprint"], settings=settings)
     wavs, res = _resynthesise(voc, utts, gt_durations)
     res = {"vocoder": str(vocoder_dir), "arch": voc.arch, "rows": len(utts), **res}
     cache = AudioCache()

@@ -84,6 +84,7 @@ def run_ladder(
     out_dir: str | Path | None = None,
     transcriber: tuple[Transcriber, dict[str, Any]] | None = None,
     device: str = "cpu",
+    settings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ladder on the first `limit` rows of `store` (its texts and wavs from `manifest`).
 
@@ -94,7 +95,8 @@ def run_ladder(
     """
     utts, info = collect_utterances(store, manifest)
     utts = utts[:limit] if limit else utts
-    vocs = [(str(v), load_vocoder(v, device, expected_fingerprint=info["fingerprint"])) for v in vocoders]
+    vocs = [(str(v), load_vocoder(v, device, expected_fingerprint=info["fingerprint"], settings=settings))
+            for v in vocoders]
     transcribe, judge = transcriber if transcriber is not None else load_judge_transcriber()
     cache = AudioCache()
     originals = [cache.get(u) for u in utts]

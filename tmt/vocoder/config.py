@@ -119,6 +119,10 @@ class WorldConfig:
     """FFT size of the decoded envelope at synthesis (WORLD's own at 16 kHz is 1024). 512 synthesises twice as
     fast, but WORLD copy synthesis of 40 quick-corpus test recordings then scores 28.5% judge WER against
     25.9% at 1024 (originals: 21.7%)."""
+    synthesizer: Literal["batched", "pyworld"] = "batched"
+    """Waveform synthesis from the WORLD parameters: `batched` (tmt.vocoder.world_synth: WORLD's algorithm with
+    its per-pulse FFTs batched, ~1.5-2x faster on one core) or `pyworld.synthesize` itself (the reference; the
+    two agree to ~57 dB on voiced speech and differ only in their noise samples)."""
     workers: int = 1
     """Processes for WORLD analysis and synthesis (1 = in this process; WORLD holds the GIL, so no threads)."""
     unit_prior: bool = False
@@ -386,6 +390,23 @@ def preset(name: str) -> VocoderConfig:
     if name not in PRESETS:
         raise VocoderError(f"unknown vocoder preset '{name}'; choose one of {', '.join(PRESETS)} or give a YAML file")
     return PRESETS[name]()
+
+
+SYNTHESIS_ONLY = {"world": ("pitch_mean_hz", "pitch_range", "synthesis_fft", "synthesizer", "workers")}
+"""Config fields that only affect synthesis (or speed): a resumed run or a trained vocoder may change them."""
+
+
+def with_synthesis_settings(cfg: VocoderConfig, overrides: Sequence[str]) -> VocoderConfig:
+    """A trained vocoder's config with `--set KEY=VALUE` synthesis settings (`SYNTHESIS_ONLY`); any other key
+    would not match the weights, so it is refused."""
+    from tmt.config import merge, parse_overrides
+
+    allowed = [f"{section}.{k}" for section, keys in SYNTHESIS_ONLY.items() for k in keys]
+    for ov in overrides:
+        key = ov.split("=", 1)[0].strip()
+        if key not in allowed:
+            raise VocoderError(f"--set {key}: a trained vocoder only takes synthesis settings ({', '.join(allowed)})")
+    return merge(cfg, parse_overrides(tuple(overrides))) if overrides else cfg
 
 
 def resolve_config(config: str | None, arch: str | None = None, overrides: Sequence[str] = ()) -> VocoderConfig:

@@ -112,13 +112,22 @@ def exemplar_frames(table: ExemplarTable, units: np.ndarray, durations: np.ndarr
     (the network's prediction, same shape)."""
     keys = context_keys(units, voice, num_units, num_voices)
     pos = np.clip(np.searchsorted(table.keys, keys), 0, max(len(table.keys) - 1, 0))
-    found = table.keys[pos] == keys if len(table.keys) else np.zeros(keys.shape, dtype=bool)
+    found: np.ndarray = table.keys[pos] == keys if len(table.keys) else np.zeros(keys.shape, dtype=bool)
     out = np.array(fallback, dtype=np.float32, copy=True)
-    start = 0
-    for j, d in enumerate(np.asarray(durations).tolist()):
-        level = np.flatnonzero(found[j])
-        if len(level):
-            tpl = table.templates[pos[j, level[0]]].astype(np.float32)
-            out[start * per_frame : (start + d) * per_frame] = resample_frames(tpl, d * per_frame)
-        start += d
+    heard = np.asarray(found.any(axis=1), dtype=bool)
+    tpl_of = pos[np.arange(len(keys)), found.argmax(axis=1)]  # the most specific heard level per unit
+    # every output frame at once: its unit, and its place on that unit's template (as `resample_frames`)
+    n = np.asarray(durations, dtype=np.int64) * per_frame
+    unit = np.repeat(np.arange(len(n)), n)
+    i = np.arange(len(unit)) - np.repeat(np.cumsum(n) - n, n)
+    points = table.templates.shape[1]
+    t = np.where(n[unit] > 1, i * (points - 1) / np.maximum(n[unit] - 1, 1), 0.0)
+    lo = np.minimum(np.floor(t).astype(np.int64), points - 1)
+    hi = np.minimum(lo + 1, points - 1)
+    w = (t - lo)[:, None].astype(np.float32)
+    take = heard[unit]
+    if take.any():
+        rows, lo, hi, w = tpl_of[unit][take], lo[take], hi[take], w[take]
+        tpl = table.templates
+        out[take] = tpl[rows, lo].astype(np.float32) * (1 - w) + tpl[rows, hi].astype(np.float32) * w
     return out

@@ -35,7 +35,7 @@ from tmt import TmtError
 from tmt.config import from_dict, to_dict
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
 from tmt.core.io import atomic_open, atomic_write_json, load_torch, make_dirs, read_json_object
-from tmt.vocoder.config import VocoderConfig, VocoderError
+from tmt.vocoder.config import VocoderConfig, VocoderError, with_synthesis_settings
 from tmt.vocoder.duration import DURATION_ROUNDINGS, durations_from_log, expand_units, sequence_mask
 from tmt.vocoder.mel import GriffinLimInverter
 from tmt.vocoder.nets import CodeHiFiGAN, VocoderModel, build_model
@@ -379,9 +379,11 @@ def check_vocoder_fingerprint(info: Mapping[str, Any], expected: str | None, whe
 
 
 def load_vocoder(
-    directory: str | Path, device: str | torch.device = "cpu", *, expected_fingerprint: str | None = None
+    directory: str | Path, device: str | torch.device = "cpu", *, expected_fingerprint: str | None = None,
+    settings: Sequence[str] = (),
 ) -> UnitVocoder:
-    """Load a vocoder directory; with `expected_fingerprint`, refuse one made for another speech tokenizer."""
+    """Load a vocoder directory; with `expected_fingerprint`, refuse one made for another speech tokenizer;
+    `settings` are synthesis-only `KEY=VALUE` overrides (e.g. world.synthesizer=pyworld)."""
     directory = Path(directory)
     info = read_vocoder_json(directory)
     check_vocoder_fingerprint(info, expected_fingerprint, str(directory))
@@ -389,6 +391,7 @@ def load_vocoder(
         cfg = from_dict(VocoderConfig, info["config"])
     except (KeyError, TmtError) as e:
         raise VocoderError(f"{directory}/vocoder.json: bad config ({e})") from None
+    cfg = with_synthesis_settings(cfg, settings)
     state = load_weights(directory / str(info.get("weights", WEIGHTS_FILE)))
     has_dp = any(k.startswith("duration_predictor.") for k in state)
     model = build_model(cfg, has_duration_predictor=has_dp)

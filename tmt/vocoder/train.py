@@ -29,7 +29,7 @@ from tmt.core.budget import TimeBudget
 from tmt.core.errors import TmtError
 from tmt.core.io import atomic_open, atomic_write_text, load_torch, make_dirs, save_torch
 from tmt.core.progress import progress_bar
-from tmt.vocoder.config import VocoderConfig, VocoderError
+from tmt.vocoder.config import SYNTHESIS_ONLY, VocoderConfig, VocoderError
 from tmt.vocoder.data import AudioCache, Utterance, assign_voices, collect_utterances, sample_batch
 from tmt.vocoder.mel import LogMel, mel_distance
 from tmt.vocoder.nets import (
@@ -447,10 +447,6 @@ def _log_step(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):
         return 1 << 62  # a half-written last line (killed mid-write): dropped
-
-
-SYNTHESIS_ONLY = {"world": ("pitch_mean_hz", "pitch_range", "synthesis_fft", "workers")}
-"""Config fields that only affect synthesis (or speed): a resumed run may change them."""
 
 
 def _structural(cfg: VocoderConfig, section: str) -> Any:

@@ -66,13 +66,43 @@ def feature_dim(cfg: WorldConfig) -> int:
 
 
 @functools.lru_cache(maxsize=8)
+def envelope_decoder(env_dim: int, fft: int) -> np.ndarray:
+    """(env_dim, fft // 2 + 1) float64: row i is the log envelope that code unit vector i decodes to. WORLD's
+    envelope coding is linear in the log envelope (a cosine transform on a warped axis, then linear
+    interpolation), so exp(codes @ this) is `pyworld.decode_spectral_envelope` for a whole batch of frames."""
+    eye = np.ascontiguousarray(np.eye(env_dim))
+    return np.log(_pyworld().decode_spectral_envelope(eye, SAMPLE_RATE, fft))  # zeros decode to 1
+
+
+@functools.lru_cache(maxsize=8)
+def aperiodicity_decoder(fft: int) -> np.ndarray:
+    """(bands + 2, fft // 2 + 1) float64: WORLD's band-aperiodicity decoding as a matrix. Knots at 0, 3, 6, ...
+    kHz and Nyquist hold -60 dB, the bands, -1e-12 dB; every bin interpolates its two knots linearly (dB)."""
+    bands = num_aperiodicities()
+    knots = np.append(np.arange(bands + 1) * 3000.0, SAMPLE_RATE / 2.0)
+    hz = np.arange(fft // 2 + 1) * SAMPLE_RATE / fft
+    return np.stack([np.interp(hz, knots, row) for row in np.eye(bands + 2)])
+
+
+def decode_features(envelope: np.ndarray, aperiodicity: np.ndarray, fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coded envelope and band aperiodicity (dB) per frame -> WORLD's envelope and aperiodicity spectra, as
+    `pyworld.decode_spectral_envelope` / `decode_aperiodicity` give them, by two matrix products; a frame
+    whose bands average above -0.5 dB stays fully aperiodic, as in WORLD. float32 (what the batched
+    synthesizer computes in)."""
+    sp = np.exp(envelope.astype(np.float32) @ envelope_decoder(envelope.shape[1], fft).astype(np.float32))
+    edges = np.broadcast_to(np.array([-60.0, -1e-12]), (len(aperiodicity), 2))
+    knots = np.concatenate([edges[:, :1], aperiodicity, edges[:, 1:]], axis=1)
+    ap = np.exp((knots.astype(np.float32) @ aperiodicity_decoder(fft).astype(np.float32)) * np.float32(np.log(10.0) / 20.0))
+    ap[aperiodicity.mean(axis=1) > -0.5] = 1.0  # WORLD: 1 - 1e-12; the synthesizer clips it there
+    return sp, ap
+
+
+@functools.lru_cache(maxsize=8)
 def log_envelope_basis(env_dim: int, points: int, fft: int) -> np.ndarray:
     """(env_dim, points) float32: row i is the log envelope that code unit vector i decodes to, read at
     `points` mel-spaced frequencies from 0 to Nyquist. WORLD's envelope coding is linear in the log
     envelope (a cosine transform on a warped axis), so codes @ basis is the decoded log envelope there."""
-    pw = _pyworld()
-    eye = np.ascontiguousarray(np.eye(env_dim))
-    full = np.log(pw.decode_spectral_envelope(eye, SAMPLE_RATE, fft))  # (env_dim, fft // 2 + 1); zeros decode to 1
+    full = envelope_decoder(env_dim, fft)
     mel = np.linspace(0.0, 2595.0 * np.log10(1.0 + (SAMPLE_RATE / 2) / 700.0), points)
     hz = 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
     bins = np.clip(np.round(hz / SAMPLE_RATE * fft).astype(int), 0, fft // 2)
@@ -221,7 +251,14 @@ class _Inline(Executor):
 def _executor(workers: int) -> Executor:
     if workers <= 1:
         return _Inline()
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread)
+
+
+def _one_thread() -> None:
+    """Worker processes: one torch thread each (the batched synthesizer's FFTs), or the pool oversubscribes."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _map(ex: Executor, fn: Any, args: Sequence[Any], workers: int) -> Iterator[Any]:
@@ -234,25 +271,31 @@ def _map(ex: Executor, fn: Any, args: Sequence[Any], workers: int) -> Iterator[A
 # synthesis
 # ---------------------------------------------------------------------------------------
 def synthesize_features(f0: np.ndarray, envelope: np.ndarray, aperiodicity: np.ndarray, frame_period: float,
-                        num_samples: int, fft: int = 1024) -> np.ndarray:
+                        num_samples: int, fft: int = 1024, synthesizer: str = "batched") -> np.ndarray:
     """F0 (Hz, 0 = unvoiced), coded envelope, band aperiodicity per WORLD frame -> float32 wav of `num_samples`
-    (envelopes decoded to `fft` points: WORLD synthesises with the FFT size its envelope has)."""
+    (envelopes decoded to `fft` points: WORLD synthesises with the FFT size its envelope has), by
+    `tmt.vocoder.world_synth` (`batched`) or `pyworld.synthesize` (`pyworld`)."""
     pw = _pyworld()
     fs = SAMPLE_RATE
     # one more frame than the features cover, so WORLD's (frames - 1) * hop samples reach the end
     f0 = np.ascontiguousarray(np.concatenate([f0, f0[-1:]]), dtype=np.float64)
     env = np.ascontiguousarray(np.concatenate([envelope, envelope[-1:]]), dtype=np.float64)
     bap = np.ascontiguousarray(np.concatenate([aperiodicity, aperiodicity[-1:]]), dtype=np.float64)
-    sp = pw.decode_spectral_envelope(env, fs, fft)
-    ap = pw.decode_aperiodicity(np.minimum(bap, 0.0), fs, fft)
-    wav = pw.synthesize(f0, sp, ap, fs, frame_period)[:num_samples]
+    if synthesizer == "pyworld":
+        sp = pw.decode_spectral_envelope(env, fs, fft)
+        ap = pw.decode_aperiodicity(np.minimum(bap, 0.0), fs, fft)
+        wav = pw.synthesize(f0, sp, ap, fs, frame_period)[:num_samples]
+    else:
+        from tmt.vocoder.world_synth import synthesize
+
+        wav = synthesize(f0, *decode_features(env, np.minimum(bap, 0.0), fft), fs, frame_period)[:num_samples]
     if len(wav) < num_samples:
         wav = np.pad(wav, (0, num_samples - len(wav)))
     return np.clip(np.nan_to_num(wav), -1.0, 1.0).astype(np.float32)
 
 
-SynthJob = tuple[np.ndarray, np.ndarray, np.ndarray, float, int, int]
-"""Arguments of `synthesize_features`: f0, envelope, aperiodicity, frame period, samples, FFT size."""
+SynthJob = tuple[np.ndarray, np.ndarray, np.ndarray, float, int, int, str]
+"""Arguments of `synthesize_features`: f0, envelope, aperiodicity, frame period, samples, FFT size, synthesizer."""
 
 
 def _synth_job(job: SynthJob) -> np.ndarray:
@@ -276,4 +319,4 @@ def features_to_wave(feats: np.ndarray, cfg: WorldConfig) -> np.ndarray:
     f0 = np.where(feats[:, VUV] > 0.5, np.exp(feats[:, LF0]), 0.0)
     env, ap = feats[:, 2 : 2 + cfg.envelope_dim], feats[:, 2 + cfg.envelope_dim :]
     n = math.ceil(len(feats) / frames_per_unit(cfg)) * FRAME_HOP
-    return synthesize_features(f0, env, ap, cfg.frame_period, n, cfg.synthesis_fft)
+    return synthesize_features(f0, env, ap, cfg.frame_period, n, cfg.synthesis_fft, cfg.synthesizer)

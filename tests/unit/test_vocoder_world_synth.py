@@ -1,0 +1,92 @@
+"""The batched WORLD synthesizer against pyworld's own (`world.synthesizer: batched | pyworld`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tmt.config import ConfigError
+from tmt.core.audio import SAMPLE_RATE
+from tmt.vocoder import resolve_config
+from tmt.vocoder.world import decode_features, synthesize_features
+from tmt.vocoder.world_synth import DEFAULT_F0, pulse_train, synthesize
+
+pw = pytest.importorskip("pyworld")
+torch.set_num_threads(1)
+FS = SAMPLE_RATE
+
+
+def envelope(frames: int, fft: int = 1024, formants: tuple[float, ...] = (700.0, 1200.0, 2600.0)) -> np.ndarray:
+    """A smooth vowel-like power envelope per frame whose formants drift over time."""
+    hz = np.arange(fft // 2 + 1) * FS / fft
+    drift = np.linspace(0.8, 1.2, frames)[:, None]
+    sp = 1e-6 + sum(np.exp(-(((hz - f * drift) / 200.0) ** 2)) for f in formants) * 1e-2
+    return np.ascontiguousarray(sp * np.exp(-hz / 4000.0))
+
+
+def snr_db(ref: np.ndarray, out: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(ref**2) / np.sum((ref - out) ** 2)))
+
+
+def test_pulse_train_follows_f0_and_runs_at_500_hz_where_unvoiced() -> None:
+    f0 = np.r_[np.full(40, 100.0), np.zeros(40)]  # 0.2 s voiced at 100 Hz, then 0.2 s unvoiced
+    idx, shift, vuv = pulse_train(f0, FS, 5.0, 6400, 1024)
+    voiced = idx[vuv == 1.0]
+    unvoiced = idx[vuv == 0.0]
+    assert np.allclose(np.diff(voiced)[1:-1], FS / 100.0, atol=1)
+    assert np.allclose(np.diff(unvoiced)[2:], FS / DEFAULT_F0, atol=1)
+    assert ((shift >= 0) & (shift < 1.0 / FS)).all()
+
+
+@pytest.mark.parametrize("f0_hz", [(120.0, 120.0), (90.0, 260.0)])
+def test_voiced_speech_matches_pyworld(f0_hz: tuple[float, float]) -> None:
+    """Fully voiced and (almost) periodic: the responses are deterministic, so the waveforms must agree."""
+    frames = 120
+    f0 = np.linspace(*f0_hz, frames)
+    sp, ap = envelope(frames), np.full((frames, 513), 0.001)
+    ref = pw.synthesize(f0, sp, ap, FS, 5.0)
+    out = synthesize(f0, sp, ap, FS, 5.0)
+    assert out.shape == ref.shape
+    assert snr_db(ref, out) > 40.0
+
+
+def test_noise_has_pyworlds_level_and_spectrum_and_is_seeded() -> None:
+    frames = 200
+    f0 = np.r_[np.full(100, 150.0), np.zeros(100)]  # voiced with half-aperiodic bands, then unvoiced
+    sp, ap = envelope(frames), np.full((frames, 513), 0.5)
+    ref, out = pw.synthesize(f0, sp, ap, FS, 5.0), synthesize(f0, sp, ap, FS, 5.0)
+
+    def band_db(x: np.ndarray) -> np.ndarray:
+        spec = np.abs(np.fft.rfft(x[: len(x) // 512 * 512].reshape(-1, 512) * np.hanning(512), axis=1)) ** 2
+        return 10 * np.log10(spec.mean(axis=0)[:256].reshape(8, 32).mean(axis=1))
+
+    for part in (slice(0, 8000), slice(8000, 16000)):
+        assert np.abs(band_db(ref[part]) - band_db(out[part])).max() < 2.0
+    assert np.array_equal(out, synthesize(f0, sp, ap, FS, 5.0))
+    assert not np.array_equal(out, synthesize(f0, sp, ap, FS, 5.0, seed=1))
+
+
+def test_features_synthesise_with_either_synthesizer_and_a_bad_name_is_refused() -> None:
+    frames = 60
+    f0 = np.full(frames, 140.0)
+    env = pw.code_spectral_envelope(envelope(frames), FS, 40)
+    bap = np.full((frames, 1), -60.0)
+    a = synthesize_features(f0, env, bap, 5.0, 4800, synthesizer="batched")
+    b = synthesize_features(f0, env, bap, 5.0, 4800, synthesizer="pyworld")
+    assert a.shape == b.shape == (4800,) and a.dtype == np.float32
+    assert snr_db(b.astype(np.float64), a.astype(np.float64)) > 30.0
+    with pytest.raises(ConfigError, match=r"world\.synthesizer"):
+        resolve_config("unit-world", overrides=["world.synthesizer=fast"])
+
+
+def test_matrix_decoding_equals_pyworlds_decoders() -> None:
+    rng = np.random.default_rng(0)
+    env = rng.normal(size=(30, 40))
+    env[:, 0] -= 20.0
+    bap = np.minimum(rng.normal(-10.0, 8.0, size=(30, 1)), 0.0)
+    bap[:3] = -0.2  # WORLD leaves frames whose bands average above -0.5 dB fully aperiodic
+    sp, ap = decode_features(env, bap, 1024)
+    assert np.allclose(np.log(sp), np.log(pw.decode_spectral_envelope(np.ascontiguousarray(env), FS, 1024)), atol=1e-4)
+    assert np.allclose(ap, pw.decode_aperiodicity(np.ascontiguousarray(bap), FS, 1024), rtol=1e-5)
+    assert (ap[:3] > 0.999).all()

@@ -1,0 +1,152 @@
+"""WORLD's waveform synthesis, batched over pulses (the `batched` synthesizer of the unit-world arch).
+
+`pyworld.synthesize` makes one pulse response per F0 period (and 500 a second where unvoiced), each
+from seven 1024-point FFTs run one pulse at a time in C: at 16 kHz that is ~80% of the unit-world
+vocoder's time. This module computes the same responses as WORLD's `synthesis.cpp` (the version
+pyworld 0.3 bundles: fractional pulse shifts, the raised-cosine DC remover), but for a whole chunk of
+pulses at once with numpy's FFTs, which is what makes the speed target reachable on one core. It is
+written here because no library exposes WORLD's synthesis in a vectorised form; pyworld stays the
+reference (`world.synthesizer: pyworld`), and the tests hold the two to the same waveform.
+
+Per pulse at sample n with fractional delay d, envelope S and aperiodicity A interpolated linearly
+from the two nearest frames (A clipped to [0.001, 1) and squared: the aperiodic ratio R):
+
+    periodic  = minimum-phase(sqrt(S (1 - R))) delayed by d, its DC spread over a raised cosine
+    aperiodic = minimum-phase(sqrt(S R)) * FFT(zero-mean white noise as long as the pulse period)
+    y[n - N/2 + 1 + j] += sqrt(period) * periodic[j] + aperiodic[j]
+
+(unvoiced pulses: no periodic part and the whole envelope on the noise). The noise comes from a
+numpy generator seeded per call, so synthesis is deterministic and a batch equals its utterances
+synthesised one by one; the noise samples differ from WORLD's own generator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+DEFAULT_F0 = 500.0
+"""Pulse rate where unvoiced (WORLD's `kDefaultF0`)."""
+SAFE_MIN = 1e-12
+"""WORLD's `kMySafeGuardMinimum`."""
+DTYPE = torch.float32
+"""Precision of the pulse responses (WORLD computes in double; float32 roughly halves the time)."""
+CHUNK = 256
+"""Pulses per vectorised block (bounds memory at ~10 MB a block at 1024 points)."""
+
+
+def pulse_train(f0: np.ndarray, fs: int, frame_period: float, num_samples: int, fft: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """WORLD's time base: pulse sample indices, their fractional delays (seconds) and voicing (0/1).
+
+    F0 and voicing are interpolated to every sample (one extrapolated frame past the end), unvoiced
+    samples run at `DEFAULT_F0`, and a pulse sits where the accumulated phase wraps."""
+    frames = len(f0)
+    lowest = fs / fft + 1.0
+    coarse_f0 = np.where(f0 < lowest, 0.0, f0).astype(np.float64)
+    coarse_vuv = (coarse_f0 != 0.0).astype(np.float64)
+    coarse_f0 = np.append(coarse_f0, 2 * coarse_f0[-1] - coarse_f0[-2] if frames > 1 else coarse_f0[-1])
+    coarse_vuv = np.append(coarse_vuv, 2 * coarse_vuv[-1] - coarse_vuv[-2] if frames > 1 else coarse_vuv[-1])
+    coarse_t = np.arange(frames + 1) * (frame_period / 1000.0)
+    t = np.arange(num_samples) / fs
+    vuv = (np.interp(t, coarse_t, coarse_vuv) > 0.5).astype(np.float64)
+    f0_t = np.where(vuv == 0.0, DEFAULT_F0, np.interp(t, coarse_t, coarse_f0))
+    wrap = np.fmod(np.cumsum(2.0 * np.pi * f0_t / fs), 2.0 * np.pi)
+    idx = np.flatnonzero(np.abs(np.diff(wrap)) > np.pi)
+    y1 = wrap[idx] - 2.0 * np.pi
+    shift = -y1 / (wrap[idx + 1] - y1) / fs
+    return idx, shift, vuv[idx]
+
+
+def _minimum_phase(log_amplitude: Tensor, fold: Tensor) -> Tensor:
+    """Minimum-phase log spectra (rows of N/2+1 bins) from log amplitudes, through the folded cepstrum."""
+    return torch.fft.rfft(torch.fft.irfft(log_amplitude, n=len(fold)) * fold)
+
+
+def _exp(log_spectrum: Tensor) -> Tensor:
+    """Complex exp of float32 spectra through numpy's real exp, cos and sin (SIMD in float32: ~3x faster here
+    than torch's polar and ~20x faster than either library's complex exp)."""
+    z = log_spectrum.numpy()
+    scale = np.exp(z.real)
+    out = np.empty_like(z)
+    out.real, out.imag = scale * np.cos(z.imag), scale * np.sin(z.imag)
+    return torch.from_numpy(out)
+
+
+def _dc_remover(fft: int) -> Tensor:
+    """WORLD's raised cosine that carries a periodic response's DC, normalised to sum 1."""
+    half = 0.5 - 0.5 * np.cos(2.0 * np.pi * (np.arange(fft // 2) + 1.0) / (1.0 + fft))
+    full = np.concatenate([half, half[::-1]])
+    return torch.from_numpy(full / full.sum()).to(DTYPE)
+
+
+def _interpolate(frames: Tensor, pos: np.ndarray) -> Tensor:
+    """Rows of `frames` at fractional frame positions, linearly between the two nearest (clamped)."""
+    last = len(frames) - 1
+    lo = np.minimum(np.floor(pos).astype(np.int64), last)
+    hi = np.minimum(np.ceil(pos).astype(np.int64), last)
+    a = torch.from_numpy(np.where(lo == hi, 0.0, pos - lo)).to(DTYPE)[:, None]
+    return torch.lerp(frames[torch.from_numpy(lo)], frames[torch.from_numpy(hi)], a)
+
+
+def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray, fs: int,
+               frame_period: float = 5.0, seed: int = 0) -> np.ndarray:
+    """`pyworld.synthesize`'s signature and output length (F0 in Hz, 0 = unvoiced; envelope and
+    aperiodicity with N/2+1 bins per frame), computed a chunk of pulses at a time."""
+    if not len(f0) == len(spectrogram) == len(aperiodicity) or spectrogram.shape[1] != aperiodicity.shape[1]:
+        raise ValueError(f"WORLD synthesis needs as many F0, envelope and aperiodicity frames of equal width; "
+                         f"got {len(f0)}, {spectrogram.shape} and {aperiodicity.shape}")
+    fft = (spectrogram.shape[1] - 1) * 2
+    num_samples = int(len(f0) * frame_period * fs / 1000)
+    if num_samples < 2:
+        return np.zeros(max(num_samples, 0))
+    y = torch.zeros(num_samples + 2 * fft, dtype=DTYPE)
+    idx, shift, vuv = pulse_train(np.asarray(f0, dtype=np.float64), fs, frame_period, num_samples, fft)
+    sizes = np.diff(idx, append=idx[-1:]) if len(idx) else idx
+    sp = torch.from_numpy(np.abs(np.asarray(spectrogram, dtype=np.float32)))
+    ap = torch.from_numpy(np.clip(np.asarray(aperiodicity, dtype=np.float64), 0.001, 0.999999999999).astype(np.float32))
+    fold = torch.zeros(fft, dtype=DTYPE)
+    fold[0], fold[1 : fft // 2], fold[fft // 2] = 1.0, 2.0, 1.0
+    remover = _dc_remover(fft)
+    rng = np.random.default_rng(seed)
+    for start in range(0, len(idx), CHUNK):
+        sl = slice(start, start + CHUNK)
+        pos = idx[sl] / fs / (frame_period / 1000.0)
+        env, ratio = _interpolate(sp, pos), _interpolate(ap, pos) ** 2
+        block = _pulse_block(env, ratio, vuv[sl], shift[sl] * fs, sizes[sl], fold, remover, rng)
+        # overlap-add: pulse n's response starts at n - N/2 + 1, i.e. at n + N/2 + 1 in y (N samples of slack
+        # on both sides)
+        at = torch.from_numpy(idx[sl] + fft // 2 + 1)[:, None] + torch.arange(fft)
+        y.index_add_(0, at.reshape(-1), block.reshape(-1))
+    return y[fft : fft + num_samples].numpy().astype(np.float64)
+
+
+def _pulse_block(env: Tensor, ratio: Tensor, vuv: np.ndarray, delay: np.ndarray, sizes: np.ndarray,
+                 fold: Tensor, remover: Tensor, rng: np.random.Generator) -> Tensor:
+    """The responses (rows of N samples, pulse at N/2 - 1) of one chunk of pulses."""
+    fft = len(fold)
+    count = len(env)
+    out = torch.zeros(count, fft, dtype=DTYPE)
+    voiced = torch.from_numpy(vuv > 0.5) & (ratio[:, 0] <= 0.999)
+    if bool(voiced.any()):
+        log_p = _minimum_phase(torch.log(env[voiced] * (1.0 - ratio[voiced]) + SAFE_MIN) / 2.0, fold)
+        # the fractional delay: a linear phase
+        phase = log_p.imag - torch.from_numpy(2.0 * np.pi * delay / fft).to(DTYPE)[voiced][:, None] * torch.arange(
+            fft // 2 + 1, dtype=DTYPE)
+        periodic = torch.roll(torch.fft.irfft(_exp(torch.complex(log_p.real, phase)), n=fft), fft // 2, dims=-1)
+        dc = periodic[:, fft // 2 :].sum(dim=1, keepdim=True)
+        periodic[:, : fft // 2] = 0.0
+        out[voiced] = (periodic - dc * remover) * torch.from_numpy(np.sqrt(sizes)).to(DTYPE)[voiced][:, None]
+    # zero-mean white noise as long as each pulse period (at most N), zero-padded to N
+    length = np.minimum(sizes, fft)
+    rows = np.repeat(np.arange(count), length)
+    draws = rng.standard_normal(len(rows), dtype=np.float32)
+    draws -= (np.bincount(rows, weights=draws, minlength=count) / np.maximum(length, 1))[rows].astype(np.float32)
+    noise = np.zeros((count, fft), dtype=np.float32)
+    noise[rows, np.arange(len(rows)) - np.repeat(np.cumsum(length) - length, length)] = draws
+    noisy = torch.where(torch.from_numpy(vuv != 0.0)[:, None], env * ratio, env)
+    log_a = _minimum_phase(torch.log(noisy) / 2.0, fold)
+    shaped = _exp(log_a) * torch.fft.rfft(torch.from_numpy(noise).to(DTYPE))
+    out += torch.roll(torch.fft.irfft(shaped, n=fft), fft // 2, dims=-1)
+    return out

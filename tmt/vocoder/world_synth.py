@@ -59,9 +59,10 @@ def pulse_train(f0: np.ndarray, fs: int, frame_period: float, num_samples: int, 
     return idx, shift, vuv[idx]
 
 
-def _minimum_phase(log_amplitude: Tensor, fold: Tensor) -> Tensor:
-    """Minimum-phase log spectra (rows of N/2+1 bins) from log amplitudes, through the folded cepstrum."""
-    return torch.fft.rfft(torch.fft.irfft(log_amplitude, n=len(fold)) * fold)
+def _minimum_phase(log_power: Tensor, fold: Tensor) -> Tensor:
+    """Minimum-phase log spectra (rows of N/2+1 bins) of the amplitudes sqrt(power), through the cepstrum
+    `fold`ed onto its causal half (and halved: the square root)."""
+    return torch.fft.rfft(torch.fft.irfft(log_power, n=len(fold)) * fold)
 
 
 def _exp(log_spectrum: Tensor) -> Tensor:
@@ -106,37 +107,39 @@ def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray
     sizes = np.diff(idx, append=idx[-1:]) if len(idx) else idx
     sp = torch.from_numpy(np.abs(np.asarray(spectrogram, dtype=np.float32)))
     ap = torch.from_numpy(np.clip(np.asarray(aperiodicity, dtype=np.float64), 0.001, 0.999999999999).astype(np.float32))
+    # the cepstral fold, halved: log power in, log amplitude of the minimum-phase spectrum out
     fold = torch.zeros(fft, dtype=DTYPE)
-    fold[0], fold[1 : fft // 2], fold[fft // 2] = 1.0, 2.0, 1.0
-    remover = _dc_remover(fft)
+    fold[0], fold[1 : fft // 2], fold[fft // 2] = 0.5, 1.0, 0.5
+    # responses stay in FFT order (the pulse at index 0); WORLD's fftshift becomes this placement in y
+    order = (np.arange(fft) + fft // 2) % fft
+    remover, place = _dc_remover(fft)[order], torch.from_numpy(order - fft // 2 + 1 + fft)
     rng = np.random.default_rng(seed)
     for start in range(0, len(idx), CHUNK):
         sl = slice(start, start + CHUNK)
         pos = idx[sl] / fs / (frame_period / 1000.0)
         env, ratio = _interpolate(sp, pos), _interpolate(ap, pos) ** 2
         block = _pulse_block(env, ratio, vuv[sl], shift[sl] * fs, sizes[sl], fold, remover, rng)
-        # overlap-add: pulse n's response starts at n - N/2 + 1, i.e. at n + N/2 + 1 in y (N samples of slack
-        # on both sides)
-        at = torch.from_numpy(idx[sl] + fft // 2 + 1)[:, None] + torch.arange(fft)
+        # overlap-add (y has N samples of slack on both sides)
+        at = torch.from_numpy(idx[sl])[:, None] + place
         y.index_add_(0, at.reshape(-1), block.reshape(-1))
     return y[fft : fft + num_samples].numpy().astype(np.float64)
 
 
 def _pulse_block(env: Tensor, ratio: Tensor, vuv: np.ndarray, delay: np.ndarray, sizes: np.ndarray,
                  fold: Tensor, remover: Tensor, rng: np.random.Generator) -> Tensor:
-    """The responses (rows of N samples, pulse at N/2 - 1) of one chunk of pulses."""
+    """The responses of one chunk of pulses (rows of N samples in FFT order: causal half first)."""
     fft = len(fold)
     count = len(env)
     out = torch.zeros(count, fft, dtype=DTYPE)
     voiced = torch.from_numpy(vuv > 0.5) & (ratio[:, 0] <= 0.999)
     if bool(voiced.any()):
-        log_p = _minimum_phase(torch.log(env[voiced] * (1.0 - ratio[voiced]) + SAFE_MIN) / 2.0, fold)
+        log_p = _minimum_phase(torch.log(env[voiced] * (1.0 - ratio[voiced]) + SAFE_MIN), fold)
         # the fractional delay: a linear phase
         phase = log_p.imag - torch.from_numpy(2.0 * np.pi * delay / fft).to(DTYPE)[voiced][:, None] * torch.arange(
             fft // 2 + 1, dtype=DTYPE)
-        periodic = torch.roll(torch.fft.irfft(_exp(torch.complex(log_p.real, phase)), n=fft), fft // 2, dims=-1)
-        dc = periodic[:, fft // 2 :].sum(dim=1, keepdim=True)
-        periodic[:, : fft // 2] = 0.0
+        periodic = torch.fft.irfft(_exp(torch.complex(log_p.real, phase)), n=fft)
+        dc = periodic[:, : fft // 2].sum(dim=1, keepdim=True)  # the causal half's DC; the rest is dropped
+        periodic[:, fft // 2 :] = 0.0
         out[voiced] = (periodic - dc * remover) * torch.from_numpy(np.sqrt(sizes)).to(DTYPE)[voiced][:, None]
     # zero-mean white noise as long as each pulse period (at most N), zero-padded to N
     length = np.minimum(sizes, fft)
@@ -146,7 +149,7 @@ def _pulse_block(env: Tensor, ratio: Tensor, vuv: np.ndarray, delay: np.ndarray,
     noise = np.zeros((count, fft), dtype=np.float32)
     noise[rows, np.arange(len(rows)) - np.repeat(np.cumsum(length) - length, length)] = draws
     noisy = torch.where(torch.from_numpy(vuv != 0.0)[:, None], env * ratio, env)
-    log_a = _minimum_phase(torch.log(noisy) / 2.0, fold)
+    log_a = _minimum_phase(torch.log(noisy), fold)
     shaped = _exp(log_a) * torch.fft.rfft(torch.from_numpy(noise).to(DTYPE))
-    out += torch.roll(torch.fft.irfft(shaped, n=fft), fft // 2, dims=-1)
+    out += torch.fft.irfft(shaped, n=fft)
     return out

@@ -22,10 +22,15 @@ synthesised one by one; the noise samples differ from WORLD's own generator.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
 
+Noise = Callable[[int], np.ndarray]
+"""A source of white noise: n -> n samples of zero mean and unit variance."""
 DEFAULT_F0 = 500.0
 """Pulse rate where unvoiced (WORLD's `kDefaultF0`)."""
 SAFE_MIN = 1e-12
@@ -92,9 +97,11 @@ def _interpolate(frames: Tensor, pos: np.ndarray) -> Tensor:
 
 
 def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray, fs: int,
-               frame_period: float = 5.0, seed: int = 0) -> np.ndarray:
+               frame_period: float = 5.0, seed: int = 0, noise: Noise | None = None) -> np.ndarray:
     """`pyworld.synthesize`'s signature and output length (F0 in Hz, 0 = unvoiced; envelope and
-    aperiodicity with N/2+1 bins per frame), computed a chunk of pulses at a time."""
+    aperiodicity with N/2+1 bins per frame), computed a chunk of pulses at a time. The aperiodic
+    excitation draws its samples, pulse after pulse, from `noise` (n -> n white samples of unit
+    variance; default: a numpy generator seeded with `seed`)."""
     if not len(f0) == len(spectrogram) == len(aperiodicity) or spectrogram.shape[1] != aperiodicity.shape[1]:
         raise ValueError(f"WORLD synthesis needs as many F0, envelope and aperiodicity frames of equal width; "
                          f"got {len(f0)}, {spectrogram.shape} and {aperiodicity.shape}")
@@ -113,12 +120,14 @@ def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray
     # responses stay in FFT order (the pulse at index 0); WORLD's fftshift becomes this placement in y
     order = (np.arange(fft) + fft // 2) % fft
     remover, place = _dc_remover(fft)[order], torch.from_numpy(order - fft // 2 + 1 + fft)
-    rng = np.random.default_rng(seed)
+    if noise is None:
+        gen = np.random.default_rng(seed)
+        noise = functools.partial(gen.standard_normal, dtype=np.float32)
     for start in range(0, len(idx), CHUNK):
         sl = slice(start, start + CHUNK)
         pos = idx[sl] / fs / (frame_period / 1000.0)
         env, ratio = _interpolate(sp, pos), _interpolate(ap, pos) ** 2
-        block = _pulse_block(env, ratio, vuv[sl], shift[sl] * fs, sizes[sl], fold, remover, rng)
+        block = _pulse_block(env, ratio, vuv[sl], shift[sl] * fs, sizes[sl], fold, remover, noise)
         # overlap-add (y has N samples of slack on both sides)
         at = torch.from_numpy(idx[sl])[:, None] + place
         y.index_add_(0, at.reshape(-1), block.reshape(-1))
@@ -126,7 +135,7 @@ def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray
 
 
 def _pulse_block(env: Tensor, ratio: Tensor, vuv: np.ndarray, delay: np.ndarray, sizes: np.ndarray,
-                 fold: Tensor, remover: Tensor, rng: np.random.Generator) -> Tensor:
+                 fold: Tensor, remover: Tensor, noise: Noise) -> Tensor:
     """The responses of one chunk of pulses (rows of N samples in FFT order: causal half first)."""
     fft = len(fold)
     count = len(env)
@@ -144,7 +153,7 @@ def _pulse_block(env: Tensor, ratio: Tensor, vuv: np.ndarray, delay: np.ndarray,
     # zero-mean white noise as long as each pulse period (at most N), zero-padded to N
     length = np.minimum(sizes, fft)
     rows = np.repeat(np.arange(count), length)
-    draws = rng.standard_normal(len(rows), dtype=np.float32)
+    draws = np.asarray(noise(len(rows)), dtype=np.float32)
     draws -= (np.bincount(rows, weights=draws, minlength=count) / np.maximum(length, 1))[rows].astype(np.float32)
     noise = np.zeros((count, fft), dtype=np.float32)
     noise[rows, np.arange(len(rows)) - np.repeat(np.cumsum(length) - length, length)] = draws

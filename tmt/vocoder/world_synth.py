@@ -22,7 +22,6 @@ synthesised one by one; the noise samples differ from WORLD's own generator.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -68,6 +67,11 @@ def _minimum_phase(log_power: Tensor, fold: Tensor) -> Tensor:
     """Minimum-phase log spectra (rows of N/2+1 bins) of the amplitudes sqrt(power), through the cepstrum
     `fold`ed onto its causal half (and halved: the square root)."""
     return torch.fft.rfft(torch.fft.irfft(log_power, n=len(fold)) * fold)
+
+
+def _gaussian(seed: int) -> Noise:
+    gen = np.random.default_rng(seed)
+    return lambda n: gen.standard_normal(n, dtype=np.float32)
 
 
 def _exp(log_spectrum: Tensor) -> Tensor:
@@ -120,14 +124,12 @@ def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray
     # responses stay in FFT order (the pulse at index 0); WORLD's fftshift becomes this placement in y
     order = (np.arange(fft) + fft // 2) % fft
     remover, place = _dc_remover(fft)[order], torch.from_numpy(order - fft // 2 + 1 + fft)
-    if noise is None:
-        gen = np.random.default_rng(seed)
-        noise = functools.partial(gen.standard_normal, dtype=np.float32)
+    source = noise if noise is not None else _gaussian(seed)
     for start in range(0, len(idx), CHUNK):
         sl = slice(start, start + CHUNK)
         pos = idx[sl] / fs / (frame_period / 1000.0)
         env, ratio = _interpolate(sp, pos), _interpolate(ap, pos) ** 2
-        block = _pulse_block(env, ratio, vuv[sl], shift[sl] * fs, sizes[sl], fold, remover, noise)
+        block = _pulse_block(env, ratio, vuv[sl], shift[sl] * fs, sizes[sl], fold, remover, source)
         # overlap-add (y has N samples of slack on both sides)
         at = torch.from_numpy(idx[sl])[:, None] + place
         y.index_add_(0, at.reshape(-1), block.reshape(-1))
@@ -135,7 +137,7 @@ def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray
 
 
 def _pulse_block(env: Tensor, ratio: Tensor, vuv: np.ndarray, delay: np.ndarray, sizes: np.ndarray,
-                 fold: Tensor, remover: Tensor, noise: Noise) -> Tensor:
+                 fold: Tensor, remover: Tensor, source: Noise) -> Tensor:
     """The responses of one chunk of pulses (rows of N samples in FFT order: causal half first)."""
     fft = len(fold)
     count = len(env)
@@ -153,7 +155,7 @@ def _pulse_block(env: Tensor, ratio: Tensor, vuv: np.ndarray, delay: np.ndarray,
     # zero-mean white noise as long as each pulse period (at most N), zero-padded to N
     length = np.minimum(sizes, fft)
     rows = np.repeat(np.arange(count), length)
-    draws = np.asarray(noise(len(rows)), dtype=np.float32)
+    draws = np.asarray(source(len(rows)), dtype=np.float32)
     draws -= (np.bincount(rows, weights=draws, minlength=count) / np.maximum(length, 1))[rows].astype(np.float32)
     noise = np.zeros((count, fft), dtype=np.float32)
     noise[rows, np.arange(len(rows)) - np.repeat(np.cumsum(length) - length, length)] = draws

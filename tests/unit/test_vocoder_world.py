@@ -265,6 +265,8 @@ def test_a_trained_vocoder_takes_synthesis_settings_only(tmp_path: Path) -> None
     assert load_vocoder(tmp_path / "v").cfg.world.synthesizer == "batched"
     with pytest.raises(VocoderError, match="only takes synthesis settings"):
         load_vocoder(tmp_path / "v", settings=["world.hidden_dim=8"])
+    with pytest.raises(VocoderError, match=r"noise_seed needs world\.synthesizer=batched"):
+        load_vocoder(tmp_path / "v", settings=["world.synthesizer=pyworld", "world.noise_seed=1"])
     runner = CliRunner()
     res = runner.invoke(cli, ["vocoder", "synthesize", str(tmp_path / "v"), "--units", "-", "--out-dir",
                               str(tmp_path / "wavs"), "--set", "world.synthesizer=pyworld"], input="3 4 5 6\n")

@@ -108,7 +108,7 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
               help="A vocoder trained with --voices: whose voice (default: its default voice; see vocoder.json).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A synthesis setting of the trained vocoder, e.g. --set world.synthesizer=pyworld "
-                   "(world.pitch_mean_hz, pitch_range, synthesis_fft, synthesizer, workers).")
+                   "(world.pitch_mean_hz, pitch_range, synthesis_fft, synthesizer, noise_seed, workers).")
 @click.option("--device", default="cpu", help="torch device.")
 def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: int | None, gt_durations: bool,
                duration_scale: float, duration_rounding: str, out_dir: str, tokenizer: str | None,
@@ -185,7 +185,7 @@ def import_fairseq_cmd(checkpoint: str, config_json: str, out: str, tokenizer: s
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A synthesis setting of every vocoder given, e.g. --set world.synthesizer=pyworld "
-                   "(world.pitch_mean_hz, pitch_range, synthesis_fft, synthesizer, workers).")
+                   "(world.pitch_mean_hz, pitch_range, synthesis_fft, synthesizer, noise_seed, workers).")
 def eval_cmd(vocoders: tuple[str, ...], store: str, manifest: str, limit: int | None, gt_durations: bool, ladder: bool,
              model: str | None, out_dir: str | None, as_json: bool, settings: tuple[str, ...]) -> None:
     """Resynthesise held-out units; report WER (ASR judge) and mel distance to the original audio."""

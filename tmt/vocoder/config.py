@@ -123,6 +123,10 @@ class WorldConfig:
     """Waveform synthesis from the WORLD parameters: `batched` (tmt.vocoder.world_synth: WORLD's algorithm and
     noise sequence with its per-pulse FFTs run a block of pulses at a time; the same waveform to ~120 dB,
     faster) or `pyworld.synthesize` itself (the reference)."""
+    noise_seed: int | None = None
+    """batched synthesizer: None = WORLD's own noise sequence (pyworld's waveform), else Gaussian noise from this
+    seed: another realisation of the same sound. Judge WERs move by several points between realisations
+    (docs/results.md, session 13), so compare vocoders over a few seeds."""
     workers: int = 1
     """Processes for WORLD analysis and synthesis (1 = in this process; WORLD holds the GIL, so no threads)."""
     unit_prior: bool = False
@@ -392,7 +396,7 @@ def preset(name: str) -> VocoderConfig:
     return PRESETS[name]()
 
 
-SYNTHESIS_ONLY = {"world": ("pitch_mean_hz", "pitch_range", "synthesis_fft", "synthesizer", "workers")}
+SYNTHESIS_ONLY = {"world": ("pitch_mean_hz", "pitch_range", "synthesis_fft", "synthesizer", "noise_seed", "workers")}
 """Config fields that only affect synthesis (or speed): a resumed run or a trained vocoder may change them."""
 
 
@@ -406,7 +410,11 @@ def with_synthesis_settings(cfg: VocoderConfig, overrides: Sequence[str]) -> Voc
         key = ov.split("=", 1)[0].strip()
         if key not in allowed:
             raise VocoderError(f"--set {key}: a trained vocoder only takes synthesis settings ({', '.join(allowed)})")
-    return merge(cfg, parse_overrides(tuple(overrides))) if overrides else cfg
+    if not overrides:
+        return cfg
+    cfg = merge(cfg, parse_overrides(tuple(overrides)))
+    check_config(cfg)
+    return cfg
 
 
 def resolve_config(config: str | None, arch: str | None = None, overrides: Sequence[str] = ()) -> VocoderConfig:
@@ -449,6 +457,8 @@ def check_config(cfg: VocoderConfig) -> None:
         raise VocoderError(f"world.frame_period {w.frame_period} ms must divide the 20 ms unit frame (5, 10 or 20)")
     if cfg.arch == "unit-world" and (w.synthesis_fft < 128 or w.synthesis_fft & (w.synthesis_fft - 1)):
         raise VocoderError(f"world.synthesis_fft {w.synthesis_fft} must be a power of two >= 128")
+    if cfg.arch == "unit-world" and w.noise_seed is not None and w.synthesizer != "batched":
+        raise VocoderError("world.noise_seed needs world.synthesizer=batched (pyworld always draws its own noise)")
     if cfg.arch == "unit-world" and not 0 < w.f0_floor < w.f0_ceil:
         raise VocoderError(f"world.f0_floor {w.f0_floor} and f0_ceil {w.f0_ceil} must satisfy 0 < floor < ceil")
     if cfg.loss.envelope_loss not in ENVELOPE_LOSSES:

@@ -271,10 +271,12 @@ def _map(ex: Executor, fn: Any, args: Sequence[Any], workers: int) -> Iterator[A
 # synthesis
 # ---------------------------------------------------------------------------------------
 def synthesize_features(f0: np.ndarray, envelope: np.ndarray, aperiodicity: np.ndarray, frame_period: float,
-                        num_samples: int, fft: int = 1024, synthesizer: str = "batched") -> np.ndarray:
+                        num_samples: int, fft: int = 1024, synthesizer: str = "batched",
+                        noise_seed: int | None = None) -> np.ndarray:
     """F0 (Hz, 0 = unvoiced), coded envelope, band aperiodicity per WORLD frame -> float32 wav of `num_samples`
     (envelopes decoded to `fft` points: WORLD synthesises with the FFT size its envelope has), by
-    `tmt.vocoder.world_synth` (`batched`) or `pyworld.synthesize` (`pyworld`)."""
+    `tmt.vocoder.world_synth` (`batched`; WORLD's noise sequence, or Gaussian noise from `noise_seed`) or
+    `pyworld.synthesize` (`pyworld`)."""
     pw = _pyworld()
     fs = SAMPLE_RATE
     # one more frame than the features cover, so WORLD's (frames - 1) * hop samples reach the end
@@ -286,16 +288,18 @@ def synthesize_features(f0: np.ndarray, envelope: np.ndarray, aperiodicity: np.n
         ap = pw.decode_aperiodicity(np.minimum(bap, 0.0), fs, fft)
         wav = pw.synthesize(f0, sp, ap, fs, frame_period)[:num_samples]
     else:
-        from tmt.vocoder.world_synth import synthesize
+        from tmt.vocoder.world_synth import gaussian_noise, synthesize
 
-        wav = synthesize(f0, *decode_features(env, np.minimum(bap, 0.0), fft), fs, frame_period)[:num_samples]
+        noise = None if noise_seed is None else gaussian_noise(noise_seed)
+        wav = synthesize(f0, *decode_features(env, np.minimum(bap, 0.0), fft), fs, frame_period, noise)[:num_samples]
     if len(wav) < num_samples:
         wav = np.pad(wav, (0, num_samples - len(wav)))
     return np.clip(np.nan_to_num(wav), -1.0, 1.0).astype(np.float32)
 
 
-SynthJob = tuple[np.ndarray, np.ndarray, np.ndarray, float, int, int, str]
-"""Arguments of `synthesize_features`: f0, envelope, aperiodicity, frame period, samples, FFT size, synthesizer."""
+SynthJob = tuple[np.ndarray, np.ndarray, np.ndarray, float, int, int, str, int | None]
+"""Arguments of `synthesize_features`: f0, envelope, aperiodicity, frame period, samples, FFT size, synthesizer,
+noise seed."""
 
 
 def _synth_job(job: SynthJob) -> np.ndarray:
@@ -319,4 +323,4 @@ def features_to_wave(feats: np.ndarray, cfg: WorldConfig) -> np.ndarray:
     f0 = np.where(feats[:, VUV] > 0.5, np.exp(feats[:, LF0]), 0.0)
     env, ap = feats[:, 2 : 2 + cfg.envelope_dim], feats[:, 2 + cfg.envelope_dim :]
     n = math.ceil(len(feats) / frames_per_unit(cfg)) * FRAME_HOP
-    return synthesize_features(f0, env, ap, cfg.frame_period, n, cfg.synthesis_fft, cfg.synthesizer)
+    return synthesize_features(f0, env, ap, cfg.frame_period, n, cfg.synthesis_fft, cfg.synthesizer, cfg.noise_seed)

@@ -294,6 +294,6 @@ def world_waveforms(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg:
                                voice=voice, units=units)
     env_dim = cfg.envelope_dim
     jobs = [(np.where(f[:, VUV] > 0.5, np.exp(f[:, LF0]), 0.0), f[:, 2 : 2 + env_dim], f[:, 2 + env_dim :],
-             cfg.frame_period, int(n) * FRAME_HOP, cfg.synthesis_fft, cfg.synthesizer)
+             cfg.frame_period, int(n) * FRAME_HOP, cfg.synthesis_fft, cfg.synthesizer, cfg.noise_seed)
             for f, n in zip(feats, lengths, strict=True)]
     return synthesize_many(jobs, cfg.workers)

@@ -185,8 +185,10 @@ def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray
     y = torch.zeros(num_samples + 2 * fft, dtype=DTYPE)
     idx, shift, vuv = pulse_train(np.asarray(f0, dtype=np.float64), fs, frame_period, num_samples, fft)
     sizes = np.diff(idx, append=idx[-1:]) if len(idx) else idx
-    sp = torch.from_numpy(np.abs(np.asarray(spectrogram, dtype=np.float32)))
-    ap = torch.from_numpy(np.clip(np.asarray(aperiodicity, dtype=np.float64), 0.001, 0.999999999999).astype(np.float32))
+    bins = spectrogram.shape[1]
+    # envelope and aperiodicity side by side: one interpolation per chunk for both
+    frames = torch.from_numpy(np.concatenate(
+        [np.abs(spectrogram), np.clip(aperiodicity, 0.001, 0.999999999999)], axis=1).astype(np.float32))
     # the cepstral fold, halved: log power in, log amplitude of the minimum-phase spectrum out
     fold = torch.zeros(fft, dtype=DTYPE)
     fold[0], fold[1 : fft // 2], fold[fft // 2] = 0.5, 1.0, 0.5
@@ -197,7 +199,8 @@ def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray
     for start in range(0, len(idx), CHUNK):
         sl = slice(start, start + CHUNK)
         pos = idx[sl] / fs / (frame_period / 1000.0)
-        env, ratio = _interpolate(sp, pos), _interpolate(ap, pos) ** 2
+        both = _interpolate(frames, pos)
+        env, ratio = both[:, :bins], both[:, bins:] ** 2
         block = _pulse_block(env, ratio, vuv[sl], shift[sl] * fs, sizes[sl], fold, remover, source)
         # overlap-add (y has N samples of slack on both sides)
         at = torch.from_numpy(idx[sl])[:, None] + place

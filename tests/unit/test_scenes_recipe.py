@@ -127,6 +127,11 @@ def test_vocoder_config_chooses_the_arch(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     [train] = calls
     assert "--config unit-world " in train and "train.max_minutes=3" in train
+    assert "--set world.workers=2 " in train  # WORLD analysis in --jobs processes
+    r, calls = _recipe(tmp_path / "c", "--stage", "7", "--stop-stage", "7", "--vocoder-config", "unit-mel", "--jobs", "3")
+    assert r.returncode == 0, r.stderr
+    [train] = calls
+    assert "world.workers" not in train
 
 
 def test_image_and_speech_cards_choose_the_tokenizers(tmp_path: Path) -> None:

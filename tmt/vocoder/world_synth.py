@@ -4,7 +4,7 @@
 from seven 1024-point FFTs run one pulse at a time in C: at 16 kHz that is ~80% of the unit-world
 vocoder's time. This module computes the same responses as WORLD's `synthesis.cpp` (the version
 pyworld 0.3 bundles: fractional pulse shifts, the raised-cosine DC remover), but for a whole chunk of
-pulses at once with numpy's FFTs, which is what makes the speed target reachable on one core. It is
+pulses at once with torch's FFTs, which is what makes the speed target reachable on one core. It is
 written here because no library exposes WORLD's synthesis in a vectorised form; pyworld stays the
 reference (`world.synthesizer: pyworld`), and the tests hold the two to the same waveform.
 
@@ -227,7 +227,7 @@ def _pulse_block(env: Tensor, ratio: Tensor, vuv: np.ndarray, delay: np.ndarray,
     # zero-mean white noise as long as each pulse period (at most N), zero-padded to N
     length = np.minimum(sizes, fft)
     rows = np.repeat(np.arange(count), length)
-    draws = np.asarray(source(len(rows)), dtype=np.float32)
+    draws = np.array(source(len(rows)), dtype=np.float32)  # a copy: the source's buffer stays as it is
     draws -= (np.bincount(rows, weights=draws, minlength=count) / np.maximum(length, 1))[rows].astype(np.float32)
     noise = np.zeros((count, fft), dtype=np.float32)
     noise[rows, np.arange(len(rows)) - np.repeat(np.cumsum(length) - length, length)] = draws

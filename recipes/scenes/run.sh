@@ -33,12 +33,12 @@ train_steps=         # cap on optimizer steps of the first training (the time bu
 bt_steps=            # cap on steps of training on real + synthetic
 train_minutes=       # override the preset's training budget (minutes)
 bt_minutes=          # override the preset's budget on real + synthetic (minutes)
-vocoder_config=      # vocoder preset or YAML for stage 7 (default: the preset's, unit-mel)
+vocoder_config=      # vocoder preset or YAML for stage 7 (default: the preset's, unit-world-exemplars)
 image_card=tokenizers/image-vq-f8-512.yaml  # image tokenizer card of stage 1 (e.g. tokenizers/image-aligned-32tok.yaml)
-speech_card=tokenizers/speech-mfcc-km200.yaml  # speech tokenizer card of stage 1 (km1000: finer units, clearer vocoding)
+speech_card=tokenizers/speech-mfcc-km1000.yaml  # speech tokenizer card of stage 1 (km200: the coarser units of sessions 1-12)
 vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 vocoder_steps=       # cap on vocoder steps (with a generous --vocoder-minutes: a fit of exactly N steps)
-vocoder_voices=false # true: the vocoder is conditioned on the voice (tmt vocoder train --voices), speaking --voice
+vocoder_voices=true  # true: the vocoder is conditioned on the voice (tmt vocoder train --voices), speaking --voice
 vq_minutes=          # override the preset's image tokenizer (VQ) budget (minutes)
 vq_steps=            # cap on VQ steps (with a generous --vq-minutes: a fit of exactly N steps)
 test_limit=          # rows of each test split translated and scored (0: all; default: the preset's)
@@ -78,8 +78,8 @@ Usage: $0 [options]
                      preset's)
   --image-card Y     image tokenizer card of stage 1 (default ${image_card}; the text-aligned
                      32-token family: tokenizers/image-aligned-32tok.yaml)
-  --speech-card Y    speech tokenizer card of stage 1 (default ${speech_card}; finer units that a
-                     vocoder voices more clearly: tokenizers/speech-mfcc-km1000.yaml)
+  --speech-card Y    speech tokenizer card of stage 1 (default ${speech_card}: 1000 MFCC clusters, which a
+                     vocoder voices far more clearly than 200; the old default: tokenizers/speech-mfcc-km200.yaml)
   --vocoder-minutes M override the preset's vocoder budget
   --vocoder-steps N  cap on vocoder steps (a fit of exactly N steps, given the minutes)
   --vocoder-voices B true: condition the vocoder on the voice (default ${vocoder_voices}); translation then
@@ -123,7 +123,7 @@ case "${preset}" in
     : "${vq_steps:=20000}"; : "${vq_minutes:=3}"; km_sample=100000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"   # the time budgets below end training
     : "${train_minutes:=10}"; : "${bt_minutes:=3}"
-    : "${vocoder_config:=unit-mel}"; : "${vocoder_minutes:=3}"
+    : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=3}"
     model_preset=demo; beam=5; : "${test_limit:=40}"; eval_splits="test"
     ;;
   full)
@@ -131,7 +131,7 @@ case "${preset}" in
     : "${vq_steps:=20000}"; : "${vq_minutes:=14}"; km_sample=300000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=75}"; : "${bt_minutes:=25}"
-    : "${vocoder_config:=unit-mel}"; : "${vocoder_minutes:=25}"
+    : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=20}"  # + ~15 min of WORLD analysis
     # the first 250 rows of each test split (50 scenes' captions; image sources: all 100 images)
     # keep stages 8-10 near half an hour, inside the preset's 3 hours
     model_preset=demo; beam=5; : "${test_limit:=250}"; eval_splits="test test_novel"
@@ -145,7 +145,7 @@ case "${preset}" in
     : "${vq_steps:=20000}"; : "${vq_minutes:=6}"; km_sample=200000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=35}"; : "${bt_minutes:=8}"
-    : "${vocoder_config:=unit-mel}"; : "${vocoder_minutes:=12}"
+    : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=12}"
     model_preset=demo; beam=5; : "${test_limit:=150}"; eval_splits="test test_novel"
     ;;
   *) echo "unknown --preset ${preset} (quick|mid|full)" >&2; exit 1 ;;

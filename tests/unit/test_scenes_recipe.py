@@ -111,18 +111,18 @@ def test_vocoder_steps_caps_the_vocoder_fit_only_when_given(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     [train] = calls
     assert "--set train.max_steps=6850" in train and "train.max_minutes=3" in train  # quick preset's budget
-    assert "--voices" not in train
-    r, calls = _recipe(tmp_path / "c", "--stage", "7", "--stop-stage", "7", "--vocoder-voices", "true")
+    assert " --voices " in train  # the default: a voice-conditioned vocoder
+    r, calls = _recipe(tmp_path / "c", "--stage", "7", "--stop-stage", "7", "--vocoder-voices", "false")
     assert r.returncode == 0, r.stderr
     [train] = calls
-    assert " --voices " in train and "max_steps" not in train
+    assert "--voices" not in train and "max_steps" not in train
 
 
 def test_vocoder_config_chooses_the_arch(tmp_path: Path) -> None:
     r, calls = _recipe(tmp_path / "a", "--stage", "7", "--stop-stage", "7")
     assert r.returncode == 0, r.stderr
     [train] = calls
-    assert "--config unit-mel " in train  # the preset's default
+    assert "--config unit-world-exemplars " in train and "--set world.workers=2 " in train  # the preset's default
     r, calls = _recipe(tmp_path / "b", "--stage", "7", "--stop-stage", "7", "--vocoder-config", "unit-world")
     assert r.returncode == 0, r.stderr
     [train] = calls
@@ -140,15 +140,15 @@ def test_image_and_speech_cards_choose_the_tokenizers(tmp_path: Path) -> None:
     [fit] = [c for c in calls if c.startswith("tokenize image fit ")]
     assert "--card tokenizers/image-vq-f8-512.yaml " in fit  # the default
     [speech] = [c for c in calls if c.startswith("tokenize speech fit ")]
-    assert "--card tokenizers/speech-mfcc-km200.yaml " in speech
+    assert "--card tokenizers/speech-mfcc-km1000.yaml " in speech  # the default
     r, calls = _recipe(tmp_path / "b", "--stage", "1", "--stop-stage", "1",
                        "--image-card", "tokenizers/image-aligned-32tok.yaml",
-                       "--speech-card", "tokenizers/speech-mfcc-km1000.yaml")
+                       "--speech-card", "tokenizers/speech-mfcc-km200.yaml")
     assert r.returncode == 0, r.stderr
     [fit] = [c for c in calls if c.startswith("tokenize image fit ")]
     assert "--card tokenizers/image-aligned-32tok.yaml " in fit
     [speech] = [c for c in calls if c.startswith("tokenize speech fit ")]
-    assert "--card tokenizers/speech-mfcc-km1000.yaml " in speech
+    assert "--card tokenizers/speech-mfcc-km200.yaml " in speech
 
 
 def test_per_direction_best_translates_each_direction_with_its_own_checkpoint(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ import torch
 from tmt.cli._common import format_table
 from tmt.core.audio import SAMPLE_RATE
 from tmt.vocoder import UnitVocoder, build_model, load_vocoder, resolve_config
+from tmt.vocoder.synthesis import read_vocoder_json
 from tmt.vocoder.testing import random_units
 
 TARGET_RTF = 50.0
@@ -65,24 +66,25 @@ def _inputs(store: str | None, n_utts: int, n_units: int) -> tuple[list[np.ndarr
 
 def _vocoder(name: str, overrides: list[str], *, trained: bool, num_units: int) -> UnitVocoder:
     """A preset with untrained weights (`num_units` units, as many as the input has), or a trained vocoder
-    directory with the overrides applied (only synthesis settings make sense there, e.g.
-    world.synthesis_fft) and WORLD in this one process."""
+    directory with the overrides applied (synthesis settings only, e.g. world.synthesis_fft) and WORLD in
+    this one process."""
     if not trained:
         cfg = resolve_config(name, None, [f"num_units={num_units}", *overrides])
         return UnitVocoder(build_model(cfg), cfg)
-    from tmt.config import merge, parse_overrides
+    one_core = ["world.workers=1"] if _arch(name) == "unit-world" else []
+    return load_vocoder(name, settings=one_core + overrides)
 
-    voc = load_vocoder(name)
-    one_core = ["world.workers=1"] if voc.cfg.arch == "unit-world" else []
-    return UnitVocoder(voc.model, merge(voc.cfg, parse_overrides(tuple(one_core + overrides))), voc.info)
+
+def _arch(name: str) -> str:
+    """A preset's or a trained vocoder directory's arch (from its vocoder.json: no weights read)."""
+    return str(read_vocoder_json(name)["arch"]) if Path(name).is_dir() else resolve_config(name).arch
 
 
 def _rows(names: list[str], synthesizers: list[str]) -> list[tuple[str, str]]:
     """(config or vocoder dir, WORLD synthesizer or "") per table row: unit-world ones once per synthesizer."""
     rows = []
     for name in names:
-        arch = load_vocoder(name).cfg.arch if Path(name).is_dir() else resolve_config(name).arch
-        rows += [(name, s) for s in synthesizers] if arch == "unit-world" else [(name, "")]
+        rows += [(name, s) for s in synthesizers] if _arch(name) == "unit-world" else [(name, "")]
     return rows
 
 

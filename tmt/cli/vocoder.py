@@ -19,6 +19,9 @@ from tmt.core.io import make_dirs
 
 log = logging.getLogger(__name__)
 
+SET_HELP = ("A synthesis setting of the trained vocoder(s), e.g. --set world.synthesizer=pyworld "
+            "(world.pitch_mean_hz, pitch_range, synthesis_fft, synthesizer, noise_seed, workers).")
+
 EPILOG = """\b
 Examples:
   tmt vocoder train --store data/scenes/store/train --manifest data/scenes/train.jsonl.gz \\
@@ -106,9 +109,7 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
               help="unit-world: output pitch range, a multiple of the training speech's spread (0 = monotone).")
 @click.option("--voice", default=None,
               help="A vocoder trained with --voices: whose voice (default: its default voice; see vocoder.json).")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A synthesis setting of the trained vocoder, e.g. --set world.synthesizer=pyworld "
-                   "(world.pitch_mean_hz, pitch_range, synthesis_fft, synthesizer, noise_seed, workers).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--device", default="cpu", help="torch device.")
 def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: int | None, gt_durations: bool,
                duration_scale: float, duration_rounding: str, out_dir: str, tokenizer: str | None,
@@ -183,9 +184,7 @@ def import_fairseq_cmd(checkpoint: str, config_json: str, out: str, tokenizer: s
               help="Also transcribe with this tmt translation model (speech->text), if the judge is missing.")
 @click.option("--out-dir", default=None, type=click.Path(file_okay=False), help="Keep the resynthesised wavs here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A synthesis setting of every vocoder given, e.g. --set world.synthesizer=pyworld "
-                   "(world.pitch_mean_hz, pitch_range, synthesis_fft, synthesizer, noise_seed, workers).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 def eval_cmd(vocoders: tuple[str, ...], store: str, manifest: str, limit: int | None, gt_durations: bool, ladder: bool,
              model: str | None, out_dir: str | None, as_json: bool, settings: tuple[str, ...]) -> None:
     """Resynthesise held-out units; report WER (ASR judge) and mel distance to the original audio."""

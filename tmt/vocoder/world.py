@@ -318,9 +318,13 @@ def synthesize_many(jobs: Sequence[SynthJob], workers: int = 1) -> list[np.ndarr
     return list(_map(_POOLS[workers], _synth_job, jobs, workers))
 
 
-def features_to_wave(feats: np.ndarray, cfg: WorldConfig) -> np.ndarray:
-    """Copy synthesis: a feature matrix from `analyse` straight back to a wav (the arch's ceiling)."""
+def synth_job(feats: np.ndarray, num_samples: int, cfg: WorldConfig) -> SynthJob:
+    """A feature matrix (`analyse`'s layout) and the wav length -> `synthesize_features`' arguments under `cfg`."""
     f0 = np.where(feats[:, VUV] > 0.5, np.exp(feats[:, LF0]), 0.0)
     env, ap = feats[:, 2 : 2 + cfg.envelope_dim], feats[:, 2 + cfg.envelope_dim :]
-    n = math.ceil(len(feats) / frames_per_unit(cfg)) * FRAME_HOP
-    return synthesize_features(f0, env, ap, cfg.frame_period, n, cfg.synthesis_fft, cfg.synthesizer, cfg.noise_seed)
+    return f0, env, ap, cfg.frame_period, num_samples, cfg.synthesis_fft, cfg.synthesizer, cfg.noise_seed
+
+
+def features_to_wave(feats: np.ndarray, cfg: WorldConfig) -> np.ndarray:
+    """Copy synthesis: a feature matrix from `analyse` straight back to a wav (the arch's ceiling)."""
+    return _synth_job(synth_job(feats, math.ceil(len(feats) / frames_per_unit(cfg)) * FRAME_HOP, cfg))

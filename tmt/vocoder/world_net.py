@@ -29,7 +29,14 @@ from tmt.vocoder.data import Utterance, voice_ids
 from tmt.vocoder.duration import sequence_mask
 from tmt.vocoder.exemplars import ExemplarTable, exemplar_frames
 from tmt.vocoder.nets import UnitMel
-from tmt.vocoder.world import LF0, VUV, frames_per_unit, log_envelope_basis, synthesize_many
+from tmt.vocoder.world import (
+    LF0,
+    VUV,
+    frames_per_unit,
+    log_envelope_basis,
+    synth_job,
+    synthesize_many,
+)
 
 MIN_LF0_STD = 0.02
 """Floor of an utterance's log-F0 spread (a monotone utterance would divide by ~0)."""
@@ -292,8 +299,5 @@ def world_waveforms(model: UnitWorld, pred: Tensor, lengths: Sequence[int], cfg:
     (`units` as in `world_feature_rows`)."""
     feats = world_feature_rows(model, pred, lengths, cfg, pitch_mean_hz=pitch_mean_hz, pitch_range=pitch_range,
                                voice=voice, units=units)
-    env_dim = cfg.envelope_dim
-    jobs = [(np.where(f[:, VUV] > 0.5, np.exp(f[:, LF0]), 0.0), f[:, 2 : 2 + env_dim], f[:, 2 + env_dim :],
-             cfg.frame_period, int(n) * FRAME_HOP, cfg.synthesis_fft, cfg.synthesizer, cfg.noise_seed)
-            for f, n in zip(feats, lengths, strict=True)]
+    jobs = [synth_job(f, int(n) * FRAME_HOP, cfg) for f, n in zip(feats, lengths, strict=True)]
     return synthesize_many(jobs, cfg.workers)

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 VOCODER_FORMAT = "tmt-unit-vocoder"
 VOCODER_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
+MAX_PADDING = 0.1
+"""Largest share of padded frames a synthesis batch may have beyond its real ones (frames are sorted by length)."""
 
 VoiceArg = str | Sequence[str | None] | None
 """A synthesis call's voice: one name for every utterance, one per utterance, or None (the default)."""
@@ -179,7 +181,8 @@ class UnitVocoder:
         trained with voices (`voices`); an unknown name is refused. A vocoder without voices has one
         voice and ignores it. Durations (frames of 20 ms per unit) are predicted when not given. Inputs
         are grouped by length into padded batches of at most
-        `max_frames_per_batch` frames (batch x longest); outputs come back in
+        `max_frames_per_batch` frames (batch x longest) that are at most `MAX_PADDING` padding (a batch
+        of very different lengths costs the network more than smaller ones); outputs come back in
         input order, each cut to its own length (frames x 320 samples).
         """
         units = self._check_units(units)
@@ -190,17 +193,10 @@ class UnitVocoder:
             durs = _check_durations(units, durations)
         n_frames = [int(d.sum()) for d in durs]
         out: list[np.ndarray] = [np.zeros(n * FRAME_HOP, dtype=np.float32) for n in n_frames]
-        order = sorted((i for i in range(len(units)) if n_frames[i] > 0), key=lambda i: n_frames[i])
-        batch: list[int] = []
-        for i in [*order, -1]:
-            if i >= 0 and (not batch or (len(batch) + 1) * n_frames[i] <= max_frames_per_batch):
-                batch.append(i)
-                continue
-            if batch:
-                wavs = self._synth_batch([units[j] for j in batch], [durs[j] for j in batch], self._voice_tensor(ids, batch))
-                for j, wav in zip(batch, wavs, strict=True):
-                    out[j] = wav
-            batch = [i]
+        for batch in length_batches(n_frames, max_frames_per_batch):
+            wavs = self._synth_batch([units[j] for j in batch], [durs[j] for j in batch], self._voice_tensor(ids, batch))
+            for j, wav in zip(batch, wavs, strict=True):
+                out[j] = wav
         return out
 
     @torch.inference_mode()
@@ -250,6 +246,21 @@ class UnitVocoder:
             # Griffin-Lim output is not bounded; keep every arch in [-1, 1] for 16-bit wavs
             res.append(np.ascontiguousarray(np.clip(w, -1.0, 1.0), dtype=np.float32))
         return res
+
+
+def length_batches(n_frames: Sequence[int], max_frames: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices of the non-empty items, sorted by length and grouped so that a batch pads to at most `max_frames`
+    (batch x longest) and to at most `max_padding` more frames than its items have (a single item may exceed
+    `max_frames`)."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for i in sorted((i for i in range(len(n_frames)) if n_frames[i] > 0), key=lambda i: n_frames[i]):
+        padded = (len(batch) + 1) * n_frames[i]  # sorted: item i is the batch's longest
+        if batch and (padded > max_frames or padded > (1.0 + max_padding) * (n_frames[i] + sum(n_frames[j] for j in batch))):
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    return [*batches, batch] if batch else batches
 
 
 def _check_durations(units: Sequence[np.ndarray], durations: Sequence[np.ndarray]) -> list[np.ndarray]:

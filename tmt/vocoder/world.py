@@ -2,7 +2,7 @@
 
     wav ──▶ F0 (dio + stonemask, or harvest), V/UV ──▶ per WORLD frame: [log F0, V/UV,
         └─▶ cheaptrick envelope ──▶ coded to `envelope_dim`     coded envelope...,
-        └─▶ d4c aperiodicity ──▶ coded to bands                 band aperiodicity...]
+        └─▶ d4c aperiodicity, coded to bands (world_d4c)        band aperiodicity...]
 
 One feature matrix per utterance, ``frames_per_unit(cfg)`` rows per 20 ms unit frame
 (columns: `LF0`, `VUV`, then the envelope, then the aperiodicity bands). Analysis is
@@ -32,6 +32,7 @@ from tmt.core.audio import FRAME_HOP, SAMPLE_RATE, load_audio
 from tmt.core.io import atomic_open, atomic_write_json
 from tmt.core.progress import progress_bar
 from tmt.vocoder.config import VocoderError, WorldConfig
+from tmt.vocoder.world_d4c import coded_aperiodicity
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,8 @@ def analyse(wav: np.ndarray, num_frames: int, cfg: WorldConfig) -> np.ndarray:
         f0, t = pw.dio(x, fs, f0_floor=cfg.f0_floor, f0_ceil=cfg.f0_ceil, frame_period=fp)
         f0 = pw.stonemask(x, f0, t, fs)
     sp = pw.cheaptrick(x, f0, t, fs)
-    ap = pw.d4c(x, f0, t, fs)
     env = pw.code_spectral_envelope(sp, fs, cfg.envelope_dim)
-    bap = pw.code_aperiodicity(ap, fs)
+    bap = coded_aperiodicity(x, f0, t, fs)  # = pw.code_aperiodicity(pw.d4c(x, f0, t, fs), fs), batched
     want = num_frames * frames_per_unit(cfg)
     voiced = f0 > 0
     lf0 = np.where(voiced, np.log(np.maximum(f0, 1e-3)), 0.0)

@@ -7,7 +7,8 @@ import pytest
 
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
 from tmt.vocoder.config import WorldConfig
-from tmt.vocoder.world_d4c import coded_aperiodicity, num_bands, world_randn
+from tmt.vocoder.world_d4c import coded_aperiodicity, num_bands
+from tmt.vocoder.world_random import world_randn
 
 pw = pytest.importorskip("pyworld")
 

@@ -26,12 +26,13 @@ gives other realisations (judge WERs move by several points between realisations
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from tmt.vocoder.world_random import world_randn
 
 Noise = Callable[[int], np.ndarray]
 """A source of white noise: n -> n samples of zero mean and unit variance."""
@@ -80,68 +81,15 @@ def gaussian_noise(seed: int) -> Noise:
     return lambda n: gen.standard_normal(n, dtype=np.float32)
 
 
-# ---------------------------------------------------------------------------------------
-# WORLD's own noise sequence
-# ---------------------------------------------------------------------------------------
-_XORSHIFT_SEED = (123456789, 362436069, 521288629, 88675123)
-_LANES = 2048
-_stream = np.zeros(0)
-
-
-def _xorshift_step(x: Any, y: Any, z: Any, w: Any) -> tuple[Any, Any, Any, Any]:
-    """One step of WORLD's xorshift128 (Python ints masked to 32 bits, or uint32 arrays)."""
-    t = (x ^ (x << 11)) & 0xFFFFFFFF
-    return y, z, w, ((w ^ (w >> 19)) ^ (t ^ (t >> 8))) & 0xFFFFFFFF
-
-
-def _bits(state: Sequence[int]) -> np.ndarray:
-    return np.array([(state[i // 32] >> (i % 32)) & 1 for i in range(128)], dtype=np.int64)
-
-
-def _xorshift_outputs(count: int) -> np.ndarray:
-    """The first `count` (rounded up) 32-bit outputs of WORLD's generator. xorshift128 is linear over GF(2), so
-    the state `steps` ahead is a 128x128 bit matrix times the state: 2048 lanes start that far apart and
-    step together, one numpy operation per step for all of them."""
-    steps = -(-count // _LANES)
-    one = np.zeros((128, 128), dtype=np.int64)
-    for j in range(128):  # column j: one step of the j-th unit state
-        unit = [0, 0, 0, 0]
-        unit[j // 32] = 1 << (j % 32)
-        one[:, j] = _bits(_xorshift_step(*unit))
-    jump, power, n = np.eye(128, dtype=np.int64), one, steps
-    while n:
-        if n & 1:
-            jump = jump @ power % 2
-        power, n = power @ power % 2, n >> 1
-    lanes = np.zeros((_LANES, 128), dtype=np.int64)
-    lanes[0] = _bits(_XORSHIFT_SEED)
-    for k in range(1, _LANES):
-        lanes[k] = jump @ lanes[k - 1] % 2
-    weights = np.uint64(1) << np.arange(32, dtype=np.uint64)
-    x, y, z, w = ((lanes[:, 32 * i : 32 * i + 32].astype(np.uint64) * weights).sum(axis=1).astype(np.uint32)
-                  for i in range(4))
-    out = np.empty((_LANES, steps), dtype=np.uint32)
-    for i in range(steps):
-        x, y, z, w = _xorshift_step(x, y, z, w)
-        out[:, i] = w
-    return out.reshape(-1)
-
-
 def world_noise() -> Noise:
-    """WORLD's noise sequence from its start, as `Synthesis` draws it for every utterance (its `randn`: 12
-    of the generator's 28-bit uniforms summed, minus 6): fed this, the batched synthesizer gives
-    pyworld's waveform itself. The sequence is computed once per process and grown as needed."""
+    """WORLD's noise sequence from its start, as `Synthesis` draws it for every utterance (its `randn`,
+    `tmt.vocoder.world_random`): fed this, the batched synthesizer gives pyworld's waveform itself."""
     pos = 0
 
     def draw(n: int) -> np.ndarray:
-        global _stream
         nonlocal pos
-        if pos + n > len(_stream):
-            want = max(2 * len(_stream), pos + n, 1 << 16)
-            uniform = (_xorshift_outputs(12 * want)[: 12 * want] >> 4).astype(np.float64)
-            _stream = uniform.reshape(-1, 12).sum(axis=1) / 268435456.0 - 6.0
         pos += n
-        return _stream[pos - n : pos]
+        return world_randn(n, start=pos - n)
 
     return draw
 

@@ -18,8 +18,8 @@ from the two nearest frames (A clipped to [0.001, 1) and squared: the aperiodic 
 (unvoiced pulses: no periodic part and the whole envelope on the noise). Pulses are chunked by kind
 (with a periodic part, voiced without one, unvoiced), so a chunk needs no masks, and responses come out
 of the inverse FFTs already in time order ((-1)^k per bin is WORLD's fftshift). The noise is WORLD's own
-sequence (its xorshift generator, restarted for every utterance as `Synthesis` does), generated here in
-vectorised lanes, so the waveform is pyworld's to float32 precision (tests: > 80 dB); `gaussian_noise`
+sequence (its xorshift generator, restarted for every utterance as `Synthesis` does;
+`tmt.vocoder.world_random`), so the waveform is pyworld's to float32 precision (tests: > 80 dB); `gaussian_noise`
 gives other realisations (judge WERs move by several points between realisations, docs/results.md).
 """
 

@@ -33,7 +33,6 @@ from tmt.vocoder.nets import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from tmt.vocoder.synthesis import length_batches
 from tmt.vocoder.testing import make_unit_corpus, random_units
 
 torch.set_num_threads(1)
@@ -155,16 +154,6 @@ def test_synthesize_batched_equals_one_by_one(arch: str) -> None:
     small = voc.synthesize(units, durs, max_frames_per_batch=1)
     for a, b in zip(small, single, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
-
-
-def test_length_batches_bound_size_and_padding() -> None:
-    # sorted by length, empty items dropped; 10% padding at most: 100 and 105 together, 300 alone
-    assert length_batches([300, 100, 0, 105], max_frames=10**9) == [[1, 3], [0]]
-    # the frame budget splits equal lengths; an item longer than the budget still gets a batch
-    assert length_batches([50, 50, 50, 500], max_frames=100) == [[0, 1], [2], [3]]
-    # without the padding bound (inf), one batch
-    assert length_batches([300, 100, 105], max_frames=10**9, max_padding=float("inf")) == [[1, 2, 0]]
-    assert length_batches([], max_frames=10) == []
 
 
 def test_synthesize_rejects_bad_input() -> None:

@@ -26,6 +26,7 @@ from fairseq2.nn import BatchLayout
 from torch import Tensor
 from torch.nn import Module
 
+from tmt.core.batching import length_batches
 from tmt.core.errors import TmtError
 from tmt.core.modality import check_modality
 from tmt.generation.constrained import (
@@ -261,25 +262,12 @@ class Generator:
                     f"({max_src - 1}); shorten the input"
                 )
         results: list[dict[str, list[Hypothesis]]] = [{} for _ in range(n)]
-        for batch in self._batches([len(j) for j in joint]):
+        for batch in length_batches([len(j) for j in joint], self.config.max_batch_tokens,
+                                    max_items=self.config.batch_size):
             self._decode_batch(batch, joint, tgts, names, results, srcs)
         return results
 
     # ---- internals ---------------------------------------------------------
-    def _batches(self, lens: list[int]) -> list[list[int]]:
-        order = sorted(range(len(lens)), key=lambda i: (lens[i], i))
-        batches: list[list[int]] = []
-        cur: list[int] = []
-        for i in order:
-            widest = max([lens[j] for j in cur] + [lens[i]])
-            if cur and (len(cur) >= self.config.batch_size or widest * (len(cur) + 1) > self.config.max_batch_tokens):
-                batches.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            batches.append(cur)
-        return batches
-
     def _space(self, modality: str) -> TargetSpace:
         if modality not in self._spaces:
             try:

@@ -34,6 +34,7 @@ from torch.nn.utils import parametrize
 from tmt import TmtError
 from tmt.config import from_dict, to_dict
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
+from tmt.core.batching import length_batches
 from tmt.core.io import atomic_open, atomic_write_json, load_torch, make_dirs, read_json_object
 from tmt.vocoder.config import VocoderConfig, VocoderError, with_synthesis_settings
 from tmt.vocoder.duration import DURATION_ROUNDINGS, durations_from_log, expand_units, sequence_mask
@@ -193,7 +194,9 @@ class UnitVocoder:
             durs = _check_durations(units, durations)
         n_frames = [int(d.sum()) for d in durs]
         out: list[np.ndarray] = [np.zeros(n * FRAME_HOP, dtype=np.float32) for n in n_frames]
-        for batch in length_batches(n_frames, max_frames_per_batch):
+        voiced = [i for i, n in enumerate(n_frames) if n > 0]  # empty items stay empty wavs
+        for rows in length_batches([n_frames[i] for i in voiced], max_frames_per_batch, max_padding=MAX_PADDING):
+            batch = [voiced[r] for r in rows]
             wavs = self._synth_batch([units[j] for j in batch], [durs[j] for j in batch], self._voice_tensor(ids, batch))
             for j, wav in zip(batch, wavs, strict=True):
                 out[j] = wav
@@ -246,21 +249,6 @@ class UnitVocoder:
             # Griffin-Lim output is not bounded; keep every arch in [-1, 1] for 16-bit wavs
             res.append(np.ascontiguousarray(np.clip(w, -1.0, 1.0), dtype=np.float32))
         return res
-
-
-def length_batches(n_frames: Sequence[int], max_frames: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
-    """Indices of the non-empty items, sorted by length and grouped so that a batch pads to at most `max_frames`
-    (batch x longest) and to at most `max_padding` more frames than its items have (a single item may exceed
-    `max_frames`)."""
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    for i in sorted((i for i in range(len(n_frames)) if n_frames[i] > 0), key=lambda i: n_frames[i]):
-        padded = (len(batch) + 1) * n_frames[i]  # sorted: item i is the batch's longest
-        if batch and (padded > max_frames or padded > (1.0 + max_padding) * (n_frames[i] + sum(n_frames[j] for j in batch))):
-            batches.append(batch)
-            batch = []
-        batch.append(i)
-    return [*batches, batch] if batch else batches
 
 
 def _check_durations(units: Sequence[np.ndarray], durations: Sequence[np.ndarray]) -> list[np.ndarray]:

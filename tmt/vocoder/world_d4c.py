@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tmt.vocoder.world_random import randn_sums
+from tmt.vocoder.world_random import RANDN_OFFSET, RANDN_SCALE, randn_sums
 
 FLOOR_F0 = 47.0
 """D4C's own F0 floor (`kFloorF0D4C`): sets its FFT size and floors F0 in the band analysis."""
@@ -122,8 +122,8 @@ class _Source:
         start = np.clip(_round(pos * self.fs + 0.001) - half + self.pad, 0, len(self.x) - width)
         wave = _rows(self.x, start, width)
         wave *= window
-        noise = _rows(self.noise, offset, width) * (NOISE_GAIN / 268435456.0)  # WORLD's randn, scaled,
-        noise -= 6.0 * NOISE_GAIN  # to within an ulp of 1e-6
+        noise = _rows(self.noise, offset, width) * (NOISE_GAIN * RANDN_SCALE)  # WORLD's randn, scaled,
+        noise -= RANDN_OFFSET * NOISE_GAIN  # to within an ulp of 1e-6
         np.add(wave, noise, out=wave, where=valid)
         wave -= window * (wave.sum(axis=1) / total)[:, None]
         return wave

@@ -78,9 +78,14 @@ def randn_sums(count: int) -> np.ndarray:
     return _sums[:count]
 
 
+RANDN_SCALE = 1.0 / 268435456.0
+"""WORLD's `randn` is `RANDN_SCALE` x (its uint32 sum of 12 28-bit uniforms) - `RANDN_OFFSET`."""
+RANDN_OFFSET = 6.0
+
+
 def _randn(sums: np.ndarray) -> np.ndarray:
-    """WORLD's `randn` values from their uint32 sums: sum / 2^28 - 6 (exact in float64)."""
-    return sums / 268435456.0 - 6.0
+    """WORLD's `randn` values from their uint32 sums (exact in float64)."""
+    return sums * RANDN_SCALE - RANDN_OFFSET
 
 
 def world_randn(count: int, start: int = 0) -> np.ndarray:

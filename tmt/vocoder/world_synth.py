@@ -142,7 +142,7 @@ def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray
         return np.zeros(max(num_samples, 0))
     y = np.zeros(num_samples + 2 * fft, dtype=np.float32)
     idx, shift, vuv = pulse_train(np.asarray(f0, dtype=np.float64), fs, frame_period, num_samples, fft)
-    pulses = _Pulses(idx, shift * fs, vuv, idx / fs / (frame_period / 1000.0), noise if noise is not None else world_noise(), fft)
+    pulses = _Pulses(idx, shift * fs, idx / fs / (frame_period / 1000.0), noise if noise is not None else world_noise(), fft)
     env = torch.from_numpy(np.abs(spectrogram).astype(np.float32))
     ap = torch.from_numpy(np.clip(aperiodicity, 0.001, 0.999999999999).astype(np.float32))
     # a periodic part where voiced and not fully aperiodic at DC; chunks of one kind need no masks
@@ -168,12 +168,11 @@ def synthesize(f0: np.ndarray, spectrogram: np.ndarray, aperiodicity: np.ndarray
 
 
 class _Pulses:
-    """One utterance's pulses: positions, delays (samples), voicing, periods, frame positions, and the noise each
-    draws: zero-mean white noise as long as its period (at most N), drawn pulse after pulse from `source`."""
+    """One utterance's pulses: delays (samples), periods, frame positions, and the noise each draws: zero-mean
+    white noise as long as its period (at most N), drawn pulse after pulse from `source`."""
 
-    def __init__(self, idx: np.ndarray, delay: np.ndarray, vuv: np.ndarray, pos: np.ndarray, source: Noise,
-                 fft: int) -> None:
-        self.delay, self.vuv, self.pos, self.fft = delay, vuv, pos, fft
+    def __init__(self, idx: np.ndarray, delay: np.ndarray, pos: np.ndarray, source: Noise, fft: int) -> None:
+        self.delay, self.pos = delay, pos
         self.sizes = np.diff(idx, append=idx[-1:]) if len(idx) else idx
         self.length = np.minimum(self.sizes, fft)
         self.offset = np.cumsum(self.length) - self.length

@@ -88,6 +88,10 @@ def test_eval_uses_the_judge_when_present(trained: tuple[dict, Path], monkeypatc
     # refs are "utterance 0", "utterance 1": one of four words wrong
     assert r["wer"] == pytest.approx(25.0) and r["wer_original_audio"] == pytest.approx(25.0)
     assert r["durations"] == "predicted"
+    from tmt.vocoder import VocoderError
+
+    with pytest.raises(VocoderError, match="need a unit-world vocoder; this one is unit-mel"):
+        tv.evaluate_vocoder(out, corpus["store"], corpus["manifest"], limit=2, realisations=2)
 
 
 def test_train_with_voices_and_synthesize_one(tmp_path: Path) -> None:

@@ -337,6 +337,27 @@ def test_cli_train_synthesize_eval(corpus: dict, tmp_path: Path, monkeypatch: py
     r = json.loads(res.stdout)
     assert r["arch"] == "unit-world" and r["rows"] == 3 and np.isfinite(r["mel_l1"])
 
+    # several noise realisations: each judged, the originals once, the means reported
+    calls: list[int] = []
+
+    def judge(wavs: list[np.ndarray]) -> tuple[list[str], dict[str, str]]:
+        calls.append(len(wavs))
+        return [f"utterance {len(calls) % 2}"] * len(wavs), {"judge": "fake"}
+
+    monkeypatch.setattr(tv, "transcribe_with_judge", judge)
+    r = tv.evaluate_vocoder(out, corpus["store"], corpus["manifest"], limit=3, realisations=3, out_dir=tmp_path / "e")
+    assert calls == [3, 3, 3, 3]  # three realisations + the originals once
+    runs = r["realisations"]
+    assert [x["noise"] for x in runs] == ["world", "seed-1", "seed-2"]
+    assert r["wer"] == pytest.approx(np.mean([x["wer"] for x in runs]), abs=0.01)
+    assert r["mel_l1"] == pytest.approx(np.mean([x["mel_l1"] for x in runs]), abs=1e-4)
+    assert len({x["mel_l1"] for x in runs}) == 3  # the noise differs, so the waveforms do
+    for name in ("noise-world", "noise-seed-1", "noise-seed-2"):
+        assert len(list((tmp_path / "e" / name).glob("*.wav"))) == 3
+    with pytest.raises(VocoderError, match="not both"):
+        tv.evaluate_vocoder(out, corpus["store"], corpus["manifest"], limit=1, realisations=2,
+                            settings=["world.noise_seed=4"])
+
 
 def test_log_mel_envelope_loss_is_the_decoded_log_envelope_error() -> None:
     import pyworld

@@ -357,6 +357,9 @@ def test_cli_train_synthesize_eval(corpus: dict, tmp_path: Path, monkeypatch: py
     with pytest.raises(VocoderError, match="not both"):
         tv.evaluate_vocoder(out, corpus["store"], corpus["manifest"], limit=1, realisations=2,
                             settings=["world.noise_seed=4"])
+    with pytest.raises(VocoderError, match=r"noise_seed needs world\.synthesizer=batched"):
+        tv.evaluate_vocoder(out, corpus["store"], corpus["manifest"], limit=1, realisations=2,
+                            settings=["world.synthesizer=pyworld"])
 
 
 def test_log_mel_envelope_loss_is_the_decoded_log_envelope_error() -> None:

@@ -109,15 +109,13 @@ def noise_variants(voc: UnitVocoder, realisations: int, settings: Sequence[str])
     if realisations < 1:
         raise VocoderError(f"realisations must be >= 1, got {realisations}")
     if realisations == 1:
-        return [("world" if voc.arch == "unit-world" else "only", voc.cfg)]
+        return [("world", voc.cfg)]
     if voc.arch != "unit-world":
         raise VocoderError(f"several noise realisations need a unit-world vocoder; this one is {voc.arch}, "
                            "whose synthesis draws no noise (use one realisation)")
     if any(s.split("=", 1)[0].strip() == "world.noise_seed" for s in settings):
         raise VocoderError("give either --set world.noise_seed=N (one realisation) or several realisations, not both")
-    if voc.cfg.world.synthesizer != "batched":
-        raise VocoderError("several noise realisations need world.synthesizer=batched (pyworld always draws "
-                           "WORLD's own noise)")
+    # with world.synthesizer=pyworld the seeded configs are refused by the config check itself
     seeded = [(f"seed-{n}", with_synthesis_settings(voc.cfg, [f"world.noise_seed={n}"]))
               for n in range(1, realisations)]
     return [("world", voc.cfg), *seeded]

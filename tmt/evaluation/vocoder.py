@@ -81,7 +81,11 @@ def evaluate_vocoder(
     utts, info = collect_utterances(store, manifest)
     utts = utts[:limit] if limit else utts
     voc = load_vocoder(vocoder_dir, expected_fingerprint=info["fingerprint"], settings=settings)
-    variants = noise_variants(voc, realisations, settings)
+    variants = noise_variants(voc, realisations)
+    voices = [u.voice for u in utts]
+    # durations once: every realisation voices the same frames
+    durations = ([u.durations for u in utts] if gt_durations
+                 else voc.predict_durations([u.units for u in utts], voice=voices))
     cache = AudioCache()
     refs_audio = [cache.get(u) for u in utts]
     logmel = LogMel(voc.cfg.mel)
@@ -90,7 +94,8 @@ def evaluate_vocoder(
         runs = []
         for k, (name, cfg) in enumerate(variants):
             voc.cfg = cfg
-            wavs, res = _resynthesise(voc, utts, gt_durations)
+            wavs, res = _resynthesise(voc, utts, durations, voices)
+            res = {"durations": "ground truth" if gt_durations else "predicted"} | res
             dists = [mel_distance(logmel, r, w) for r, w in zip(refs_audio, wavs, strict=True)]
             res["mel_l1"] = round(float(np.nanmean(dists)), 4)
             wav_dir = wav_root if len(variants) == 1 else wav_root / f"noise-{name}"
@@ -103,9 +108,9 @@ def evaluate_vocoder(
     return head | _mean_of_realisations([name for name, _ in variants], runs)
 
 
-def noise_variants(voc: UnitVocoder, realisations: int, settings: Sequence[str]) -> list[tuple[str, VocoderConfig]]:
+def noise_variants(voc: UnitVocoder, realisations: int) -> list[tuple[str, VocoderConfig]]:
     """The synthesis configs of `realisations` noise realisations, named ("world", "seed-1", ...); refused
-    where there is no noise to vary (a deterministic arch) or the noise is already fixed by `settings`."""
+    where there is no noise to vary (a deterministic arch) or the vocoder's noise is already fixed."""
     if realisations < 1:
         raise VocoderError(f"realisations must be >= 1, got {realisations}")
     if realisations == 1:
@@ -113,7 +118,7 @@ def noise_variants(voc: UnitVocoder, realisations: int, settings: Sequence[str])
     if voc.arch != "unit-world":
         raise VocoderError(f"several noise realisations need a unit-world vocoder; this one is {voc.arch}, "
                            "whose synthesis draws no noise (use one realisation)")
-    if any(s.split("=", 1)[0].strip() == "world.noise_seed" for s in settings):
+    if voc.cfg.world.noise_seed is not None:
         raise VocoderError("give either --set world.noise_seed=N (one realisation) or several realisations, not both")
     # with world.synthesizer=pyworld the seeded configs are refused by the config check itself
     seeded = [(f"seed-{n}", with_synthesis_settings(voc.cfg, [f"world.noise_seed={n}"]))
@@ -136,18 +141,14 @@ def _mean_of_realisations(names: Sequence[str], runs: Sequence[dict[str, Any]]) 
     return out
 
 
-def _resynthesise(voc: UnitVocoder, utts: Sequence[Utterance], gt_durations: bool) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """The wavs of the utterances' units, with the duration source, audio length and speed."""
+def _resynthesise(voc: UnitVocoder, utts: Sequence[Utterance], durations: Sequence[np.ndarray],
+                  voices: Sequence[str | None]) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The wavs of the utterances' units with these durations, with the audio length and synthesis speed."""
     t0 = time.perf_counter()
-    wavs = voc.synthesize([u.units for u in utts], [u.durations for u in utts] if gt_durations else None,
-                          voice=[u.voice for u in utts])
+    wavs = voc.synthesize([u.units for u in utts], durations, voice=list(voices))
     synth_s = time.perf_counter() - t0
     audio_s = sum(len(w) for w in wavs) / SAMPLE_RATE
-    return wavs, {
-        "durations": "ground truth" if gt_durations else "predicted",
-        "audio_seconds": round(audio_s, 2),
-        "rtf_x": round(audio_s / max(synth_s, 1e-9), 2),
-    }
+    return wavs, {"audio_seconds": round(audio_s, 2), "rtf_x": round(audio_s / max(synth_s, 1e-9), 2)}
 
 
 def _transcription_scores(

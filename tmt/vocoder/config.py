@@ -220,6 +220,10 @@ class TrainConfig:
     """Steps between learning-rate decays."""
     grad_clip: float = 1000.0
     """Gradient-norm clip."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the network's weights with this decay (0 = off; 0.999
+    averages over roughly the last 1000 steps, with a warm-up): validation, samples and the exported
+    model use the average, checkpoint.pt keeps both. Calms the noisy end point of a short fit."""
     max_steps: int = 400_000
     """Stop after this many steps."""
     max_minutes: float | None = None
@@ -467,6 +471,8 @@ def check_config(cfg: VocoderConfig) -> None:
         raise VocoderError(f"loss.envelope_points must be >= 2, not {cfg.loss.envelope_points}")
     if cfg.num_units < 1:
         raise VocoderError("num_units must be >= 1")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise VocoderError(f"train.ema_decay must be in [0, 1) (0 = no weight average), not {cfg.train.ema_decay}")
     if cfg.voices and cfg.arch == "hifigan":
         raise VocoderError("voices (voice conditioning) is built for unit-mel and unit-world, not hifigan; "
                            "train one of those or drop --voices")

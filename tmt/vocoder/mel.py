@@ -1,15 +1,19 @@
 """Log-mel features of the vocoders: the analysis (`LogMel`), its inversion by
 Griffin-Lim (`GriffinLimInverter`, the unit-mel arch's waveform stage) and the
-mel distance used for validation and evaluation.
+mel distance used for validation and evaluation, and the mel plots of training samples.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
+from tmt.core.io import atomic_open
 from tmt.vocoder.config import MelConfig
 
 
@@ -61,3 +65,29 @@ def mel_distance(logmel: LogMel, ref: np.ndarray, hyp: np.ndarray) -> float:
         a = logmel(torch.from_numpy(np.ascontiguousarray(ref[:n]))[None])
         b = logmel(torch.from_numpy(np.ascontiguousarray(hyp[:n]))[None])
     return float(torch.mean(torch.abs(a - b)))
+
+
+def save_mel_png(path: Path, mels: Sequence[tuple[str, np.ndarray]]) -> None:
+    """One panel per (title, log-mel (frames, n_mels)) pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(mels), 1, figsize=(8, 2.2 * len(mels)), squeeze=False)
+    for ax, (title, mel) in zip(axes[:, 0], mels, strict=True):
+        ax.imshow(
+            mel.T,
+            origin="lower",
+            aspect="auto",
+            interpolation="none",
+            vmin=-11.5,
+            vmax=max(2.0, float(mel.max())),
+        )
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("mel")
+    axes[-1, 0].set_xlabel("frame")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=80)
+    plt.close(fig)

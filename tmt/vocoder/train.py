@@ -12,6 +12,7 @@ continues from the last one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -27,11 +28,12 @@ from torch import Tensor, nn
 from tmt.config import from_dict, to_dict
 from tmt.core.budget import TimeBudget
 from tmt.core.errors import TmtError
-from tmt.core.io import atomic_open, atomic_write_text, load_torch, make_dirs, save_torch
+from tmt.core.io import atomic_write_text, load_torch, make_dirs, save_torch
 from tmt.core.progress import progress_bar
 from tmt.vocoder.config import SYNTHESIS_ONLY, VocoderConfig, VocoderError
 from tmt.vocoder.data import AudioCache, Utterance, assign_voices, collect_utterances, sample_batch
-from tmt.vocoder.mel import LogMel, mel_distance
+from tmt.vocoder.ema import WeightAverage
+from tmt.vocoder.mel import LogMel, mel_distance, save_mel_png
 from tmt.vocoder.nets import (
     CodeHiFiGAN,
     MultiPeriodDiscriminator,
@@ -50,28 +52,6 @@ from tmt.vocoder.world_net import UnitWorld, envelope_weights, sample_world_batc
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-
-
-# ---------------------------------------------------------------------------------------
-# outputs
-# ---------------------------------------------------------------------------------------
-def save_mel_png(path: Path, mels: Sequence[tuple[str, np.ndarray]]) -> None:
-    """One panel per (title, log-mel (frames, n_mels)) pair."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(mels), 1, figsize=(8, 2.2 * len(mels)), squeeze=False)
-    for ax, (title, mel) in zip(axes[:, 0], mels, strict=True):
-        ax.imshow(mel.T, origin="lower", aspect="auto", interpolation="none", vmin=-11.5, vmax=max(2.0, float(mel.max())))
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("mel")
-    axes[-1, 0].set_xlabel("frame")
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=80)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,6 +101,7 @@ class VocoderTrainer:
         )
         self.sched_g = torch.optim.lr_scheduler.StepLR(self.opt_g, t.decay_every, t.lr_decay)
         self.sched_d = torch.optim.lr_scheduler.StepLR(self.opt_d, t.decay_every, t.lr_decay) if self.opt_d else None
+        self.ema = WeightAverage(self.model, t.ema_decay) if t.ema_decay else None
         self.logmel = LogMel(cfg.mel).to(self.device)
         self.cache = AudioCache()
         self.step = 0
@@ -171,6 +152,7 @@ class VocoderTrainer:
             "opt_d": self.opt_d.state_dict() if self.opt_d else {},
             "sched_g": self.sched_g.state_dict(),
             "sched_d": self.sched_d.state_dict() if self.sched_d else {},
+            "ema": self.ema.state_dict() if self.ema else {},
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
         }
@@ -178,10 +160,15 @@ class VocoderTrainer:
     def save(self) -> None:
         """checkpoint.pt (training state) then the inference export (model.safetensors + vocoder.json)."""
         save_torch(self.out_dir / CHECKPOINT, self.state())
-        save_vocoder(
-            self.out_dir, self.model, self.cfg, speech_tokenizer=self.speech_tokenizer,
-            extra={"step": self.step, "valid": self.last_valid},
-        )
+        with self._averaged():
+            save_vocoder(
+                self.out_dir, self.model, self.cfg, speech_tokenizer=self.speech_tokenizer,
+                extra={"step": self.step, "valid": self.last_valid, "ema_decay": self.cfg.train.ema_decay},
+            )
+
+    def _averaged(self) -> contextlib.AbstractContextManager[Any]:
+        """The weight average swapped into the model (train.ema_decay), or the live weights."""
+        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
 
     def load(self, path: Path) -> None:
         try:
@@ -197,6 +184,10 @@ class VocoderTrainer:
                     "config (only `train.*` and `loss.*` may change) or a new --out directory"
                 )
         self.model.load_state_dict(st["model"])
+        if self.ema is not None and st.get("ema"):
+            self.ema.load_state_dict(st["ema"])
+        elif self.ema is not None:  # averaging switched on at resume: it starts from the loaded weights
+            self.ema = WeightAverage(self.model, self.cfg.train.ema_decay)
         if self.discriminators is not None:
             self.discriminators.load_state_dict(st["discriminators"])
         self.opt_g.load_state_dict(st["opt_g"])
@@ -241,6 +232,8 @@ class VocoderTrainer:
         nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.opt_g.step()
         self.sched_g.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         stats["loss"] = loss.item()
         return stats
 
@@ -310,6 +303,10 @@ class VocoderTrainer:
     def validate(self, write_samples: bool = True) -> dict[str, float]:
         if not self.valid_utts:
             return {}
+        with self._averaged():
+            return self._validate(write_samples)
+
+    def _validate(self, write_samples: bool) -> dict[str, float]:
         voc = self.vocoder()
         utts = self.valid_utts
         voices = [u.voice for u in utts]  # ignored by a vocoder without voices

@@ -39,11 +39,6 @@ torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return make_unit_corpus(tmp_path_factory.mktemp("units"), num_rows=12, num_units=20, seed=0)
-
-
 def _units(n: int, seed: int = 0, num_units: int = 20) -> tuple[list[np.ndarray], list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     pairs = [random_units(rng, num_units, int(rng.integers(3, 12))) for _ in range(n)]

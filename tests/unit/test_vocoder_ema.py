@@ -19,15 +19,9 @@ from tmt.vocoder import (
     train_vocoder,
 )
 from tmt.vocoder.ema import WeightAverage
-from tmt.vocoder.testing import make_unit_corpus
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return make_unit_corpus(tmp_path_factory.mktemp("units"), num_rows=12, num_units=20, seed=0)
 
 
 def _set(model: nn.Linear, value: float) -> None:

@@ -49,13 +49,12 @@ class WeightAverage:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "decay": self.decay,
             "updates": self.updates,
             "shadow": dict(zip(self.names, self.shadow, strict=True)),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a saved average (the configured decay stays; a resumed run may change it)."""
+        """Restore a saved average (the decay is the configured one: a resumed run may change it)."""
         shadow = state["shadow"]
         if sorted(shadow) != sorted(self.names):
             raise ValueError("the saved weight average is of another network")

@@ -13,7 +13,8 @@ speech and image) and AdamW.
 - (b) "paper text": six independent passes, softmax over the full joint vocabulary (--reference-b).
 - levers, one at a time against the baseline: AdamW foreach / fused, 1 thread, the SDPA math
   backend, bf16 autocast (on the tuned defaults; its MFU is still counted against the fp32 peak),
-  torch.compile (--compile).
+  torch.compile (--compile), two DDP processes of one thread each over gloo instead of one
+  process of two threads (--ddp; timed after the others, since its ranks take every core).
 
 The variants are timed interleaved (A B C A B C ..., fixed step counts) so that on a shared
 machine they see the same load; the load average is printed. Reported per size: target tokens/s
@@ -54,7 +55,7 @@ from tmt.vocab import PAD, PAPER_SIZES, JointVocab
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
-from training_levers import interleave, load_average, padding, profile_step
+from training_levers import ddp_seconds, interleave, load_average, padding, profile_step
 
 ROOT = Path(__file__).resolve().parent
 
@@ -220,9 +221,14 @@ def run_size(size: str, vocab: JointVocab, args: argparse.Namespace, peak: float
     flops = {k: by_impl.get(v.impl) or by_impl.setdefault(v.impl, step_flops(fns[k])) for k, v in variants.items()}
     print(f"[{size}] timing {len(fns)} variants interleaved", file=sys.stderr)
     secs = interleave(fns, steps=args.steps, rounds=args.rounds)
+    if levers and args.ddp:
+        name = "lever: 2 processes x 1 thread (DDP, gloo)*"
+        print(f"[{size}] timing {name[:-1]} (after the others: it takes every core)", file=sys.stderr)
+        secs[name] = ddp_seconds(cfg, vocab, batch, steps=args.steps, rounds=args.rounds)
+        flops[name] = flops["ours, tuned defaults"]  # the same rows through the same step, split in two
     tokens = target_tokens(batch)
     res = {k: {"step_s": secs[k], "tokens_per_s": tokens / secs[k], "flops": flops[k],
-               "mfu": flops[k] / secs[k] / peak} for k in fns}
+               "mfu": flops[k] / secs[k] / peak} for k in secs}
     base = fns["baseline: ours, today's path"]
     prof = profile_step(base.module, batch, base.opt)  # type: ignore[attr-defined]
     return {"model": cfg.__dict__, "params": sum(p.numel() for p in create_model(cfg, vocab).parameters()),
@@ -239,6 +245,9 @@ def report(size: str, r: dict[str, Any]) -> dict[str, Any]:
     rows = [[k, f"{v['step_s']*1000:.0f}", f"{v['tokens_per_s']:.0f}", f"{v['flops']/1e9:.2f}", f"{100*v['mfu']:.1f}%",
              f"{v['tokens_per_s']/base['tokens_per_s']:.2f}x"] for k, v in res.items()]
     print_table(rows, ["variant", "ms/step", "target tok/s", "GFLOP/step", "MFU", "vs baseline"])
+    if any(k.endswith("*") for k in res):
+        print("* timed after the interleaved variants, alone on the machine (its ranks take every core); its MFU "
+              "is against the peak of all threads")
     prof = r["profile_ms"]
     step_ms = prof["step"]
     print_table([[k, f"{v:.0f}", f"{100*v/step_ms:.1f}%"] for k, v in prof.items() if k != "step"]
@@ -293,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-levers", dest="levers", action="store_false",
                     help="skip the one-lever-at-a-time variants (otherwise timed at the first size)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
+    ap.add_argument("--ddp", action="store_true",
+                    help="also time 2 DDP processes x 1 thread (gloo) on the first size, against 1 process x 2 threads")
     ap.add_argument("--reference-b", action="store_true", help="also time (b): six passes, full softmax")
     ap.add_argument("--out", default=str(ROOT / "results" / "training.json"))
     args = ap.parse_args(argv)

@@ -140,3 +140,73 @@ def padding(lengths: list[dict[str, int]], rows: int) -> dict[str, float]:
         out[f"{m}: total"] = pad_share(by_total, m)
         out[f"{m}: per_target"] = pad_share(sorted(lengths, key=lambda r: r[m]), m)
     return out
+
+
+def _ddp_worker(rank: int, world: int, port: int, model_cfg: Any, vocab: Any, batch: RowBatch,
+                steps: int, rounds: int, out: Any) -> None:
+    """One rank of `ddp_seconds`: its share of the batch's rows, one thread, gloo all-reduce."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from tmt.core.modality import ALL_DIRECTIONS
+    from tmt.models.tmt import create_model
+    from tmt.training.config import OptimConfig, TrainConfig
+    from tmt.training.steps import SixWayStep, make_optimizer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        rows = list(range(rank, len(batch), world))
+        mine = RowBatch(ids=[batch.ids[i] for i in rows], seqs={m: [v[i] for i in rows] for m, v in batch.seqs.items()})
+        torch.manual_seed(0)  # the same weights as the single-process variants
+        module = DistributedDataParallel(SixWayStep(create_model(model_cfg, vocab), list(ALL_DIRECTIONS)))
+        module.train()
+        opt = make_optimizer(module, TrainConfig(optim=OptimConfig(adamw_impl="fused", weight_decay=0.01)))
+
+        def step() -> None:
+            loss, _ = module(mine, 0.1)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        step()  # warm-up
+        times = []
+        for _ in range(rounds):
+            dist.barrier()
+            t = time.perf_counter()
+            for _ in range(steps):
+                step()
+            dist.barrier()
+            times.append((time.perf_counter() - t) / steps)
+        if rank == 0:
+            out.put(statistics.median(times))
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_seconds(model_cfg: Any, vocab: Any, batch: RowBatch, *, world: int = 2, steps: int, rounds: int) -> float:
+    """Median seconds per step of the tuned step run as `world` DDP processes of one thread each
+    over gloo (what `torchrun --nproc-per-node 2 -m tmt train --set train.threads=1` does on
+    CPU), each rank taking every `world`-th row so that one step covers the same batch.
+
+    Not interleaved with the other variants: its processes take every core while they run."""
+    import random
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    port = random.randint(20000, 40000)
+    procs = [ctx.Process(target=_ddp_worker, args=(r, world, port, model_cfg, vocab, batch, steps, rounds, out))
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    try:
+        secs = float(out.get(timeout=3600))
+    finally:
+        for p in procs:
+            p.join()
+    if any(p.exitcode for p in procs):
+        raise RuntimeError(f"a DDP benchmark rank failed (exit codes {[p.exitcode for p in procs]})")
+    return secs

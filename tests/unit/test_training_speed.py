@@ -141,3 +141,16 @@ def test_benchmark_tiny_run(tmp_path) -> None:
     assert all(r["tokens_per_s"] > 0 and r["flops"] > 0 for r in res.values())
     assert set(data["goals"]["tiny"]) >= {"speedup_vs_a", "tuned_vs_baseline"}
     assert replace(get_preset("tiny")).model_dim == data["sizes"]["tiny"]["model"]["model_dim"]
+
+
+def test_benchmark_ddp_lever(tmp_path) -> None:
+    """--ddp times two gloo ranks of one thread on the same batch; its row joins the table."""
+    sys.path.insert(0, str(BENCH))
+    import training
+
+    out = tmp_path / "t.json"
+    assert training.main(["--sizes", "tiny", "--steps", "1", "--rounds", "1", "--threads", "1", "--ddp",
+                          "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["sizes"]["tiny"]["results"]
+    ddp = res["lever: 2 processes x 1 thread (DDP, gloo)*"]
+    assert ddp["step_s"] > 0 and ddp["flops"] == res["ours, tuned defaults"]["flops"]

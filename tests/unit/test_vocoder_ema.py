@@ -19,6 +19,7 @@ from tmt.vocoder import (
     train_vocoder,
 )
 from tmt.vocoder.ema import WeightAverage
+from tmt.vocoder.train import LIVE_DIR
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -64,7 +65,8 @@ def test_applied_swaps_the_average_in_and_the_live_weights_back() -> None:
 
 def test_trainer_exports_the_average_and_resumes_it_exactly(corpus: dict, tmp_path: Path) -> None:
     cfg = merge(tiny_config("unit-world"),
-                {"train": {"max_steps": 4, "sample_every": 100, "save_every": 2, "ema_decay": 0.6}})
+                {"train": {"max_steps": 4, "sample_every": 100, "save_every": 2, "ema_decay": 0.6,
+                          "export_live": True}})
     common = {"progress": False, "feature_cache": tmp_path / "features"}
     train_vocoder(cfg, corpus["store"], corpus["manifest"], tmp_path / "a", **common)
     half = merge(cfg, {"train": {"max_steps": 2}})
@@ -82,6 +84,10 @@ def test_trainer_exports_the_average_and_resumes_it_exactly(corpus: dict, tmp_pa
         torch.testing.assert_close(exported[k], v)
         differ += int(not torch.allclose(v, a["model"][k]))
     assert differ > 0
+    # export_live: OUT/live holds the last step's own weights beside the average
+    live = load_vocoder(tmp_path / "a" / LIVE_DIR).model.state_dict()
+    for k, v in a["model"].items():
+        torch.testing.assert_close(live[k], v)
     buffers = [k for k in a["model"] if k not in a["ema"]["shadow"]]
     assert "pitch" in buffers and "feat_std" in buffers
     for k in buffers:  # the normalisation and tables are the live model's
@@ -106,3 +112,5 @@ def test_bad_decay_is_refused() -> None:
     for bad in (1.0, -0.1):
         with pytest.raises(VocoderError, match=r"train\.ema_decay"):
             check_config(merge(tiny_config(), {"train": {"ema_decay": bad}}))
+    with pytest.raises(VocoderError, match=r"export_live .*train\.ema_decay"):
+        check_config(merge(tiny_config(), {"train": {"export_live": True}}))

@@ -224,6 +224,9 @@ class TrainConfig:
     """Keep an exponential moving average of the network's weights with this decay (0 = off; 0.999
     averages over roughly the last 1000 steps, with a warm-up): validation, samples and the exported
     model use the average, checkpoint.pt keeps both. Calms the noisy end point of a short fit."""
+    export_live: bool = False
+    """With ema_decay > 0, also export the last step's own weights to OUT/live/ at every save, so one
+    fit compares the average with them: `tmt vocoder eval OUT OUT/live --store ... --manifest ...`."""
     max_steps: int = 400_000
     """Stop after this many steps."""
     max_minutes: float | None = None
@@ -473,6 +476,9 @@ def check_config(cfg: VocoderConfig) -> None:
         raise VocoderError("num_units must be >= 1")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise VocoderError(f"train.ema_decay must be in [0, 1) (0 = no weight average), not {cfg.train.ema_decay}")
+    if cfg.train.export_live and not cfg.train.ema_decay:
+        raise VocoderError("train.export_live exports the last step's weights beside a weight average: set "
+                           "train.ema_decay (e.g. 0.999) too, or drop export_live")
     if cfg.voices and cfg.arch == "hifigan":
         raise VocoderError("voices (voice conditioning) is built for unit-mel and unit-world, not hifigan; "
                            "train one of those or drop --voices")

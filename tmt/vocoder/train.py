@@ -52,6 +52,8 @@ from tmt.vocoder.world_net import UnitWorld, envelope_weights, sample_world_batc
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+LIVE_DIR = "live"
+"""Subdirectory of a fit's output that `train.export_live` writes the last step's weights to."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -165,6 +167,9 @@ class VocoderTrainer:
                 self.out_dir, self.model, self.cfg, speech_tokenizer=self.speech_tokenizer,
                 extra={"step": self.step, "valid": self.last_valid, "ema_decay": self.cfg.train.ema_decay},
             )
+        if self.ema is not None and self.cfg.train.export_live:  # the last step's weights, for a paired eval
+            save_vocoder(self.out_dir / LIVE_DIR, self.model, self.cfg, speech_tokenizer=self.speech_tokenizer,
+                         extra={"step": self.step, "ema_decay": 0.0, "weights_of": "the last step (live)"})
 
     def _averaged(self) -> contextlib.AbstractContextManager[Any]:
         """The weight average swapped into the model (train.ema_decay), or the live weights."""

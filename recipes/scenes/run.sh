@@ -54,6 +54,7 @@ voices=true          # speech targets carry a voice token (vocab.json lists the 
 finetune_directions=  # stage 12: fine-tune the unified model on each of these directions alone (e.g. "t2s s2i"; empty: off)
 finetune_minutes=     # budget of each stage-12 fine-tuning (default: --bt-minutes)
 per_direction_best=false  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir)
+back_translation=true  # false: skip stages 5-6 and the tmt_bt model (the mid one-run comparison in ~2 h)
 
 # shellcheck disable=SC2034  # read by parse_options.sh
 help_message=$(cat <<EOF
@@ -102,6 +103,8 @@ Usage: $0 [options]
   --finetune-minutes M budget of each fine-tuning (default: --bt-minutes)
   --per-direction-best B true: stages 8-9 also score "tmt_dir", each direction translated by the
                      stage-4 checkpoint best for it (exp/tmt/best/<dir>; default ${per_direction_best})
+  --back-translation B false: skip back-translation (stages 5-6) and its model tmt_bt everywhere, e.g.
+                     for the unified-vs-single comparison alone (default ${back_translation})
 Stages:
   0 prepare scenes corpus        1 fit text/speech/image tokenizers   2 tokenize every split
   3 joint vocabulary             4 train (six directions)             5 back-translate partial pools
@@ -164,7 +167,8 @@ if [ "${extra_scenes}" -gt 0 ]; then
   splits+=" train_extra"; extra_store_opt=(--store "${store}/train_extra=${extra_weight}")
 fi
 directions="image:text image:speech text:image speech:image speech:text text:speech"
-eval_models="tmt tmt_bt"; [ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
+eval_models="tmt"; [ "${back_translation}" = true ] && eval_models+=" tmt_bt"
+[ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
 
 # keep the command line, so the experiment can re-run itself
 echo "${cmdline}" >> "${out}/command.txt"
@@ -275,7 +279,7 @@ if stage_wanted 4; then
       --set best_per_direction=true --set model.null_source_prob="${null_source_prob}" --resume
 fi
 
-if stage_wanted 5; then
+if stage_wanted 5 && [ "${back_translation}" = true ]; then
   for pool in images_only speech_text_only; do
     log "Stage 5: back-translate ${store}/${pool} with ${out}/exp/tmt -> ${store}/bt_${pool}"
     run_stage "5-bt-${pool}" "${logs}/5-bt-${pool}.log" \
@@ -283,7 +287,7 @@ if stage_wanted 5; then
   done
 fi
 
-if stage_wanted 6; then
+if stage_wanted 6 && [ "${back_translation}" = true ]; then
   log "Stage 6: continue on real + synthetic (${bt_minutes} min): ${out}/exp/tmt -> ${out}/exp/tmt_bt"
   run_stage 6-train-bt "${logs}/6-train-bt.log" \
     tmt train -o "${out}/exp/tmt_bt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
@@ -335,27 +339,35 @@ if stage_wanted 9; then
 fi
 
 if stage_wanted 10; then
-  log "Stage 10: report: ${out}/scores/{tmt,tmt_bt}/* -> ${out}/report.md"
+  log "Stage 10: report: ${out}/scores/{${eval_models// /,}}/* -> ${out}/report.md"
   rm -f "${out}/.done/10-report"
-  run_stage 10-report "${logs}/10-report.log" \
-    tmt score compare --headline "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test"
+  if [ "${back_translation}" = true ]; then
+    heading="Six directions on the test split: before (A = tmt) and after back-translation (B = tmt_bt)"
+    run_stage 10-report "${logs}/10-report.log" \
+      tmt score compare --headline "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test"
+  else
+    heading="Six directions on the test split (tmt; no back-translation in this run)"
+    run_stage 10-report "${logs}/10-report.log" cat "${out}/scores/tmt/test/report.md"
+  fi
   {
     echo "# scenes recipe, preset ${preset}"
     echo
     echo "Command: \`${cmdline}\`"
     echo
-    echo "## Six directions on the test split: before (A = tmt) and after back-translation (B = tmt_bt)"
+    echo "## ${heading}"
     echo
     echo '```'
     cat "${logs}/10-report.log"
     echo '```'
     echo
-    echo "Every metric:"
-    echo
-    echo '```'
-    tmt score compare "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test"
-    echo '```'
-    echo
+    if [ "${back_translation}" = true ]; then
+      echo "Every metric:"
+      echo
+      echo '```'
+      tmt score compare "${out}/scores/tmt/test" "${out}/scores/tmt_bt/test"
+      echo '```'
+      echo
+    fi
     for model in ${eval_models}; do
       for split in ${eval_splits}; do
         echo "- ${model}, ${split}: [report](scores/${model}/${split}/report.md), ![chart](scores/${model}/${split}/scores.png)"

@@ -327,3 +327,22 @@ def test_the_report_shows_the_image_grids_that_scoring_wrote(tmp_path: Path) -> 
     assert "![tmt test text-image](scores/tmt/test/grid_text-image.png)" in report
     assert "![tmt test speech-image](scores/tmt/test/grid_speech-image.png)" in report
     assert "tmt_bt test" not in report  # no grid was written for it: nothing linked
+
+
+def test_back_translation_false_skips_stages_5_and_6_and_the_bt_model(tmp_path: Path) -> None:
+    scored = tmp_path / "out" / "scores" / "tmt" / "test"
+    scored.mkdir(parents=True)
+    (scored / "report.md").write_text("the unified model's table\n")
+    r, calls = _recipe(tmp_path, "--stage", "4", "--stop-stage", "10", "--jobs", "1", "--back-translation", "false")
+    assert r.returncode == 0, r.stderr
+    assert [c.split()[0] for c in calls if c.split()[0] in ("train", "backtranslate")] == ["train"]
+    assert "-o " + str(tmp_path / "out" / "exp" / "tmt") + " " in next(c for c in calls if c.startswith("train "))
+    hyps = {c.split("--output-dir ")[1].split("/hyp/")[1].split("/")[0] for c in calls if c.startswith("translate ")}
+    assert hyps == {"tmt"}
+    assert not [c for c in calls if "tmt_bt" in c or c.startswith("score compare")]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "no back-translation" in report and "the unified model's table" in report
+    # the default still back-translates and scores tmt_bt
+    r, calls = _recipe(tmp_path / "d", "--stage", "4", "--stop-stage", "8", "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    assert sum(c.startswith("backtranslate ") for c in calls) == 2

@@ -55,6 +55,7 @@ finetune_directions=  # stage 12: fine-tune the unified model on each of these d
 finetune_minutes=     # budget of each stage-12 fine-tuning (default: --bt-minutes)
 per_direction_best=false  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir)
 back_translation=true  # false: skip stages 5-6 and the tmt_bt model (the mid one-run comparison in ~2 h)
+train_set=           # extra `tmt train --set` overrides of the unified model (stages 4 and 6), space-separated
 
 # shellcheck disable=SC2034  # read by parse_options.sh
 help_message=$(cat <<EOF
@@ -105,6 +106,8 @@ Usage: $0 [options]
                      stage-4 checkpoint best for it (exp/tmt/best/<dir>; default ${per_direction_best})
   --back-translation B false: skip back-translation (stages 5-6) and its model tmt_bt everywhere, e.g.
                      for the unified-vs-single comparison alone (default ${back_translation})
+  --train-set "K=V ..." extra --set overrides for the unified model's trainings (stages 4 and 6), e.g.
+                     "data.direction_weighting=fixed data.direction_weights={t2s:2.0,s2t:2.0}"
 Stages:
   0 prepare scenes corpus        1 fit text/speech/image tokenizers   2 tokenize every split
   3 joint vocabulary             4 train (six directions)             5 back-translate partial pools
@@ -168,6 +171,9 @@ if [ "${extra_scenes}" -gt 0 ]; then
 fi
 directions="image:text image:speech text:image speech:image speech:text text:speech"
 eval_models="tmt"; [ "${back_translation}" = true ] && eval_models+=" tmt_bt"
+train_set_opt=()
+read -r -a train_set_kvs <<< "${train_set}"
+for kv in "${train_set_kvs[@]}"; do train_set_opt+=(--set "${kv}"); done
 [ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
 
 # keep the command line, so the experiment can re-run itself
@@ -276,7 +282,7 @@ if stage_wanted 4; then
     tmt train -o "${out}/exp/tmt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
       --store "${store}/train" "${extra_store_opt[@]}" --valid-store "${store}/valid" --max-steps "${train_steps}" \
       --device "${device}" --set train.max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt \
-      --set best_per_direction=true --set model.null_source_prob="${null_source_prob}" --resume
+      --set best_per_direction=true --set model.null_source_prob="${null_source_prob}" "${train_set_opt[@]}" --resume
 fi
 
 if stage_wanted 5 && [ "${back_translation}" = true ]; then
@@ -295,7 +301,7 @@ if stage_wanted 6 && [ "${back_translation}" = true ]; then
       --store "${store}/bt_images_only=0.5" --store "${store}/bt_speech_text_only=0.5" \
       --valid-store "${store}/valid" --max-steps "${bt_steps}" --device "${device}" \
       --set train.max_minutes="${bt_minutes}" --set optim.schedule=inverse_sqrt --set optim.warmup_steps=50 \
-      --set model.null_source_prob="${null_source_prob}" --resume
+      --set model.null_source_prob="${null_source_prob}" "${train_set_opt[@]}" --resume
 fi
 
 if stage_wanted 7; then

@@ -54,7 +54,7 @@ voices=true          # speech targets carry a voice token (vocab.json lists the 
 finetune_directions=  # stage 12: fine-tune the unified model on each of these directions alone (e.g. "t2s s2i"; empty: off)
 finetune_minutes=     # budget of each stage-12 fine-tuning (default: --bt-minutes)
 per_direction_best=false  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir)
-back_translation=true  # false: skip stages 5-6 and the tmt_bt model (the mid one-run comparison in ~2 h)
+back_translation=true  # false: skip stages 5-6 and the tmt_bt model (e.g. for the one-run unified-vs-single comparison)
 train_set=           # extra `tmt train --set` overrides of the unified model (stages 4 and 6), space-separated
 
 # shellcheck disable=SC2034  # read by parse_options.sh
@@ -171,10 +171,10 @@ if [ "${extra_scenes}" -gt 0 ]; then
 fi
 directions="image:text image:speech text:image speech:image speech:text text:speech"
 eval_models="tmt"; [ "${back_translation}" = true ] && eval_models+=" tmt_bt"
-train_set_opt=()
+[ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
+train_set_opt=()  # --train-set "K=V ...": one --set per pair, for stages 4 and 6
 read -r -a train_set_kvs <<< "${train_set}"
 for kv in "${train_set_kvs[@]}"; do train_set_opt+=(--set "${kv}"); done
-[ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
 
 # keep the command line, so the experiment can re-run itself
 echo "${cmdline}" >> "${out}/command.txt"

@@ -148,10 +148,14 @@ def tuned(threads: int) -> Variant:
     return Variant(adamw=t.optim.adamw_impl, threads=threads)
 
 
-def make_step(v: Variant, cfg: TmtModelConfig, vocab: JointVocab, batch: RowBatch) -> Callable[[], None]:
+def make_step(v: Variant, cfg: TmtModelConfig, vocab: JointVocab, batch: RowBatch,
+              wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Callable[[], None]:
+    """One training step of variant `v` on `batch`; `wrap` (e.g. DDP) wraps the step's module."""
     torch.manual_seed(0)  # every variant starts from the same weights
     model = create_model(cfg, vocab)
     module: torch.nn.Module = SixWayStep(model, list(ALL_DIRECTIONS)) if v.impl == "ours" else SixPasses(model, v.impl)
+    if wrap is not None:
+        module = wrap(module)
     if v.compile:  # in place: state-dict keys unchanged
         model.encoder.compile(dynamic=True)
         model.decoder.compile(dynamic=True)

@@ -145,31 +145,17 @@ def padding(lengths: list[dict[str, int]], rows: int) -> dict[str, float]:
 def _ddp_worker(rank: int, world: int, port: int, model_cfg: Any, vocab: Any, batch: RowBatch,
                 steps: int, rounds: int, out: Any) -> None:
     """One rank of `ddp_seconds`: its share of the batch's rows, one thread, gloo all-reduce."""
+    # the benchmark's own step; imported here because training.py imports this module
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
-
-    from tmt.core.modality import ALL_DIRECTIONS
-    from tmt.models.tmt import create_model
-    from tmt.training.config import OptimConfig, TrainConfig
-    from tmt.training.steps import SixWayStep, make_optimizer
+    from training import make_step, tuned
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         rows = list(range(rank, len(batch), world))
         mine = RowBatch(ids=[batch.ids[i] for i in rows], seqs={m: [v[i] for i in rows] for m, v in batch.seqs.items()})
-        torch.manual_seed(0)  # the same weights as the single-process variants
-        module = DistributedDataParallel(SixWayStep(create_model(model_cfg, vocab), list(ALL_DIRECTIONS)))
-        module.train()
-        opt = make_optimizer(module, TrainConfig(optim=OptimConfig(adamw_impl="fused", weight_decay=0.01)))
-
-        def step() -> None:
-            loss, _ = module(mine, 0.1)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
+        step = make_step(tuned(1), model_cfg, vocab, mine, wrap=DistributedDataParallel)
         step()  # warm-up
         times = []
         for _ in range(rounds):

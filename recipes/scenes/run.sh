@@ -107,7 +107,7 @@ Usage: $0 [options]
   --back-translation B false: skip back-translation (stages 5-6) and its model tmt_bt everywhere, e.g.
                      for the unified-vs-single comparison alone (default ${back_translation})
   --train-set "K=V ..." extra --set overrides for the unified model's trainings (stages 4 and 6), e.g.
-                     "data.direction_weighting=fixed data.direction_weights={t2s:2.0,s2t:2.0}"
+                     "data.direction_weighting=fixed data.direction_weights.t2s=2.0 data.direction_weights.s2t=2.0"
 Stages:
   0 prepare scenes corpus        1 fit text/speech/image tokenizers   2 tokenize every split
   3 joint vocabulary             4 train (six directions)             5 back-translate partial pools

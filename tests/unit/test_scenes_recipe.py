@@ -349,13 +349,14 @@ def test_back_translation_false_skips_stages_5_and_6_and_the_bt_model(tmp_path: 
 
 
 def test_train_set_reaches_the_unified_trainings_only(tmp_path: Path) -> None:
-    weights = "data.direction_weighting=fixed data.direction_weights={t2s:2.0,s2t:2.0}"
+    weights = "data.direction_weighting=fixed data.direction_weights.t2s=2.0 data.direction_weights.s2t=2.0"
     r, calls = _recipe(tmp_path, "--stage", "4", "--stop-stage", "6", "--jobs", "1", "--train-set", weights)
     assert r.returncode == 0, r.stderr
     trains = [c for c in calls if c.startswith("train ")]
     assert len(trains) == 2  # stage 4 (tmt) and stage 6 (tmt_bt)
     for c in trains:
-        assert "--set data.direction_weighting=fixed --set data.direction_weights={t2s:2.0,s2t:2.0}" in c
+        assert ("--set data.direction_weighting=fixed --set data.direction_weights.t2s=2.0 "
+                "--set data.direction_weights.s2t=2.0") in c
     r, calls = _stage11(tmp_path / "s", "--single-directions", "s2t", "--train-set", weights)
     assert r.returncode == 0, r.stderr
     assert not [c for c in calls if "direction_weight" in c]  # the baselines train one direction each

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from fairseq2.models.transformer import StandardFeedForwardNetwork, StandardMultiheadAttention
 from torch.autograd.profiler import record_function
+from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import ProfilerActivity, profile
 
 import tmt.training.steps as steps_mod
@@ -145,9 +149,7 @@ def padding(lengths: list[dict[str, int]], rows: int) -> dict[str, float]:
 def _ddp_worker(rank: int, world: int, port: int, model_cfg: Any, vocab: Any, batch: RowBatch,
                 steps: int, rounds: int, out: Any) -> None:
     """One rank of `ddp_seconds`: its share of the batch's rows, one thread, gloo all-reduce."""
-    # the benchmark's own step; imported here because training.py imports this module
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
+    # the benchmark's own step, imported here because training.py imports this module
     from training import make_step, tuned
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -177,10 +179,6 @@ def ddp_seconds(model_cfg: Any, vocab: Any, batch: RowBatch, *, world: int = 2, 
     CPU), each rank taking every `world`-th row so that one step covers the same batch.
 
     Not interleaved with the other variants: its processes take every core while they run."""
-    import random
-
-    import torch.multiprocessing as mp
-
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = random.randint(20000, 40000)

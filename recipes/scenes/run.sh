@@ -476,12 +476,22 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
     tmt score table --names "${model}" single "${pairs[@]}" > "${out}/scores/${model}_vs_single.md"
     cat "${out}/scores/${model}_vs_single.md"
   done
+  # why a direction wins or loses: validation CE of both sides at equal compute points
+  single_exps=()
+  for e in "${out}"/exp/single_*; do [ -f "${e}/metrics.jsonl" ] && single_exps+=("${e}"); done
+  if [ -n "${unified_steps}" ] && [ -f "${out}/exp/tmt/metrics.jsonl" ] && [ ${#single_exps[@]} -gt 0 ]; then
+    ratio=$(awk -v u="${unified_steps}" -v s="${single_steps}" 'BEGIN {printf "%.4f", u / s}')
+    log "Stage 11: validation curves at equal compute -> ${out}/scores/curves_vs_single.{md,png}"
+    tmt score curves "${out}/exp/tmt" "${single_exps[@]}" --ratio "${ratio}" \
+      --out "${out}/scores/curves_vs_single.md" --plot "${out}/scores/curves_vs_single.png"
+  fi
   if [ -f "${out}/report.md" ] && ! grep -q "^## Unified model against" "${out}/report.md"; then
     {
       echo
       echo "## Unified model against single-direction models (A = tmt, B = single, ${budget})"
       report_table "All splits (equal compute):" "${out}/scores/tmt_vs_single.md"
       report_table "All splits, the unified model's best checkpoint per direction:" "${out}/scores/tmt_dir_vs_single.md"
+      report_table "Validation curves at equal compute (scores/curves_vs_single.png):" "${out}/scores/curves_vs_single.md"
       for split in ${eval_splits}; do
         report_table "${split}:" "${out}/scores/unified_vs_single_${split}.txt"
         report_table "${split}, A = tmt_dir (the unified model's best checkpoint for each direction):" \

@@ -360,3 +360,22 @@ def test_train_set_reaches_the_unified_trainings_only(tmp_path: Path) -> None:
     r, calls = _stage11(tmp_path / "s", "--single-directions", "s2t", "--train-set", weights)
     assert r.returncode == 0, r.stderr
     assert not [c for c in calls if "direction_weight" in c]  # the baselines train one direction each
+
+
+def test_stage11_draws_the_validation_curves_of_the_trained_baselines(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "exp" / "tmt").mkdir(parents=True)
+    (out / "exp" / "tmt" / "metrics.jsonl").write_text("{}\n")
+    (out / "exp" / "single_t2i").mkdir(parents=True)
+    (out / "exp" / "single_t2i" / "metrics.jsonl").write_text("{}\n")
+    (out / "exp" / "single_s2t").mkdir(parents=True)  # no metrics (never trained): left out
+    r, calls = _stage11(tmp_path, "--single-directions", "t2i")
+    assert r.returncode == 0, r.stderr
+    [curves] = [c for c in calls if c.startswith("score curves ")]
+    # 601 unified steps, 301 single steps each (equal compute): ratio 601 / 301
+    assert curves == (f"score curves {out}/exp/tmt {out}/exp/single_t2i --ratio 1.9967 "
+                      f"--out {out}/scores/curves_vs_single.md --plot {out}/scores/curves_vs_single.png")
+    # without a unified metrics file there is nothing to compare
+    r, calls = _stage11(tmp_path / "b", "--single-directions", "t2i")
+    assert r.returncode == 0, r.stderr
+    assert calls and not any(c.startswith("score curves ") for c in calls)

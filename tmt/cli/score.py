@@ -4,6 +4,7 @@
     tmt score --model EXP --manifest M --split test --out-dir D    translate, then score
     tmt score --compare A B                two scores.json side by side
     tmt score table --split test A B --split test_novel A2 B2   two runs over splits, one table
+    tmt score curves UNIFIED SINGLE...     validation curves at equal compute
     tmt score retrieval --model EXP --store S --src speech --tgt image
 """
 
@@ -23,6 +24,7 @@ Examples:
   tmt score --model exp/tmt --manifest data/scenes/test.jsonl.gz --split test \\
       --directions i2t,s2t,t2i --out-dir exp/scores --vocoder exp/vocoder --limit 50
   tmt score --compare exp/scores exp_bt/scores
+  tmt score curves exp/tmt exp/single_* --ratio 2 --out scores/curves.md --plot scores/curves.png
   tmt score retrieval --model exp/tmt --store data/scenes/store/test --src speech --tgt image
 """
 
@@ -221,6 +223,29 @@ def table_cmd(splits: tuple[tuple[str, str, str], ...], names: tuple[str, str]) 
 
     rows = split_rows({name: (a, b) for name, a, b in splits})
     click.echo(render_split_table(rows, [s[0] for s in splits], names), nl=False)
+
+
+@cli.command("curves", context_settings=CONTEXT, epilog=EPILOG)
+@click.argument("unified", type=click.Path(file_okay=False))
+@click.argument("singles", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--ratio", type=float, required=True,
+              help="Unified steps per single-model step at equal compute (the scenes recipe: unified steps / single steps).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the markdown table here.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Also draw each direction's two curves into this PNG.")
+def curves_cmd(unified: str, singles: tuple[str, ...], ratio: float, out: str | None, plot: str | None) -> None:
+    """A unified experiment's validation CE against single-direction experiments', per direction,
+    at equal compute (best value, its step, and the equal-compute points where each is lower)."""
+    from tmt.core.io import atomic_write_text
+    from tmt.evaluation.score import curves as c
+
+    uni = c.valid_curves(unified)
+    single = dict(c.single_curve(s) for s in singles)
+    text = c.render_curves(c.compare_curves(uni, single, ratio), ratio)
+    if out:
+        atomic_write_text(out, text)
+    if plot:
+        c.plot_curves(uni, single, ratio, plot)
+    click.echo(text, nl=False)
 
 
 @cli.command("retrieval", context_settings=CONTEXT, epilog=EPILOG)

@@ -56,6 +56,7 @@ finetune_minutes=     # budget of each stage-12 fine-tuning (default: --bt-minut
 per_direction_best=false  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir)
 back_translation=true  # false: skip stages 5-6 and the tmt_bt model (e.g. for the one-run unified-vs-single comparison)
 train_set=           # extra `tmt train --set` overrides of the unified model (stages 4 and 6), space-separated
+model_preset=        # architecture preset of every translation model (default: the preset's, demo; e.g. small)
 
 # shellcheck disable=SC2034  # read by parse_options.sh
 help_message=$(cat <<EOF
@@ -106,6 +107,8 @@ Usage: $0 [options]
                      stage-4 checkpoint best for it (exp/tmt/best/<dir>; default ${per_direction_best})
   --back-translation B false: skip back-translation (stages 5-6) and its model tmt_bt everywhere, e.g.
                      for the unified-vs-single comparison alone (default ${back_translation})
+  --model-preset P   architecture of the unified model and the baselines (tiny|demo|small|base|paper;
+                     default: the preset's, demo; small: d 256, 3+3 layers, ~6M parameters)
   --train-set "K=V ..." extra --set overrides for the unified model's trainings (stages 4 and 6), e.g.
                      "data.direction_weighting=fixed data.direction_weights.t2s=2.0 data.direction_weights.s2t=2.0"
 Stages:
@@ -130,7 +133,7 @@ case "${preset}" in
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"   # the time budgets below end training
     : "${train_minutes:=10}"; : "${bt_minutes:=3}"
     : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=3}"
-    model_preset=demo; beam=5; : "${test_limit:=40}"; eval_splits="test"
+    : "${model_preset:=demo}"; beam=5; : "${test_limit:=40}"; eval_splits="test"
     ;;
   full)
     : "${num_scenes:=2000}"; : "${extra_scenes:=10000}"
@@ -140,7 +143,7 @@ case "${preset}" in
     : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=20}"  # + ~15 min of WORLD analysis
     # the first 250 rows of each test split (50 scenes' captions; image sources: all 100 images)
     # keep stages 8-10 near half an hour, inside the preset's 3 hours
-    model_preset=demo; beam=5; : "${test_limit:=250}"; eval_splits="test test_novel"
+    : "${model_preset:=demo}"; beam=5; : "${test_limit:=250}"; eval_splits="test test_novel"
     ;;
   mid)
     # stages 0-11 with --single-task true in about 2.5 hours on 2 cores (measured, docs/results.md
@@ -152,7 +155,7 @@ case "${preset}" in
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=35}"; : "${bt_minutes:=8}"
     : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=12}"
-    model_preset=demo; beam=5; : "${test_limit:=150}"; eval_splits="test test_novel"
+    : "${model_preset:=demo}"; beam=5; : "${test_limit:=150}"; eval_splits="test test_novel"
     ;;
   *) echo "unknown --preset ${preset} (quick|mid|full)" >&2; exit 1 ;;
 esac

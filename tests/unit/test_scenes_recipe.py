@@ -379,3 +379,17 @@ def test_stage11_draws_the_validation_curves_of_the_trained_baselines(tmp_path: 
     r, calls = _stage11(tmp_path / "b", "--single-directions", "t2i")
     assert r.returncode == 0, r.stderr
     assert calls and not any(c.startswith("score curves ") for c in calls)
+
+
+def test_model_preset_reaches_the_unified_model_and_the_baselines(tmp_path: Path) -> None:
+    r, calls = _stage11(tmp_path, "--single-directions", "t2s s2t", "--model-preset", "small")
+    assert r.returncode == 0, r.stderr
+    train = [c for c in calls if c.startswith("train ")]
+    assert len(train) == 2 and all("--preset small " in c for c in train), train
+    r, calls = _recipe(tmp_path / "b", "--stage", "4", "--stop-stage", "4", "--model-preset", "small")
+    assert r.returncode == 0, r.stderr
+    [train] = [c for c in calls if c.startswith("train ")]
+    assert "--preset small " in train and f"-o {tmp_path / 'b' / 'out' / 'exp' / 'tmt'} " in train
+    # without the option: the preset's own architecture
+    r, calls = _stage11(tmp_path / "c", "--single-directions", "t2s")
+    assert all("--preset demo " in c for c in calls if c.startswith("train "))

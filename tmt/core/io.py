@@ -108,6 +108,17 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 100) -> Path:
+    """Lay out a matplotlib figure, write it to `path` as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
 # ----------------------------------------------------------------------------- checked readers
 def _type_name(t: type | tuple[type, ...]) -> str:
     names = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",

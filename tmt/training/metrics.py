@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tmt.core.io import atomic_open
+from tmt.core.io import atomic_open, save_figure
 
 
 class MetricsWriter:
@@ -75,9 +75,4 @@ def plot_metrics(metrics_path: str | Path, out_png: str | Path) -> Path | None:
         axes[2].plot([p[0] for p in lr], [p[1] for p in lr])
     axes[2].set_title("learning rate")
     axes[2].set_xlabel("step")
-    fig.tight_layout()
-    out = Path(out_png)
-    with atomic_open(out, "wb") as f:
-        fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png, dpi=90)

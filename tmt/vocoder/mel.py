@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
-from tmt.core.io import atomic_open
+from tmt.core.io import save_figure
 from tmt.vocoder.config import MelConfig
 
 
@@ -87,7 +87,4 @@ def save_mel_png(path: Path, mels: Sequence[tuple[str, np.ndarray]]) -> None:
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("mel")
     axes[-1, 0].set_xlabel("frame")
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tmt.core.errors import TmtError
-from tmt.core.io import atomic_open
+from tmt.core.io import save_figure
 from tmt.core.modality import parse_direction
 from tmt.training.metrics import read_metrics
 
@@ -125,9 +125,4 @@ def plot_curves(unified: dict[str, Curve], singles: dict[str, Curve], ratio: flo
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation CE (nats/token)")
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out_png)
-    with atomic_open(out, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)

@@ -182,12 +182,9 @@ def write_chart(scores: dict[str, Any], path: str | Path) -> bool:
     top = max([headline(e)[1] for e in by_dir.values() if headline(e)] + [10.0])  # type: ignore[index]
     ax.set_ylim(0, top * 1.3 + 5)
     ax.set_title("tmt: headline metric per direction")
-    fig.tight_layout()
-    from tmt.core.io import atomic_open
+    from tmt.core.io import save_figure
 
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

@@ -390,3 +390,28 @@ def test_compare_headline_keeps_one_metric_per_direction():
     ]
     assert rows[1]["delta"] == -10.0
     assert len(compare(a, b)) == 6
+
+
+def test_text_outputs_on_scenes_are_read_back_into_the_scene_they_describe(tmp_path: Path, manifest: Path) -> None:
+    from tmt.corpora.scenes import ScenesConfig, caption_to_scene, clean_scene, plan_scenes
+
+    plans = [p for p in plan_scenes(ScenesConfig(num_scenes=12))
+             if len(p["scene"]["objects"]) == 2 and caption_to_scene(p["captions"][0]["text"])][:3]
+    assert len(plans) == 3
+    data = tmp_path / "scenes"
+    data.mkdir()
+    rows = [{"id": f"{p['id']}_0", "group": p["id"], "split": "test", "image": None, "speech": "x.wav",
+             "text": p["captions"][0]["text"], "scene": clean_scene(p["scene"])} for p in plans]
+    write_manifest(data / "test.jsonl.gz", rows)
+    # output 0: another caption of the same scene (other words, same scene); 1: a scene-less
+    # phrase; 2: the caption of scene 0 (well-formed, the wrong scene)
+    texts = [plans[0]["captions"][1]["text"], "there is a little large right sign", plans[0]["captions"][0]["text"]]
+    hyps = [{"id": r["id"], "hyp": t} for r, t in zip(rows, texts, strict=True)]
+    e = S.score_dir(make_hyp_dir(tmp_path / "s2t", "speech", "text", hyps, data / "test.jsonl.gz"), _cfg())
+    assert e["metrics"]["said_scene_exact"] == pytest.approx(100 / 3)
+    assert e["extra"]["said_scenes_unparsed"] == 1
+    assert any("caption parser could not read 1 of 3 outputs" in n for n in e["notes"])
+    assert e["metrics"]["wer"] > 0  # the word metrics stay
+    # rows without scene graphs (other corpora): no such metric
+    e = S.score_dir(make_hyp_dir(tmp_path / "plain", "speech", "text", [{"id": "g0_0", "hyp": "a red circle"}], manifest), _cfg())
+    assert "wer" in e["metrics"] and not any(k.startswith("said_") for k in e["metrics"])

@@ -38,13 +38,15 @@ def scene_scores(
     *,
     compare: Callable[[Any, Any], Mapping[str, bool]] | None = None,
     matches: Callable[[Any, Any], bool] | None = None,
+    what: str = "scene parser could not read {} of {} images",
 ) -> MetricResult:
     """Exact-match rate and per-attribute accuracy (percent) of parsed scenes.
 
     `compare(pred, ref)` gives {attribute: correct}; `matches(pred, ref)` says
     whether the whole scene matches (default: every attribute correct). By
     default both come from `tmt.corpora.scenes`. A `None` prediction (the
-    parser could not read the image) counts as wrong on every attribute.
+    parser could not read the image) counts as wrong on every attribute; `what`
+    words the note that counts them.
     """
     if len(preds) != len(refs):
         raise ValueError(f"{len(preds)} predictions but {len(refs)} references")
@@ -76,7 +78,7 @@ def scene_scores(
     out.extra["scenes_scored"] = n
     if unparsed:
         out.extra["scenes_unparsed"] = unparsed
-        out.notes.append(f"scene parser could not read {unparsed} of {n} images (counted as wrong)")
+        out.notes.append(what.format(unparsed, n) + " (counted as wrong)")
     return out
 
 

@@ -42,11 +42,27 @@ def _text_metrics(
     src: str, texts: list[str], hyps: Sequence[dict[str, Any]], refs: References, cfg: ScoreConfig
 ) -> MetricResult:
     """WER/CER against each row's own text (text and speech sources), or caption metrics
-    against the group's captions (image sources)."""
+    against the group's captions (image sources); on the scenes corpus also the scene each
+    output describes (`said_scene_*`)."""
     rows = [refs.rows[str(h["id"])] for h in hyps]
     if src == "image":
-        return caption_metrics(texts, [refs.captions(group_of(h, r)) for h, r in zip(hyps, rows, strict=True)], coco=cfg.coco)
-    return wer_cer(texts, [str(r.get("text") or "") for r in rows])
+        out = caption_metrics(texts, [refs.captions(group_of(h, r)) for h, r in zip(hyps, rows, strict=True)], coco=cfg.coco)
+    else:
+        out = wer_cer(texts, [str(r.get("text") or "") for r in rows])
+    if rows and all("scene" in r for r in rows):
+        out.update(said_scenes(texts, rows), prefix="said_")
+    return out
+
+
+def said_scenes(texts: Sequence[str], rows: Sequence[dict[str, Any]]) -> MetricResult:
+    """What the outputs say, not how: each text (or transcript) read back into a scene graph by
+    the caption parser and compared with the row's scene, exact and per attribute. BLEU rewards
+    a generic opener that most captions share; this counts only a described scene that is right.
+    A text the parser cannot read (not one of the corpus' caption forms) counts as wrong."""
+    from tmt.corpora.scenes import caption_to_scene
+
+    return im.scene_scores([caption_to_scene(t) for t in texts], [_caption_scene(r) for r in rows],
+                           what="caption parser could not read {} of {} outputs")
 
 
 def score_text(src: str, hyps: Sequence[dict[str, Any]], refs: References, cfg: ScoreConfig, result: MetricResult) -> None:

@@ -108,14 +108,22 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_figure(fig: Any, path: str | Path, *, dpi: int = 100) -> Path:
-    """Lay out a matplotlib figure, write it to `path` as PNG atomically, and close it."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display needed); imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 100) -> Path:
+    """Lay out a matplotlib figure, write it to `path` as PNG atomically, and close it."""
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
-    plt.close(fig)
+    pyplot().close(fig)
     return Path(path)
 
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tmt.core.io import atomic_open, save_figure
+from tmt.core.io import atomic_open, pyplot, save_figure
 
 
 class MetricsWriter:
@@ -44,10 +44,7 @@ def plot_metrics(metrics_path: str | Path, out_png: str | Path) -> Path | None:
     records = read_metrics(metrics_path)
     if not records:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     series: dict[str, dict[str, list[tuple[int, float]]]] = {"train": defaultdict(list), "valid": defaultdict(list)}
     lr: list[tuple[int, float]] = []

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE
-from tmt.core.io import save_figure
+from tmt.core.io import pyplot, save_figure
 from tmt.vocoder.config import MelConfig
 
 
@@ -69,10 +69,7 @@ def mel_distance(logmel: LogMel, ref: np.ndarray, hyp: np.ndarray) -> float:
 
 def save_mel_png(path: Path, mels: Sequence[tuple[str, np.ndarray]]) -> None:
     """One panel per (title, log-mel (frames, n_mels)) pair."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(len(mels), 1, figsize=(8, 2.2 * len(mels)), squeeze=False)
     for ax, (title, mel) in zip(axes[:, 0], mels, strict=True):

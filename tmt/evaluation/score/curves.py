@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tmt.core.errors import TmtError
-from tmt.core.io import save_figure
+from tmt.core.io import pyplot, save_figure
 from tmt.core.modality import parse_direction
 from tmt.training.metrics import read_metrics
 
@@ -110,10 +110,7 @@ def render_curves(rows: list[CurveRow], ratio: float) -> str:
 
 def plot_curves(unified: dict[str, Curve], singles: dict[str, Curve], ratio: float, out_png: str | Path) -> Path:
     """One panel per direction: both curves on the single model's step axis (unified steps / ratio)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     dirs = [d for d in singles if d in unified]
     fig, axes = plt.subplots(1, max(len(dirs), 1), figsize=(3.2 * max(len(dirs), 1), 3), squeeze=False)

@@ -152,10 +152,9 @@ def _samples_table(e: dict[str, Any], out_dir: Path) -> list[str]:
 def write_chart(scores: dict[str, Any], path: str | Path) -> bool:
     """A bar chart of the six directions' headline metrics; False when matplotlib is unusable."""
     try:
-        import matplotlib
+        from tmt.core.io import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except Exception as exc:  # a chart is a convenience; the numbers are in scores.json
         log.warning("no chart: %s", exc)
         return False
@@ -182,8 +181,6 @@ def write_chart(scores: dict[str, Any], path: str | Path) -> bool:
     top = max([headline(e)[1] for e in by_dir.values() if headline(e)] + [10.0])  # type: ignore[index]
     ax.set_ylim(0, top * 1.3 + 5)
     ax.set_title("tmt: headline metric per direction")
-    from tmt.core.io import save_figure
-
     save_figure(fig, path)
     return True
 

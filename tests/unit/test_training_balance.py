@@ -196,3 +196,53 @@ def test_init_from_loads_weights_and_refuses_another_vocab(data, tmp_path) -> No
     ])
     assert r.exit_code == 1, r.output
     assert "different vocabulary" in r.output and "vocab.json" in r.output and "Traceback" not in r.output
+
+
+# ---- per-direction early stopping ------------------------------------------------------------
+def test_stop_patience_stops_directions_without_a_new_low() -> None:
+    rows = dict.fromkeys(ALL_DIRECTIONS, 10)
+    mix = make_mix("uniform", ALL_DIRECTIONS, rows, temperature=1.0, fixed={}, phases=[], patience=2)
+    falling = dict.fromkeys(ALL_DIRECTIONS, 3.0)
+    assert mix.observe(250, falling) == []
+    # t2i over-fits from the second validation on, the rest keep improving
+    assert mix.observe(500, {**dict.fromkeys(ALL_DIRECTIONS, 2.0), "t2i": 3.5}) == []  # one miss: waits
+    assert mix.observe(750, {**dict.fromkeys(ALL_DIRECTIONS, 1.5), "t2i": 2.9}) == []  # a new low resets
+    assert mix.observe(1000, {**dict.fromkeys(ALL_DIRECTIONS, 1.4), "t2i": 3.1}) == []
+    assert mix.observe(1250, {**dict.fromkeys(ALL_DIRECTIONS, 1.3), "t2i": 3.0}) == ["t2i"]
+    assert mix.stopped == {"t2i": 1250} and mix.lows["t2i"] == 2.9
+    w = mix.weights_at(1250)
+    assert w["t2i"] == 0.0 and all(w[d] == 1.0 for d in ALL_DIRECTIONS if d != "t2i")
+    # a restored mix (resume) weighs every later step the same
+    again = make_mix("uniform", ALL_DIRECTIONS, rows, temperature=1.0, fixed={}, phases=[], patience=2)
+    again.load_state_dict(mix.state_dict())
+    assert again.weights_at(2000) == mix.weights_at(2000)
+    # everything flat: all but one direction stop, the last one trains on
+    for step in (1500, 1750):
+        mix.observe(step, dict.fromkeys(ALL_DIRECTIONS, 9.0))
+    assert sum(w > 0 for w in mix.weights_at(1750).values()) == 1
+    off = make_mix("uniform", ALL_DIRECTIONS, rows, temperature=1.0, fixed={}, phases=[])
+    for step in range(5):
+        assert off.observe(step, dict.fromkeys(ALL_DIRECTIONS, 1.0)) == []  # patience 0: never
+    with pytest.raises(TmtError, match="stop_patience"):
+        make_mix("uniform", ALL_DIRECTIONS, rows, temperature=1.0, fixed={}, phases=[], patience=-1)
+
+
+def test_training_stops_directions_and_resumes_with_them_stopped(data) -> None:
+    # lr 0: validation CE never reaches a new low, so after the second validation (patience 1)
+    # five directions stop and one trains on; a run resumed after that keeps them stopped
+    cfg = _cfg(data, max_steps=6, valid_every=1, save_every=2, optim=replace(train_preset("tiny").optim, lr=0.0))
+    cfg = replace(cfg, data=replace(cfg.data, stores=[str(data / "whole")], valid_stores=[str(data / "whole")],
+                                    stop_patience=1))
+    train(cfg, data / "stops")
+    train(cfg, data / "stops-part", stop_after=3)
+    train(cfg, data / "stops-part", resume=True)
+    for exp in ("stops", "stops-part"):
+        recs = [json.loads(x) for x in (data / exp / "metrics.jsonl").read_text().splitlines()]
+        seen = {r["step"]: {k[3:] for k in r if k.startswith("ce/")} for r in recs if r["split"] == "train"}
+        assert seen[1] == seen[2] == set(ALL_DIRECTIONS)
+        assert len(seen[3]) == 1 and seen[3] == seen[4] == seen[5] == seen[6], exp
+        valid = {r["step"]: r for r in recs if r["split"] == "valid"}
+        assert "stopped" not in valid[1] and len(valid[2]["stopped"]) == 5
+        assert set(valid[6]["stopped"]) == set(ALL_DIRECTIONS) - seen[6]
+        state = torch.load(data / exp / "checkpoints" / "step_00000006" / "trainer.pt", weights_only=True)
+        assert state["mix"]["stopped"] == dict.fromkeys(valid[2]["stopped"], 2)

@@ -34,6 +34,10 @@ class DataConfig:
     direction_phases: list[str] = field(default_factory=list)
     """Schedule before the full mixture: `STEPS:DIRS` entries in order, DIRS a comma list or
     `topK` (the K directions with most rows), e.g. ["1000:top2"] = steps 1-1000 only those."""
+    stop_patience: int = 0
+    """Per-direction early stopping: a direction whose validation CE has not reached a new low
+    for this many validations in a row stops training (weight 0, not computed) for the rest of
+    the run, and the others go on; with best_per_direction its best checkpoint is kept. 0: never."""
     max_tokens: int = 4096
     """Tokens per batch and process (rows * their longest total length, all modalities)."""
     shuffle_window: int = 10_000

@@ -75,7 +75,7 @@ def setup_run(
                        "use distributed=ddp or drop --set best_per_direction=true")
     d = cfg.data
     mix = make_mix(d.direction_weighting, directions, reader.direction_rows, temperature=d.temperature,
-                   fixed=d.direction_weights, phases=d.direction_phases)
+                   fixed=d.direction_weights, phases=d.direction_phases, patience=d.stop_patience)
     if info.is_main:
         log.info("%s (%s)", mix.describe(), d.direction_weighting)
         make_dirs(exp)
@@ -138,6 +138,8 @@ def _resume(run: Run) -> None:
     run.sched.load_state_dict(trainer_state["scheduler"])
     run.step = int(trainer_state["step"])
     run.prior_seconds = float(trainer_state.get("train_seconds", 0.0))
+    if run.mix is not None:  # directions stopped early stay stopped
+        run.mix.load_state_dict(trainer_state.get("mix", {}))
     run.reader.load_state_dict(rank_state["data"])
     ckpt.set_rng_state(rank_state["rng"])
     run.metrics.truncate_after(run.step)
@@ -164,6 +166,7 @@ def save_run(run: Run, *, write_model: bool, train_seconds: float) -> None:
         trainer_state = {
             "model": model_sd, "optimizer": osd, "scheduler": run.sched.state_dict(), "step": run.step,
             "world_size": info.world_size, "best": ckpt.read_best(exp), "train_seconds": train_seconds,
+            "mix": run.mix.state_dict() if run.mix is not None else {},
         }
     rank_state = {"rng": ckpt.rng_state(), "data": run.reader.state_dict(),
                   "params_sha256": None if run.fsdp else params_digest(step_module.model)}

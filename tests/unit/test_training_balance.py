@@ -223,6 +223,11 @@ def test_stop_patience_stops_directions_without_a_new_low() -> None:
     off = make_mix("uniform", ALL_DIRECTIONS, rows, temperature=1.0, fixed={}, phases=[])
     for step in range(5):
         assert off.observe(step, dict.fromkeys(ALL_DIRECTIONS, 1.0)) == []  # patience 0: never
+    # a direction outside the current phase is not judged while it does not train
+    phased = make_mix("uniform", ALL_DIRECTIONS, rows, temperature=1.0, fixed={}, phases=["4:i2t"], patience=1)
+    for step in (2, 4, 6):
+        assert phased.observe(step, dict.fromkeys(ALL_DIRECTIONS, 1.0)) == (["i2t"] if step == 4 else [])
+    assert phased.observe(8, dict.fromkeys(ALL_DIRECTIONS, 1.0)) == [d for d in ALL_DIRECTIONS if d != "i2t"][:-1]
     with pytest.raises(TmtError, match="stop_patience"):
         make_mix("uniform", ALL_DIRECTIONS, rows, temperature=1.0, fixed={}, phases=[], patience=-1)
 

@@ -144,12 +144,15 @@ class DirectionMix:
     """Direction -> validations since its last new low."""
 
     def observe(self, step: int, ce: Mapping[str, float]) -> list[str]:
-        """Record one validation's CE per direction; the directions it stops (never the last live one)."""
+        """Record the CE per direction of the validation after optimizer step `step`; the
+        directions it stops (never the last live one). A direction that step did not train
+        (outside the current phase, weight 0, stopped) is not judged."""
         if self.patience <= 0:
             return []
+        trained = self.weights_at(max(step - 1, 0))
         newly: list[str] = []
         for d, v in ce.items():
-            if d in self.stopped or self.base.get(d, 0.0) <= 0:
+            if trained.get(d, 0.0) <= 0:
                 continue
             if d not in self.lows or v < self.lows[d]:
                 self.lows[d], self.waits[d] = float(v), 0

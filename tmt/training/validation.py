@@ -37,9 +37,11 @@ def validate(run: Run, valid_reader: BatchReader) -> tuple[dict[str, dict[str, f
         rec[f"ce/{d}"], rec[f"acc/{d}"] = v["ce"], v["acc"]
     split, split_line = validation_record(run, valid_reader)  # image targets: object vs background tokens
     rec.update(split)
-    stopped = run.mix.observe(step, {d: v["ce"] for d, v in valid.items()}) if run.mix is not None else []
-    if run.mix is not None and run.mix.stopped:
-        rec["stopped"] = sorted(run.mix.stopped)
+    stopped: dict[str, float] = {}  # directions stopped by this validation -> their lowest CE
+    if run.mix is not None:
+        stopped = {d: run.mix.lows[d] for d in run.mix.observe(step, {d: v["ce"] for d, v in valid.items()})}
+        if run.mix.stopped:
+            rec["stopped"] = sorted(run.mix.stopped)
     run.metrics.write(rec)
     is_best = False
     if info.is_main:
@@ -47,9 +49,9 @@ def validate(run: Run, valid_reader: BatchReader) -> tuple[dict[str, dict[str, f
                  " ".join(f"{d} {v['ce']:.3f}/{v['acc']:.2f}" for d, v in valid.items()))
         if split_line:
             log.info("valid step %d: %s", step, split_line)
-        for d in stopped:
+        for d, low in stopped.items():
             log.info("valid step %d: %s stops training (no new low in %d validations; its best ce %.3f)",
-                     step, d, cfg.data.stop_patience, valid_low(run, d))
+                     step, d, cfg.data.stop_patience, low)
         is_best = ckpt.update_best(exp, step, vloss)
         if cfg.best_per_direction:
             keep_direction_bests(exp, step, run.model, valid, cfg)
@@ -95,10 +97,6 @@ def keep_direction_bests(
             save_model(model, dest, train_config=cfg)
             ckpt.write_direction_best(exp, d, step, v["ce"])
             log.info("valid step %d: new best for %s (ce %.3f) -> %s", step, d, v["ce"], dest)
-
-
-def valid_low(run: Run, direction: str) -> float:
-    return run.mix.lows.get(direction, float("nan")) if run.mix is not None else float("nan")
 
 
 def mean(xs: list[float]) -> float:

@@ -228,6 +228,10 @@ def test_stop_patience_stops_directions_without_a_new_low() -> None:
     for step in (2, 4, 6):
         assert phased.observe(step, dict.fromkeys(ALL_DIRECTIONS, 1.0)) == (["i2t"] if step == 4 else [])
     assert phased.observe(8, dict.fromkeys(ALL_DIRECTIONS, 1.0)) == [d for d in ALL_DIRECTIONS if d != "i2t"][:-1]
+    # inside a one-direction phase that goes on, its direction is not stopped: the next steps
+    # would train nothing; once the phase is over it stops at the next validation without a low
+    long = make_mix("uniform", ALL_DIRECTIONS, rows, temperature=1.0, fixed={}, phases=["6:i2t"], patience=1)
+    assert [long.observe(step, dict.fromkeys(ALL_DIRECTIONS, 1.0)) for step in (2, 4, 6)] == [[], [], ["i2t"]]
     with pytest.raises(TmtError, match="stop_patience"):
         make_mix("uniform", ALL_DIRECTIONS, rows, temperature=1.0, fixed={}, phases=[], patience=-1)
 

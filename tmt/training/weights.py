@@ -145,8 +145,9 @@ class DirectionMix:
 
     def observe(self, step: int, ce: Mapping[str, float]) -> list[str]:
         """Record the CE per direction of the validation after optimizer step `step`; the
-        directions it stops (never the last live one). A direction that step did not train
-        (outside the current phase, weight 0, stopped) is not judged."""
+        directions it stops (never one that would leave the next step nothing to train). A
+        direction that step did not train (outside the current phase, weight 0, stopped) is
+        not judged."""
         if self.patience <= 0:
             return []
         trained = self.weights_at(max(step - 1, 0))
@@ -158,7 +159,7 @@ class DirectionMix:
                 self.lows[d], self.waits[d] = float(v), 0
                 continue
             self.waits[d] = self.waits.get(d, 0) + 1
-            live = [x for x, w in self.base.items() if w > 0 and x not in self.stopped]
+            live = [x for x, w in self.weights_at(step).items() if w > 0]  # what step + 1 would train
             if self.waits[d] >= self.patience and len(live) > 1:
                 self.stopped[d] = step
                 newly.append(d)

@@ -228,7 +228,7 @@ def test_no_surviving_hypothesis_names_the_input(
         def __call__(self, src: torch.Tensor, *a: object) -> SequenceGeneratorOutput:
             return SequenceGeneratorOutput([[] for _ in range(src.size(0))], GenerationCounters())
 
-    monkeypatch.setattr(gm, "BeamSearchSeq2SeqGenerator", EmptyBeams)
+    monkeypatch.setattr(gm, "PatientBeamSearchSeq2SeqGenerator", EmptyBeams)
     with pytest.raises(GenerationError, match="utt-42: no text hypothesis survived"):
         _gen(model, vocab).generate([np.array([1, 2, 3])], "speech", "text", names=["utt-42"])
 

@@ -19,7 +19,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from fairseq2.generation import SequenceGenerationError
-from fairseq2.generation.beam_search import BeamSearchSeq2SeqGenerator
 from fairseq2.generation.sampling import SamplingSeq2SeqGenerator
 from fairseq2.generation.step_processor import NGramRepeatBlockProcessor
 from fairseq2.nn import BatchLayout
@@ -29,6 +28,7 @@ from torch.nn import Module
 from tmt.core.batching import length_batches
 from tmt.core.errors import TmtError
 from tmt.core.modality import check_modality
+from tmt.generation.beam import PatientBeamSearchSeq2SeqGenerator
 from tmt.generation.constrained import (
     LOCAL_BOS,
     LOCAL_EOS,
@@ -86,6 +86,10 @@ class GenerationConfig:
     """`beam` search, `greedy` (beam 1) or `sample` (top-k / top-p sampling)."""
     beam_size: int = 5
     """Beam width for `beam`."""
+    beam_patience: float = 1.0
+    """Beam search ends a row once ceil(beam_patience * beam_size) hypotheses have finished
+    (Kasai et al., 2022); 1 is fairseq's rule. Larger values let longer hypotheses finish when
+    the model gives <eos> mass early (`tmt.generation.beam`)."""
     nbest: int = 1
     """Hypotheses kept per input and target (at most beam_size)."""
     len_penalty: float = 1.0
@@ -138,6 +142,8 @@ class GenerationConfig:
             raise GenerationError(f"unknown strategy '{self.strategy}'; use beam, greedy or sample")
         if self.beam_size < 1:
             raise GenerationError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.beam_patience < 1:
+            raise GenerationError(f"beam_patience must be >= 1 (1: fairseq's rule), got {self.beam_patience}")
         if self.nbest < 1 or (self.strategy == "beam" and self.nbest > self.beam_size):
             raise GenerationError(f"nbest must be in 1..beam_size ({self.beam_size}), got {self.nbest}")
         if self.batch_size < 1:
@@ -388,8 +394,9 @@ class Generator:
                 temperature=cfg.temperature, len_penalty=cfg.len_penalty, step_processors=procs,
             )
         else:
-            gen = BeamSearchSeq2SeqGenerator(
+            gen = PatientBeamSearchSeq2SeqGenerator(
                 model, space.vocab_info(), beam_size=1 if cfg.strategy == "greedy" else cfg.beam_size,
+                patience=cfg.beam_patience,
                 min_gen_len=1, max_gen_len=gen_len, normalize_scores=cfg.normalize_scores,
                 temperature=cfg.temperature, len_penalty=cfg.len_penalty, step_processors=procs,
             )

@@ -50,6 +50,7 @@ image_decoding="--sample --top-k 16 --seed 0 --rerank 4"  # image targets: sampl
 null_source_prob=0   # training: fraction of image-target examples with a null source (e.g. 0.1 enables --guidance; 0: measured better without guidance)
 no_repeat_ngram=4    # text targets: never repeat an n-gram of this size (0: off)
 speech_no_repeat_ngram=8  # speech targets (0: off); 4 would rule out 60% of the training unit sequences themselves
+beam_patience=2      # text and speech targets: a row's beam ends after patience x beam finished hypotheses (1: fairseq's rule)
 voices=true          # speech targets carry a voice token (vocab.json lists the corpus' voices; tmt translate --voice)
 finetune_directions=  # stage 12: fine-tune the unified model on each of these directions alone (e.g. "t2s s2i"; empty: off)
 finetune_minutes=     # budget of each stage-12 fine-tuning (default: --bt-minutes)
@@ -99,6 +100,8 @@ Usage: $0 [options]
   --null-source-prob P training: image-target examples with a null source (default ${null_source_prob})
   --no-repeat-ngram N text targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
   --speech-no-repeat-ngram N  the same for speech targets (default ${speech_no_repeat_ngram}; 0: off)
+  --beam-patience P  beam search ends a row after P x beam finished hypotheses (default ${beam_patience};
+                     1: fairseq's rule, which ends rows too early when <eos> has mass early)
   --voices B         true: a voice token per speech target, from the manifests' voices (default ${voices})
   --finetune-directions "D ..." stage 12: fine-tune the unified model (exp/tmt_bt, else exp/tmt) on
                      each direction alone -> exp/tmt_ft_<dir>, translated and scored (default: off)
@@ -199,7 +202,7 @@ translate_split() {
   local stage_no=$1 name=$2 model_dir=$3 split=$4 src=$5 tgt=$6
   local dest=${out}/hyp/${name}/${split}/${src}-${tgt}
   local limit_opt=() vocoder_opt=() decode_opt=(--beam "${beam}" --set no_repeat_ngram_size="${no_repeat_ngram}"
-    --set speech_no_repeat_ngram_size="${speech_no_repeat_ngram}")
+    --set speech_no_repeat_ngram_size="${speech_no_repeat_ngram}" --set beam_patience="${beam_patience}")
   [ "${test_limit}" -gt 0 ] && limit_opt=(--limit "${test_limit}")
   [ "${tgt}" = speech ] && vocoder_opt=(--vocoder "${out}/exp/vocoder")
   # VQ image codes are many equally likely layouts: the single most likely one (beam search)

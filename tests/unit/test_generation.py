@@ -233,6 +233,26 @@ def test_no_surviving_hypothesis_names_the_input(
         _gen(model, vocab).generate([np.array([1, 2, 3])], "speech", "text", names=["utt-42"])
 
 
+@pytest.mark.parametrize(("strategy", "want"), [("beam", (5, 2.5)), ("greedy", (1, 1.0))])
+def test_beam_patience_reaches_beam_search_but_not_greedy(
+    model: torch.nn.Module, vocab: JointVocab, monkeypatch: pytest.MonkeyPatch, strategy: str, want: tuple[int, float]
+) -> None:
+    """The configured patience goes to the beam search; greedy search keeps fairseq's rule, so it
+    stays the argmax path (more finished hypotheses would let it pick a different one)."""
+    import tmt.generation.generator as gm
+
+    seen: list[tuple[int, float]] = []
+
+    class Spy(gm.PatientBeamSearchSeq2SeqGenerator):  # type: ignore[misc]
+        def __init__(self, *a: object, beam_size: int, patience: float, **k: object) -> None:
+            seen.append((beam_size, patience))
+            super().__init__(*a, beam_size=beam_size, patience=patience, **k)
+
+    monkeypatch.setattr(gm, "PatientBeamSearchSeq2SeqGenerator", Spy)
+    _gen(model, vocab, strategy=strategy, beam_patience=2.5).generate([np.array([1, 2, 3])], "speech", "text")
+    assert seen == [want]
+
+
 def test_nan_scores_raise_naming_the_batch(vocab: JointVocab) -> None:
     class NanModel(torch.nn.Module):
         max_source_seq_len = 64

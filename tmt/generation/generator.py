@@ -396,7 +396,7 @@ class Generator:
         else:
             gen = PatientBeamSearchSeq2SeqGenerator(
                 model, space.vocab_info(), beam_size=1 if cfg.strategy == "greedy" else cfg.beam_size,
-                patience=cfg.beam_patience,
+                patience=1.0 if cfg.strategy == "greedy" else cfg.beam_patience,  # greedy stays the argmax path
                 min_gen_len=1, max_gen_len=gen_len, normalize_scores=cfg.normalize_scores,
                 temperature=cfg.temperature, len_penalty=cfg.len_penalty, step_processors=procs,
             )

@@ -497,6 +497,17 @@ def test_cli_guidance_and_rerank_options(cfg_exp: Path, tmp_path: Path) -> None:
     assert tokens[0] == tokens[1]  # one seeded generator per run: the same run twice gives the same images
 
 
+def test_cli_beam_patience(exp: Path, tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    r = run("translate", "--model", str(exp / "model"), "--to", "speech", "--beam", "3", "--beam-patience", "2",
+            "--output-dir", str(d), input="one\n")
+    assert r.exit_code == 0, r.output
+    info = json.loads((d / "run.json").read_text())
+    assert (info["beam_size"], info["beam_patience"]) == (3, 2.0)
+    r = run("translate", "--model", str(exp / "model"), "--to", "speech", "--beam-patience", "0.5", input="one\n")
+    assert r.exit_code != 0 and "beam_patience must be >= 1" in r.stderr
+
+
 def test_translator_api_takes_guidance_and_rerank(cfg_exp: Path) -> None:
     cfg = GenerationConfig(strategy="sample", seed=1, guidance=1.5, rerank=2)
     tr = Translator.from_checkpoint(cfg_exp, config=cfg)

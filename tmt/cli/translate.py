@@ -158,6 +158,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--tokenizer", "tokenizers", multiple=True, metavar="M=DIR", help="Use this fitted tokenizer for modality M instead of vocab.json's path (repeatable).")
 @click.option("--vocoder", default=None, type=click.Path(file_okay=False), help="Unit vocoder directory; without it speech outputs are written as units (.units.txt).")
 @click.option("--beam-size", "--beam", "beam_size", type=int, default=None, help="Beam width (default 5; overrides the config).")
+@click.option("--beam-patience", type=float, default=None, help="Beam search ends a row after P x beam finished hypotheses (default 1: fairseq's rule; the scenes recipe uses 2).")
 @click.option("--greedy", is_flag=True, help="Greedy decoding (beam 1).")
 @click.option("--sample", is_flag=True, help="Sample (top-k / top-p) instead of beam search.")
 @click.option("--top-k", type=int, default=None, help="Sampling: keep the k most likely tokens.")
@@ -175,8 +176,8 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 def cli(
     inputs: tuple[str, ...], model_dir: str, tgt: str, src: str | None, via: str | None, texts: tuple[str, ...],
     output: str | None, output_dir: str | None, manifest: str | None, split: str | None, shard: str | None,
-    limit: int | None, all_rows: bool, fmt: str, tokenizers: tuple[str, ...], vocoder: str | None, beam_size: int | None, greedy: bool, sample: bool,
-    top_k: int | None, top_p: float | None, temperature: float | None, seed: int | None, batch_size: int | None,
+    limit: int | None, all_rows: bool, fmt: str, tokenizers: tuple[str, ...], vocoder: str | None, beam_size: int | None, beam_patience: float | None,
+    greedy: bool, sample: bool, top_k: int | None, top_p: float | None, temperature: float | None, seed: int | None, batch_size: int | None,
     guidance: float | None, rerank: int | None, voice: str | None, device: str, skip_bad: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
 ) -> None:
     """Translate speech, images or text into another modality.
@@ -192,7 +193,7 @@ def cli(
     over (the killed run's staged files are removed) and translates every input.
     """
     cfg = _generation_config(config_file, overrides, beam_size, greedy, sample, top_k=top_k, top_p=top_p, temperature=temperature,
-                             seed=seed, batch_size=batch_size, guidance=guidance, rerank=rerank, voice=voice)
+                             seed=seed, batch_size=batch_size, beam_patience=beam_patience, guidance=guidance, rerank=rerank, voice=voice)
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
@@ -238,6 +239,7 @@ def _run_info(
     return {
         "src": src, "tgt": tgt, "via": via, "manifest": manifest, "split": split,
         "model": str(model_dir), "beam_size": cfg.beam_size if cfg.strategy == "beam" else 1,
+        "beam_patience": cfg.beam_patience if cfg.strategy == "beam" else 1.0,
         "strategy": cfg.strategy, "vocoder": vocoder, "guidance": cfg.guidance, "rerank": cfg.rerank,
         "voice": cfg.voice or translator.vocab.default_voice,
     }

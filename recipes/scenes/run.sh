@@ -54,7 +54,7 @@ beam_patience=2      # text and speech targets: a row's beam ends after patience
 voices=true          # speech targets carry a voice token (vocab.json lists the corpus' voices; tmt translate --voice)
 finetune_directions=  # stage 12: fine-tune the unified model on each of these directions alone (e.g. "t2s s2i"; empty: off)
 finetune_minutes=     # budget of each stage-12 fine-tuning (default: --bt-minutes)
-per_direction_best=false  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir)
+per_direction_best=  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir); default: --single-task's value
 back_translation=true  # false: skip stages 5-6 and the tmt_bt model (e.g. for the one-run unified-vs-single comparison)
 train_set=           # extra `tmt train --set` overrides of the unified model (stages 4 and 6), space-separated
 model_preset=        # architecture preset of every translation model (default: the preset's, demo; e.g. small)
@@ -107,7 +107,8 @@ Usage: $0 [options]
                      each direction alone -> exp/tmt_ft_<dir>, translated and scored (default: off)
   --finetune-minutes M budget of each fine-tuning (default: --bt-minutes)
   --per-direction-best B true: stages 8-9 also score "tmt_dir", each direction translated by the
-                     stage-4 checkpoint best for it (exp/tmt/best/<dir>; default ${per_direction_best})
+                     stage-4 checkpoint best for it (exp/tmt/best/<dir>; default: the value of
+                     --single-task, since that pairing is what the baselines are compared with)
   --back-translation B false: skip back-translation (stages 5-6) and its model tmt_bt everywhere, e.g.
                      for the unified-vs-single comparison alone (default ${back_translation})
   --model-preset P   architecture of the unified model and the baselines (tiny|demo|small|base|paper;
@@ -177,6 +178,7 @@ if [ "${extra_scenes}" -gt 0 ]; then
 fi
 directions="image:text image:speech text:image speech:image speech:text text:speech"
 eval_models="tmt"; [ "${back_translation}" = true ] && eval_models+=" tmt_bt"
+: "${per_direction_best:=${single_task}}"  # measured: best-per-direction beats model.pt (docs/results.md, sessions 19-21)
 [ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
 train_set_opt=()  # --train-set "K=V ...": one --set per pair, for stages 4 and 6
 read -r -a train_set_kvs <<< "${train_set}"

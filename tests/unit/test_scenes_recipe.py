@@ -172,6 +172,23 @@ def test_per_direction_best_translates_each_direction_with_its_own_checkpoint(tm
         assert model == str(tmp_path / "b" / "out" / "exp" / "tmt" / "best" / short)
 
 
+def test_per_direction_best_defaults_to_single_task_and_beam_patience_reaches_beams(tmp_path: Path) -> None:
+    def translated(calls: list[str]) -> set[str]:
+        return {c.split("-m ")[1].split()[0].split("/exp/")[1].split("/")[0] for c in calls if c.startswith("translate ")}
+
+    r, calls = _recipe(tmp_path / "a", "--stage", "8", "--stop-stage", "8", "--jobs", "1", "--single-task", "true")
+    assert r.returncode == 0, r.stderr
+    assert translated(calls) == {"tmt", "tmt_bt"}  # tmt_dir's checkpoints live under exp/tmt/best
+    assert any("/hyp/tmt_dir/" in c and "/exp/tmt/best/" in c for c in calls)
+    for c in (c for c in calls if c.startswith("translate ")):
+        image = "--to image" in c
+        assert ("--set beam_patience=2" in c) != image, c  # text and speech targets only
+    r, calls = _recipe(tmp_path / "b", "--stage", "8", "--stop-stage", "8", "--jobs", "1", "--beam-patience", "1")
+    assert r.returncode == 0, r.stderr
+    assert not any("/hyp/tmt_dir/" in c for c in calls)  # no baselines: no per-direction pairing by default
+    assert any("--set beam_patience=1" in c for c in calls)
+
+
 def test_stage11_also_compares_the_per_direction_checkpoints_when_scored(tmp_path: Path) -> None:
     for model in ("tmt", "tmt_dir"):
         scored = tmp_path / "out" / "scores" / model / "test"

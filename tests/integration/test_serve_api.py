@@ -117,6 +117,8 @@ def test_serve_refuses_a_public_host_without_the_flag(tmp_path: Path) -> None:
 
     r = CliRunner().invoke(cli, ["serve", "-m", str(tmp_path), "--host", "0.0.0.0"])
     assert r.exit_code != 0 and "--public" in r.output
+    r = CliRunner().invoke(cli, ["serve", "-m", str(tmp_path), "--beam-patience", "0.5"])
+    assert r.exit_code != 0 and "--beam-patience must be >= 1" in r.output
 
 
 # ---- the API on a trained tiny model ---------------------------------------------------------
@@ -201,6 +203,7 @@ def test_page_health_and_info(client: TestClient, pipeline: Any) -> None:
         assert info["tokenizers"][m]["fingerprint"] == vocab["modalities"][m]["fingerprint"]
     assert info["vocoder"]["sample_rate"] > 0 and info["speech_output"] == "wav"
     assert info["limits"]["queue_size"] == 64
+    assert info["decoding"]["beam_patience"] == 1.0  # the library default: fairseq's stopping rule
     assert "/api/translate" in client.get("/openapi.json").json()["paths"]
 
 

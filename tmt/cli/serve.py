@@ -46,6 +46,7 @@ def _parse_tokenizers(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--device", default="cpu", help="Torch device (cpu, cuda, cuda:1).")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: torch's choice).")
 @click.option("--beam-size", type=int, default=None, help="Default beam width (requests may override it).")
+@click.option("--beam-patience", type=float, default=None, help="Default beam patience: a row's search ends after P x beam finished hypotheses (default 1: fairseq's rule; see tmt translate).")
 @click.option("--greedy", is_flag=True, help="Default to greedy decoding.")
 @click.option("--max-batch", type=int, default=16, help="Requests of one kind decoded together at most.")
 @click.option("--batch-wait-ms", type=float, default=10.0, help="How long to wait for more requests of the same kind.")
@@ -57,7 +58,7 @@ def _parse_tokenizers(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-text-chars", type=int, default=2000, help="Longest text input.")
 def cli(
     model_dir: str, vocoder: str | None, tokenizers: tuple[str, ...], host: str, port: int, public: bool,
-    device: str, threads: int | None, beam_size: int | None, greedy: bool, max_batch: int, batch_wait_ms: float,
+    device: str, threads: int | None, beam_size: int | None, beam_patience: float | None, greedy: bool, max_batch: int, batch_wait_ms: float,
     queue_size: int, timeout_s: float, max_upload_mb: float, max_audio_seconds: float, max_image_pixels: int,
     max_text_chars: int,
 ) -> None:
@@ -77,6 +78,8 @@ def cli(
         from tmt.serve import Engine, ServeConfig, create_app
     except ModuleNotFoundError as e:
         raise ServeInputError(f"`tmt serve` needs the serve extra ({e.name} is missing): pip install 'tmt[serve]'") from None
+    if beam_patience is not None and beam_patience < 1:
+        raise ServeInputError(f"--beam-patience must be >= 1 (1: fairseq's rule), got {beam_patience}")
     cfg = ServeConfig(
         max_upload_bytes=int(max_upload_mb * 2**20), max_audio_seconds=max_audio_seconds,
         max_image_pixels=max_image_pixels, max_text_chars=max_text_chars, timeout_s=timeout_s,
@@ -97,6 +100,8 @@ def cli(
         translator.config.beam_size = 1
     elif beam_size is not None:
         translator.config.beam_size = beam_size
+    if beam_patience is not None:
+        translator.config.beam_patience = beam_patience
     translator.config.batch_size = max(translator.config.batch_size, max_batch)
     engine = Engine(translator, vocoder_dir=vocoder)
     if vocoder is None and "speech" in engine.modalities:

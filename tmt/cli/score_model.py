@@ -90,7 +90,7 @@ def translate_for_scoring(run: ModelRunConfig, out_dir: str | Path) -> list[Path
         shutil.rmtree(tmp, ignore_errors=True)
         info = {
             "src": src, "tgt": tgt, "via": None, "manifest": str(run.manifest), "split": run.split,
-            "model": str(run.model), "beam_size": gen.beam_size if gen.strategy == "beam" else 1,
+            "model": str(run.model), "beam_size": gen.search()[0],
             "strategy": gen.strategy, "vocoder": run.vocoder, "limit": run.limit,
             "voice": (run.voice or translator.vocab.default_voice) if tgt == "speech" else None,
         }

@@ -236,10 +236,10 @@ def _run_info(
     model_dir: str, vocoder: str | None,
 ) -> dict[str, Any]:
     """What run.json records of an --output-dir run."""
+    beam_size, patience = cfg.search()
     return {
         "src": src, "tgt": tgt, "via": via, "manifest": manifest, "split": split,
-        "model": str(model_dir), "beam_size": cfg.beam_size if cfg.strategy == "beam" else 1,
-        "beam_patience": cfg.beam_patience if cfg.strategy == "beam" else 1.0,
+        "model": str(model_dir), "beam_size": beam_size, "beam_patience": patience,
         "strategy": cfg.strategy, "vocoder": vocoder, "guidance": cfg.guidance, "rerank": cfg.rerank,
         "voice": cfg.voice or translator.vocab.default_voice,
     }

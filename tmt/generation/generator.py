@@ -137,6 +137,11 @@ class GenerationConfig:
     """Inputs longer than the model's source limit: split into pieces (speech at pauses, text at
     sentences), translated piece by piece and joined; `segment.enabled: false` refuses them."""
 
+    def search(self) -> tuple[int, float]:
+        """(beam width, patience) the beam search runs with: greedy is a beam of 1 with fairseq's
+        rule (more finished hypotheses would let it leave the argmax path)."""
+        return (self.beam_size, self.beam_patience) if self.strategy == "beam" else (1, 1.0)
+
     def check(self) -> None:
         if self.strategy not in ("beam", "greedy", "sample"):
             raise GenerationError(f"unknown strategy '{self.strategy}'; use beam, greedy or sample")
@@ -394,9 +399,9 @@ class Generator:
                 temperature=cfg.temperature, len_penalty=cfg.len_penalty, step_processors=procs,
             )
         else:
+            beam_size, patience = cfg.search()
             gen = PatientBeamSearchSeq2SeqGenerator(
-                model, space.vocab_info(), beam_size=1 if cfg.strategy == "greedy" else cfg.beam_size,
-                patience=1.0 if cfg.strategy == "greedy" else cfg.beam_patience,  # greedy stays the argmax path
+                model, space.vocab_info(), beam_size=beam_size, patience=patience,
                 min_gen_len=1, max_gen_len=gen_len, normalize_scores=cfg.normalize_scores,
                 temperature=cfg.temperature, len_penalty=cfg.len_penalty, step_processors=procs,
             )

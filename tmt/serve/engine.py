@@ -146,6 +146,5 @@ class Engine:
             "vocoder": voc,
             "speech_output": "wav" if voc is not None else "units",
             "decoding": {"strategy": cfg.strategy, "beam_size": cfg.beam_size, "beam_patience": cfg.beam_patience,
-                         "temperature": cfg.temperature,
-                         "top_k": cfg.top_k, "top_p": cfg.top_p},
+                         "temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p},
         }

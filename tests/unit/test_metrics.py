@@ -52,6 +52,16 @@ def test_bleu_lowercases_and_reports_missing_references() -> None:
         M.bleu(["a", "b"], [["a"]])
 
 
+def test_wer_cer_reports_the_median_utterance_and_the_babblers() -> None:
+    # per pair: 2 ref words + 4 inserted = 200%; 1 substitution of 1 = 100%; exact = 0%
+    r = M.wer_cer(["a b c d e f", "x", "a b"], ["a b", "y", "a b"])
+    assert r.values["wer"] == pytest.approx(100.0 * 5 / 5)
+    assert r.extra["utterances"] == {"median_wer": pytest.approx(100.0), "over_100": 1}
+    assert M.utterance_wers([[]], ["a b"]) == [0.0]
+    r = M.wer_cer(["a c", "q r s"], ["a b", "q r s"])  # a substitution and a clean pair
+    assert r.extra["utterances"] == {"median_wer": pytest.approx(25.0), "over_100": 0}
+
+
 def test_wer_cer_corpus_counts() -> None:
     # "a b c d" -> "a x c": 1 substitution + 1 deletion; "e f" -> "": 2 deletions; 6 ref words
     r = M.wer_cer(["a x c", ""], ["a b c d", "e f"])

@@ -350,6 +350,8 @@ def test_cli_train_synthesize_eval(corpus: dict, tmp_path: Path, monkeypatch: py
     runs = r["realisations"]
     assert [x["noise"] for x in runs] == ["world", "seed-1", "seed-2"]
     assert r["wer"] == pytest.approx(np.mean([x["wer"] for x in runs]), abs=0.01)
+    assert r["wer_median"] == pytest.approx(np.mean([x["wer_median"] for x in runs]), abs=0.01)
+    assert all(x["over_100"] == 0 for x in runs) and "wer_median_original_audio" in r
     assert r["mel_l1"] == pytest.approx(np.mean([x["mel_l1"] for x in runs]), abs=1e-4)
     assert len({x["mel_l1"] for x in runs}) == 3  # the noise differs, so the waveforms do
     for name in ("noise-world", "noise-seed-1", "noise-seed-2"):

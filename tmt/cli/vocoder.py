@@ -200,7 +200,7 @@ def eval_cmd(vocoders: tuple[str, ...], store: str, manifest: str, limit: int | 
         return
     if not vocoders:
         raise click.UsageError("give a VOCODER directory (or --ladder)")
-    from tmt.evaluation.vocoder import evaluate_vocoder
+    from tmt.evaluation.vocoder import REALISATION_KEYS, evaluate_vocoder
 
     res = evaluate_vocoder(vocoders[0], store, manifest, limit=limit, gt_durations=gt_durations, model=model,
                            out_dir=out_dir, settings=settings, realisations=realisations)
@@ -213,7 +213,7 @@ def eval_cmd(vocoders: tuple[str, ...], store: str, manifest: str, limit: int | 
         if isinstance(v, dict) and v:
             click.echo(f"{k}: {json.dumps(v)}", err=False)
     if "realisations" in res:
-        keys = ["noise", "wer", "cer", "mel_l1"]
+        keys = ["noise", *REALISATION_KEYS]
         click.echo(format_table([[r.get(k) for k in keys] for r in res["realisations"]], keys))
     sys.stdout.flush()
 

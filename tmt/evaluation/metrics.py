@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import statistics
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -160,6 +161,21 @@ def wer_cer(hyps: Sequence[str], refs: Sequence[str], *, normalize: bool = True)
         "del": int(c.deletions),
         "ins": int(c.insertions),
     }
+    per = utterance_wers(w.alignments, r_list)
+    out.extra["utterances"] = {"median_wer": float(statistics.median(per)), "over_100": int(sum(v > 100.0 for v in per))}
+    return out
+
+
+def utterance_wers(alignments: Sequence[Sequence[Any]], refs: Sequence[str]) -> list[float]:
+    """Each pair's own WER (percent) from jiwer's word alignments of the same call. A corpus WER
+    sums the errors of all pairs, so one transcript that babbles on (an ASR judge hallucinating
+    dozens of words into unclear audio) moves it by as much as many honest mistakes; the median
+    and the count of pairs over 100% (more errors than reference words: insertions) tell those apart."""
+    out = []
+    for chunks, ref in zip(alignments, refs, strict=True):
+        errors = sum((c.hyp_end_idx - c.hyp_start_idx) if c.type == "insert" else (c.ref_end_idx - c.ref_start_idx)
+                     for c in chunks if c.type != "equal")
+        out.append(100.0 * errors / max(len(ref.split()), 1))
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tmt.core.audio import SAMPLE_RATE
-from tmt.evaluation.metrics import wer_cer
+from tmt.evaluation.metrics import MetricResult, wer_cer
 from tmt.vocoder import (
     AudioCache,
     LogMel,
@@ -70,11 +70,13 @@ def evaluate_vocoder(
     WER comes from the evaluation ASR judge when installed, else from `model`
     (a tmt speech->text model) when given; otherwise it is reported as
     unavailable, with the reason, never estimated. The ASR judge's WER on the
-    original recordings is reported beside it as the ceiling.
+    original recordings is reported beside it as the ceiling, and for both the median utterance's WER
+    (`wer_median`) and the count of utterances over 100% (`over_100`: the judge inserting more words than
+    the reference has, which Whisper does on unclear audio, "thank you for watching ... bye bye bye").
 
     `realisations` > 1 (unit-world only): the judge hears the same predicted features with that many
-    noise realisations (WORLD's own sequence, then `world.noise_seed` 1, 2, ...); `wer`, `cer` and
-    `mel_l1` are their means, each is listed under `realisations`, and its wavs go to
+    noise realisations (WORLD's own sequence, then `world.noise_seed` 1, 2, ...); `REALISATION_KEYS`
+    are their means, each is listed under `realisations`, and its wavs go to
     `out_dir/noise-<name>`. One realisation moves the judge's WER by about 3 points on 100 rows
     (docs/results.md, session 13), so vocoders are compared over several.
     """
@@ -126,17 +128,21 @@ def noise_variants(voc: UnitVocoder, realisations: int) -> list[tuple[str, Vocod
     return [("world", voc.cfg), *seeded]
 
 
+REALISATION_KEYS = ("wer", "cer", "wer_median", "over_100", "mel_l1")
+"""What each noise realisation reports (and the result averages over them)."""
+
+
 def _mean_of_realisations(names: Sequence[str], runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One result from several realisations' results: the first's fields, the means of WER, CER and mel L1
+    """One result from several realisations' results: the first's fields, the means of `REALISATION_KEYS`
     (a WER that is unavailable stays unavailable), and each realisation's numbers."""
     out = dict(runs[0])
-    for key in ("wer", "cer", "mel_l1"):
+    for key in REALISATION_KEYS:
         values = [r.get(key) for r in runs]
         numbers = [float(v) for v in values if isinstance(v, int | float)]
         if len(numbers) == len(values):
             out[key] = round(float(np.mean(numbers)), 2 if key != "mel_l1" else 4)
     out["rtf_x"] = round(float(np.mean([r["rtf_x"] for r in runs])), 2)
-    out["realisations"] = [{"noise": n} | {k: r[k] for k in ("wer", "cer", "mel_l1") if k in r}
+    out["realisations"] = [{"noise": n} | {k: r[k] for k in REALISATION_KEYS if k in r}
                            for n, r in zip(names, runs, strict=True)]
     return out
 
@@ -170,14 +176,25 @@ def _transcription_scores(
         return res
     m = wer_cer(hyps, texts)
     res = {"wer": round(m.values.get("wer", float("nan")), 2), "cer": round(m.values.get("cer", float("nan")), 2)}
+    res |= _utterance_stats(m, "")
     if refs_audio is not None:
         ref_hyps, _ = transcribe_with_judge(refs_audio)
         assert ref_hyps is not None
-        res["wer_original_audio"] = round(wer_cer(ref_hyps, texts).values.get("wer", float("nan")), 2)
+        mo = wer_cer(ref_hyps, texts)
+        res["wer_original_audio"] = round(mo.values.get("wer", float("nan")), 2)
+        res |= _utterance_stats(mo, "_original_audio")
     return res | {
         "judge": judge,
         "examples": [{"id": u.id, "ref": t, "hyp": h} for u, t, h in list(zip(utts, texts, hyps, strict=True))[:5]],
     }
+
+
+def _utterance_stats(m: MetricResult, suffix: str) -> dict[str, Any]:
+    """The median utterance's WER and the utterances over 100% (`tmt.evaluation.metrics.utterance_wers`)."""
+    u = m.extra.get("utterances")
+    if not u:
+        return {}
+    return {f"wer_median{suffix}": round(u["median_wer"], 2), f"over_100{suffix}": u["over_100"]}
 
 
 def _model_wer(model: str | Path, paths: Sequence[Path], texts: Sequence[str]) -> dict[str, Any]:

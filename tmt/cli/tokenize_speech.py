@@ -30,6 +30,8 @@ Examples:
   tmt tokenize speech encode --tokenizer exp/tok/speech --manifest data/scenes/manifest.jsonl.gz --split train --store data/store/train
   tmt tokenize speech encode --tokenizer exp/tok/speech --manifest m.jsonl.gz --store data/store/train --shard 0/4
   tmt tokenize speech merge --store data/store/train --parts 4
+  tmt tokenize speech pretrain --teacher exp/tok/speech --manifest data/scenes/train.jsonl.gz --out exp/ssl \\
+      --set train.max_minutes=30 --threads 2        # then a card with features: hubert, hubert.weights=exp/ssl/model.safetensors
   tmt tokenize speech import-km --km km.bin --card tokenizers/speech-hubert-base-l6-km200.yaml \\
       --set hubert.weights=/models/hubert_base_ls960.pt --out exp/tok/speech-fairseq --trust-pickle
 """
@@ -159,3 +161,56 @@ def import_km(km_path: str, card: str, out_dir: str, trust_pickle: bool, overwri
     _save_atomically(tok, out_dir, overwrite)
     echo_json({"tokenizer": out_dir, "name": tok.name, "vocab_size": tok.vocab_size, "feature_dim": tok.feature_dim,
                "fingerprint": tok.fingerprint})
+
+
+@cli.command(context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--teacher", "teacher_dir", required=True, type=click.Path(file_okay=False),
+              help="Fitted speech tokenizer whose frame units are the targets (e.g. the MFCC k-means one).")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest whose speech to train on.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory (model.safetensors, ...).")
+@click.option("--split", default="train", help="Manifest split to train on ('all' for every row).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt (same config and teacher).")
+@click.option("--overwrite", is_flag=True, help="Start over although OUT already holds a pretrained model.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@config_options
+def pretrain(teacher_dir: str, manifest: str, out_dir: str, split: str, resume: bool, overwrite: bool,
+             threads: int | None, config_file: str | None, overrides: tuple[str, ...], dump_config: bool) -> None:
+    """Pretrain a HuBERT on a teacher tokenizer's units (masked prediction); write OUT.
+
+    The next iteration of HuBERT's recipe: the transformer sees log-mel frames with spans
+    masked and predicts the teacher's unit of every masked frame. k-means on one of its layers
+    (a card with `features: hubert` and `hubert.weights: OUT/model.safetensors`, fitted with
+    `tmt tokenize speech fit`) gives the new units. Time-budgeted (`--set train.max_minutes=N`)
+    and resumable; the held-out masked accuracy is logged at every checkpoint and drawn in
+    OUT/curves.png.
+    """
+    from tmt.config import ConfigError, dump_yaml, resolve
+    from tmt.tokenizers.base import TokenizerError
+    from tmt.tokenizers.speech import SpeechTokenizer
+    from tmt.tokenizers.speech.fit import iter_speech_paths, speech_voices
+    from tmt.tokenizers.speech.pretrain import WEIGHTS, PretrainConfig, prepare_data
+    from tmt.tokenizers.speech.pretrain import pretrain as run_pretrain
+
+    try:
+        cfg = resolve(PretrainConfig(), config_file, overrides)
+    except ConfigError as e:
+        raise TokenizerError(f"pretrain config: {e}") from None
+    if dump_config:
+        click.echo(dump_yaml(cfg), nl=False)
+        return
+    cfg.check()
+    if (Path(out_dir) / WEIGHTS).exists() and not (resume or overwrite):
+        raise TokenizerError(f"{out_dir} already holds a pretrained model; pass --resume to continue or --overwrite")
+    if overwrite and Path(out_dir).exists():
+        shutil.rmtree(out_dir)
+    set_threads(threads)
+    teacher = SpeechTokenizer.load(teacher_dir)
+    paths = list(dict.fromkeys(iter_speech_paths(manifest, split_filter(split))))
+    if not paths:
+        raise TokenizerError(f"{manifest}: no rows with speech in split '{split}' (use --split all?)")
+    voices = speech_voices(manifest, paths) if teacher.cfg.speaker_norm else None
+    data = prepare_data(teacher, paths, cfg.model.num_mel_bins, voices=voices, progress=progress_enabled())
+    info = run_pretrain(cfg, data, out_dir, num_units=teacher.vocab_size, resume=resume, progress=progress_enabled(),
+                        teacher_info={"name": teacher.name, "fingerprint": teacher.fingerprint, "path": teacher_dir})
+    echo_json({k: info[k] for k in ("weights", "steps", "minutes", "train_utterances", "train_frames",
+                                    "held_out_utterances", "valid_accuracy")})

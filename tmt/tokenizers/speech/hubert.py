@@ -50,14 +50,18 @@ _STRIDE_OF_KERNEL = {10: 5, 3: 2, 2: 2}
 
 def _norm_arch(arch: dict[str, Any]) -> dict[str, Any]:
     out = dict(arch)
-    out["extractor_conv_layer_config"] = [tuple(int(v) for v in c) for c in out["extractor_conv_layer_config"]]
+    out["extractor_conv_layer_config"] = [tuple(int(v) for v in c) for c in out.get("extractor_conv_layer_config") or []]
     return out
 
 
 def _build_model(arch: dict[str, Any]) -> Any:
+    a = _norm_arch(arch)
+    if a.get("extractor_mode") == "fbank":  # pretrained by `tmt tokenize speech pretrain` (ssl.py)
+        from tmt.tokenizers.speech.ssl import build_fbank_model
+
+        return build_fbank_model(a)
     from torchaudio.models import wav2vec2_model
 
-    a = _norm_arch(arch)
     return wav2vec2_model(**a, aux_num_out=None)
 
 
@@ -237,10 +241,21 @@ def _load_hf(path: Path, overrides: dict[str, Any]) -> tuple[dict[str, Any], dic
 
 
 def _load_safetensors(path: Path, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A .safetensors file in torchaudio or fairseq naming -> (torchaudio state dict, architecture)."""
+    """A .safetensors file in torchaudio or fairseq naming -> (torchaudio state dict, architecture).
+    An architecture in the file's `tmt_arch` metadata (fbank HuBERTs pretrained by tmt) is used as is."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    state = load_file(str(path))
+    from tmt.tokenizers.speech.ssl import ARCH_METADATA
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise TokenizerError(f"{path}: not a readable safetensors file ({e})") from None
+    if ARCH_METADATA in meta:
+        return state, json.loads(meta[ARCH_METADATA]) | overrides
     if any(k.startswith("encoder.layers.") for k in state):
         state = convert_fairseq_state(state)
     return state, _infer_arch_from_state(state, overrides)

@@ -186,13 +186,14 @@ def test_fit_refuses_existing_and_hubert_without_weights(corpus: Path, fitted: P
 def test_shipped_cards() -> None:
     cards = {p.stem: load_speech_card(p) for p in sorted((ROOT / "tokenizers").glob("speech-*.yaml"))}
     assert set(cards) == {"speech-mfcc-km200", "speech-mfcc-km1000", "speech-mfcc-km2000",
-                          "speech-hubert-base-l6-km200", "speech-hubert-base-l6-km1000"}
+                          "speech-hubert-base-l6-km200", "speech-hubert-base-l6-km1000", "speech-hubert-fbank-km1000"}
     assert cards["speech-mfcc-km200"].features == "mfcc" and cards["speech-mfcc-km200"].clusters == 200
     assert cards["speech-hubert-base-l6-km1000"].clusters == 1000 and cards["speech-mfcc-km1000"].clusters == 1000
     assert cards["speech-mfcc-km2000"].clusters == 2000
     # the same features, finer clusters
     assert cards["speech-mfcc-km1000"].mfcc == cards["speech-mfcc-km200"].mfcc == cards["speech-mfcc-km2000"].mfcc
-    assert all(c.hubert.layer == 6 for n, c in cards.items() if "hubert" in n)
+    assert all(c.hubert.layer == 6 for n, c in cards.items() if "hubert-base" in n)
+    assert cards["speech-hubert-fbank-km1000"].features == "hubert" and cards["speech-hubert-fbank-km1000"].clusters == 1000
     assert all(c.name == n for n, c in cards.items())
 
 

@@ -17,10 +17,12 @@ The package, bottom to top:
 
     card.py       SpeechCard (MFCC/HuBERT settings, k-means size), framing constants
     mfcc.py       Kaldi-style MFCC of many waveforms at once
-    hubert.py     HuBERT weights from torchaudio / fairseq / Hugging Face files; batched forward
+    ssl.py        the fbank HuBERT (log-mel frames into HuBERT's encoder) that tmt pretrains itself
+    hubert.py     HuBERT weights from torchaudio / fairseq / Hugging Face / tmt files; batched forward
     kmeans.py     faiss k-means, nearest-centroid assignment, km.bin centroids
     tokenizer.py  SpeechTokenizer: encode, fingerprint, save/load (no fitting)
     fit.py        fit_speech_tokenizer (k-means on sampled frames), import_km
+    pretrain.py   HuBERT-style masked prediction of a teacher tokenizer's units (the next iteration's features)
 """
 
 from __future__ import annotations

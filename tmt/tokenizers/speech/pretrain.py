@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoints/last.pt"
 CHECKPOINT_CONFIG = "checkpoints/config.json"
 WEIGHTS = "model.safetensors"
+RESUMABLE_CHANGES = ("steps", "max_minutes", "checkpoint_every")
+"""Training settings a `--resume` may change."""
 
 
 @dataclass(kw_only=True)
@@ -341,7 +343,7 @@ def _train(run: _Run, progress: bool) -> None:
             torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.clip_norm)
             run.opt.step()
             run.step += 1
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
             if run.step % t.checkpoint_every == 0:
@@ -404,7 +406,10 @@ def pretrain(cfg: PretrainConfig, data: PretrainData, out_dir: str | Path, *, nu
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=t.weight_decay)
     batches = make_batches([len(u) for u in train.units], int(t.batch_seconds * FRAME_RATE))
     run = _Run(cfg=cfg, out=Path(out_dir), model=model, opt=opt, train=train, held=held, batches=batches)
-    key = {"config": to_dict(cfg), "teacher": teacher_info, "utterances": len(data.units), "frames": data.frames()}
+    config = to_dict(cfg)
+    for k in RESUMABLE_CHANGES:  # a resumed run may train longer or checkpoint more often
+        config["train"].pop(k)
+    key = {"config": config, "teacher": teacher_info, "utterances": len(data.units), "frames": data.frames()}
     _resume(run, key, resume)
     if run.budget.spent_before_start() or run.step >= t.steps:
         log.info("nothing left to train (step %d, %.1f min spent)", run.step, run.budget.spent() / 60)

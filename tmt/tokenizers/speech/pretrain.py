@@ -178,6 +178,8 @@ class MaskedPredictor(torch.nn.Module):
         proj = F.normalize(self.final_proj(x[chosen]), dim=-1)
         logits = proj @ F.normalize(self.unit_embeddings, dim=-1).T / self.temperature  # -> [masked, units]
         target = labels[chosen]
+        if not target.numel():  # no frame of this batch was masked (utterances shorter than a span)
+            return logits.sum() * 0.0, 0, 0
         loss = F.cross_entropy(logits, target)
         return loss, int((logits.argmax(-1) == target).sum()), int(target.numel())
 
@@ -193,6 +195,9 @@ class PretrainData:
 
     def frames(self) -> int:
         return int(sum(len(u) for u in self.units))
+
+    def subset(self, idx: Sequence[int]) -> PretrainData:
+        return PretrainData(feats=[self.feats[i] for i in idx], units=[self.units[i] for i in idx])
 
 
 def prepare_data(teacher: Any, paths: Sequence[str], num_mel_bins: int, *, voices: Sequence[str | None] | None = None,
@@ -219,9 +224,7 @@ def _split(data: PretrainData, valid_files: int, seed: int) -> tuple[PretrainDat
     n = len(data.units)
     hold = min(valid_files, n // 10)
     order = np.random.default_rng(seed).permutation(n)
-    held, kept = sorted(order[:hold].tolist()), sorted(order[hold:].tolist())
-    pick = lambda idx: PretrainData(feats=[data.feats[i] for i in idx], units=[data.units[i] for i in idx])  # noqa: E731
-    return pick(kept), pick(held)
+    return data.subset(sorted(order[hold:].tolist())), data.subset(sorted(order[:hold].tolist()))
 
 
 def make_batches(lengths: Sequence[int], max_frames: int) -> list[list[int]]:
@@ -257,9 +260,9 @@ def _lr(step: int, progress: float, t: PretrainTrainConfig) -> float:
 
 @torch.no_grad()
 def masked_accuracy(model: MaskedPredictor, data: PretrainData, batches: list[list[int]], seed: int) -> float:
-    """Share of masked held-out frames whose teacher unit is the model's best guess (fixed masks)."""
+    """Share of masked held-out frames whose teacher unit is the model's best guess (the masks of `seed`)."""
     model.eval()
-    np.random.seed(seed)
+    torch.manual_seed(seed)
     right, total = 0, 0
     for b in batches:
         feats, lengths, labels = _collate(data, b)
@@ -297,7 +300,6 @@ class _Run:
 
     def accuracy(self) -> float:
         max_frames = int(self.cfg.train.batch_seconds * FRAME_RATE)
-        torch.manual_seed(self.cfg.train.seed)
         return masked_accuracy(self.model, self.held, make_batches([len(u) for u in self.held.units], max_frames),
                                self.cfg.train.seed)
 

@@ -36,6 +36,9 @@ bt_minutes=          # override the preset's budget on real + synthetic (minutes
 vocoder_config=      # vocoder preset or YAML for stage 7 (default: the preset's, unit-world-exemplars)
 image_card=tokenizers/image-vq-f8-512.yaml  # image tokenizer card of stage 1 (e.g. tokenizers/image-aligned-32tok.yaml)
 speech_card=tokenizers/speech-mfcc-km1000.yaml  # speech tokenizer card of stage 1 (km200: the coarser units of sessions 1-12)
+speech_pretrain_minutes=0  # >0: stage 1 first pretrains tmt's own HuBERT this long on the units of --speech-teacher-card,
+                           # then fits --speech-card (a features: hubert card) on it (0: off)
+speech_teacher_card=tokenizers/speech-mfcc-km1000.yaml  # the teacher units of --speech-pretrain-minutes
 vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 vocoder_steps=       # cap on vocoder steps (with a generous --vocoder-minutes: a fit of exactly N steps)
 vocoder_voices=true  # true: the vocoder is conditioned on the voice (tmt vocoder train --voices), speaking --voice
@@ -84,6 +87,12 @@ Usage: $0 [options]
                      32-token family: tokenizers/image-aligned-32tok.yaml)
   --speech-card Y    speech tokenizer card of stage 1 (default ${speech_card}: 1000 MFCC clusters, which a
                      vocoder voices far more clearly than 200; the old default: tokenizers/speech-mfcc-km200.yaml)
+  --speech-pretrain-minutes M
+                     >0: before the speech tokenizer, fit --speech-teacher-card (default ${speech_teacher_card}),
+                     pretrain tmt's own HuBERT on its units for M minutes (tmt tokenize speech pretrain) and fit
+                     --speech-card on that model, e.g. --speech-pretrain-minutes 30 --speech-card
+                     tokenizers/speech-hubert-fbank-km1000.yaml (docs/results.md, session 23; default 0: off)
+  --speech-teacher-card Y  the teacher card of --speech-pretrain-minutes
   --vocoder-minutes M override the preset's vocoder budget
   --vocoder-steps N  cap on vocoder steps (a fit of exactly N steps, given the minutes)
   --vocoder-voices B true: condition the vocoder on the voice (default ${vocoder_voices}); translation then
@@ -251,9 +260,20 @@ if stage_wanted 1; then
   log "Stage 1: fit tokenizers on ${data}/train.jsonl.gz -> ${tok}/{text,speech,image}"
   run_stage 1-text "${logs}/1-text.log" \
     tmt tokenize text fit --card tokenizers/text-wordpiece-trained.yaml --manifest "${data}/train.jsonl.gz" --out "${tok}/text"
+  speech_weights=()
+  if [ "${speech_pretrain_minutes}" != 0 ]; then
+    # tmt's own HuBERT iteration: teacher units -> masked-prediction pretraining -> the card's k-means on its layer
+    run_stage 1-speech-teacher "${logs}/1-speech-teacher.log" \
+      tmt tokenize speech fit --card "${speech_teacher_card}" --manifest "${data}/train.jsonl.gz" \
+        --set sample_size="${km_sample}" --out "${tok}/speech-teacher"
+    run_stage 1-speech-pretrain "${logs}/1-speech-pretrain.log" \
+      tmt tokenize speech pretrain --teacher "${tok}/speech-teacher" --manifest "${data}/train.jsonl.gz" \
+        --set train.max_minutes="${speech_pretrain_minutes}" --out "${tok}/speech-ssl" --resume
+    speech_weights=(--set hubert.weights="${tok}/speech-ssl/model.safetensors")
+  fi
   run_stage 1-speech "${logs}/1-speech.log" \
     tmt tokenize speech fit --card "${speech_card}" --manifest "${data}/train.jsonl.gz" \
-      --set sample_size="${km_sample}" --out "${tok}/speech"
+      --set sample_size="${km_sample}" "${speech_weights[@]}" --out "${tok}/speech"
   # the image tokenizer fits on train's images and the extra scenes' (one manifest beside the media)
   image_fit=(--manifest "${data}/train.jsonl.gz")
   if [ "${extra_scenes}" -gt 0 ]; then

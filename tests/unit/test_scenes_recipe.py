@@ -151,6 +151,24 @@ def test_image_and_speech_cards_choose_the_tokenizers(tmp_path: Path) -> None:
     assert "--card tokenizers/speech-mfcc-km200.yaml " in speech
 
 
+def test_speech_pretraining_fits_teacher_then_pretrains_then_the_card_on_it(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path / "a", "--stage", "1", "--stop-stage", "1")
+    assert r.returncode == 0, r.stderr
+    assert not [c for c in calls if c.startswith("tokenize speech pretrain ")]  # off by default
+    r, calls = _recipe(tmp_path / "b", "--stage", "1", "--stop-stage", "1", "--speech-pretrain-minutes", "7",
+                       "--speech-card", "tokenizers/speech-hubert-fbank-km1000.yaml")
+    assert r.returncode == 0, r.stderr
+    speech = [c for c in calls if c.startswith("tokenize speech ")]
+    assert len(speech) == 3
+    teacher, pretrain, fit = speech
+    tok = tmp_path / "b" / "out" / "tokenizers"
+    assert "--card tokenizers/speech-mfcc-km1000.yaml " in teacher and f"--out {tok}/speech-teacher" in teacher
+    assert pretrain.startswith(f"tokenize speech pretrain --teacher {tok}/speech-teacher ")
+    assert "--set train.max_minutes=7 " in pretrain and f"--out {tok}/speech-ssl --resume" in pretrain
+    assert "--card tokenizers/speech-hubert-fbank-km1000.yaml " in fit
+    assert f"--set hubert.weights={tok}/speech-ssl/model.safetensors --out {tok}/speech" in fit
+
+
 def test_per_direction_best_translates_each_direction_with_its_own_checkpoint(tmp_path: Path) -> None:
     r, calls = _recipe(tmp_path / "a", "--stage", "4", "--stop-stage", "8", "--jobs", "1")
     assert r.returncode == 0, r.stderr

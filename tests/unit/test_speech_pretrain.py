@@ -19,7 +19,6 @@ from tmt.tokenizers.speech.pretrain import (
     WEIGHTS,
     PretrainConfig,
     PretrainData,
-    make_batches,
     pretrain,
 )
 
@@ -56,15 +55,6 @@ def _runs_data(n: int = 40, seed: int = 0) -> PretrainData:
         feats.append((means[lab] + 0.3 * rng.standard_normal((len(lab), BINS))).astype(np.float32))
         units.append(lab)
     return PretrainData(feats=feats, units=units)
-
-
-def test_make_batches_bounds_padded_frames() -> None:
-    lengths = [5, 50, 7, 30, 6, 200]
-    batches = make_batches(lengths, 60)
-    assert sorted(i for b in batches for i in b) == list(range(6))
-    for b in batches:
-        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 60
-    assert [5] in batches  # 200 frames > 60: alone
 
 
 def test_learns_masked_units_from_context(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from tmt.config import to_dict
 from tmt.core.audio import FRAME_RATE, as_waveform
+from tmt.core.batching import length_batches
 from tmt.core.budget import TimeBudget, check_max_minutes
 from tmt.core.io import (
     atomic_open,
@@ -227,19 +228,6 @@ def _split(data: PretrainData, valid_files: int, seed: int) -> tuple[PretrainDat
     return data.subset(sorted(order[hold:].tolist())), data.subset(sorted(order[:hold].tolist()))
 
 
-def make_batches(lengths: Sequence[int], max_frames: int) -> list[list[int]]:
-    """Utterances sorted by length, cut into batches of at most `max_frames` padded frames each
-    (an utterance longer than that is a batch of its own)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and lengths[i] * (len(batches[-1]) + 1) <= max_frames:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
 def _collate(data: PretrainData, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     feats = pad_frames([data.feats[i] for i in idx])
     labels = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(data.units[i]) for i in idx], batch_first=True)
@@ -300,7 +288,7 @@ class _Run:
 
     def accuracy(self) -> float:
         max_frames = int(self.cfg.train.batch_seconds * FRAME_RATE)
-        return masked_accuracy(self.model, self.held, make_batches([len(u) for u in self.held.units], max_frames),
+        return masked_accuracy(self.model, self.held, length_batches([len(u) for u in self.held.units], max_frames),
                                self.cfg.train.seed)
 
     def checkpoint(self) -> None:
@@ -406,7 +394,7 @@ def pretrain(cfg: PretrainConfig, data: PretrainData, out_dir: str | Path, *, nu
     model = MaskedPredictor(cfg, num_units)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=t.weight_decay)
-    batches = make_batches([len(u) for u in train.units], int(t.batch_seconds * FRAME_RATE))
+    batches = length_batches([len(u) for u in train.units], int(t.batch_seconds * FRAME_RATE))
     run = _Run(cfg=cfg, out=Path(out_dir), model=model, opt=opt, train=train, held=held, batches=batches)
     config = to_dict(cfg)
     for k in RESUMABLE_CHANGES:  # a resumed run may train longer or checkpoint more often

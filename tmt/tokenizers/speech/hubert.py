@@ -50,7 +50,7 @@ _STRIDE_OF_KERNEL = {10: 5, 3: 2, 2: 2}
 
 def _norm_arch(arch: dict[str, Any]) -> dict[str, Any]:
     out = dict(arch)
-    out["extractor_conv_layer_config"] = [tuple(int(v) for v in c) for c in out.get("extractor_conv_layer_config") or []]
+    out["extractor_conv_layer_config"] = [tuple(int(v) for v in c) for c in out["extractor_conv_layer_config"]]
     return out
 
 

@@ -279,6 +279,8 @@ class _Run:
     """Held-out utterances (masked accuracy)."""
     batches: list[list[int]]
     """Training batches (indices into `train`)."""
+    held_batches: list[list[int]]
+    """Held-out batches (indices into `held`)."""
     step: int = 0
     """Optimizer steps done, resumed runs included."""
     budget: TimeBudget = field(default_factory=lambda: TimeBudget(None))
@@ -287,8 +289,7 @@ class _Run:
     """One point per checkpoint: step, minutes, mean training loss since the last point, held-out accuracy."""
 
     def accuracy(self) -> float:
-        max_frames = int(self.cfg.train.batch_seconds * FRAME_RATE)
-        return masked_accuracy(self.model, self.held, length_batches([len(u) for u in self.held.units], max_frames),
+        return masked_accuracy(self.model, self.held, self.held_batches,
                                self.cfg.train.seed)
 
     def checkpoint(self) -> None:
@@ -394,8 +395,10 @@ def pretrain(cfg: PretrainConfig, data: PretrainData, out_dir: str | Path, *, nu
     model = MaskedPredictor(cfg, num_units)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=t.weight_decay)
-    batches = length_batches([len(u) for u in train.units], int(t.batch_seconds * FRAME_RATE))
-    run = _Run(cfg=cfg, out=Path(out_dir), model=model, opt=opt, train=train, held=held, batches=batches)
+    max_frames = int(t.batch_seconds * FRAME_RATE)
+    batches = length_batches([len(u) for u in train.units], max_frames)
+    run = _Run(cfg=cfg, out=Path(out_dir), model=model, opt=opt, train=train, held=held, batches=batches,
+               held_batches=length_batches([len(u) for u in held.units], max_frames))
     config = to_dict(cfg)
     for k in RESUMABLE_CHANGES:  # a resumed run may train longer or checkpoint more often
         config["train"].pop(k)

@@ -51,18 +51,13 @@ FBANK_ARCH: dict[str, Any] = {
 
 class FbankFrontEnd(torch.nn.Module):
     """Waveforms -> per-utterance normalised log-mel frames (the feature extractor of an fbank
-    HuBERT; no parameters). Precomputed frames ([batch, frames, bins], as pretraining feeds
-    them) pass through unchanged."""
+    HuBERT; no parameters). Pretraining feeds precomputed frames to the encoder directly."""
 
     def __init__(self, num_mel_bins: int) -> None:
         super().__init__()
         self.num_mel_bins = int(num_mel_bins)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if x.dim() == 3:
-            if x.shape[-1] != self.num_mel_bins:
-                raise TokenizerError(f"log-mel frames have {x.shape[-1]} bins, the model reads {self.num_mel_bins}")
-            return x, lengths
         wavs = [x[i, : int(lengths[i])] if lengths is not None else x[i] for i in range(x.shape[0])]
         feats = log_mel_batch([w.detach().float().cpu().numpy() for w in wavs], self.num_mel_bins)
         return pad_frames(feats, x.device), (None if lengths is None else

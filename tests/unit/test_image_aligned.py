@@ -213,6 +213,33 @@ def test_reread_term_trains_the_drawing_not_the_reader(layout: str) -> None:
                                    atol=1e-6)
 
 
+def test_compiled_fit_matches_eager(tmp_path: Path) -> None:
+    imgs, caps = make_data(16)
+    torch.manual_seed(0)
+    model = AlignedVQ(parse_card(tiny_card()).model)
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+    def grads(forward: Any) -> list[torch.Tensor]:
+        o = forward(x)
+        loss = (o.recon - x).abs().mean() + o.image_embedding.square().mean()
+        return list(torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True,
+                                        materialize_grads=True))
+
+    for a, b in zip(grads(model), grads(torch.compile(model)), strict=True):  # fused kernels: rounding only
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
+    losses: dict[str, list[float]] = {"eager": [], "compiled": []}
+    graphs = {}
+    for name, extra in (("eager", {}), ("compiled", {"compile": True})):
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        fit_aligned_tokenizer(tiny_card(steps=3, **extra), imgs, caps, tmp_path / name, progress=False,
+                              on_step=lambda _, m, name=name: losses[name].append(m["loss"]))
+        graphs[name] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs["eager"] == 0 < graphs["compiled"]  # the fit's forward went through dynamo
+    np.testing.assert_allclose(losses["compiled"], losses["eager"], rtol=1e-3)
+    assert json.loads((tmp_path / "compiled" / "tokenizer.json").read_text())["stats"]["steps"] == 3
+
+
 def test_continuous_warmup_is_fsq_without_rounding() -> None:
     torch.manual_seed(0)
     model = AlignedVQ(parse_card(tiny_card()).model)

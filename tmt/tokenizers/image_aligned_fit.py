@@ -82,6 +82,8 @@ class _Run:
     """Optimizer steps done (including those of a resumed run)."""
     budget: TimeBudget = field(default_factory=lambda: TimeBudget(None))
     """The time budget (`train.max_minutes`)."""
+    forward: Callable[..., Any] | None = None
+    """The training forward when it is not the model's own (`train.compile`: the compiled model)."""
 
     def checkpoint(self) -> None:
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
@@ -142,7 +144,7 @@ def train_step(run: _Run) -> dict[str, float]:
     for g in run.opt.param_groups:
         g["lr"] = lr
     with t.autocast():
-        o = model(x, quantize=progress >= t.warmup_continuous)
+        o = (run.forward or model)(x, quantize=progress >= t.warmup_continuous)
     recon = o.recon.float()
     rec = reconstruction_loss(recon, x, t.recon_loss, _pixel_weights(x, t))
     loss = rec + o.commitment_loss.float()
@@ -240,6 +242,8 @@ def fit_aligned_tokenizer(card: dict[str, Any] | AlignedCard, images: Sequence[I
     run = _Run(cfg=cfg, out=out, model=model, opt=opt, pixels=torch.from_numpy(data), captions=caps,
                cap_start=starts, cap_count=counts, gan=PatchGan.create(t, cfg.model.in_channels))
     run.budget = TimeBudget(t.max_minutes, _resume(run, resume))
+    if t.compile:
+        run.forward = torch.compile(model)  # compiled on the first step, inside the budget
     metrics = _train(run, progress, on_step)
     if run.step < t.steps:
         log.warning("time budget max_minutes=%s used up at step %d of %d", t.max_minutes, run.step, t.steps)

@@ -235,6 +235,13 @@ def test_time_budget_compresses_the_schedule() -> None:
     w = _pixel_weights(x, VQTrainConfig(fg_weight=3.0))
     assert w is not None and float(w[0, 0, 0, 0]) > 3 * float(w[0, 0, 1, 1])
     assert float(w.mean()) == pytest.approx(1.0)
+    x = torch.full((1, 3, 9, 9), -0.5)
+    x[0, :, 4, 4] = 0.9  # one object pixel in the middle: dilated by 2, the 5x5 block around it is "object"
+    w = _pixel_weights(x, VQTrainConfig(fg_weight=3.0, fg_dilate=2))
+    assert w is not None
+    near, far = w[0, 0, 2:7, 2:7], torch.cat([w[0, 0, :2].flatten(), w[0, 0, 7:].flatten(), w[0, 0, 2:7, :2].flatten()])
+    assert torch.allclose(near, near[2, 2].expand_as(near)) and torch.allclose(far, far[0].expand_as(far))
+    assert float(near[0, 0]) == pytest.approx(4 * float(far[0]))  # 1 + fg_weight against 1
 
 
 def test_repo_cards_parse() -> None:

@@ -101,6 +101,11 @@ class VQTrainConfig:
     on plain backgrounds): weight = 1 + fg_weight * min(1, distance / fg_scale). 0: plain loss."""
     fg_scale: float = 0.2
     """Colour distance (in [-1, 1] pixel units) at which a pixel gets the full foreground weight."""
+    fg_dilate: int = 0
+    """Spread the foreground weight to every pixel within this many pixels of a foreground pixel
+    (a max filter of the weight map): the background between a cross's arms or a star's points
+    then costs as much as the object, so a reconstruction that bleeds colour past an edge (a cross
+    drawn as a square, a star as a disc) pays for it. 0: off."""
     edge_weight: float = 0.0
     """Weight of an L1 loss on horizontal and vertical pixel differences (sharper object edges). 0: off."""
     augment: bool = False

@@ -92,7 +92,10 @@ def _pixel_weights(x: torch.Tensor, t: VQTrainConfig) -> torch.Tensor | None:
         return None
     med = x.flatten(2).median(dim=2).values[:, :, None, None]  # (B, 3, 1, 1)
     dist = (x - med).pow(2).sum(1, keepdim=True).sqrt()
-    w = 1.0 + t.fg_weight * (dist / t.fg_scale).clamp(max=1.0)
+    fg = (dist / t.fg_scale).clamp(max=1.0)
+    if t.fg_dilate > 0:
+        fg = torch.nn.functional.max_pool2d(fg, 2 * t.fg_dilate + 1, stride=1, padding=t.fg_dilate)
+    w = 1.0 + t.fg_weight * fg
     return w / w.mean(dim=(1, 2, 3), keepdim=True)  # keep the loss scale comparable
 
 

@@ -284,38 +284,15 @@ class AlignedVQ(nn.Module):
         emb = self.image_head(q.flatten(1))
         return AlignedOutput(self._render(q), ids, commit, emb)
 
-    def caption_embedding(self, captions: Tensor, negatives: Tensor | None = None) -> Tensor:
-        """Unit caption embeddings of byte ids (B, L), followed by those of `negatives` (N, L), e.g.
-        `word_swap_negatives` of the captions (extra wrong captions for every image)."""
-        texts = captions if negatives is None else torch.cat([captions, negatives])
-        return F.normalize(self.text(texts), dim=-1)
-
-    def contrastive_loss(self, image_embedding: Tensor, captions: Tensor, negatives: Tensor | None = None, *,
-                         text_embedding: Tensor | None = None, fixed_scale: bool = False) -> Tensor:
-        """Symmetric InfoNCE between image embeddings (B, E) and captions (byte ids (B, L), plus
-        `negatives`), or their precomputed `caption_embedding` (`text_embedding`); `fixed_scale`
-        keeps the learnt temperature out of this loss's gradient."""
+    def contrastive_loss(self, image_embedding: Tensor, captions: Tensor, negatives: Tensor | None = None) -> Tensor:
+        """Symmetric InfoNCE between image embeddings (B, E) and caption byte ids (B, L); `negatives`
+        (N, L), e.g. `word_swap_negatives` of the captions, are extra wrong captions for every image."""
         a = F.normalize(image_embedding, dim=-1)
-        b = self.caption_embedding(captions, negatives) if text_embedding is None else text_embedding
-        scale = self.logit_scale.detach() if fixed_scale else self.logit_scale
-        logits = a @ b.t() * scale.clamp(max=math.log(100.0)).exp()
+        texts = captions if negatives is None else torch.cat([captions, negatives])
+        b = F.normalize(self.text(texts), dim=-1)
+        logits = a @ b.t() * self.logit_scale.clamp(max=math.log(100.0)).exp()
         target = torch.arange(len(a))
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(a)].t(), target))
-
-    def reread_embedding(self, images: Tensor) -> Tensor:
-        """(B, E) image embeddings of `images` (e.g. reconstructions) through the encoder, the
-        quantizer (straight-through) and the image head with those weights held fixed: gradients
-        reach `images` only, so a loss on the result trains what drew them, not the reader."""
-        reader = [p for m in (self.encoder, self.quantizer, self.image_head, self.codec) if m is not None
-                  for p in m.parameters() if p.requires_grad]
-        for p in reader:
-            p.requires_grad_(False)
-        try:
-            q, _, _ = self._quantize(self._latents(images))
-            return self.image_head(q.flatten(1))
-        finally:
-            for p in reader:
-                p.requires_grad_(True)
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:

@@ -49,16 +49,6 @@ class AlignedTrainConfig(VQTrainConfig):
     """Add one word-swapped copy of each caption as a wrong caption for every image of the batch
     (`tmt.models.aligned_vq.word_swap_negatives`): the tokens must then tell captions apart that
     differ in one detail, e.g. the shape."""
-    recon_align_weight: float = 0.0
-    """Weight of the InfoNCE between the *reconstruction*, re-read by the model's own encoder and
-    image head with their weights held fixed for this term, and the batch's captions (and the
-    word-swap negatives when `hard_negatives`): the decoded image must still be the one its caption
-    describes, so the decoder is paid for the details a caption names (a star's points) that a pixel
-    loss on a few pixels hardly pays for. Only the decoder (and the tokens it reads) learn from it;
-    0 turns it off. Costs one encoder pass and its input gradient per step."""
-    recon_align_from: float = 0.0
-    """Fraction of the fit (by steps or by the time budget) before the reconstruction term starts:
-    the encoder must first have learnt what captions say for its reading to be worth matching."""
     compile: bool = False
     """Run the model's training forward (and its backward) through `torch.compile`: inductor fuses
     the GroupNorm, activation and dtype-cast work that takes about a third of an eager CPU step.

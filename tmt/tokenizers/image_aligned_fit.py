@@ -150,20 +150,14 @@ def train_step(run: _Run) -> dict[str, float]:
     loss = rec + o.commitment_loss.float()
     if t.edge_weight > 0:
         loss = loss + t.edge_weight * gradient_loss(recon, x)
-    nce, rnce = torch.zeros(()), torch.zeros(())
-    reread = t.recon_align_weight > 0 and progress >= t.recon_align_from
-    if (t.contrastive_weight > 0 or reread) and len(idx) > 1:
+    nce = torch.zeros(())
+    if t.contrastive_weight > 0 and len(idx) > 1:
         m = len(idx) if t.contrastive_batch <= 0 else min(len(idx), t.contrastive_batch)
         pick = run.cap_start[idx[:m]] + (torch.rand(m) * run.cap_count[idx[:m]]).long()
         negatives = _hard_negatives(run.captions[pick], run.cfg.model.max_caption_bytes) if t.hard_negatives else None
         with t.autocast():
-            text = model.caption_embedding(run.captions[pick], negatives)
-            nce = model.contrastive_loss(o.image_embedding[:m], run.captions[pick], text_embedding=text).float()
-            if reread:  # the reconstruction must still match its caption; captions and reader held fixed
-                emb = model.reread_embedding(o.recon[:m])
-                rnce = model.contrastive_loss(emb, run.captions[pick], text_embedding=text.detach(),
-                                              fixed_scale=True).float()
-        loss = loss + t.contrastive_weight * nce + t.recon_align_weight * rnce
+            nce = model.contrastive_loss(o.image_embedding[:m], run.captions[pick], negatives).float()
+        loss = loss + t.contrastive_weight * nce
     gan = PatchGan.at(run.gan, run.step)
     if gan is not None:
         loss = loss + gan.generator_loss(recon)
@@ -176,7 +170,7 @@ def train_step(run: _Run) -> dict[str, float]:
         gan.update(x, recon)
     run.step += 1
     return {"loss": float(loss.detach()), "recon": float(rec.detach()), "nce": float(nce.detach()),
-            "recon_nce": float(rnce.detach()), "commit": float(o.commitment_loss.detach()), "lr": lr}
+            "commit": float(o.commitment_loss.detach()), "lr": lr}
 
 
 def _train(run: _Run, progress: bool, on_step: OnStep | None) -> dict[str, float]:
@@ -190,8 +184,7 @@ def _train(run: _Run, progress: bool, on_step: OnStep | None) -> dict[str, float
         metrics = train_step(run)
         bar.update(1)
         if run.step % 10 == 0:
-            bar.set_postfix(recon=f"{metrics['recon']:.4f}", nce=f"{metrics['nce']:.3f}",
-                            reread=f"{metrics['recon_nce']:.3f}")
+            bar.set_postfix(recon=f"{metrics['recon']:.4f}", nce=f"{metrics['nce']:.3f}")
         if t.sample_every and run.step % t.sample_every == 0:
             run.sample(f"step{run.step:06d}")
         if t.checkpoint_every and run.step % t.checkpoint_every == 0 and run.step < t.steps:

@@ -184,6 +184,14 @@ def test_fit_resume_equals_continuing_and_fingerprint(tmp_path: Path, variant: s
         fit_aligned_tokenizer(card(lr=1e-3), imgs, caps, tmp_path / "full", progress=False)
 
 
+def test_compile_without_a_compiler_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    imgs, caps = make_data(16)
+    monkeypatch.setenv("CXX", "no-such-cxx")
+    with pytest.raises(TokenizerError, match=r"no-such-cxx.*train\.compile=false"):
+        fit_aligned_tokenizer(tiny_card(compile=True), imgs, caps, tmp_path / "t", progress=False)
+    assert not (tmp_path / "t" / "tokenizer.json").exists()
+
+
 def test_compiled_fit_matches_eager(tmp_path: Path) -> None:
     imgs, caps = make_data(16)
     torch.manual_seed(0)

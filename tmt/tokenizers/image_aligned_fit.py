@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +216,14 @@ def _report(run: _Run, data: np.ndarray, elapsed: float, metrics: dict[str, floa
     return tok
 
 
+def _check_compiler() -> None:
+    """`train.compile` needs the C++ compiler inductor calls (`CXX` or g++): say so before fitting."""
+    cxx = os.environ.get("CXX") or "g++"
+    if shutil.which(cxx) is None:
+        raise TokenizerError(f"train.compile=true needs a C++ compiler for torch.compile, and '{cxx}' is not on PATH; "
+                             "install one (Debian: apt-get install g++) or set train.compile=false")
+
+
 def fit_aligned_tokenizer(card: dict[str, Any] | AlignedCard, images: Sequence[ImageInput] | np.ndarray,
                           captions: Sequence[Sequence[str]], out_dir: str | Path, *, resume: bool = True,
                           progress: bool = True, on_step: OnStep | None = None) -> AlignedImageTokenizer:
@@ -236,6 +246,7 @@ def fit_aligned_tokenizer(card: dict[str, Any] | AlignedCard, images: Sequence[I
                cap_start=starts, cap_count=counts, gan=PatchGan.create(t, cfg.model.in_channels))
     run.budget = TimeBudget(t.max_minutes, _resume(run, resume))
     if t.compile:
+        _check_compiler()
         run.forward = torch.compile(model)  # compiled on the first step, inside the budget
     metrics = _train(run, progress, on_step)
     if run.step < t.steps:

@@ -231,6 +231,8 @@ def fit_aligned_tokenizer(card: dict[str, Any] | AlignedCard, images: Sequence[I
     image) and save it to `out_dir`; an existing checkpoint made with the same card is resumed."""
     cfg = copy.deepcopy(parse_card(card))
     t = cfg.train
+    if t.compile:
+        _check_compiler()  # before anything is written
     out = Path(out_dir)
     make_dirs(out)
     tok = AlignedImageTokenizer(cfg)
@@ -246,7 +248,6 @@ def fit_aligned_tokenizer(card: dict[str, Any] | AlignedCard, images: Sequence[I
                cap_start=starts, cap_count=counts, gan=PatchGan.create(t, cfg.model.in_channels))
     run.budget = TimeBudget(t.max_minutes, _resume(run, resume))
     if t.compile:
-        _check_compiler()
         run.forward = torch.compile(model)  # compiled on the first step, inside the budget
     metrics = _train(run, progress, on_step)
     if run.step < t.steps:

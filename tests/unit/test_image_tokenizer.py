@@ -166,6 +166,13 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
     with pytest.raises(Crash):
         fit_image_tokenizer(card, imgs, tmp_path / "resumed", progress=False, on_step=crash)
     assert not (tmp_path / "resumed" / "tokenizer.json").exists()  # nothing half-written
+    recorded_path = tmp_path / "resumed" / "checkpoints" / "card.json"
+    recorded = json.loads(recorded_path.read_text())
+    recorded_path.write_text(json.dumps(recorded | {"train": recorded["train"] | {"removed_setting": 1}}))
+    with pytest.raises(TokenizerError, match="different card"):  # a setting this version no longer has
+        fit_image_tokenizer(card, imgs, tmp_path / "resumed", progress=False)
+    del recorded["train"]["fg_dilate"], recorded["train"]["edge_weight"]
+    recorded_path.write_text(json.dumps(recorded))  # made before those settings existed: their defaults
     resumed = fit_image_tokenizer(card, imgs, tmp_path / "resumed", progress=False)
     sa, sb = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -123,7 +123,7 @@ def _caption_table(captions: Sequence[Sequence[str]], n_images: int, max_len: in
 
 def _resume(run: _Run, resume: bool) -> float:
     """Continue from checkpoints/last.pt when it was made with the same card -> seconds trained before."""
-    state = load_resume_state(run.out, card_dict(run.cfg), resume)
+    state = load_resume_state(run.out, card_dict(run.cfg), resume, lambda c: card_dict(parse_card(c)))
     if state is None:
         return 0.0
     run.model.load_state_dict(state["model"])

@@ -244,14 +244,18 @@ def _new_run(cfg: ImageVQCard, out: Path, data: np.ndarray) -> _Run:
     return _Run(cfg=cfg, out=out, model=model, opt=opt, gan=gan, fixed=data[: min(8, len(data))])
 
 
-def load_resume_state(out: Path, card: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+def load_resume_state(
+    out: Path, card: dict[str, Any], resume: bool, normalise: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any] | None:
     """The state of out/checkpoints/last.pt when resuming and it was made with the same card
-    (else None), after recording `card` as the checkpoint's card. Shared by every image fit loop."""
+    (else None), after recording `card` as the checkpoint's card. Shared by every image fit loop.
+    `normalise` reads the recorded card as this version's card (card_dict(parse_card(.))): a
+    setting added since the checkpoint was made takes its default, which is what that run did."""
     ckpt, ckpt_card = out / CHECKPOINT, out / CHECKPOINT_CARD
     state = None
     if resume and ckpt.is_file():
         old_card = read_json_object(ckpt_card, what="checkpoint card", error=TokenizerError) if ckpt_card.is_file() else None
-        if old_card is not None and _resume_key(old_card) != _resume_key(card):
+        if old_card is not None and _resume_key(_read_as_now(old_card, normalise)) != _resume_key(card):
             raise TokenizerError(
                 f"{ckpt} was made with a different card; fit into a new --out directory or delete {out / 'checkpoints'}"
             )
@@ -262,10 +266,19 @@ def load_resume_state(out: Path, card: dict[str, Any], resume: bool) -> dict[str
     return state
 
 
+def _read_as_now(card: dict[str, Any], normalise: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """A recorded card as this version reads it, or as recorded where it no longer parses (a removed
+    setting: then it differs from every card of this version)."""
+    try:
+        return normalise(card)
+    except TokenizerError:
+        return card
+
+
 def _resume(run: _Run, resume: bool) -> float:
     """Continue from out/checkpoints/last.pt when it was made with the same card; record the card.
     -> seconds trained before (0 for a fresh run)."""
-    state = load_resume_state(run.out, card_dict(run.cfg), resume)
+    state = load_resume_state(run.out, card_dict(run.cfg), resume, lambda c: card_dict(parse_card(c)))
     if state is None:
         return 0.0
     run.model.load_state_dict(state["model"])

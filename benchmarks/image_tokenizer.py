@@ -60,6 +60,9 @@ def get_args() -> argparse.Namespace:
                    help="Generation-friendliness: train a text->image model for N steps per --tokenizer (0: off).")
     p.add_argument("--generation-preset", default="demo", help="Model preset of those text->image models.")
     p.add_argument("--generation-limit", type=int, default=150, help="Test rows each model translates per split.")
+    p.add_argument("--generation-extra-weight", type=float, default=0.5,
+                   help="Sampling weight of the corpus' train_extra split in those models' training, beside train's 1 "
+                        "(the recipes' default; 0: train only).")
     p.add_argument("--work-dir", default=None,
                    help="Stores, models and outputs of the generation runs (default: a temp dir; give one to resume).")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "image_tokenizer.json"))
@@ -248,7 +251,7 @@ def generation(args: argparse.Namespace, corpus: Path, cards: dict[str, Any]) ->
     work_tmp = None if args.work_dir else tempfile.TemporaryDirectory()
     work = Path(args.work_dir or work_tmp.name)  # type: ignore[union-attr]
     cfg = FriendlinessConfig(corpus=corpus, work_dir=work, steps=args.generation_steps, preset=args.generation_preset,
-                             limit=args.generation_limit, threads=args.threads)
+                             limit=args.generation_limit, threads=args.threads, extra_weight=args.generation_extra_weight)
     text_tok = text_tokenizer(cfg)
     rows = []
     for i, (name, card) in enumerate(cards.items()):
@@ -256,12 +259,16 @@ def generation(args: argparse.Namespace, corpus: Path, cards: dict[str, Any]) ->
         g = friendliness(cfg, f"{i}-{Path(card['tokenizer']).name}", Path(card["tokenizer"]), text_tok)
         card["generation"] = g
         test, novel = g.get("test", {}), g.get("test_novel", {})
+        best = g["best_valid"]
         rows.append([name, card["tokens_per_image"], cfg.steps, g["valid_ce"] if g["valid_ce"] is not None else "-",
+                     f"{best['ce']:.3f} @ {best['step']}" if best else "-",
                      test.get("scene_exact", "-"), novel.get("scene_exact", "-"), test.get("scene_shape", "-"),
                      test.get("scene_count", "-"), test.get("scene_colour", "-")])
-    print(f"\ngeneration-friendliness: text->image {cfg.preset} model per card, {cfg.steps} steps, seed {cfg.seed}, "
+    extra = cfg.extra_weight > 0 and (corpus / "train_extra.jsonl.gz").is_file()
+    pool = f"train + train_extra at weight {cfg.extra_weight}" if extra else "train"
+    print(f"\ngeneration-friendliness: text->image {cfg.preset} model per card, {cfg.steps} steps on {pool}, seed {cfg.seed}, "
           f"top-k 16 sampling; scene parser on {cfg.limit or 'all'} rows per split (%); work dir {work}")
-    print(format_table(rows, ["card", "tokens", "steps", "valid CE", "test exact", "test_novel exact",
+    print(format_table(rows, ["card", "tokens", "steps", "valid CE", "lowest valid CE", "test exact", "test_novel exact",
                               "test shape", "test count", "test colour"]))
     if work_tmp is not None:
         work_tmp.cleanup()

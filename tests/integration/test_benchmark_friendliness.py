@@ -45,3 +45,30 @@ def test_one_card_is_trained_translated_and_scored_then_reused(tiny_pipeline: Ti
 
     monkeypatch.setattr(fr, "_tmt", no_run)
     assert fr.friendliness(cfg, "card", tiny_pipeline.tokenizers["image"], fr.text_tokenizer(cfg)) == g
+
+
+def test_extra_scenes_join_the_training_pool_at_their_weight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "train_extra", "valid"):  # no test splits: nothing to translate
+        (corpus / f"{split}.jsonl.gz").write_bytes(b"")
+    calls: dict[str, list[str]] = {}
+    monkeypatch.setattr(fr, "_once", lambda work, step, args, threads: calls.setdefault(step, args))
+    for weight in (0.5, 0.0):
+        calls.clear()
+        cfg = fr.FriendlinessConfig(corpus=corpus, work_dir=tmp_path / "w", steps=3, threads=1, extra_weight=weight)
+        g = fr.friendliness(cfg, "card", tmp_path / "image", tmp_path / "text")
+        train = calls["train"]
+        stores = [train[i + 1] for i, a in enumerate(train) if a == "--store"]
+        if weight:
+            assert "tokenize-train_extra" in calls and g["extra_weight"] == 0.5
+            assert stores == [str(tmp_path / "w/card/store/train"), f"{tmp_path / 'w/card/store/train_extra'}=0.5"]
+        else:
+            assert "tokenize-train_extra" not in calls and g["extra_weight"] == 0.0
+            assert stores == [str(tmp_path / "w/card/store/train")]
+    metrics = tmp_path / "w/card/t2i/metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    rows = [{"split": "valid", "step": s, "ce/t2i": ce} for s, ce in ((250, 5.3), (500, 4.7), (750, 4.9))]
+    metrics.write_text("\n".join(json.dumps(r) for r in [{"split": "train", "step": 250, "loss": 1.0}, *rows]))
+    g = fr.friendliness(cfg, "card", tmp_path / "image", tmp_path / "text")
+    assert g["valid_ce"] == 4.9 and g["best_valid"] == {"step": 500, "ce": 4.7}

@@ -75,6 +75,10 @@ def test_image_grid_and_row_masks() -> None:
     assert image_grid({"card": card}) == (4, 8)
     assert image_grid({"card": {"class": "image-titok", "grid": [2, 16]}}) == (2, 16)
     assert image_grid({"card": {"class": "image-titok"}}) is None  # 1-D tokens: no grid
+    aligned = {"class": "image-aligned", "name": "a", "model": {"image_size": 64, "factor": [16, 8]}}
+    assert image_grid({"card": aligned}) == (4, 8)  # the text-aligned family's grid layout
+    queries = aligned | {"model": aligned["model"] | {"layout": "queries", "num_queries": 32}}
+    assert image_grid({"card": queries}) is None  # its learned queries read the whole image: no grid
     assert image_grid(None) is None
     meta = {"id": "a", "scene": SQUARE}
     assert sorted(np.flatnonzero(row_token_mask(meta, (8, 8)))) == [27, 28, 35, 36]

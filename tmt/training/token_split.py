@@ -40,6 +40,11 @@ def image_grid(info: Mapping[str, Any] | None) -> tuple[int, int] | None:
     card = (info or {}).get("card") or {}
     if isinstance(card.get("grid"), list | tuple) and len(card["grid"]) == 2:
         return int(card["grid"][0]), int(card["grid"][1])
+    if card.get("class") == "image-aligned":  # a grid of patches, or learned queries that read the whole image
+        from tmt.tokenizers.image_aligned import parse_card as parse_aligned
+
+        model = parse_aligned(dict(card)).model
+        return model.grid() if model.layout == "grid" else None
     if card.get("class") != "image-vq":
         return None
     from tmt.tokenizers.image import parse_card

@@ -16,7 +16,7 @@ from PIL import Image
 from tmt.models.aligned_vq import AlignedVQ, caption_bytes
 from tmt.tokenizers.base import TokenizerError, load_tokenizer
 from tmt.tokenizers.image_aligned import AlignedImageTokenizer, parse_card
-from tmt.tokenizers.image_aligned_fit import fit_aligned_tokenizer, shuffle_colours
+from tmt.tokenizers.image_aligned_fit import fit_aligned_tokenizer
 
 torch.set_num_threads(1)
 
@@ -142,9 +142,9 @@ def test_contrastive_term_decreases_on_fixed_batch(layout: str) -> None:
 VARIANTS = {
     "plain": {},
     # the 1-D layout, a continuous warm-up that ends before the cut (step 10), hard negatives and the
-    # patch-GAN from step 5 (its discriminator must resume too), recoloured images (their draws too)
+    # patch-GAN from step 5 (its discriminator must resume too)
     "queries-warmup-negatives-gan": {"model": QUERIES, "warmup_continuous": 0.3, "hard_negatives": True,
-                                     "gan_weight": 0.1, "gan_start": 5, "colour_augment": 0.5},
+                                     "gan_weight": 0.1, "gan_start": 5},
 }
 
 
@@ -182,41 +182,6 @@ def test_fit_resume_equals_continuing_and_fingerprint(tmp_path: Path, variant: s
     np.testing.assert_array_equal(np.stack(loaded.encode(list(imgs))), np.stack(full.encode(list(imgs))))
     with pytest.raises(TokenizerError, match="different card"):
         fit_aligned_tokenizer(card(lr=1e-3), imgs, caps, tmp_path / "full", progress=False)
-
-
-def test_shuffle_colours_reorders_the_channels_of_the_last_images_only() -> None:
-    torch.manual_seed(0)
-    x = torch.rand(64, 3, 4, 4)
-    x[:, 1] += 1.0
-    x[:, 2] += 2.0  # channel c lies in [c, c + 1): its value says where it came from
-    y = shuffle_colours(x, 48)
-    assert torch.equal(y[:16], x[:16])
-    orders = set()
-    for i in range(16, 64):
-        order = y[i].floor().long()[:, 0, 0]  # which channel of x each channel of y came from
-        assert sorted(order.tolist()) == [0, 1, 2] and order.tolist() != [0, 1, 2]  # a real reordering
-        assert torch.equal(y[i], x[i, order])
-        orders.add(tuple(order.tolist()))
-    assert len(orders) == 5  # every other order is drawn
-    assert torch.equal(shuffle_colours(x, 0), x)
-
-
-def test_recoloured_images_stay_out_of_the_contrastive_term(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    imgs, caps = make_data(16)
-    seen: list[int] = []
-    real = AlignedVQ.contrastive_loss
-
-    def spy(self: AlignedVQ, emb: torch.Tensor, *args: Any, **kw: Any) -> torch.Tensor:
-        seen.append(len(emb))
-        return real(self, emb, *args, **kw)
-
-    monkeypatch.setattr(AlignedVQ, "contrastive_loss", spy)
-    fit_aligned_tokenizer(tiny_card(steps=2, colour_augment=0.25), imgs, caps, tmp_path / "t", progress=False)
-    assert seen == [6, 6]  # batch 8, 2 of them recoloured
-    with pytest.raises(TokenizerError, match=r"colour_augment=0\.9 must be in \[0, 1\) and leave at least 2"):
-        parse_card(tiny_card(colour_augment=0.9))
-    with pytest.raises(TokenizerError, match=r"colour_augment=1\.0"):
-        parse_card(tiny_card(colour_augment=1.0, contrastive_weight=0.0))
 
 
 def test_compile_without_a_compiler_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

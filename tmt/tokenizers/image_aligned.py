@@ -49,12 +49,6 @@ class AlignedTrainConfig(VQTrainConfig):
     """Add one word-swapped copy of each caption as a wrong caption for every image of the batch
     (`tmt.models.aligned_vq.word_swap_negatives`): the tokens must then tell captions apart that
     differ in one detail, e.g. the shape."""
-    colour_augment: float = 0.0
-    """Share of each batch whose colour channels are put in a random other order (RGB -> BRG, ...)
-    for the reconstruction terms: grey backgrounds stay as they are while every shape is also seen
-    in colours the corpus never pairs it with, so the decoder does not tie a shape to a colour
-    (e.g. draw a star it has only seen in other colours as a disc). Those images stay out of the
-    contrastive term, whose captions name the original colours. 0: off."""
     compile: bool = False
     """Run the model's training forward (and its backward) through `torch.compile`: inductor fuses
     the GroupNorm, activation and dtype-cast work that takes about a third of an eager CPU step.
@@ -111,17 +105,7 @@ def parse_card(card: dict[str, Any] | AlignedCard) -> AlignedCard:
     if t.augment:
         raise TokenizerError(f"image-aligned card '{parsed.name}': train.augment is not supported by this family "
                              "(flips contradict the captions); remove it from the card")
-    kept = t.batch_size - augmented_count(t)
-    if not 0.0 <= t.colour_augment < 1.0 or (t.contrastive_weight > 0 and kept < 2):
-        raise TokenizerError(f"image-aligned card '{parsed.name}': train.colour_augment={t.colour_augment} must be in "
-                             f"[0, 1) and leave at least 2 of the batch's {t.batch_size} images for the contrastive "
-                             "term; lower it (e.g. 0.5)")
     return parsed
-
-
-def augmented_count(t: AlignedTrainConfig) -> int:
-    """How many images of each training batch get their colour channels reordered (`colour_augment`)."""
-    return round(t.colour_augment * t.batch_size)
 
 
 def card_dict(card: AlignedCard) -> dict[str, Any]:

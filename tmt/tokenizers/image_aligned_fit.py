@@ -33,13 +33,7 @@ from tmt.models.aligned_vq import PAD_BYTE, AlignedVQ, caption_bytes, word_swap_
 from tmt.models.vq import codebook_usage, gradient_loss, reconstruction_loss
 from tmt.tokenizers.base import TokenizerError
 from tmt.tokenizers.image import ImageInput, to_tensor, to_uint8
-from tmt.tokenizers.image_aligned import (
-    AlignedCard,
-    AlignedImageTokenizer,
-    augmented_count,
-    card_dict,
-    parse_card,
-)
+from tmt.tokenizers.image_aligned import AlignedCard, AlignedImageTokenizer, card_dict, parse_card
 from tmt.tokenizers.image_fit import (
     CHECKPOINT,
     PatchGan,
@@ -141,28 +135,12 @@ def _hard_negatives(captions: torch.Tensor, max_len: int) -> torch.Tensor:
     return caption_bytes(word_swap_negatives(text), max_len)
 
 
-CHANNEL_ORDERS = torch.tensor([(0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)])
-"""Every order of the RGB channels except the identity."""
-
-
-def shuffle_colours(x: torch.Tensor, n: int) -> torch.Tensor:
-    """x (B, 3, H, W) with the colour channels of its last n images in a random other order each.
-    (An index gather; torchvision's colour transforms jitter hue continuously, which would also move
-    the palette's colours off the grid the corpus draws from and cost a conversion per step.)"""
-    if n <= 0:
-        return x
-    order = CHANNEL_ORDERS[torch.randint(len(CHANNEL_ORDERS), (n,))]
-    tail = torch.gather(x[-n:], 1, order[:, :, None, None].expand(-1, -1, *x.shape[2:]))
-    return torch.cat([x[:-n], tail])
-
-
 def train_step(run: _Run) -> dict[str, float]:
     """One optimizer step -> metrics."""
     t, model = run.cfg.train, run.model
     n = len(run.pixels)
     idx = torch.randperm(n)[: min(t.batch_size, n)]
-    n_aug = augmented_count(t) if len(idx) == t.batch_size else 0
-    x = shuffle_colours(run.pixels[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1.0), n_aug)
+    x = run.pixels[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     progress = _progress(run.step, run.budget, t)
     lr = _lr_at(run.step, progress, t)
     for g in run.opt.param_groups:
@@ -175,8 +153,8 @@ def train_step(run: _Run) -> dict[str, float]:
     if t.edge_weight > 0:
         loss = loss + t.edge_weight * gradient_loss(recon, x)
     nce = torch.zeros(())
-    if t.contrastive_weight > 0 and len(idx) - n_aug > 1:
-        m = len(idx) - n_aug if t.contrastive_batch <= 0 else min(len(idx) - n_aug, t.contrastive_batch)
+    if t.contrastive_weight > 0 and len(idx) > 1:
+        m = len(idx) if t.contrastive_batch <= 0 else min(len(idx), t.contrastive_batch)
         pick = run.cap_start[idx[:m]] + (torch.rand(m) * run.cap_count[idx[:m]]).long()
         negatives = _hard_negatives(run.captions[pick], run.cfg.model.max_caption_bytes) if t.hard_negatives else None
         with t.autocast():

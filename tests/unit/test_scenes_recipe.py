@@ -149,6 +149,11 @@ def test_image_and_speech_cards_choose_the_tokenizers(tmp_path: Path) -> None:
     assert "--card tokenizers/image-aligned-32tok.yaml " in fit
     [speech] = [c for c in calls if c.startswith("tokenize speech fit ")]
     assert "--card tokenizers/speech-mfcc-km200.yaml " in speech
+    r, calls = _recipe(tmp_path / "c", "--preset", "full", "--stage", "1", "--stop-stage", "1")
+    assert r.returncode == 0, r.stderr
+    [fit] = [c for c in calls if c.startswith("tokenize image fit ")]  # the full preset's card and its budget
+    assert "--card tokenizers/image-aligned-32tok.yaml " in fit and "train.max_minutes=20 " in fit
+    assert "--manifest " in fit and "train_and_extra.jsonl.gz --split all " in fit  # captions of every image
 
 
 def test_speech_pretraining_fits_teacher_then_pretrains_then_the_card_on_it(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ steps (never minutes: the answer must not depend on machine load):
     tmt tokenize text fit     (once; shared by every card)
     tmt tokenize all          train, valid, test, test_novel -> text + image tokens
     tmt vocab build
-    tmt train --directions t2i --max-steps N
+    tmt train --directions t2i --max-steps N   (train + train_extra at the recipes' weight 0.5)
     tmt translate             test captions -> images (top-k 16 sampling, seed 0)
     tmt score run             the scene parser: exact scenes and per attribute
 

@@ -14,7 +14,8 @@ Runs on the same scene images, on 2 threads:
   images; plus codebook usage and token entropy on the scored images;
 * `--generation-steps N` (with `--tokenizer`): generation-friendliness, the comparison that
   decides the default card: per card, a text->image model of the same preset trained for the
-  same N optimizer steps on that card's tokens (same corpus, seed and decoding), scored by the
+  same N optimizer steps on that card's tokens (same corpus, seed and decoding; train plus the
+  corpus' train_extra at weight 0.5, the recipes' pool: `--generation-extra-weight`), scored by the
   scene parser on test and test_novel (`benchmarks/_friendliness.py`).
 
     python benchmarks/image_tokenizer.py --quick

@@ -259,6 +259,12 @@ class ImageTokenizer:
 
     modality = "image"
 
+    @staticmethod
+    def token_grid(card: dict[str, Any]) -> tuple[int, int] | None:
+        """(h, w) of the image patches a card's tokens stand for, row-major; None where tokens are not
+        patches. Read by the object/background split of training and scoring (tmt.training.token_split)."""
+        return parse_card(dict(card)).model.grid()
+
     def __init__(self, card: dict[str, Any] | ImageVQCard, model: VQVAE | None = None, *,
                  fingerprint: str | None = None, stats: dict[str, Any] | None = None) -> None:
         self.cfg = parse_card(card)

@@ -117,6 +117,12 @@ def card_dict(card: AlignedCard) -> dict[str, Any]:
 class AlignedImageTokenizer(ImageTokenizer):
     """Text-aligned image tokenizer: `encode` images -> <= 32 code ids; `decode` ids -> images."""
 
+    @staticmethod
+    def token_grid(card: dict[str, Any]) -> tuple[int, int] | None:
+        """The feature grid of the `grid` layout; None for `queries`, whose tokens each read the whole image."""
+        model = parse_card(dict(card)).model
+        return model.grid() if model.layout == "grid" else None
+
     def __init__(self, card: dict[str, Any] | AlignedCard, model: AlignedVQ | None = None, *,
                  fingerprint: str | None = None, stats: dict[str, Any] | None = None) -> None:
         self.acfg = parse_card(card)

@@ -40,16 +40,10 @@ def image_grid(info: Mapping[str, Any] | None) -> tuple[int, int] | None:
     card = (info or {}).get("card") or {}
     if isinstance(card.get("grid"), list | tuple) and len(card["grid"]) == 2:
         return int(card["grid"][0]), int(card["grid"][1])
-    if card.get("class") == "image-aligned":  # a grid of patches, or learned queries that read the whole image
-        from tmt.tokenizers.image_aligned import parse_card as parse_aligned
+    from tmt.tokenizers.base import REGISTRY, resolve_class
 
-        model = parse_aligned(dict(card)).model
-        return model.grid() if model.layout == "grid" else None
-    if card.get("class") != "image-vq":
-        return None
-    from tmt.tokenizers.image import parse_card
-
-    return parse_card(dict(card)).model.grid()
+    token_grid = getattr(resolve_class(card["class"]), "token_grid", None) if card.get("class") in REGISTRY else None
+    return token_grid(card) if token_grid is not None else None
 
 
 def row_token_mask(meta: Mapping[str, Any], grid: tuple[int, int] | None) -> np.ndarray | None:

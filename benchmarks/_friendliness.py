@@ -91,15 +91,17 @@ def text_tokenizer(cfg: FriendlinessConfig) -> Path:
     return out
 
 
-def friendliness(cfg: FriendlinessConfig, name: str, image_tok: Path, text_tok: Path) -> dict[str, Any]:
-    """Train and score one card's text->image model -> {split: {scene_exact, scene_<attribute>...}, valid_ce}."""
+def friendliness(cfg: FriendlinessConfig, name: str, image_tok: Path, text_tok: Path,
+                 refine_steps: int = 0) -> dict[str, Any]:
+    """Train and score one card's text->image model -> {split: {scene_exact, scene_<attribute>...}, valid_ce};
+    `refine_steps`: the images are tokenized with that much analysis-by-synthesis (image-aligned cards)."""
     w, t = cfg.work_dir / name, cfg.threads
     stores = {s: w / "store" / s for s in SPLITS if (cfg.corpus / f"{s}.jsonl.gz").is_file()
               and (s != "train_extra" or cfg.extra_weight > 0)}
     extra = ["--store", f"{stores['train_extra']}={cfg.extra_weight}"] if "train_extra" in stores else []
     for s, st in stores.items():
         _once(w, f"tokenize-{s}", ["tokenize", "all", "--text", str(text_tok), "--image", str(image_tok),
-                                   "--threads", str(t), "--manifest", str(cfg.corpus / f"{s}.jsonl.gz"), "--store", str(st)], t)
+                                   "--image-refine-steps", str(refine_steps), "--threads", str(t), "--manifest", str(cfg.corpus / f"{s}.jsonl.gz"), "--store", str(st)], t)
     vocab = w / "vocab.json"
     _once(w, "vocab", ["vocab", "build", "--text", str(text_tok), "--image", str(image_tok), "-o", str(vocab)], t)
     model = w / "t2i"

@@ -57,6 +57,9 @@ def get_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads.")
     p.add_argument("--quick", action="store_true", help="Small run (60 images, 200-scene corpus).")
     p.add_argument("--splits", default="test,test_novel", help="Splits scored for the quality bar.")
+    p.add_argument("--refine-steps", default="0",
+                   help="Comma list: score (and, with --generation-steps, train on) each image-aligned --tokenizer "
+                        "encoding with these analysis-by-synthesis steps, e.g. 0,10 (image-vq cards: 0 only).")
     p.add_argument("--generation-steps", type=int, default=0,
                    help="Generation-friendliness: train a text->image model for N steps per --tokenizer (0: off).")
     p.add_argument("--generation-preset", default="demo", help="Model preset of those text->image models.")
@@ -85,6 +88,12 @@ def scene_images(corpus: Path, splits: list[str]) -> dict[str, list[tuple[Path, 
                 seen[r["image"]] = (media_path(m, r["image"]), r["scene"])
         out[s] = list(seen.values())
     return out
+
+
+def label(tok: Any) -> str:
+    """The tokenizer's name, with its analysis-by-synthesis steps where it encodes with some."""
+    r = getattr(tok, "refine_steps", 0)
+    return f"{tok.name} refine {r}" if r else str(tok.name)
 
 
 def timed(fn: Any, n: int, repeat: int = 2) -> float:
@@ -120,13 +129,18 @@ def main() -> None:
     if args.tokenizer:
         from tmt.tokenizers.base import load_tokenizer
 
-        runs = [(d, load_tokenizer(d), True) for d in args.tokenizer]
+        for d in args.tokenizer:
+            for r in sorted({int(x) for x in args.refine_steps.split(",")}):
+                tok = load_tokenizer(d, refine_steps=r) if r else load_tokenizer(d)
+                if getattr(tok, "refine_steps", 0) == r:  # image-vq cards have no refinement
+                    runs.append((d, tok, True))
     else:  # speed and size do not depend on the weights
         card = load_card(args.card)
         runs = [(args.card, resolve_class(str(card.get("class", "image-vq")))(card), False)]
     cards = {}
     for source, tok, trained in runs:
-        cards[tok.name] = bench_one(args, tok, trained, corpus, paths) | {"tokenizer": source}
+        cards[label(tok)] = bench_one(args, tok, trained, corpus, paths) | {
+            "tokenizer": source, "refine_steps": getattr(tok, "refine_steps", 0)}
     if args.generation_steps > 0 and args.tokenizer:
         generation(args, corpus, cards)
     out = Path(args.out)
@@ -183,8 +197,8 @@ def bench_one(args: argparse.Namespace, tok: Any, trained: bool, corpus: Path, p
 
     ours = {"encode_ips": enc_ips, "decode_ips": dec_ips, "bytes_per_image": stored, "bits_per_image": token_bits,
             "pct_of_raw_bits": 100 * token_bits / raw_bits, "pct_of_png_file": 100 * stored / file_bytes}
-    results[f"tmt {tok.name}"] = ours
-    rows.append([f"tmt {tok.name} ({tok.tokens_per_image} tok)", enc_ips, dec_ips, stored, 100 * token_bits / raw_bits,
+    results[f"tmt {label(tok)}"] = ours
+    rows.append([f"tmt {label(tok)} ({tok.tokens_per_image} tok)", enc_ips, dec_ips, stored, 100 * token_bits / raw_bits,
                  100 * stored / file_bytes])
     for name, fmt, kw in (("PIL PNG", "PNG", {}), ("PIL JPEG q75", "JPEG", {"quality": 75})):
         ei, di, nbytes = codec(fmt, **kw)
@@ -234,7 +248,7 @@ def scene_quality(args: argparse.Namespace, tok: Any, corpus: Path) -> dict[str,
                           "codes_used_pct": usage["codes_used_pct"], "token_entropy_bits": entropy}
         qrows.append([split, len(items), 100 * org, 100 * rec, psnr, usage["codes_used_pct"], entropy]
                      + [100 * per_attr[a] for a in ATTRIBUTES])
-    print(f"\n{tok.name}: scene graph recovered by parse_scene (%), originals vs reconstructions:")
+    print(f"\n{label(tok)}: scene graph recovered by parse_scene (%), originals vs reconstructions:")
     print(format_table(qrows, ["split", "images", "original", "reconstructed", "PSNR dB", "codes used %",
                                "entropy bits", *ATTRIBUTES]))
     if "test" in quality:
@@ -257,7 +271,8 @@ def generation(args: argparse.Namespace, corpus: Path, cards: dict[str, Any]) ->
     rows = []
     for i, (name, card) in enumerate(cards.items()):
         print(f"generation-friendliness: {name}: t2i model, {cfg.steps} steps ...", file=sys.stderr)
-        g = friendliness(cfg, f"{i}-{Path(card['tokenizer']).name}", Path(card["tokenizer"]), text_tok)
+        g = friendliness(cfg, f"{i}-{Path(card['tokenizer']).name}", Path(card["tokenizer"]), text_tok,
+                         card["refine_steps"])
         card["generation"] = g
         test, novel = g.get("test", {}), g.get("test_novel", {})
         best = g["best_valid"]

@@ -43,6 +43,7 @@ vocoder_minutes=     # override the preset's vocoder training budget (minutes)
 vocoder_steps=       # cap on vocoder steps (with a generous --vocoder-minutes: a fit of exactly N steps)
 vocoder_voices=true  # true: the vocoder is conditioned on the voice (tmt vocoder train --voices), speaking --voice
 vq_minutes=          # override the preset's image tokenizer (VQ) budget (minutes)
+image_refine_steps=0 # stage 2: analysis-by-synthesis steps per image (image-aligned cards; 0: the encoder's codes)
 vq_steps=            # cap on VQ steps (with a generous --vq-minutes: a fit of exactly N steps)
 test_limit=          # rows of each test split translated and scored (0: all; default: the preset's)
 single_task=false    # also train the six single-direction baselines (stage 11)
@@ -100,6 +101,8 @@ Usage: $0 [options]
                      vocodes speech targets in the model's voice, the judges' ceiling each row in its own
   --vq-minutes M     override the preset's image tokenizer budget
   --vq-steps N       cap on image tokenizer steps (a fit of exactly N steps, given the minutes)
+  --image-refine-steps N  stage 2 encodes images with N analysis-by-synthesis steps each (image-aligned
+                     cards: truer codes, ~30x the encoding time; default ${image_refine_steps})
   --test-limit N     translate and score the first N rows of each test split (0: all)
   --single-task B    true: also train single-direction baselines (default ${single_task})
   --single-steps N   steps of each single-direction baseline (default: the six together get the
@@ -299,7 +302,7 @@ if stage_wanted 2; then
     log "Stage 2: tokenize ${data}/${split}.jsonl.gz -> ${store}/${split}"
     run_sharded "2-tokenize-${split}" "${logs}/2-tokenize-${split}" "${jobs}" "${store}/${split}" \
       tmt tokenize all --text "${tok}/text" --speech "${tok}/speech" --image "${tok}/image" \
-        --manifest "${data}/${split}.jsonl.gz" --store "${store}/${split}"
+        --image-refine-steps "${image_refine_steps}" --manifest "${data}/${split}.jsonl.gz" --store "${store}/${split}"
   done
 fi
 

@@ -72,3 +72,19 @@ def test_extra_scenes_join_the_training_pool_at_their_weight(tmp_path: Path, mon
     metrics.write_text("\n".join(json.dumps(r) for r in [{"split": "train", "step": 250, "loss": 1.0}, *rows]))
     g = fr.friendliness(cfg, "card", tmp_path / "image", tmp_path / "text")
     assert g["valid_ce"] == 4.9 and g["best_valid"] == {"step": 500, "ce": 4.7}
+
+
+def test_refined_encoding_reaches_the_tokenization(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "valid"):
+        (corpus / f"{split}.jsonl.gz").write_bytes(b"")
+    calls: dict[str, list[str]] = {}
+    monkeypatch.setattr(fr, "_once", lambda work, step, args, threads: calls.setdefault(step, args))
+    cfg = fr.FriendlinessConfig(corpus=corpus, work_dir=tmp_path / "w", steps=3, threads=1)
+    for steps in (0, 10):
+        calls.clear()
+        fr.friendliness(cfg, f"card{steps}", tmp_path / "image", tmp_path / "text", refine_steps=steps)
+        for split in ("train", "valid"):
+            args = calls[f"tokenize-{split}"]
+            assert args[args.index("--image-refine-steps") + 1] == str(steps)

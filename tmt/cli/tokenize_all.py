@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from tmt.cli._common import CONTEXT, encode_options, run_encode, set_threads
+from tmt.cli._common import (
+    CONTEXT,
+    REFINE_HELP,
+    encode_options,
+    load_image_tokenizer,
+    run_encode,
+    set_threads,
+)
 
 EPILOG = """\b
 Examples:
@@ -19,9 +26,11 @@ Examples:
 @click.option("--speech", "speech_dir", type=click.Path(file_okay=False), default=None, help="Fitted speech tokenizer directory.")
 @click.option("--image", "image_dir", type=click.Path(file_okay=False), default=None, help="Fitted image tokenizer directory.")
 @click.option("--text", "text_dir", type=click.Path(file_okay=False), default=None, help="Fitted text tokenizer directory.")
+@click.option("--image-refine-steps", type=int, default=0, help=REFINE_HELP)
 @encode_options(batch_size=16, batch_help="Rows per encoder call.", skip_what="media")
-def cli(speech_dir: str | None, image_dir: str | None, text_dir: str | None, manifest: str, store: str, split: str,
-        shard: str | None, batch_size: int, skip_bad: bool, overwrite: bool, threads: int | None) -> None:
+def cli(speech_dir: str | None, image_dir: str | None, text_dir: str | None, image_refine_steps: int, manifest: str,
+        store: str, split: str, shard: str | None, batch_size: int, skip_bad: bool, overwrite: bool,
+        threads: int | None) -> None:
     """Encode the manifest's speech, images and text (each with its fitted tokenizer) into ONE store.
 
     Each row keeps every modality it has; rows with none of the given modalities are skipped
@@ -34,7 +43,8 @@ def cli(speech_dir: str | None, image_dir: str | None, text_dir: str | None, man
     if not dirs:
         raise TmtError("give at least one of --speech, --image, --text (fitted tokenizer directories)")
     set_threads(threads)
-    toks = {m: load_tokenizer(d) for m, d in dirs.items()}
+    toks = {m: load_image_tokenizer(d, image_refine_steps) if m == "image" else load_tokenizer(d)
+            for m, d in dirs.items()}
     for m, t in toks.items():
         if getattr(t, "modality", m) != m:
             raise TmtError(f"--{m} {dirs[m]} is a {t.modality} tokenizer")

@@ -12,8 +12,10 @@ import click
 
 from tmt.cli._common import (
     CONTEXT,
+    REFINE_HELP,
     echo_json,
     encode_options,
+    load_image_tokenizer,
     merge_command,
     run_encode,
     set_threads,
@@ -98,13 +100,13 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
 
 @cli.command(context_settings=CONTEXT, epilog=EPILOG)
 @click.option("--tokenizer", "tok_dir", required=True, type=click.Path(file_okay=False), help="Fitted image tokenizer directory.")
+@click.option("--refine-steps", type=int, default=0, help=REFINE_HELP)
 @encode_options(batch_size=32, batch_help="Rows per encoder call.", skip_what="image")
-def encode(tok_dir: str, manifest: str, store: str, split: str, shard: str | None, batch_size: int,
-           skip_bad: bool, overwrite: bool, threads: int | None) -> None:
+def encode(tok_dir: str, refine_steps: int, manifest: str, store: str, split: str, shard: str | None,
+           batch_size: int, skip_bad: bool, overwrite: bool, threads: int | None) -> None:
     """Encode the manifest's images into a token store (sharded with --shard, resumable)."""
-    from tmt.tokenizers.base import load_tokenizer
-
-    run_encode(manifest, store, {"image": load_tokenizer(tok_dir)}, {"image": tok_dir}, split=split,
+    tok = load_image_tokenizer(tok_dir, refine_steps)
+    run_encode(manifest, store, {"image": tok}, {"image": tok_dir}, split=split,
                shard=shard, batch_size=batch_size, skip_bad=skip_bad, overwrite=overwrite, threads=threads)
 
 

@@ -19,6 +19,7 @@ embedding for free), but encoding and decoding images never run it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -301,12 +302,46 @@ class AlignedVQ(nn.Module):
         h, w = self.grid
         return ids.view(-1, h, w)
 
+    def refine(self, x: Tensor, loss: Callable[[Tensor, Tensor], Tensor], steps: int, lr: float) -> Tensor:
+        """Analysis-by-synthesis encoding: (B, C, H, W) images -> (B, h, w) code ids whose decoded
+        images score at least as well under `loss(recon, x) -> (B,)` as the encoder's codes.
+
+        The encoder maps each image to latents in one pass, trained to do well on average over the
+        training images; here each image's latents are then moved by `steps` Adam steps against
+        its own decoded image (straight through the quantizer's rounding, as in training), and the
+        codes of the best step are kept, the encoder's own included. The weights are not touched;
+        images are refined independently (batching does not change the result beyond rounding).
+        Written here because no library searches a quantized decoder's codes by gradient."""
+        with torch.no_grad():
+            latents = self._latents(x)
+            _, best_ids, _ = self._quantize(latents)
+            best = loss(self._render(self._codes(best_ids)), x)
+        z = latents.clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr)
+        for step in range(steps + 1):
+            last = step == steps  # the final latents are scored, not moved
+            with torch.set_grad_enabled(not last):
+                q, ids, _ = self._quantize(z)
+                if not isinstance(self.quantizer, FSQ):  # the library's EMA VQ passes no gradient in eval mode
+                    q = z + (q - z).detach()
+                scores = loss(self._render(q), x)
+                if not last:  # the gradient of the latents only, not of the weights
+                    (z.grad,) = torch.autograd.grad(scores.sum(), [z])
+            better = scores.detach() < best
+            best = torch.where(better, scores.detach(), best)
+            best_ids[better] = ids[better]
+            if not last:
+                opt.step()
+        h, w = self.grid
+        return best_ids.view(-1, h, w)
+
+    def _codes(self, flat_ids: Tensor) -> Tensor:
+        """(B, N) code ids -> (B, N, code_dim) quantized latents."""
+        if isinstance(self.quantizer, FSQ):
+            return self.quantizer.indices_to_codes(flat_ids)
+        return self.quantizer.get_output_from_indices(flat_ids)
+
     @torch.no_grad()
     def decode(self, ids: Tensor) -> Tensor:
         """(B, h, w) code ids -> (B, C, H, W) images in [-1, 1] (clamped)."""
-        flat = ids.reshape(ids.shape[0], -1)
-        if isinstance(self.quantizer, FSQ):
-            q = self.quantizer.indices_to_codes(flat)
-        else:
-            q = self.quantizer.get_output_from_indices(flat)
-        return self._render(q).clamp(-1, 1)
+        return self._render(self._codes(ids.reshape(ids.shape[0], -1))).clamp(-1, 1)

@@ -393,19 +393,23 @@ def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
 
 
 def reconstruction_loss(recon: Tensor, target: Tensor, kind: Literal["l1", "l2", "l1+l2"],
-                        weights: Tensor | None = None) -> Tensor:
-    """Pixel loss, optionally weighted per pixel by `weights` (B, 1, H, W) with mean 1."""
+                        weights: Tensor | None = None, *, per_image: bool = False) -> Tensor:
+    """Pixel loss, optionally weighted per pixel by `weights` (B, 1, H, W) with mean 1; a scalar,
+    or with `per_image` one value per image (B,)."""
     diff = recon - target
     per_pixel = {"l1": diff.abs(), "l2": diff.pow(2), "l1+l2": diff.abs() + diff.pow(2)}[kind]
     if weights is not None:
         per_pixel = per_pixel * weights
-    return per_pixel.mean()
+    return per_pixel.flatten(1).mean(1) if per_image else per_pixel.mean()
 
 
-def gradient_loss(recon: Tensor, target: Tensor) -> Tensor:
-    """L1 distance between the horizontal and vertical pixel differences of two image batches."""
+def gradient_loss(recon: Tensor, target: Tensor, *, per_image: bool = False) -> Tensor:
+    """L1 distance between the horizontal and vertical pixel differences of two image batches
+    (a scalar, or with `per_image` one value per image)."""
     dx = (recon[..., :, 1:] - recon[..., :, :-1]) - (target[..., :, 1:] - target[..., :, :-1])
     dy = (recon[..., 1:, :] - recon[..., :-1, :]) - (target[..., 1:, :] - target[..., :-1, :])
+    if per_image:
+        return dx.abs().flatten(1).mean(1) + dy.abs().flatten(1).mean(1)
     return dx.abs().mean() + dy.abs().mean()
 
 

@@ -100,6 +100,16 @@ def _pixel_weights(x: torch.Tensor, t: VQTrainConfig) -> torch.Tensor | None:
     return w / w.mean(dim=(1, 2, 3), keepdim=True)  # keep the loss scale comparable
 
 
+def pixel_objective(recon: torch.Tensor, x: torch.Tensor, t: VQTrainConfig) -> torch.Tensor:
+    """(B,) the fit's pixel objective per image: the weighted reconstruction loss (`recon_loss`,
+    `fg_weight`) plus the `edge_weight` term. What analysis-by-synthesis encoding minimises
+    (`AlignedImageTokenizer.refine_steps`), so it looks for what the fit taught the decoder to value."""
+    loss = reconstruction_loss(recon, x, t.recon_loss, _pixel_weights(x, t), per_image=True)
+    if t.edge_weight > 0:
+        loss = loss + t.edge_weight * gradient_loss(recon, x, per_image=True)
+    return loss
+
+
 def _dihedral(x: torch.Tensor) -> torch.Tensor:
     """Per image: random horizontal flip, vertical flip and (square images) transpose."""
     flips = torch.rand(3, x.shape[0]) < 0.5

@@ -433,3 +433,20 @@ def test_model_preset_reaches_the_unified_model_and_the_baselines(tmp_path: Path
     # without the option: the preset's own architecture
     r, calls = _stage11(tmp_path / "c", "--single-directions", "t2s")
     assert all("--preset demo " in c for c in calls if c.startswith("train "))
+
+
+def test_image_targets_decode_with_the_presets_sampling(tmp_path: Path) -> None:
+    def image_translations(out: Path, *args: str) -> list[str]:
+        r, calls = _recipe(out, "--stage", "8", "--stop-stage", "8", "--back-translation", "false", *args)
+        assert r.returncode == 0, r.stderr
+        found = [c for c in calls if c.startswith("translate ") and "--to image" in c]
+        assert found
+        return found
+
+    # quick: temperature 1 (not measured lower); full: 0.5, chosen on valid (session 26)
+    assert all("--sample --top-k 16 --seed 0 --rerank 4" in c and "--temperature" not in c
+               for c in image_translations(tmp_path / "q"))
+    assert all("--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 4" in c
+               for c in image_translations(tmp_path / "f", "--preset", "full"))
+    assert all("--sample --top-k 4 " in c and "--temperature" not in c
+               for c in image_translations(tmp_path / "o", "--preset", "full", "--image-decoding", "--sample --top-k 4"))

@@ -161,6 +161,38 @@ def test_hypothesis_dir_shards_merge_in_order(tmp_path: Path) -> None:
     assert run["num"] == 4 and run["shards"] == 2 and "shard" not in run
 
 
+def test_shards_that_finish_together_merge_in_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both shards see every part and both merge; the second waits for the first (they would otherwise
+    share the atomic write's temporary file, and one rename fails: seen in a `full` recipe run)."""
+    import threading
+
+    import tmt.core.hypotheses as hyp
+
+    info = {"src": "speech", "tgt": "text"}
+    write_hypotheses(tmp_path, _lines(2), info, shard=(0, 2))
+    write_hypotheses(tmp_path, _lines(2, 2), info, shard=(1, 2))
+    real = hyp.atomic_write_text
+    second: list[threading.Thread] = []
+    waited: list[bool] = []
+
+    def first_merge_writes(path: Path, text: str) -> None:
+        if path.name == HYPOTHESES and not second:  # the first merge, mid-write: the other shard arrives
+            t = threading.Thread(target=merge_hypothesis_parts, args=(tmp_path, 2))
+            second.append(t)
+            t.start()
+            t.join(timeout=0.5)
+            waited.append(t.is_alive())  # blocked on the lock, not writing beside us
+        real(path, text)
+
+    monkeypatch.setattr(hyp, "atomic_write_text", first_merge_writes)
+    assert merge_hypothesis_parts(tmp_path, 2) == tmp_path / HYPOTHESES
+    second[0].join(timeout=10)
+    assert waited == [True] and not second[0].is_alive()
+    run, hyps = read_hyp_dir(tmp_path)
+    assert [h["id"] for h in hyps] == ["u0", "u1", "u2", "u3"] and run["num"] == 4
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def test_hypothesis_dir_errors(tmp_path: Path) -> None:
     with pytest.raises(HypothesisDirError, match="not found"):
         read_hyp_dir(tmp_path)

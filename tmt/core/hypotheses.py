@@ -14,6 +14,7 @@ parts (in k order) into `hypotheses.jsonl` / `run.json` once all are present.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -65,12 +66,27 @@ def write_hypotheses(
     return merged if merged is not None else root / f"hypotheses.{tag}.jsonl"
 
 
+MERGE_LOCK = ".merge.lock"
+"""Lock file of a sharded hypothesis directory: one shard merges at a time."""
+
+
 def merge_hypothesis_parts(root: str | Path, n: int) -> Path | None:
-    """Merge the N shard outputs of a hypothesis directory once all are present; None while some are missing."""
+    """Merge the N shard outputs of a hypothesis directory once all are present; None while some are missing.
+
+    Two shards that finish together both see every part and both merge: an exclusive lock on
+    `MERGE_LOCK` makes them take turns (each writes the same merged files), where they would
+    otherwise share the temporary file of the atomic write and one rename would fail."""
     root = Path(root)
     tags = [part_tag(k, n) for k in range(n)]
     if not all((root / f"run.{t}.json").is_file() for t in tags):
         return None
+    with open(root / MERGE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _merge(root, tags)
+
+
+def _merge(root: Path, tags: list[str]) -> Path:
+    n = len(tags)
     body = "".join((root / f"hypotheses.{t}.jsonl").read_text(encoding="utf-8") for t in tags)
     runs = [read_json_object(root / f"run.{t}.json", what="shard run file", required={"num": int}, error=HypothesisDirError)
             for t in tags]

@@ -313,12 +313,11 @@ class AlignedVQ(nn.Module):
         images are refined independently (batching does not change the result beyond rounding).
         Written here because no library searches a quantized decoder's codes by gradient."""
         with torch.no_grad():
-            latents = self._latents(x)
-            _, best_ids, _ = self._quantize(latents)
-            best = loss(self._render(self._codes(best_ids)), x)
-        z = latents.clone().requires_grad_(True)
+            z = self._latents(x).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr)
-        for step in range(steps + 1):
+        best = torch.full((len(x),), math.inf)
+        best_ids = torch.zeros(z.shape[:2], dtype=torch.long)
+        for step in range(steps + 1):  # step 0 scores the encoder's own codes
             last = step == steps  # the final latents are scored, not moved
             with torch.set_grad_enabled(not last):
                 q, ids, _ = self._quantize(z)

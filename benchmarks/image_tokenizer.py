@@ -132,8 +132,10 @@ def main() -> None:
         for d in args.tokenizer:
             for r in sorted({int(x) for x in args.refine_steps.split(",")}):
                 tok = load_tokenizer(d, refine_steps=r) if r else load_tokenizer(d)
-                if getattr(tok, "refine_steps", 0) == r:  # image-vq cards have no refinement
+                if getattr(tok, "refine_steps", 0) == r:
                     runs.append((d, tok, True))
+                else:  # image-vq cards have no refinement: say so rather than leave a row out silently
+                    print(f"{d}: refine {r} skipped (only image-aligned tokenizers refine)", file=sys.stderr)
     else:  # speed and size do not depend on the weights
         card = load_card(args.card)
         runs = [(args.card, resolve_class(str(card.get("class", "image-vq")))(card), False)]

@@ -182,7 +182,7 @@ class AlignedImageTokenizer(ImageTokenizer):
         for i in range(0, len(images), self.batch_size):
             ids = model.refine(to_tensor(images[i:i + self.batch_size]), objective, self.refine_steps,
                                     self.refine_lr)
-            out.append(ids.reshape(ids.shape[0], -1).numpy().astype(np.int64))
+            out.append(ids.reshape(ids.shape[0], -1).numpy())  # int64 already
         return np.concatenate(out)
 
     def save(self, directory: str | Path) -> None:

@@ -341,6 +341,18 @@ class AlignedVQ(nn.Module):
         return self.quantizer.get_output_from_indices(flat_ids)
 
     @torch.no_grad()
+    def code_features(self) -> Tensor:
+        """(num_codes, F) features of every code id, for starting a translation model's image-token
+        embeddings where the codes are (`tmt.training.code_init`). FSQ: one one-hot block per latent
+        dimension (a code id is a tuple of levels, and with these features a model scores each level
+        on its own before it learns their combinations); EMA VQ: the codebook vectors."""
+        ids = torch.arange(self.cfg.num_codes())
+        if isinstance(self.quantizer, FSQ):
+            levels = self.quantizer.indices_to_level_indices(ids).long()
+            return torch.cat([F.one_hot(levels[:, i], n).float() for i, n in enumerate(self.cfg.fsq_levels)], dim=1)
+        return self._codes(ids[None])[0].float()
+
+    @torch.no_grad()
     def decode(self, ids: Tensor) -> Tensor:
         """(B, h, w) code ids -> (B, C, H, W) images in [-1, 1] (clamped)."""
         return self._render(self._codes(ids.reshape(ids.shape[0], -1))).clamp(-1, 1)

@@ -347,6 +347,11 @@ class VQVAE(nn.Module):
     def grid(self) -> tuple[int, int]:
         return self.cfg.grid()
 
+    @torch.no_grad()
+    def code_features(self) -> Tensor:
+        """(codebook_size, code_dim): the codebook vectors, one row per code id (see `AlignedVQ.code_features`)."""
+        return self.quantizer.embed.detach().float().clone()
+
     def forward(self, x: Tensor, *, quantize: bool = True) -> VQOutput:
         """`quantize=False` (warm-up) feeds the continuous latents to the decoder."""
         z = self.encoder(x)

@@ -293,6 +293,11 @@ class ImageTokenizer:
             raise TokenizerError(f"image tokenizer '{self.name}' has not been fitted or saved yet (no fingerprint)")
         return self._fingerprint
 
+    def code_features(self) -> np.ndarray:
+        """(vocab_size, F) float32 features of every code id: what the model knows about how codes relate
+        (FSQ levels, VQ codebook vectors), read by `tmt train --set image_code_init=W`."""
+        return self.model.code_features().cpu().numpy().astype(np.float32)
+
     def load_images(self, batch: Sequence[ImageInput]) -> np.ndarray:
         """Inputs -> (N, H, W, 3) uint8 at the card's size."""
         h, w = self.image_size

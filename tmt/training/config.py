@@ -122,6 +122,14 @@ class TrainConfig:
     """Write curves.png (training/validation curves) at each validation and at the end."""
     num_threads: int = 0
     """torch CPU threads per process (0: torch's default)."""
+    image_code_init: float = 0.0
+    """Share w (0..1) of the image tokenizer's code geometry in the initial image-token embeddings
+    (`tmt.training.code_init`): each image code's row starts as sqrt(1-w^2) * random + w * a random
+    projection of the code's features (FSQ levels, VQ codebook vector). 0 (the default): random rows.
+    Fresh runs only: `--init-from` and `--resume` bring their own rows."""
+    image_tokenizer: str | None = None
+    """The image tokenizer directory `image_code_init` reads (default: the path vocab.json recorded);
+    its fingerprint must match the vocabulary's."""
 
     def __post_init__(self) -> None:
         self.max_minutes = check_max_minutes(self.max_minutes, MAX_MINUTES_KEY)
@@ -134,6 +142,8 @@ class TrainConfig:
             raise TmtError(f"optim.grad_accum must be >= 1, got {self.optim.grad_accum}")
         if not 0 <= self.optim.label_smoothing < 1:
             raise TmtError(f"optim.label_smoothing must be in [0, 1), got {self.optim.label_smoothing}")
+        if not 0.0 <= self.image_code_init <= 1.0:
+            raise TmtError(f"image_code_init must be in [0, 1], got {self.image_code_init}")
         if self.data.temperature <= 0:
             raise TmtError(f"data.temperature must be > 0, got {self.data.temperature}")
         for n in ("valid_every", "save_every", "log_every"):

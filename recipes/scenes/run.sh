@@ -52,6 +52,7 @@ single_steps=        # steps of each single-direction baseline (default: equal c
 single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines stage 11 trains
 image_decoding=      # image targets (default: the preset's): sampled (beam search gives blank images), best of 4 by
                      # self-reranking; full samples at temperature 0.5 (add --guidance S: trained with null sources)
+image_code_init=1.0  # training: image-token embeddings start from the image tokenizer's code features (0: random rows)
 null_source_prob=0   # training: fraction of image-target examples with a null source (e.g. 0.1 enables --guidance; 0: measured better without guidance)
 no_repeat_ngram=4    # text targets: never repeat an n-gram of this size (0: off)
 speech_no_repeat_ngram=8  # speech targets (0: off); 4 would rule out 60% of the training unit sequences themselves
@@ -112,6 +113,8 @@ Usage: $0 [options]
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default: the preset's; quick and mid "--sample
                      --top-k 16 --seed 0 --rerank 4", full the same at --temperature 0.5)
+  --image-code-init W training: share (0-1) of the image tokenizer's code features in the initial
+                     image-token embeddings of every fresh model (default ${image_code_init}; 0: random rows)
   --null-source-prob P training: image-target examples with a null source (default ${null_source_prob})
   --no-repeat-ngram N text targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
   --speech-no-repeat-ngram N  the same for speech targets (default ${speech_no_repeat_ngram}; 0: off)
@@ -147,7 +150,10 @@ EOF
 
 case "${preset}" in
   quick)
-    : "${num_scenes:=300}"; : "${extra_scenes:=0}"
+    # 2000 extra scenes (images + captions, ~20 s to draw): without them the image directions over-fit the
+    # 210 training images within minutes and drew no exact test scene; with them and image_code_init text->image
+    # drew 3 of 40 (docs/results.md, session 27)
+    : "${num_scenes:=300}"; : "${extra_scenes:=2000}"
     : "${image_card:=tokenizers/image-vq-f8-512.yaml}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=3}"; km_sample=100000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"   # the time budgets below end training
@@ -327,7 +333,8 @@ if stage_wanted 4; then
     tmt train -o "${out}/exp/tmt" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
       --store "${store}/train" "${extra_store_opt[@]}" --valid-store "${store}/valid" --max-steps "${train_steps}" \
       --device "${device}" --set train.max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt \
-      --set best_per_direction=true --set model.null_source_prob="${null_source_prob}" "${train_set_opt[@]}" --resume
+      --set best_per_direction=true --set model.null_source_prob="${null_source_prob}" \
+      --set image_code_init="${image_code_init}" "${train_set_opt[@]}" --resume
 fi
 
 if stage_wanted 5 && [ "${back_translation}" = true ]; then
@@ -486,7 +493,8 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
       tmt train -o "${out}/exp/single_${short}" --preset "${model_preset}" --vocab "${out}/data/vocab.json" \
         --store "${store}/train" --valid-store "${store}/valid" "${limit_opts[@]}" \
         --set optim.schedule=inverse_sqrt \
-        --set model.null_source_prob="${null_source_prob}" --directions "${short}" --device "${device}" --resume
+        --set model.null_source_prob="${null_source_prob}" --set image_code_init="${image_code_init}" \
+        --directions "${short}" --device "${device}" --resume
     for split in ${eval_splits}; do
       translate_split 11 single "${out}/exp/single_${short}" "${split}" "${src}" "${tgt}"
     done

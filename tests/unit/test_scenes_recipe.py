@@ -349,8 +349,11 @@ def test_extra_scenes_join_the_image_fit_and_training(tmp_path: Path) -> None:
     assert any(c.startswith("tokenize all ") and f"--store {store}/train_extra" in c for c in calls)
     trains = [c for c in calls if c.startswith("train ")]
     assert len(trains) == 2 and all(f"--store {store}/train_extra=0.5" in c for c in trains)
-    # the quick preset's default: no extra scenes, nothing about them anywhere
-    r, calls = _recipe(tmp_path / "b", "--stop-stage", "4", "--jobs", "1")
+    # the quick preset's default draws 2000; with none, nothing about them anywhere
+    r, calls = _recipe(tmp_path / "q", "--stop-stage", "0", "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    assert "--extra-scenes 2000" in next(c for c in calls if c.startswith("prepare scenes "))
+    r, calls = _recipe(tmp_path / "b", "--stop-stage", "4", "--jobs", "1", "--extra-scenes", "0")
     assert r.returncode == 0, r.stderr
     assert "--extra-scenes 0" in next(c for c in calls if c.startswith("prepare scenes "))
     assert not any("train_extra" in c for c in calls)
@@ -450,3 +453,17 @@ def test_image_targets_decode_with_the_presets_sampling(tmp_path: Path) -> None:
                for c in image_translations(tmp_path / "f", "--preset", "full"))
     assert all("--sample --top-k 4 " in c and "--temperature" not in c
                for c in image_translations(tmp_path / "o", "--preset", "full", "--image-decoding", "--sample --top-k 4"))
+
+
+def test_fresh_models_start_from_the_image_codes(tmp_path: Path) -> None:
+    """The unified model (stage 4) and the baselines (stage 11) start their image-token rows from the
+    image tokenizer's code features; stage 6 continues stage 4's weights, so it does not ask."""
+    r, calls = _recipe(tmp_path / "a", "--stage", "4", "--stop-stage", "6", "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    [stage4, stage6] = [c for c in calls if c.startswith("train ")]
+    assert "--set image_code_init=1.0 " in stage4
+    assert "--init-from" in stage6 and "image_code_init" not in stage6
+    r, calls = _stage11(tmp_path / "b", "--single-directions", "t2i", "--image-code-init", "0")
+    assert r.returncode == 0, r.stderr
+    [single] = [c for c in calls if c.startswith("train ")]
+    assert "--set image_code_init=0 " in single

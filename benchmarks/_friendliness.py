@@ -58,6 +58,9 @@ class FriendlinessConfig:
     train's 1, where the corpus has one: the recipes' default, so each card is judged on the training
     pool the `full` preset gives it (0: train only; on 1400 images the text-aligned card's model
     over-fits after 750 steps)."""
+    code_init: float = 1.0
+    """`tmt train --set image_code_init` of each text->image model: the recipes' default, so each card is
+    judged as the recipes train on it (0: random image-token rows, the benchmark's rows before session 27)."""
 
 
 def _tmt(args: list[str], log_file: Path, threads: int) -> None:
@@ -109,9 +112,11 @@ def friendliness(cfg: FriendlinessConfig, name: str, image_tok: Path, text_tok: 
                                "--store", str(stores["train"]), *extra, "--valid-store", str(stores["valid"]),
                                "--directions", "t2i", "--max-steps", str(cfg.steps), "--seed", str(cfg.seed),
                                "--device", "cpu", "--set", f"train.threads={t}", "--set", "train.max_minutes=100000",
-                               "--set", "optim.schedule=inverse_sqrt", "--resume"], t)
+                               "--set", "optim.schedule=inverse_sqrt", "--set", f"image_code_init={cfg.code_init}",
+                               "--resume"], t)
     last, best = _valid_ce(model)
     out: dict[str, Any] = {"steps": cfg.steps, "preset": cfg.preset, "extra_weight": cfg.extra_weight if extra else 0.0,
+                           "code_init": cfg.code_init,
                            "valid_ce": last, "best_valid": best}
     for s in ("test", "test_novel"):
         if s not in stores:

@@ -67,6 +67,9 @@ def get_args() -> argparse.Namespace:
     p.add_argument("--generation-extra-weight", type=float, default=0.5,
                    help="Sampling weight of the corpus' train_extra split in those models' training, beside train's 1 "
                         "(the recipes' default; 0: train only).")
+    p.add_argument("--generation-code-init", type=float, default=1.0,
+                   help="`image_code_init` of those models: their image-token rows start from the card's code "
+                        "features (the recipes' default; 0: random rows).")
     p.add_argument("--work-dir", default=None,
                    help="Stores, models and outputs of the generation runs (default: a temp dir; give one to resume).")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "image_tokenizer.json"))
@@ -268,7 +271,8 @@ def generation(args: argparse.Namespace, corpus: Path, cards: dict[str, Any]) ->
     work_tmp = None if args.work_dir else tempfile.TemporaryDirectory()
     work = Path(args.work_dir or work_tmp.name)  # type: ignore[union-attr]
     cfg = FriendlinessConfig(corpus=corpus, work_dir=work, steps=args.generation_steps, preset=args.generation_preset,
-                             limit=args.generation_limit, threads=args.threads, extra_weight=args.generation_extra_weight)
+                             limit=args.generation_limit, threads=args.threads, extra_weight=args.generation_extra_weight,
+                             code_init=args.generation_code_init)
     text_tok = text_tokenizer(cfg)
     rows = []
     for i, (name, card) in enumerate(cards.items()):
@@ -285,6 +289,7 @@ def generation(args: argparse.Namespace, corpus: Path, cards: dict[str, Any]) ->
     extra = cfg.extra_weight > 0 and (corpus / "train_extra.jsonl.gz").is_file()
     pool = f"train + train_extra at weight {cfg.extra_weight}" if extra else "train"
     print(f"\ngeneration-friendliness: text->image {cfg.preset} model per card, {cfg.steps} steps on {pool}, seed {cfg.seed}, "
+          f"image_code_init {cfg.code_init}, "
           f"top-k 16 sampling; scene parser on {cfg.limit or 'all'} rows per split (%); work dir {work}")
     print(format_table(rows, ["card", "tokens", "steps", "valid CE", "lowest valid CE", "test exact", "test_novel exact",
                               "test shape", "test count", "test colour"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,10 @@ def test_extra_scenes_join_the_training_pool_at_their_weight(tmp_path: Path, mon
         else:
             assert "tokenize-train_extra" not in calls and g["extra_weight"] == 0.0
             assert stores == [str(tmp_path / "w/card/store/train")]
+        assert "image_code_init=1.0" in train and g["code_init"] == 1.0  # as the recipes train
+    calls.clear()
+    fr.friendliness(replace(cfg, code_init=0.0), "card", tmp_path / "image", tmp_path / "text")
+    assert "image_code_init=0.0" in calls["train"]
     metrics = tmp_path / "w/card/t2i/metrics.jsonl"
     metrics.parent.mkdir(parents=True)
     rows = [{"split": "valid", "step": s, "ce/t2i": ce} for s, ce in ((250, 5.3), (500, 4.7), (750, 4.9))]

@@ -17,7 +17,7 @@ from tmt.models.config import get_preset
 from tmt.models.tmt import create_model
 from tmt.tokenizers.image import ImageTokenizer
 from tmt.tokenizers.image_aligned import AlignedImageTokenizer
-from tmt.training.code_init import blend_code_rows, init_image_code_rows
+from tmt.training.code_init import blend_code_rows, init_code_rows
 from tmt.training.config import TrainConfig
 from tmt.vocab import JointVocab, TokenizerInfo
 
@@ -90,11 +90,11 @@ def test_init_refuses_another_tokenizer_and_a_missing_one(fsq_dir: Path, tmp_pat
     tok = AlignedImageTokenizer.load(fsq_dir)
     model = create_model(get_preset("tiny"), _vocab(tok, fsq_dir))
     with pytest.raises(TmtError, match=r"not the one vocab\.json was built from.*image_tokenizer=DIR"):
-        init_image_code_rows(model, _vocab(tok, fsq_dir, fingerprint="0" * 64), 0.5, None, 0)
+        init_code_rows(model, _vocab(tok, fsq_dir, fingerprint="0" * 64), "image", 0.5, None, 0)
     with pytest.raises(TmtError, match=r"no image tokenizer at.*image_tokenizer=DIR"):
-        init_image_code_rows(model, _vocab(tok, None), 0.5, None, 0)
+        init_code_rows(model, _vocab(tok, None), "image", 0.5, None, 0)
     with pytest.raises(TmtError, match="no image tokenizer"):
-        init_image_code_rows(model, _vocab(tok, fsq_dir), 0.5, str(tmp_path / "nowhere"), 0)
+        init_code_rows(model, _vocab(tok, fsq_dir), "image", 0.5, str(tmp_path / "nowhere"), 0)
     small = create_model(get_preset("tiny"), _vocab(tok, fsq_dir))
     with pytest.raises(TmtError, match="describes 3 codes"):
         blend_code_rows(small, _vocab(tok, fsq_dir), np.eye(3, dtype=np.float32), 0.5, 0)
@@ -133,3 +133,33 @@ def test_a_training_run_starts_from_the_code_rows(fsq_dir: Path, tmp_path: Path)
     cfg2 = replace(cfg, data=replace(cfg.data, vocab=str(tmp_path / "vocab2.json"), stores=[str(tmp_path / "store2")]))
     with pytest.raises(TmtError, match=r"not the one vocab\.json was built from"):
         train(cfg2, tmp_path / "exp2")
+
+
+def test_speech_units_start_from_their_standardised_centroids(tmp_path: Path) -> None:
+    """`speech_code_init`: the centroids, each dimension standardised, projected: a centroid halfway
+    between two others starts halfway between their rows; a training run reads the saved tokenizer."""
+    from tests.unit.test_speech_units import _mfcc_card
+    from tmt.tokenizers.speech.tokenizer import SpeechTokenizer
+
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(16, 6)) * np.array([1, 10, 100, 0.1, 1, 5])
+    c[2] = (c[0] + c[1]) / 2
+    tok = SpeechTokenizer(_mfcc_card(), c.astype(np.float32))
+    f = tok.code_features()
+    np.testing.assert_allclose(f.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(f.std(0), 1, atol=1e-4)
+    tok.save(tmp_path / "speech")
+    vocab = JointVocab({
+        "text": TokenizerInfo(name="text-tok", size=12, fingerprint="text-fp"),
+        "speech": TokenizerInfo(name=tok.name, size=16, fingerprint=tok.fingerprint, path=str(tmp_path / "speech")),
+    })
+    torch.manual_seed(0)
+    model = create_model(get_preset("tiny"), vocab)
+    before = model.frontend.embed.weight.detach().clone()
+    init_code_rows(model, vocab, "speech", 1.0, None, seed=0)
+    s, e = vocab.range("speech")
+    rows = model.frontend.embed.weight.detach()[s:e]
+    torch.testing.assert_close(rows[2], (rows[0] + rows[1]) / 2, atol=1e-5, rtol=0)
+    assert torch.equal(model.frontend.embed.weight.detach()[:s], before[:s])
+    with pytest.raises(TmtError, match=r"speech_code_init must be in \[0, 1\]"):
+        replace(TrainConfig(), speech_code_init=-0.1).validate()

@@ -1,4 +1,4 @@
-"""Image-token embeddings that start from the image tokenizer's own code geometry.
+"""Token embeddings that start from their tokenizer's own code geometry (image codes, speech units).
 
 A translation model sees image codes as unrelated symbols: code 17 and code 18 of an FSQ
 tokenizer differ in one level of one latent dimension, yet their embedding rows (which are
@@ -17,6 +17,9 @@ random rows' size. With FSQ features the initial logit of a code is a sum of one
 level, so the model can predict the levels of a token before it learns their combinations;
 with VQ features, codes with nearby vectors start with nearby rows (a random projection keeps
 distances, Johnson-Lindenstrauss). Only the initialisation changes: the rows train as before.
+
+`speech_code_init` does the same for speech units with the k-means centroids of the speech
+tokenizer (each feature dimension standardised), so units of similar frames start alike.
 """
 
 from __future__ import annotations
@@ -48,14 +51,15 @@ def structured_rows(features: Tensor, like: Tensor, generator: torch.Generator) 
     return (rows * (like.double().pow(2).mean().sqrt() / rms)).to(like.dtype)
 
 
-def blend_code_rows(model: TmtModel, vocab: JointVocab, features: np.ndarray, weight: float, seed: int) -> None:
-    """Mix the image slice of the model's (tied) embedding with `structured_rows` of `features`."""
+def blend_code_rows(model: TmtModel, vocab: JointVocab, features: np.ndarray, weight: float, seed: int,
+                    modality: str = "image") -> None:
+    """Mix the `modality` slice of the model's (tied) embedding with `structured_rows` of `features`."""
     if not 0.0 <= weight <= 1.0:
-        raise TmtError(f"image_code_init must be in [0, 1], got {weight}")
-    start, end = vocab.range("image")
+        raise TmtError(f"{modality}_code_init must be in [0, 1], got {weight}")
+    start, end = vocab.range(modality)
     if features.ndim != 2 or features.shape[0] != end - start:
-        raise TmtError(f"the image tokenizer describes {features.shape[0] if features.ndim else 0} codes, the "
-                       f"vocabulary has {end - start} image ids; build the vocabulary from this tokenizer")
+        raise TmtError(f"the {modality} tokenizer describes {features.shape[0] if features.ndim else 0} codes, the "
+                       f"vocabulary has {end - start} {modality} ids; build the vocabulary from this tokenizer")
     weight_matrix = model.frontend.embed.weight
     with torch.no_grad():
         rand = weight_matrix[start:end]
@@ -64,26 +68,25 @@ def blend_code_rows(model: TmtModel, vocab: JointVocab, features: np.ndarray, we
         weight_matrix[start:end] = math.sqrt(1.0 - weight * weight) * rand + weight * rows
 
 
-def init_image_code_rows(model: TmtModel, vocab: JointVocab, weight: float, tokenizer_dir: str | None,
-                         seed: int) -> None:
-    """`image_code_init`: load the image tokenizer (the given directory, else the path vocab.json
-    recorded), check its fingerprint against the vocabulary, and blend its code features in."""
+def init_code_rows(model: TmtModel, vocab: JointVocab, modality: str, weight: float, tokenizer_dir: str | None,
+                   seed: int) -> None:
+    """`<modality>_code_init`: load the modality's tokenizer (the given directory, else the path
+    vocab.json recorded), check its fingerprint against the vocabulary, and blend its code features in."""
     from tmt.tokenizers.base import load_tokenizer
 
-    info = vocab.tokenizers.get("image")
+    key, fix = f"{modality}_code_init", f"`--set {modality}_tokenizer=DIR`"
+    info = vocab.tokenizers.get(modality)
     if info is None or info.size == 0:
-        raise TmtError("image_code_init needs a vocabulary with image tokens; this one has none")
+        raise TmtError(f"{key} needs a vocabulary with {modality} tokens; this one has none")
     where = tokenizer_dir or info.path
     if not where or not (Path(where) / "tokenizer.json").is_file():
-        raise TmtError(f"image_code_init: no image tokenizer at {where!r}; pass its directory with "
-                       "`--set image_tokenizer=DIR`")
+        raise TmtError(f"{key}: no {modality} tokenizer at {where!r}; pass its directory with {fix}")
     tok = load_tokenizer(where)
     if info.fingerprint and tok.fingerprint != info.fingerprint:
-        raise TmtError(f"image_code_init: the tokenizer in {where} (fingerprint {tok.fingerprint[:12]}) is not the "
-                       f"one vocab.json was built from ({info.fingerprint[:12]}); pass that one with "
-                       "`--set image_tokenizer=DIR`")
+        raise TmtError(f"{key}: the tokenizer in {where} (fingerprint {tok.fingerprint[:12]}) is not the "
+                       f"one vocab.json was built from ({info.fingerprint[:12]}); pass that one with {fix}")
     features = getattr(tok, "code_features", None)
     if features is None:
-        raise TmtError(f"image_code_init: the tokenizer in {where} ({type(tok).__name__}) has no code features")
-    blend_code_rows(model, vocab, features(), weight, seed)
-    log.info("image-token embeddings start %.0f%% from the code features of %s", 100 * weight * weight, where)
+        raise TmtError(f"{key}: the tokenizer in {where} ({type(tok).__name__}) has no code features")
+    blend_code_rows(model, vocab, features(), weight, seed, modality)
+    log.info("%s-token embeddings start %.0f%% from the code features of %s", modality, 100 * weight * weight, where)

@@ -130,6 +130,11 @@ class TrainConfig:
     image_tokenizer: str | None = None
     """The image tokenizer directory `image_code_init` reads (default: the path vocab.json recorded);
     its fingerprint must match the vocabulary's."""
+    speech_code_init: float = 0.0
+    """The same for speech units, from the speech tokenizer's k-means centroids (each feature dimension
+    standardised). 0 (the default; not yet measured against random rows)."""
+    speech_tokenizer: str | None = None
+    """The speech tokenizer directory `speech_code_init` reads (default: the path vocab.json recorded)."""
 
     def __post_init__(self) -> None:
         self.max_minutes = check_max_minutes(self.max_minutes, MAX_MINUTES_KEY)
@@ -142,8 +147,9 @@ class TrainConfig:
             raise TmtError(f"optim.grad_accum must be >= 1, got {self.optim.grad_accum}")
         if not 0 <= self.optim.label_smoothing < 1:
             raise TmtError(f"optim.label_smoothing must be in [0, 1), got {self.optim.label_smoothing}")
-        if not 0.0 <= self.image_code_init <= 1.0:
-            raise TmtError(f"image_code_init must be in [0, 1], got {self.image_code_init}")
+        for key in ("image_code_init", "speech_code_init"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise TmtError(f"{key} must be in [0, 1], got {getattr(self, key)}")
         if self.data.temperature <= 0:
             raise TmtError(f"data.temperature must be > 0, got {self.data.temperature}")
         for n in ("valid_every", "save_every", "log_every"):

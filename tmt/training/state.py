@@ -17,7 +17,7 @@ from tmt.models.checkpoint import save_model
 from tmt.models.tmt import TmtModel, create_model
 from tmt.store.pipeline import BatchReader
 from tmt.training import checkpoint as ckpt
-from tmt.training.code_init import init_image_code_rows
+from tmt.training.code_init import init_code_rows
 from tmt.training.config import TrainConfig
 from tmt.training.distributed import (
     DistInfo,
@@ -88,8 +88,11 @@ def setup_run(
     model = create_model(cfg.model, vocab)
     if init_from is not None and not (resume and steps_done):
         _init_weights(model, init_from, vocab)
-    elif cfg.image_code_init > 0 and not (resume and steps_done):
-        init_image_code_rows(model, vocab, cfg.image_code_init, cfg.image_tokenizer, cfg.seed)
+    elif not (resume and steps_done):
+        for m, w, where in (("image", cfg.image_code_init, cfg.image_tokenizer),
+                            ("speech", cfg.speech_code_init, cfg.speech_tokenizer)):
+            if w > 0:
+                init_code_rows(model, vocab, m, w, where, cfg.seed)
     model.to(info.device)
     if info.is_main:
         log.info("model: %s, %.2fM parameters, vocab %d; directions %s; %d processes",

@@ -91,6 +91,13 @@ class SpeechTokenizer:
     def vocab_size(self) -> int:
         return int(self.centroids.shape[0])
 
+    def code_features(self) -> np.ndarray:
+        """(clusters, dim) the centroids with each feature dimension standardised (MFCCs, their deltas and
+        HuBERT features have very different scales), read by `tmt train --set speech_code_init=W`."""
+        c = self.centroids.astype(np.float64)
+        std = c.std(0)
+        return ((c - c.mean(0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
+
     @property
     def dedup(self) -> bool:
         return bool(self.cfg.dedup)

@@ -47,7 +47,8 @@ def structured_rows(features: Tensor, like: Tensor, generator: torch.Generator) 
     rows = centred @ proj
     rms = rows.pow(2).mean().sqrt()
     if rms == 0:
-        raise TmtError("the image tokenizer's code features are all equal; image_code_init cannot use them")
+        raise TmtError("the tokenizer's code features are all equal, so they say nothing about its codes; "
+                       "set the code_init weight to 0")
     return (rows * (like.double().pow(2).mean().sqrt() / rms)).to(like.dtype)
 
 

@@ -59,8 +59,9 @@ class FriendlinessConfig:
     pool the `full` preset gives it (0: train only; on 1400 images the text-aligned card's model
     over-fits after 750 steps)."""
     code_init: float = 1.0
-    """`tmt train --set image_code_init` of each text->image model: the recipes' default, so each card is
-    judged as the recipes train on it (0: random image-token rows, the benchmark's rows before session 27)."""
+    """`tmt train --set image_code_init` of each text->image model (1.0: the rows start from the card's code
+    features, as the `quick` preset trains; 0: random rows, as `full` and `mid` do and this benchmark did
+    before session 27)."""
 
 
 def _tmt(args: list[str], log_file: Path, threads: int) -> None:

@@ -69,7 +69,7 @@ def get_args() -> argparse.Namespace:
                         "(the recipes' default; 0: train only).")
     p.add_argument("--generation-code-init", type=float, default=1.0,
                    help="`image_code_init` of those models: their image-token rows start from the card's code "
-                        "features (the recipes' default; 0: random rows).")
+                        "features (1.0, as the quick preset trains; 0: random rows, as full and mid do).")
     p.add_argument("--work-dir", default=None,
                    help="Stores, models and outputs of the generation runs (default: a temp dir; give one to resume).")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "image_tokenizer.json"))

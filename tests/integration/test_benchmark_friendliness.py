@@ -67,7 +67,7 @@ def test_extra_scenes_join_the_training_pool_at_their_weight(tmp_path: Path, mon
         else:
             assert "tokenize-train_extra" not in calls and g["extra_weight"] == 0.0
             assert stores == [str(tmp_path / "w/card/store/train")]
-        assert "image_code_init=1.0" in train and g["code_init"] == 1.0  # as the recipes train
+        assert "image_code_init=1.0" in train and g["code_init"] == 1.0  # the default, as the quick preset trains
     calls.clear()
     fr.friendliness(replace(cfg, code_init=0.0), "card", tmp_path / "image", tmp_path / "text")
     assert "image_code_init=0.0" in calls["train"]

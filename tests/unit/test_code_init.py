@@ -12,16 +12,26 @@ import torch
 
 from tests.unit.test_image_aligned import tiny_card
 from tests.unit.test_image_tokenizer import tiny_card as tiny_vq_card
+from tests.unit.test_speech_units import _mfcc_card
 from tmt import TmtError
 from tmt.models.config import get_preset
 from tmt.models.tmt import create_model
 from tmt.tokenizers.image import ImageTokenizer
 from tmt.tokenizers.image_aligned import AlignedImageTokenizer
+from tmt.tokenizers.speech.tokenizer import SpeechTokenizer
 from tmt.training.code_init import blend_code_rows, init_code_rows
-from tmt.training.config import TrainConfig
+from tmt.training.config import TrainConfig, train_preset
+from tmt.training.synthetic import make_synthetic_store
+from tmt.training.trainer import train
 from tmt.vocab import JointVocab, TokenizerInfo
 
 torch.set_num_threads(1)
+
+
+def _square(features: np.ndarray) -> tuple[int, int, int, int]:
+    """Ids of the FSQ codes (0,0,0), (1,1,0), (1,0,0), (0,1,0) in level space: a+b and c+d are the same sum of levels."""
+    ids = {tuple(int(j) for j in np.flatnonzero(r)): i for i, r in enumerate(features)}
+    return ids[(0, 5, 9)], ids[(1, 6, 9)], ids[(1, 5, 9)], ids[(0, 6, 9)]
 
 
 def _vocab(tok: ImageTokenizer, path: Path | None, fingerprint: str | None = None) -> JointVocab:
@@ -78,9 +88,7 @@ def test_blended_rows_add_over_levels_and_leave_other_rows(fsq_dir: Path) -> Non
     assert torch.equal(w.detach()[:s], before[:s]) and torch.equal(w.detach()[e:], before[e:])
     # fully structured rows are a sum of one vector per level: two codes that swap the levels of two
     # dimensions sum to the same as the other two corners of that square
-    f = tok.code_features()
-    ids = {tuple(np.flatnonzero(r)): i for i, r in enumerate(f)}
-    a, b, c, d = ids[(0, 5, 9)], ids[(1, 6, 9)], ids[(1, 5, 9)], ids[(0, 6, 9)]
+    a, b, c, d = _square(tok.code_features())
     torch.testing.assert_close(rows[a] + rows[b], rows[c] + rows[d], atol=1e-5, rtol=0)
     assert not torch.allclose(rows[a], rows[b])
     torch.testing.assert_close(rows.pow(2).mean().sqrt(), before[s:e].pow(2).mean().sqrt(), rtol=1e-4, atol=0)
@@ -103,17 +111,11 @@ def test_init_refuses_another_tokenizer_and_a_missing_one(fsq_dir: Path, tmp_pat
 
 
 def test_a_training_run_starts_from_the_code_rows(fsq_dir: Path, tmp_path: Path) -> None:
-    from tmt.training.synthetic import make_synthetic_store
-    from tmt.training.trainer import train
-
     tok = AlignedImageTokenizer.load(fsq_dir)
-    vocab = JointVocab.from_sizes({"text": 40, "speech": 30, "image": tok.vocab_size},
-                                  fingerprints={"image": tok.fingerprint})
-    vocab.save(tmp_path / "vocab.json")
     sizes = {"text": 40, "speech": 30, "image": tok.vocab_size}
+    vocab = JointVocab.from_sizes(sizes, fingerprints={"image": tok.fingerprint})
+    vocab.save(tmp_path / "vocab.json")
     make_synthetic_store(tmp_path / "store", num_scenes=8, sizes=sizes, fingerprints={"image": tok.fingerprint})
-    from tmt.training.config import train_preset
-
     base = train_preset("tiny")
     cfg = replace(base, data=replace(base.data, vocab=str(tmp_path / "vocab.json"), stores=[str(tmp_path / "store")],
                                      max_tokens=300), max_steps=1, save_every=1, plot=False,
@@ -122,9 +124,7 @@ def test_a_training_run_starts_from_the_code_rows(fsq_dir: Path, tmp_path: Path)
     w = torch.load(tmp_path / "exp" / "model.pt", weights_only=True)
     rows = next(v for k, v in w.items() if k.endswith("embed.weight"))
     s = vocab.range("image")[0]
-    f = tok.code_features()
-    ids = {tuple(np.flatnonzero(r)): i for i, r in enumerate(f)}
-    a, b, c, d = (s + ids[k] for k in ((0, 5, 9), (1, 6, 9), (1, 5, 9), (0, 6, 9)))
+    a, b, c, d = (s + i for i in _square(tok.code_features()))
     torch.testing.assert_close(rows[a] + rows[b], rows[c] + rows[d], atol=1e-5, rtol=0)  # lr 0: as initialised
     # a vocabulary (and store) made by another image tokenizer than the one named: refused before training
     other = {"image": "1" * 64}
@@ -137,10 +137,7 @@ def test_a_training_run_starts_from_the_code_rows(fsq_dir: Path, tmp_path: Path)
 
 def test_speech_units_start_from_their_standardised_centroids(tmp_path: Path) -> None:
     """`speech_code_init`: the centroids, each dimension standardised, projected: a centroid halfway
-    between two others starts halfway between their rows; a training run reads the saved tokenizer."""
-    from tests.unit.test_speech_units import _mfcc_card
-    from tmt.tokenizers.speech.tokenizer import SpeechTokenizer
-
+    between two others starts halfway between their rows; the saved tokenizer is read from vocab.json's path."""
     rng = np.random.default_rng(0)
     c = rng.normal(size=(16, 6)) * np.array([1, 10, 100, 0.1, 1, 5])
     c[2] = (c[0] + c[1]) / 2

@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 def structured_rows(features: Tensor, like: Tensor, generator: torch.Generator) -> Tensor:
     """(K, F) code features -> (K, d) rows with the root-mean-square size of `like` (K, d):
     centred features times a Gaussian (F, d) matrix drawn from `generator`."""
-    centred = features.double() - features.double().mean(0, keepdim=True)
+    f = features.double()
+    centred = f - f.mean(0, keepdim=True)
     proj = torch.randn(features.shape[1], like.shape[1], generator=generator, dtype=torch.float64)
     rows = centred @ proj
     rms = rows.pow(2).mean().sqrt()

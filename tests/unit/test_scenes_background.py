@@ -148,3 +148,6 @@ def test_cli_options_and_bad_values(tmp_path: Path) -> None:
         prepare_scenes(tmp_path / "e", num_scenes=5, speech=False, background="plaid", progress=False)
     with pytest.raises(TmtError, match="--extra-scenes must be 0 or more"):
         prepare_scenes(tmp_path / "f", num_scenes=5, speech=False, extra_scenes=-1, progress=False)
+    with pytest.raises(TmtError, match="--extra-speech must be 0 to 5"):
+        prepare_scenes(tmp_path / "g", num_scenes=5, speech=False, extra_scenes=2, extra_speech=6, progress=False)
+    assert not (tmp_path / "g").exists()  # refused before anything is written

@@ -141,3 +141,21 @@ def test_dump_config_and_help():
     for verb in ("scenes", "flickr8k", "spokencoco"):
         res = CliRunner().invoke(tmt_cli, ["prepare", verb, "--help"])
         assert res.exit_code == 0 and "Examples:" in res.output
+
+
+@needs_tts
+def test_extra_speech_speaks_the_first_captions_of_each_extra_scene(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    summary = prepare_scenes(out, num_scenes=6, extra_scenes=3, extra_speech=1, jobs=1, progress=False)
+    extra = read_manifest(out / "train_extra.jsonl.gz")
+    spoken = [r for r in extra if r["speech"] is not None]
+    assert len(extra) == 15 and len(spoken) == 3  # one recording per extra scene
+    assert {r["caption_index"] for r in spoken} == {0} and len({r["group"] for r in spoken}) == 3
+    for r in spoken:
+        assert r["tts"] and r["duration"] > 0.3 and sf.info(str(media_path(out / "train_extra.jsonl.gz", r["speech"]))).frames
+    assert all(r["tts"] is None and r["duration"] is None for r in extra if r["speech"] is None)
+    assert summary["wavs"] == 6 * 5 + 3
+    assert "first 1 caption(s) of each also spoken" in (out / "README.md").read_text()
+    res = CliRunner().invoke(tmt_cli, ["manifest", "stats", str(out / "train_extra.jsonl.gz"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["rows_with_speech"] == 3

@@ -335,12 +335,13 @@ def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Pat
 
 
 def test_extra_scenes_join_the_image_fit_and_training(tmp_path: Path) -> None:
-    r, calls = _recipe(tmp_path / "a", "--stop-stage", "6", "--jobs", "1", "--extra-scenes", "7")
+    r, calls = _recipe(tmp_path / "a", "--stop-stage", "6", "--jobs", "1", "--extra-scenes", "7",
+                       "--extra-speech", "2")
     assert r.returncode == 0, r.stderr
     data = tmp_path / "a" / "out" / "data" / "scenes"
     store = tmp_path / "a" / "out" / "data" / "store"
     [prepare] = [c for c in calls if c.startswith("prepare scenes ")]
-    assert "--extra-scenes 7" in prepare
+    assert "--extra-scenes 7 --extra-speech 2 " in prepare
     [combine] = [c for c in calls if c.startswith("manifest combine ")]
     assert combine == (f"manifest combine {data}/train.jsonl.gz {data}/train_extra.jsonl.gz "
                        f"-o {data}/train_and_extra.jsonl.gz")

@@ -15,6 +15,7 @@ Examples:
   tmt prepare scenes --num-scenes 2000 --jobs 4 --out data/scenes
   tmt prepare scenes --num-scenes 200 --no-speech --max-objects 3 --out data/scenes-img
   tmt prepare scenes --num-scenes 2000 --background tones --extra-scenes 10000 --out data/scenes
+  tmt prepare scenes --num-scenes 300 --extra-scenes 2000 --extra-speech 1 --out data/scenes
   tmt prepare flickr8k --root /data/flickr8k --out data/flickr8k
   tmt prepare spokencoco --coco-dir /data/coco --spokencoco-dir /data/SpokenCOCO --out data/coco
 """
@@ -39,6 +40,8 @@ def cli() -> None:
                    "(config default constant).")
 @click.option("--extra-scenes", type=click.IntRange(min=0), default=None,
               help="Extra scenes with images and captions but no speech, in split train_extra (config default 0).")
+@click.option("--extra-speech", type=click.IntRange(min=0), default=None,
+              help="Also speak the first N captions of each extra scene (config default 0: none).")
 @click.option("--jobs", "-j", type=int, default=1, help="Parallel worker processes for drawing and synthesis.")
 @click.option("--overwrite", is_flag=True, help="Rebuild a directory made with other settings.")
 @config_options
@@ -52,6 +55,7 @@ def scenes(
     speech: bool | None,
     background: str | None,
     extra_scenes: int | None,
+    extra_speech: int | None,
     jobs: int,
     overwrite: bool,
     config_file: str | None,
@@ -61,7 +65,8 @@ def scenes(
     """Draw the embedded scenes corpus: images, 5 captions and 5 recordings per image.
 
     Writes images/, speech/, train/valid/test/test_novel/images_only/speech_text_only
-    manifests (and train_extra with --extra-scenes: images and captions, no speech)
+    manifests (and train_extra with --extra-scenes: images and captions, spoken only
+    with --extra-speech)
     and a README.md card into --out; re-running skips finished media.
     """
     from tmt.corpora.scenes import ScenesConfig, prepare_scenes
@@ -76,6 +81,7 @@ def scenes(
         "speech": speech,
         "background": background,
         "extra_scenes": extra_scenes,
+        "extra_speech": extra_speech,
     }
     cfg = merge(cfg, {k: v for k, v in given.items() if v is not None})
     if dump_config:

@@ -53,6 +53,10 @@ class ScenesConfig:
     extra_scenes: int = 0
     """Extra scenes with images and captions but no speech, in their own split `train_extra`
     (cheap training data for the image<->text directions and the image tokenizer fit)."""
+    extra_speech: int = 0
+    """Recordings per extra scene: its first N captions are also spoken (0 to `captions_per_image`).
+    Speech is the costly modality, so one recording per extra scene buys the speech directions
+    the most distinct images per second of synthesis."""
     engines: tuple[str, ...] = ("espeak-ng", "flite")
     """Speech engines to use when installed (at least one must be)."""
     fractions: dict[str, float] = field(
@@ -93,13 +97,16 @@ def _split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
 
 def plan_scenes(cfg: ScenesConfig, pool: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
     """Everything about each scene, decided up front from the seed (no media yet); the
-    `extra_scenes` follow the others, in split `train_extra`, without voices."""
+    `extra_scenes` follow the others, in split `train_extra`, with voices for their first
+    `extra_speech` captions only."""
     if not 1 <= cfg.min_objects <= cfg.max_objects <= 3:
         raise TmtError(f"need 1 <= min_objects <= max_objects <= 3, got {cfg.min_objects}..{cfg.max_objects}")
     if cfg.num_scenes < 1:
         raise TmtError(f"--num-scenes must be at least 1, got {cfg.num_scenes}")
     if cfg.extra_scenes < 0:
         raise TmtError(f"--extra-scenes must be 0 or more, got {cfg.extra_scenes}")
+    if not 0 <= cfg.extra_speech <= cfg.captions_per_image:
+        raise TmtError(f"--extra-speech must be 0 to {cfg.captions_per_image} (captions per image), got {cfg.extra_speech}")
     if cfg.background not in BACKGROUNDS:
         raise TmtError(f"unknown background '{cfg.background}'; choose from {', '.join(BACKGROUNDS)}")
     counts = _split_counts(cfg.num_scenes, cfg.fractions)
@@ -111,7 +118,7 @@ def plan_scenes(cfg: ScenesConfig, pool: Sequence[tuple[str, str]] | None = None
             split_of[int(i)] = s
         start += c
     plans = [_plan_one(cfg, i, split_of[i], pool) for i in range(cfg.num_scenes)]
-    plans += [_plan_one(cfg, i, EXTRA_SPLIT, None) for i in range(cfg.num_scenes, cfg.num_scenes + cfg.extra_scenes)]
+    plans += [_plan_one(cfg, i, EXTRA_SPLIT, pool) for i in range(cfg.num_scenes, cfg.num_scenes + cfg.extra_scenes)]
     return plans
 
 
@@ -137,6 +144,8 @@ def _plan_one(cfg: ScenesConfig, i: int, split: str, pool: Sequence[tuple[str, s
         render = {"background": TONES[tone]}
     voice_rng = np.random.default_rng([cfg.seed, 2, i])
     voices = [sample_voice(voice_rng, pool).to_dict() if pool else None for _ in captions]
+    if split == EXTRA_SPLIT:  # extra scenes: only the first `extra_speech` captions are spoken
+        voices = [v if k < cfg.extra_speech else None for k, v in enumerate(voices)]
     return {
         "id": f"scene_{i:06d}",
         "index": i,

@@ -135,6 +135,7 @@ def _readme(cfg: ScenesConfig, rows: Mapping[str, list[dict[str, Any]]], engines
         f"--max-objects {cfg.max_objects}"
         + (f" --background {cfg.background}" if cfg.background != "random" else "")
         + (f" --extra-scenes {cfg.extra_scenes}" if cfg.extra_scenes else "")
+        + (f" --extra-speech {cfg.extra_speech}" if cfg.extra_speech else "")
         + " --out <dir>",
         "",
         f"{len(plans)} images ({cfg.image_size}x{cfg.image_size} RGB, {cfg.min_objects}-{cfg.max_objects} objects), "
@@ -159,8 +160,10 @@ def _readme(cfg: ScenesConfig, rows: Mapping[str, list[dict[str, Any]]], engines
         "modality of their scenes is still on disk (images/, speech/) to score back-translation against.",
     ]
     if cfg.extra_scenes:
-        lines.append(f"`{EXTRA_SPLIT}` holds {cfg.extra_scenes} extra scenes with images and captions but no speech "
-                     "(training data for the image<->text directions and the image tokenizer).")
+        spoken = (f"the first {cfg.extra_speech} caption(s) of each also spoken" if cfg.extra_speech and cfg.speech
+                  else "no speech")
+        lines.append(f"`{EXTRA_SPLIT}` holds {cfg.extra_scenes} extra scenes with images and captions, {spoken} "
+                     "(cheap training data for the image directions and the image tokenizer).")
     if cfg.background != "random":
         lines.append(_background_note(cfg))
     lines += [
@@ -188,6 +191,8 @@ def _check_config(cfg: ScenesConfig) -> None:
         raise TmtError(f"captions per image must be at least 1, got {cfg.captions_per_image}")
     if cfg.extra_scenes < 0:
         raise TmtError(f"--extra-scenes must be 0 or more, got {cfg.extra_scenes}")
+    if not 0 <= cfg.extra_speech <= cfg.captions_per_image:
+        raise TmtError(f"--extra-speech must be 0 to {cfg.captions_per_image} (captions per image), got {cfg.extra_speech}")
     if cfg.background not in BACKGROUNDS:
         raise TmtError(f"unknown --background '{cfg.background}'; choose from {', '.join(BACKGROUNDS)}")
 
@@ -260,7 +265,8 @@ def _settings(cfg: ScenesConfig, engines_used: Sequence[str]) -> dict[str, Any]:
     """The settings stamped into prepare.json. Settings that leave the corpus as it was before
     they existed stay out, so a corpus written then still counts as written with the same settings."""
     config = dataclasses.asdict(cfg) | {"engines": list(cfg.engines)}
-    config = {k: v for k, v in config.items() if (k, v) not in (("background", "random"), ("extra_scenes", 0))}
+    config = {k: v for k, v in config.items() if (k, v) not in (("background", "random"), ("extra_scenes", 0),
+                                                                        ("extra_speech", 0))}
     return {"generator_version": GENERATOR_VERSION, "config": config, "engines_used": list(engines_used)}
 
 
@@ -277,6 +283,7 @@ def prepare_scenes(
     speech: bool = True,
     background: str = "constant",
     extra_scenes: int = 0,
+    extra_speech: int = 0,
     captions_per_image: int = CAPTIONS_PER_IMAGE,
     fractions: Mapping[str, float] | None = None,
     overwrite: bool = False,
@@ -286,7 +293,7 @@ def prepare_scenes(
 
     Layout: `images/<scene>.png`, `speech/<scene>_<k>.wav`, one raw manifest per split
     (`train`, `valid`, `test`, `test_novel`, `images_only`, `speech_text_only`, and
-    `train_extra` with `extra_scenes`; `.jsonl.gz`; media paths relative to `out_dir`),
+    `train_extra` with `extra_scenes`, spoken for their first `extra_speech` captions; `.jsonl.gz`; media paths relative to `out_dir`),
     `README.md` and `prepare.json` (the settings). Re-running with the same settings skips media already written;
     different settings in a non-empty directory are refused unless `overwrite`.
     """
@@ -300,6 +307,7 @@ def prepare_scenes(
         speech=speech,
         background=background,  # type: ignore[arg-type]  # checked by plan_scenes
         extra_scenes=extra_scenes,
+        extra_speech=extra_speech,
         engines=tuple(engines),
         fractions=dict(fractions) if fractions is not None else ScenesConfig().fractions,
     )

@@ -54,6 +54,7 @@ single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines 
 image_decoding=      # image targets (default: the preset's): sampled (beam search gives blank images), best of 4 by
                      # self-reranking; full samples at temperature 0.5 (add --guidance S: trained with null sources)
 image_code_init=     # training: share of the image tokenizer's code features in the initial image-token rows (default: the preset's)
+speech_code_init=    # training: the same for speech-unit rows, from the speech tokenizer's k-means centroids (default: the preset's)
 null_source_prob=0   # training: fraction of image-target examples with a null source (e.g. 0.1 enables --guidance; 0: measured better without guidance)
 no_repeat_ngram=4    # text targets: never repeat an n-gram of this size (0: off)
 speech_no_repeat_ngram=8  # speech targets (0: off); 4 would rule out 60% of the training unit sequences themselves
@@ -119,6 +120,8 @@ Usage: $0 [options]
   --image-code-init W training: share (0-1) of the image tokenizer's code features in the initial
                      image-token embeddings of every fresh model (default: the preset's, quick 1.0, mid
                      and full 0: random rows)
+  --speech-code-init W the same for the speech-unit embeddings, from the speech tokenizer's standardised
+                     k-means centroids (default: the preset's, all 0)
   --null-source-prob P training: image-target examples with a null source (default ${null_source_prob})
   --no-repeat-ngram N text targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
   --speech-no-repeat-ngram N  the same for speech targets (default ${speech_no_repeat_ngram}; 0: off)
@@ -158,6 +161,7 @@ case "${preset}" in
     # 210 training images within minutes and drew no exact test scene; with them and image-token rows started from
     # the codebook (image_code_init) text->image drew 3 of 40 (docs/results.md, session 27)
     : "${num_scenes:=300}"; : "${extra_scenes:=2000}"; : "${extra_speech:=0}"; : "${image_code_init:=1.0}"
+    : "${speech_code_init:=0}"
     : "${image_card:=tokenizers/image-vq-f8-512.yaml}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=3}"; km_sample=100000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"   # the time budgets below end training
@@ -177,7 +181,7 @@ case "${preset}" in
     : "${image_decoding:=--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 4}"
     # random image-token rows: the code initialisation lowers the image CE (4.48 against 4.86 at 10000 steps) but
     # drew fewer exact valid scenes at this preset's length (12.0 against 16.0; docs/results.md, session 27)
-    : "${image_code_init:=0}"
+    : "${image_code_init:=0}"; : "${speech_code_init:=0}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=20}"; km_sample=300000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=75}"; : "${bt_minutes:=25}"
@@ -192,6 +196,7 @@ case "${preset}" in
     # vocoder 12, 150 test rows (stage 8 ~17 min; stage 9 ~25 min per model with the judges), stage
     # 11's six equal-compute baselines with their translating and scoring ~36 min
     : "${num_scenes:=1200}"; : "${extra_scenes:=0}"; : "${extra_speech:=0}"; : "${image_code_init:=0}"
+    : "${speech_code_init:=0}"
     : "${image_card:=tokenizers/image-vq-f8-512.yaml}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=6}"; km_sample=200000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
@@ -342,7 +347,8 @@ if stage_wanted 4; then
       --store "${store}/train" "${extra_store_opt[@]}" --valid-store "${store}/valid" --max-steps "${train_steps}" \
       --device "${device}" --set train.max_minutes="${train_minutes}" --set optim.schedule=inverse_sqrt \
       --set best_per_direction=true --set model.null_source_prob="${null_source_prob}" \
-      --set image_code_init="${image_code_init}" "${train_set_opt[@]}" --resume
+      --set image_code_init="${image_code_init}" --set speech_code_init="${speech_code_init}" \
+      "${train_set_opt[@]}" --resume
 fi
 
 if stage_wanted 5 && [ "${back_translation}" = true ]; then
@@ -502,7 +508,7 @@ if stage_wanted 11 && [ "${single_task}" = true ]; then
         --store "${store}/train" --valid-store "${store}/valid" "${limit_opts[@]}" \
         --set optim.schedule=inverse_sqrt \
         --set model.null_source_prob="${null_source_prob}" --set image_code_init="${image_code_init}" \
-        --directions "${short}" --device "${device}" --resume
+        --set speech_code_init="${speech_code_init}" --directions "${short}" --device "${device}" --resume
     for split in ${eval_splits}; do
       translate_split 11 single "${out}/exp/single_${short}" "${split}" "${src}" "${tgt}"
     done

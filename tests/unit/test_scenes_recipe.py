@@ -462,9 +462,10 @@ def test_fresh_models_start_from_the_image_codes(tmp_path: Path) -> None:
     r, calls = _recipe(tmp_path / "a", "--stage", "4", "--stop-stage", "6", "--jobs", "1")
     assert r.returncode == 0, r.stderr
     [stage4, stage6] = [c for c in calls if c.startswith("train ")]
-    assert "--set image_code_init=1.0 " in stage4
-    assert "--init-from" in stage6 and "image_code_init" not in stage6
-    r, calls = _stage11(tmp_path / "b", "--single-directions", "t2i", "--image-code-init", "0")
+    assert "--set image_code_init=1.0 " in stage4 and "--set speech_code_init=0 " in stage4
+    assert "--init-from" in stage6 and "code_init" not in stage6
+    r, calls = _stage11(tmp_path / "b", "--single-directions", "t2i", "--image-code-init", "0",
+                        "--speech-code-init", "0.5")
     assert r.returncode == 0, r.stderr
     [single] = [c for c in calls if c.startswith("train ")]
-    assert "--set image_code_init=0 " in single
+    assert "--set image_code_init=0 " in single and "--set speech_code_init=0.5 " in single

@@ -349,11 +349,15 @@ def test_extra_scenes_join_the_image_fit_and_training(tmp_path: Path) -> None:
     assert f"--manifest {data}/train_and_extra.jsonl.gz --split all" in image_fit
     assert any(c.startswith("tokenize all ") and f"--store {store}/train_extra" in c for c in calls)
     trains = [c for c in calls if c.startswith("train ")]
-    assert len(trains) == 2 and all(f"--store {store}/train_extra=0.5" in c for c in trains)
-    # the quick preset's default draws 2000; with none, nothing about them anywhere
+    assert len(trains) == 2 and all(f"--store {store}/train_extra=2 " in c for c in trains)  # the quick preset's
+    r, calls = _recipe(tmp_path / "w", "--stage", "4", "--stop-stage", "4", "--jobs", "1", "--extra-weight", "0.5")
+    assert r.returncode == 0, r.stderr
+    w_store = tmp_path / "w" / "out" / "data" / "store"
+    assert f"--store {w_store}/train_extra=0.5 " in next(c for c in calls if c.startswith("train "))
+    # the quick preset's default draws 2000, every caption spoken; with none, nothing about them anywhere
     r, calls = _recipe(tmp_path / "q", "--stop-stage", "0", "--jobs", "1")
     assert r.returncode == 0, r.stderr
-    assert "--extra-scenes 2000" in next(c for c in calls if c.startswith("prepare scenes "))
+    assert "--extra-scenes 2000 --extra-speech 5 " in next(c for c in calls if c.startswith("prepare scenes "))
     r, calls = _recipe(tmp_path / "b", "--stop-stage", "4", "--jobs", "1", "--extra-scenes", "0")
     assert r.returncode == 0, r.stderr
     assert "--extra-scenes 0" in next(c for c in calls if c.startswith("prepare scenes "))

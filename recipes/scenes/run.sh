@@ -27,7 +27,7 @@ manifest_dir=        # where stage 0 writes the corpus and its raw manifests (de
 jobs=2               # parallel worker processes for corpus synthesis and tokenization
 device=auto          # auto | cpu | cuda (training and decoding)
 num_scenes=          # override the preset's number of scenes
-extra_scenes=        # override the preset's extra scenes (images + captions, no speech: split train_extra)
+extra_scenes=        # override the preset's extra scenes (images + captions, speech per extra_speech: split train_extra)
 extra_speech=        # override the preset's recordings per extra scene (its first N captions spoken; 0: none)
 extra_weight=        # sampling weight of the train_extra store in stages 4 and 6 (train's is 1; default: the preset's)
 train_steps=         # cap on optimizer steps of the first training (the time budget usually ends it)
@@ -79,7 +79,7 @@ Usage: $0 [options]
   --jobs N           parallel processes (default ${jobs})
   --device DEV       auto | cpu | cuda (default ${device})
   --num-scenes N     override the preset's corpus size
-  --extra-scenes N   extra scenes with images and captions but no speech (split train_extra; joined
+  --extra-scenes N   extra scenes with images and captions (split train_extra; spoken per --extra-speech; joined
                      to the image tokenizer fit and to training; default: the preset's)
   --extra-speech N   also speak the first N captions of each extra scene, for the speech directions
                      (default: the preset's)

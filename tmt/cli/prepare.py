@@ -39,7 +39,8 @@ def cli() -> None:
               help="Image background: constant grey, named tones said in captions, or random grey + noise "
                    "(config default constant).")
 @click.option("--extra-scenes", type=click.IntRange(min=0), default=None,
-              help="Extra scenes with images and captions but no speech, in split train_extra (config default 0).")
+              help="Extra scenes with images and captions (spoken only with --extra-speech), in split "
+                   "train_extra (config default 0).")
 @click.option("--extra-speech", type=click.IntRange(min=0), default=None,
               help="Also speak the first N captions of each extra scene (config default 0: none).")
 @click.option("--jobs", "-j", type=int, default=1, help="Parallel worker processes for drawing and synthesis.")

@@ -51,12 +51,11 @@ class ScenesConfig:
     and the scene graph records it) or `random` (a random grey 55-165 plus pixel noise: the
     corpus before this option, byte for byte)."""
     extra_scenes: int = 0
-    """Extra scenes with images and captions but no speech, in their own split `train_extra`
-    (cheap training data for the image<->text directions and the image tokenizer fit)."""
+    """Extra scenes with images and captions (no speech unless `extra_speech`), in their own split
+    `train_extra` (cheap training data for the image directions and the image tokenizer fit)."""
     extra_speech: int = 0
-    """Recordings per extra scene: its first N captions are also spoken (0 to `captions_per_image`).
-    Speech is the costly modality, so one recording per extra scene buys the speech directions
-    the most distinct images per second of synthesis."""
+    """Recordings per extra scene: its first N captions are also spoken (0 to `captions_per_image`;
+    0 keeps synthesis, the costly part, to the main splits)."""
     engines: tuple[str, ...] = ("espeak-ng", "flite")
     """Speech engines to use when installed (at least one must be)."""
     fractions: dict[str, float] = field(

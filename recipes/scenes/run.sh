@@ -163,8 +163,7 @@ case "${preset}" in
     # with them, spoken, the image directions' valid CE falls 0.6 nats and speech->text WER halves, for 1.5 minutes
     # more (session 28). Image-token rows start from the codebook (image_code_init; session 27).
     : "${num_scenes:=300}"; : "${extra_scenes:=2000}"; : "${extra_speech:=5}"; : "${extra_weight:=2}"
-    : "${image_code_init:=1.0}"
-    : "${speech_code_init:=0}"
+    : "${image_code_init:=1.0}"; : "${speech_code_init:=0}"
     : "${image_card:=tokenizers/image-vq-f8-512.yaml}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=3}"; km_sample=100000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"   # the time budgets below end training
@@ -199,8 +198,7 @@ case "${preset}" in
     # vocoder 12, 150 test rows (stage 8 ~17 min; stage 9 ~25 min per model with the judges), stage
     # 11's six equal-compute baselines with their translating and scoring ~36 min
     : "${num_scenes:=1200}"; : "${extra_scenes:=0}"; : "${extra_speech:=0}"; : "${extra_weight:=0.5}"
-    : "${image_code_init:=0}"
-    : "${speech_code_init:=0}"
+    : "${image_code_init:=0}"; : "${speech_code_init:=0}"
     : "${image_card:=tokenizers/image-vq-f8-512.yaml}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=6}"; km_sample=200000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"

@@ -94,20 +94,29 @@ def _split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
     return counts
 
 
-def plan_scenes(cfg: ScenesConfig, pool: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
-    """Everything about each scene, decided up front from the seed (no media yet); the
-    `extra_scenes` follow the others, in split `train_extra`, with voices for their first
-    `extra_speech` captions only."""
+def check_config(cfg: ScenesConfig) -> None:
+    """Refuse settings the corpus cannot be drawn with, naming the option and the allowed values."""
     if not 1 <= cfg.min_objects <= cfg.max_objects <= 3:
         raise TmtError(f"need 1 <= min_objects <= max_objects <= 3, got {cfg.min_objects}..{cfg.max_objects}")
     if cfg.num_scenes < 1:
         raise TmtError(f"--num-scenes must be at least 1, got {cfg.num_scenes}")
+    if cfg.image_size < 32:
+        raise TmtError(f"--image-size must be at least 32 pixels, got {cfg.image_size}")
+    if cfg.captions_per_image < 1:
+        raise TmtError(f"captions per image must be at least 1, got {cfg.captions_per_image}")
     if cfg.extra_scenes < 0:
         raise TmtError(f"--extra-scenes must be 0 or more, got {cfg.extra_scenes}")
     if not 0 <= cfg.extra_speech <= cfg.captions_per_image:
         raise TmtError(f"--extra-speech must be 0 to {cfg.captions_per_image} (captions per image), got {cfg.extra_speech}")
     if cfg.background not in BACKGROUNDS:
-        raise TmtError(f"unknown background '{cfg.background}'; choose from {', '.join(BACKGROUNDS)}")
+        raise TmtError(f"unknown --background '{cfg.background}'; choose from {', '.join(BACKGROUNDS)}")
+
+
+def plan_scenes(cfg: ScenesConfig, pool: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Everything about each scene, decided up front from the seed (no media yet); the
+    `extra_scenes` follow the others, in split `train_extra`, with voices for their first
+    `extra_speech` captions only."""
+    check_config(cfg)
     counts = _split_counts(cfg.num_scenes, cfg.fractions)
     order = np.random.default_rng([cfg.seed, 7]).permutation(cfg.num_scenes)
     split_of: dict[int, str] = {}

@@ -28,7 +28,6 @@ from tmt.core.progress import progress_bar
 from tmt.corpora.scenes.captions import CAPTIONS_PER_IMAGE, caption_vocabulary
 from tmt.corpora.scenes.geometry import (
     BACKGROUND,
-    BACKGROUNDS,
     COLOURS,
     CONSTANT_GREY,
     HELD_OUT,
@@ -45,6 +44,7 @@ from tmt.corpora.scenes.plan import (
     GENERATOR_VERSION,
     SPLITS,
     ScenesConfig,
+    check_config,
     plan_scenes,
 )
 
@@ -184,19 +184,6 @@ def _readme(cfg: ScenesConfig, rows: Mapping[str, list[dict[str, Any]]], engines
     return "\n".join(lines)
 
 
-def _check_config(cfg: ScenesConfig) -> None:
-    if cfg.image_size < 32:
-        raise TmtError(f"--image-size must be at least 32 pixels, got {cfg.image_size}")
-    if cfg.captions_per_image < 1:
-        raise TmtError(f"captions per image must be at least 1, got {cfg.captions_per_image}")
-    if cfg.extra_scenes < 0:
-        raise TmtError(f"--extra-scenes must be 0 or more, got {cfg.extra_scenes}")
-    if not 0 <= cfg.extra_speech <= cfg.captions_per_image:
-        raise TmtError(f"--extra-speech must be 0 to {cfg.captions_per_image} (captions per image), got {cfg.extra_speech}")
-    if cfg.background not in BACKGROUNDS:
-        raise TmtError(f"unknown --background '{cfg.background}'; choose from {', '.join(BACKGROUNDS)}")
-
-
 def _claim_out_dir(out: Path, settings: Mapping[str, Any], *, speech: bool, overwrite: bool) -> Path:
     """Make `out` ready for a corpus with these settings and stamp it incomplete; returns the stamp's path.
 
@@ -261,12 +248,15 @@ def _write_manifests(out: Path, rows: Mapping[str, list[dict[str, Any]]]) -> dic
     return counts
 
 
+_UNSTAMPED = (("background", "random"), ("extra_scenes", 0), ("extra_speech", 0))
+"""(setting, value) pairs that draw the corpus as it was before the setting existed: left out of the stamp."""
+
+
 def _settings(cfg: ScenesConfig, engines_used: Sequence[str]) -> dict[str, Any]:
     """The settings stamped into prepare.json. Settings that leave the corpus as it was before
     they existed stay out, so a corpus written then still counts as written with the same settings."""
     config = dataclasses.asdict(cfg) | {"engines": list(cfg.engines)}
-    config = {k: v for k, v in config.items() if (k, v) not in (("background", "random"), ("extra_scenes", 0),
-                                                                        ("extra_speech", 0))}
+    config = {k: v for k, v in config.items() if (k, v) not in _UNSTAMPED}
     return {"generator_version": GENERATOR_VERSION, "config": config, "engines_used": list(engines_used)}
 
 
@@ -293,7 +283,8 @@ def prepare_scenes(
 
     Layout: `images/<scene>.png`, `speech/<scene>_<k>.wav`, one raw manifest per split
     (`train`, `valid`, `test`, `test_novel`, `images_only`, `speech_text_only`, and
-    `train_extra` with `extra_scenes`, spoken for their first `extra_speech` captions; `.jsonl.gz`; media paths relative to `out_dir`),
+    `train_extra` with `extra_scenes`, spoken for their first `extra_speech` captions;
+    `.jsonl.gz`; media paths relative to `out_dir`),
     `README.md` and `prepare.json` (the settings). Re-running with the same settings skips media already written;
     different settings in a non-empty directory are refused unless `overwrite`.
     """
@@ -311,7 +302,7 @@ def prepare_scenes(
         engines=tuple(engines),
         fractions=dict(fractions) if fractions is not None else ScenesConfig().fractions,
     )
-    _check_config(cfg)
+    check_config(cfg)  # before the output directory is touched
     from tmt.corpora.tts import available_engines, voice_names
 
     used = available_engines(cfg.engines) if cfg.speech else []

@@ -167,7 +167,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed for sampling.")
 @click.option("--batch-size", type=int, default=None, help="Inputs decoded together.")
 @click.option("--guidance", type=float, default=None, help="Image targets: classifier-free guidance scale S, logits = cond + S*(cond - uncond) (0: off; needs a model trained with null sources).")
-@click.option("--rerank", type=int, default=None, help="Image targets: sample K candidates and keep the one the reverse direction explains best (0: off).")
+@click.option("--rerank", type=int, default=None, help="Image and speech targets: make K candidates (images sampled; speech the beam's K best, sampled with --sample) and keep the one the reverse direction explains best (0: off).")
 @click.option("--voice", default=None, metavar="NAME", help="Voice of speech targets (a model trained with voice tokens; default: the one vocab.json names). `tmt vocab show` lists them.")
 @click.option("--device", default="cpu", help="Torch device (cpu, cuda, cuda:1).")
 @click.option("--skip-bad", is_flag=True, help="--output-dir runs: skip (and count, in run.json) inputs that cannot be read or are empty, too short or silent, instead of stopping at the first.")

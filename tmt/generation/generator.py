@@ -40,7 +40,7 @@ from tmt.generation.constrained import (
     has_fast_path,
 )
 from tmt.generation.guidance import GuidedSeq2Seq, check_guidance, stack_null_sources, uses_guidance
-from tmt.generation.rerank import fan_out, rerank_batch, reranks
+from tmt.generation.rerank import fan_out, rerank_batch, reranks, sampled_candidates
 from tmt.generation.samplers import TopKGenSampler, TopPGenSampler
 from tmt.generation.segment import SegmentConfig
 from tmt.vocab import EOS, PAD, JointVocab
@@ -111,12 +111,15 @@ class GenerationConfig:
     from one batched forward of the sources and their null sources (0: off, plain conditional
     decoding). Needs a model trained with `model.null_source_prob > 0`."""
     rerank: int = 0
-    """Image targets: sample this many candidates per source and keep the one with the best
-    forward log p(image | source) + reverse log p(source | image) (0: off; `tmt.generation.rerank`).
-    The candidates are sampled (top_k / top_p / temperature) whatever `strategy` says."""
+    """Image and speech targets: make this many candidates per source and keep the one with the
+    best forward log p(target | source) + reverse log p(source | target) (0: off;
+    `tmt.generation.rerank`). Image candidates are sampled (top_k / top_p / temperature) whatever
+    `strategy` says; speech candidates are sampled with `strategy: sample`, else the beam's K best
+    (the beam widened to K if it is narrower)."""
     rerank_speech: Literal["speech", "text"] = "text"
-    """Reverse score for speech sources: log p(speech | image), or the text pivot (the caption
-    decoded from the speech, scored as log p(caption | image))."""
+    """Reverse score between speech and image: directly (log p(speech | image) for speech sources,
+    log p(image | speech) for speech targets), or the text pivot (the caption decoded from the
+    source, scored as log p(caption | candidate))."""
     batch_size: int = 16
     """Inputs decoded together (sorted by source length)."""
     max_batch_tokens: int = 8192
@@ -346,7 +349,7 @@ class Generator:
         names: list[str],
         srcs: list[str],
     ) -> list[list[Hypothesis]]:
-        k = self.config.rerank if reranks(self.config, tgt) else 1
+        k = self.config.rerank if reranks(self.config, tgt) and sampled_candidates(self.config, tgt) else 1
         if k > 1:  # K samples per source: each source row K times
             seqs, layout, encoded = fan_out(k, seqs, layout, encoded)
             bounds, names, srcs = ([x for x in xs for _ in range(k)] for xs in (bounds, names, srcs))  # type: ignore[assignment]
@@ -391,7 +394,8 @@ class Generator:
         n = {"text": cfg.no_repeat_ngram_size, "speech": cfg.speech_no_repeat_ngram_size}.get(tgt, 0)
         procs = [NGramRepeatBlockProcessor(n)] if n else None
         gen: Any
-        if cfg.strategy == "sample" or reranks(cfg, tgt):
+        reranked = reranks(cfg, tgt)
+        if cfg.strategy == "sample" or (reranked and sampled_candidates(cfg, tgt)):
             rng = self.rng()
             sampler = TopKGenSampler(cfg.top_k, rng) if cfg.top_k > 0 else TopPGenSampler(cfg.top_p, rng)
             gen = SamplingSeq2SeqGenerator(
@@ -400,6 +404,8 @@ class Generator:
             )
         else:
             beam_size, patience = cfg.search()
+            if reranked:  # the candidates are the beam's best `rerank`
+                beam_size = max(beam_size, cfg.rerank)
             gen = PatientBeamSearchSeq2SeqGenerator(
                 model, space.vocab_info(), beam_size=beam_size, patience=patience,
                 min_gen_len=1, max_gen_len=gen_len, normalize_scores=cfg.normalize_scores,
@@ -421,7 +427,8 @@ class Generator:
                     "check the generation length settings"
                 )
             row = []
-            for h in kept[: cfg.nbest]:
+            keep = cfg.rerank if reranks(cfg, tgt) and not sampled_candidates(cfg, tgt) else cfg.nbest
+            for h in kept[:keep]:
                 seq = h.seq
                 if int(seq[-1]) == LOCAL_EOS:
                     seq = seq[:-1]

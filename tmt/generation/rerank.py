@@ -1,15 +1,21 @@
-"""Self-reranking of sampled image candidates (issue 18, section 2).
+"""Self-reranking of image and speech candidates (issue 18, section 2; issue 19 for speech).
 
-With `GenerationConfig.rerank = K`, every source gets K sampled image candidates and
-keeps the one with the best combined score
+With `GenerationConfig.rerank = K`, every source gets K candidates and keeps the one with
+the best combined score
 
-    forward log p(image | source) + reverse log p(source | image),
+    forward log p(target | source) + reverse log p(source | target),
 
 both teacher-forced under the same model and length-normalised (per predicted token).
-The reverse direction is the model's own image -> source direction: image -> text for
-text sources; for speech sources either image -> speech or the text pivot (the caption
-decoded from the speech, scored image -> text), chosen by `rerank_speech`. Scores come
-from batched teacher forcing over all (source, candidate) pairs of a batch.
+The reverse direction is the model's own target -> source direction (image -> text for
+text -> image, speech -> text for text -> speech). Between speech and image either the
+direct reverse direction (image -> speech, speech -> image) or the text pivot is used,
+chosen by `rerank_speech`: the caption decoded from the side that is the source (speech ->
+text or image -> text), scored as log p(caption | candidate). Scores come from batched
+teacher forcing over all (source, candidate) pairs of a batch.
+
+Image candidates are always sampled (beam search gives blank images); speech candidates are
+sampled with `strategy: sample` and are otherwise the beam's K best, since sampled unit
+sequences are far noisier than a beam's.
 
 The scorer is a parameter, so tests can hand in numbers they control.
 """
@@ -28,8 +34,9 @@ from tmt.generation.scoring import _pad
 if TYPE_CHECKING:
     from tmt.generation.generator import GenerationConfig, Generator, Hypothesis
 
-RERANK_TARGETS = ("image",)
-"""Target modalities whose candidates can be reranked."""
+RERANK_TARGETS = ("image", "speech")
+"""Target modalities whose candidates can be reranked (text targets are not: their reverse
+directions, text -> image and text -> speech, are the weakest judges of a caption)."""
 
 Scorer = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], str], np.ndarray]
 """(sources, targets, target modality) -> (n,) length-normalised log p(targets[i] | sources[i]);
@@ -41,14 +48,24 @@ def reranks(cfg: GenerationConfig, tgt: str) -> bool:
     return cfg.rerank > 0 and tgt in RERANK_TARGETS
 
 
+def sampled_candidates(cfg: GenerationConfig, tgt: str) -> bool:
+    """True when the candidates for `tgt` are K samples, False when they are the beam's K best."""
+    return tgt == "image" or cfg.strategy == "sample"
+
+
+def pivots(cfg: GenerationConfig, src: str, tgt: str) -> bool:
+    """True when `src` -> `tgt` candidates explain the caption decoded from the source, not the source."""
+    return cfg.rerank_speech == "text" and {src, tgt} == {"speech", "image"}
+
+
 def rerank_directions(cfg: GenerationConfig, src: str, tgt: str) -> list[str]:
     """The directions (short names) reranking `src` -> `tgt` reads from the model besides `src` -> `tgt`
-    itself: the reverse one (image -> src), or for speech sources with `rerank_speech: text` speech ->
-    text (the caption) and image -> text. Empty when `tgt` is not reranked."""
+    itself: the reverse one (`tgt` -> `src`), or with the text pivot `src` -> text (the caption) and
+    `tgt` -> text. Empty when `tgt` is not reranked."""
     if not reranks(cfg, tgt):
         return []
-    if src == "speech" and cfg.rerank_speech == "text":
-        return ["s2t", f"{tgt[0]}2t"]
+    if pivots(cfg, src, tgt):
+        return [f"{src[0]}2t", f"{tgt[0]}2t"]
     return [f"{tgt[0]}2{src[0]}"]
 
 
@@ -67,10 +84,12 @@ def fan_out(k: int, seqs: Any, layout: Any, encoded: Any) -> tuple[Any, Any, Any
 
 
 def pair_logprobs(
-    model: Any, sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], tgt_modality: str, *, batch_size: int = 64
+    model: Any, sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], tgt_modality: str, *,
+    batch_size: int = 64, prefix: int | None = None,
 ) -> np.ndarray:
     """(n,) length-normalised log p(targets[i] | sources[i]) by teacher forcing, `batch_size` pairs
-    per forward (joint ids; `<eos>` / `<bos>` are added here)."""
+    per forward (joint ids; `<eos>` / `<bos>` are added here). `prefix`: a joint id given after
+    `<bos>` before every target (a speech target's voice token); it conditions, it is not scored."""
     import torch
 
     from tmt.models.tmt import make_layout
@@ -79,7 +98,7 @@ def pair_logprobs(
     if len(sources) != len(targets):
         raise ValueError("one source per target")
     dev = next(model.parameters()).device
-    bos = model.vocab.bos(tgt_modality)
+    head = [model.vocab.bos(tgt_modality)] + ([] if prefix is None else [prefix])
     out = np.zeros(len(targets), dtype=np.float64)
     was_training = model.training
     model.eval()
@@ -89,8 +108,8 @@ def pair_logprobs(
                 src = [np.concatenate([np.asarray(s, dtype=np.int64), [EOS]]) for s in sources[c0 : c0 + batch_size]]
                 tgt = [np.asarray(t, dtype=np.int64) for t in targets[c0 : c0 + batch_size]]
                 s, s_lens = _pad(src, PAD)
-                ti, t_lens = _pad([np.concatenate([[bos], t]) for t in tgt], PAD)
-                to, _ = _pad([np.concatenate([t, [EOS]]) for t in tgt], PAD)
+                ti, t_lens = _pad([np.concatenate([head, t]) for t in tgt], PAD)
+                to, _ = _pad([np.concatenate([[PAD] * (len(head) - 1), t, [EOS]]) for t in tgt], PAD)
                 s, ti, to = s.to(dev), ti.to(dev), to.to(dev)
                 enc, enc_layout = model.encode(s, make_layout(s, s_lens))
                 hidden = model.decode(enc, enc_layout, ti, make_layout(ti, t_lens))
@@ -106,19 +125,19 @@ def pair_logprobs(
 
 
 def reverse_targets(
-    gen: Generator, sources: Sequence[np.ndarray], srcs: Sequence[str]
+    gen: Generator, sources: Sequence[np.ndarray], srcs: Sequence[str], tgt: str
 ) -> list[tuple[np.ndarray, str]]:
     """What each row's candidates must explain, as (joint ids, modality): the source itself, or
-    for speech sources with `rerank_speech: text` the caption decoded from the speech."""
+    with the text pivot (`pivots`) the caption decoded from the source."""
     out: list[tuple[np.ndarray, str]] = [(np.asarray(s, dtype=np.int64), m) for s, m in zip(sources, srcs, strict=True)]
-    pivot = [i for i, m in enumerate(srcs) if m == "speech" and gen.config.rerank_speech == "text"]
+    pivot = [i for i, m in enumerate(srcs) if pivots(gen.config, m, tgt)]
     if pivot:
         from tmt.generation.generator import Generator
 
         cfg = replace(gen.config, strategy="beam", nbest=1, rerank=0, guidance=0.0)
         pivot_gen = Generator(gen.model, gen.vocab, cfg, image_len=gen.image_len)
-        local = [gen.vocab.from_joint("speech", sources[i]) for i in pivot]
-        caps = pivot_gen.generate(local, "speech", "text")
+        local = [gen.vocab.from_joint(srcs[i], sources[i]) for i in pivot]
+        caps = pivot_gen.generate(local, [srcs[i] for i in pivot], "text")
         for i, cap in zip(pivot, caps, strict=True):
             out[i] = (gen.vocab.to_joint("text", cap["text"][0].tokens), "text")
     return out
@@ -140,10 +159,13 @@ def rerank_batch(
     """Each row's candidates ordered by combined score (best first, at most `nbest` kept), with
     `Hypothesis.rerank_score` set. `sources` are joint ids without `<eos>`."""
     score: Scorer = scorer if scorer is not None else partial(pair_logprobs, gen.model)
-    rev = reverse_targets(gen, sources, srcs)
+    forward: Scorer = score
+    if scorer is None and tgt == "speech" and gen.voice_token is not None:  # scored in the voice decoded in
+        forward = partial(pair_logprobs, gen.model, prefix=gen.voice_token)
+    rev = reverse_targets(gen, sources, srcs, tgt)
     cands = [[gen.vocab.to_joint(tgt, h.tokens) for h in row] for row in hyps]
     pairs = [(r, j) for r, row in enumerate(cands) for j in range(len(row))]
-    fwd = np.asarray(score([sources[r] for r, _ in pairs], [cands[r][j] for r, j in pairs], tgt), dtype=np.float64)
+    fwd = np.asarray(forward([sources[r] for r, _ in pairs], [cands[r][j] for r, j in pairs], tgt), dtype=np.float64)
     back = np.zeros(len(pairs), dtype=np.float64)
     for m in sorted({rev[r][1] for r, _ in pairs}):
         idx = [k for k, (r, _) in enumerate(pairs) if rev[r][1] == m]

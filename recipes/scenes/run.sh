@@ -65,6 +65,7 @@ finetune_minutes=     # budget of each stage-12 fine-tuning (default: --bt-minut
 per_direction_best=  # true: stages 8-9 also translate each direction with stage 4's best model for it (tmt_dir); default: --single-task's value
 back_translation=true  # false: skip stages 5-6 and the tmt_bt model (e.g. for the one-run unified-vs-single comparison)
 train_set=           # extra `tmt train --set` overrides of the unified model (stages 4 and 6), space-separated
+direction_weights=   # the unified model's per-direction weights, "D=W ..." (e.g. "t2s=3 i2s=2"; default: the preset's; "uniform": all 1)
 model_preset=        # architecture preset of every translation model (default: the preset's, demo; e.g. small)
 
 # shellcheck disable=SC2034  # read by parse_options.sh
@@ -122,7 +123,7 @@ Usage: $0 [options]
                      image-token embeddings of every fresh model (default: the preset's, quick 1.0, mid
                      and full 0: random rows)
   --speech-code-init W the same for the speech-unit embeddings, from the speech tokenizer's standardised
-                     k-means centroids (default: the preset's, all 0)
+                     k-means centroids (default: the preset's, full 1.0, quick and mid 0)
   --null-source-prob P training: image-target examples with a null source (default ${null_source_prob})
   --no-repeat-ngram N text targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
   --speech-no-repeat-ngram N  the same for speech targets (default ${speech_no_repeat_ngram}; 0: off)
@@ -139,6 +140,9 @@ Usage: $0 [options]
                      for the unified-vs-single comparison alone (default ${back_translation})
   --model-preset P   architecture of the unified model and the baselines (tiny|demo|small|base|paper;
                      default: the preset's, demo; small: d 256, 3+3 layers, ~6M parameters)
+  --direction-weights "D=W ..." the unified model's direction weights (stages 4 and 6; unnamed directions 1,
+                     then scaled to mean 1), or "uniform" (default: the preset's; full "t2s=3 i2s=2 i2t=0.5
+                     s2t=0.5", quick and mid uniform)
   --train-set "K=V ..." extra --set overrides for the unified model's trainings (stages 4 and 6), e.g.
                      "data.direction_weighting=fixed data.direction_weights.t2s=2.0 data.direction_weights.s2t=2.0"
 Stages:
@@ -163,7 +167,7 @@ case "${preset}" in
     # with them, spoken, the image directions' valid CE falls 0.6 nats and speech->text WER halves, for 1.5 minutes
     # more (session 28). Image-token rows start from the codebook (image_code_init; session 27).
     : "${num_scenes:=300}"; : "${extra_scenes:=2000}"; : "${extra_speech:=5}"; : "${extra_weight:=2}"
-    : "${image_code_init:=1.0}"; : "${speech_code_init:=0}"
+    : "${image_code_init:=1.0}"; : "${speech_code_init:=0}"; : "${direction_weights:=uniform}"
     : "${image_card:=tokenizers/image-vq-f8-512.yaml}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=3}"; km_sample=100000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"   # the time budgets below end training
@@ -183,7 +187,12 @@ case "${preset}" in
     : "${image_decoding:=--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 4}"
     # random image-token rows: the code initialisation lowers the image CE (4.48 against 4.86 at 10000 steps) but
     # drew fewer exact valid scenes at this preset's length (12.0 against 16.0; docs/results.md, session 27)
-    : "${image_code_init:=0}"; : "${speech_code_init:=0}"
+    : "${image_code_init:=0}"
+    # speech targets weighted up (text->speech and image->speech together: 1/3 -> 5/8 of the rows) and the
+    # speech-unit rows from the k-means centroids: at the same 10173 steps valid CE text->speech 1.53 -> 1.19,
+    # image->speech 1.56 -> 1.37; on test text->speech 66 -> 37% judge WER, image->speech 15 -> 22 BLEU-4,
+    # speech->text 2.6 -> 6.6% WER (docs/results.md, session 29)
+    : "${speech_code_init:=1.0}"; : "${direction_weights:=t2s=3 i2s=2 i2t=0.5 s2t=0.5}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=20}"; km_sample=300000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=75}"; : "${bt_minutes:=25}"
@@ -198,7 +207,7 @@ case "${preset}" in
     # vocoder 12, 150 test rows (stage 8 ~17 min; stage 9 ~25 min per model with the judges), stage
     # 11's six equal-compute baselines with their translating and scoring ~36 min
     : "${num_scenes:=1200}"; : "${extra_scenes:=0}"; : "${extra_speech:=0}"; : "${extra_weight:=0.5}"
-    : "${image_code_init:=0}"; : "${speech_code_init:=0}"
+    : "${image_code_init:=0}"; : "${speech_code_init:=0}"; : "${direction_weights:=uniform}"
     : "${image_card:=tokenizers/image-vq-f8-512.yaml}"
     : "${vq_steps:=20000}"; : "${vq_minutes:=6}"; km_sample=200000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
@@ -226,7 +235,12 @@ directions="image:text image:speech text:image speech:image speech:text text:spe
 eval_models="tmt"; [ "${back_translation}" = true ] && eval_models+=" tmt_bt"
 : "${per_direction_best:=${single_task}}"  # measured: best-per-direction beats model.pt (docs/results.md, sessions 19-21)
 [ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
-train_set_opt=()  # --train-set "K=V ...": one --set per pair, for stages 4 and 6
+train_set_opt=()  # --direction-weights and --train-set "K=V ...": one --set per pair, for stages 4 and 6
+if [ "${direction_weights}" != uniform ]; then
+  read -r -a weight_kvs <<< "${direction_weights}"
+  [ "${#weight_kvs[@]}" -gt 0 ] && train_set_opt+=(--set data.direction_weighting=fixed)
+  for kv in "${weight_kvs[@]}"; do train_set_opt+=(--set "data.direction_weights.${kv}"); done
+fi
 read -r -a train_set_kvs <<< "${train_set}"
 for kv in "${train_set_kvs[@]}"; do train_set_opt+=(--set "${kv}"); done
 

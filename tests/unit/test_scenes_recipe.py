@@ -410,6 +410,28 @@ def test_train_set_reaches_the_unified_trainings_only(tmp_path: Path) -> None:
     assert not [c for c in calls if "direction_weight" in c]  # the baselines train one direction each
 
 
+def test_direction_weights_reach_the_unified_trainings_and_uniform_turns_them_off(tmp_path: Path) -> None:
+    def trainings(out: Path, *args: str) -> list[str]:
+        r, calls = _recipe(out, "--stage", "4", "--stop-stage", "6", "--jobs", "1", *args)
+        assert r.returncode == 0, r.stderr
+        found = [c for c in calls if c.startswith("train ")]
+        assert len(found) == 2  # stage 4 (tmt) and stage 6 (tmt_bt)
+        return found
+
+    fixed = "--set data.direction_weighting=fixed --set data.direction_weights.t2s=3 --set data.direction_weights.i2s=2 "
+    assert all(fixed in c for c in trainings(tmp_path / "w", "--direction-weights", "t2s=3 i2s=2"))
+    assert not [c for c in trainings(tmp_path / "q") if "data.direction_weight" in c]  # quick: uniform
+    full = ("--set data.direction_weighting=fixed --set data.direction_weights.t2s=3 --set data.direction_weights.i2s=2 "
+            "--set data.direction_weights.i2t=0.5 --set data.direction_weights.s2t=0.5 ")
+    [stage4, stage6] = trainings(tmp_path / "f", "--preset", "full")  # full: speech targets weighted up (session 29)
+    assert full in stage4 and full in stage6 and "--set speech_code_init=1.0 " in stage4
+    assert not [c for c in trainings(tmp_path / "u", "--preset", "full", "--direction-weights", "uniform")
+                if "data.direction_weight" in c]
+    r, calls = _stage11(tmp_path / "s", "--single-directions", "s2t", "--direction-weights", "t2s=3")
+    assert r.returncode == 0, r.stderr
+    assert not [c for c in calls if "data.direction_weight" in c]  # the baselines train one direction each
+
+
 def test_stage11_draws_the_validation_curves_of_the_trained_baselines(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "exp" / "tmt").mkdir(parents=True)

@@ -419,6 +419,8 @@ class Generator:
         """Each row's finite-scored hypotheses (up to `nbest`) as tokenizer ids, checked for specials."""
         cfg = self.config
         hyps_out: list[list[Hypothesis]] = []
+        # beam candidates for reranking: the beam's best `rerank`, cut to `nbest` by the reranker
+        keep = cfg.rerank if reranks(cfg, tgt) and not sampled_candidates(cfg, tgt) else cfg.nbest
         for r, hyps in enumerate(out.hypotheses):
             kept = [h for h in hyps if h.score is not None and math.isfinite(float(h.score))]
             if not kept:
@@ -427,7 +429,6 @@ class Generator:
                     "check the generation length settings"
                 )
             row = []
-            keep = cfg.rerank if reranks(cfg, tgt) and not sampled_candidates(cfg, tgt) else cfg.nbest
             for h in kept[:keep]:
                 seq = h.seq
                 if int(seq[-1]) == LOCAL_EOS:

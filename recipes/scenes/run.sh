@@ -235,14 +235,15 @@ directions="image:text image:speech text:image speech:image speech:text text:spe
 eval_models="tmt"; [ "${back_translation}" = true ] && eval_models+=" tmt_bt"
 : "${per_direction_best:=${single_task}}"  # measured: best-per-direction beats model.pt (docs/results.md, sessions 19-21)
 [ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
-train_set_opt=()  # --direction-weights and --train-set "K=V ...": one --set per pair, for stages 4 and 6
+# --direction-weights "D=W ..." (fixed weights) and --train-set "K=V ...": one --set per pair, for stages 4 and 6
+train_set_kvs=()
 if [ "${direction_weights}" != uniform ]; then
   read -r -a weight_kvs <<< "${direction_weights}"
-  [ "${#weight_kvs[@]}" -gt 0 ] && train_set_opt+=(--set data.direction_weighting=fixed)
-  for kv in "${weight_kvs[@]}"; do train_set_opt+=(--set "data.direction_weights.${kv}"); done
+  [ "${#weight_kvs[@]}" -gt 0 ] && train_set_kvs=(data.direction_weighting=fixed "${weight_kvs[@]/#/data.direction_weights.}")
 fi
-read -r -a train_set_kvs <<< "${train_set}"
-for kv in "${train_set_kvs[@]}"; do train_set_opt+=(--set "${kv}"); done
+read -r -a more_kvs <<< "${train_set}"
+train_set_opt=()
+for kv in "${train_set_kvs[@]}" "${more_kvs[@]}"; do train_set_opt+=(--set "${kv}"); done
 
 # keep the command line, so the experiment can re-run itself
 echo "${cmdline}" >> "${out}/command.txt"

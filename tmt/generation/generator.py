@@ -40,7 +40,7 @@ from tmt.generation.constrained import (
     has_fast_path,
 )
 from tmt.generation.guidance import GuidedSeq2Seq, check_guidance, stack_null_sources, uses_guidance
-from tmt.generation.rerank import fan_out, rerank_batch, reranks, sampled_candidates
+from tmt.generation.rerank import candidates, fan_out, rerank_batch, reranks
 from tmt.generation.samplers import TopKGenSampler, TopPGenSampler
 from tmt.generation.segment import SegmentConfig
 from tmt.vocab import EOS, PAD, JointVocab
@@ -349,7 +349,7 @@ class Generator:
         names: list[str],
         srcs: list[str],
     ) -> list[list[Hypothesis]]:
-        k = self.config.rerank if reranks(self.config, tgt) and sampled_candidates(self.config, tgt) else 1
+        k = self.config.rerank if candidates(self.config, tgt) == "sample" else 1
         if k > 1:  # K samples per source: each source row K times
             seqs, layout, encoded = fan_out(k, seqs, layout, encoded)
             bounds, names, srcs = ([x for x in xs for _ in range(k)] for xs in (bounds, names, srcs))  # type: ignore[assignment]
@@ -394,8 +394,8 @@ class Generator:
         n = {"text": cfg.no_repeat_ngram_size, "speech": cfg.speech_no_repeat_ngram_size}.get(tgt, 0)
         procs = [NGramRepeatBlockProcessor(n)] if n else None
         gen: Any
-        reranked = reranks(cfg, tgt)
-        if cfg.strategy == "sample" or (reranked and sampled_candidates(cfg, tgt)):
+        made = candidates(cfg, tgt)
+        if cfg.strategy == "sample" or made == "sample":
             rng = self.rng()
             sampler = TopKGenSampler(cfg.top_k, rng) if cfg.top_k > 0 else TopPGenSampler(cfg.top_p, rng)
             gen = SamplingSeq2SeqGenerator(
@@ -404,7 +404,7 @@ class Generator:
             )
         else:
             beam_size, patience = cfg.search()
-            if reranked:  # the candidates are the beam's best `rerank`
+            if made == "beam":  # the candidates are the beam's best `rerank`
                 beam_size = max(beam_size, cfg.rerank)
             gen = PatientBeamSearchSeq2SeqGenerator(
                 model, space.vocab_info(), beam_size=beam_size, patience=patience,
@@ -420,7 +420,7 @@ class Generator:
         cfg = self.config
         hyps_out: list[list[Hypothesis]] = []
         # beam candidates for reranking: the beam's best `rerank`, cut to `nbest` by the reranker
-        keep = cfg.rerank if reranks(cfg, tgt) and not sampled_candidates(cfg, tgt) else cfg.nbest
+        keep = cfg.rerank if candidates(cfg, tgt) == "beam" else cfg.nbest
         for r, hyps in enumerate(out.hypotheses):
             kept = [h for h in hyps if h.score is not None and math.isfinite(float(h.score))]
             if not kept:

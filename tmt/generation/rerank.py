@@ -25,11 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from tmt.generation.scoring import _pad
+from tmt.generation.scoring import _pad, forced_io
 
 if TYPE_CHECKING:
     from tmt.generation.generator import GenerationConfig, Generator, Hypothesis
@@ -48,9 +48,12 @@ def reranks(cfg: GenerationConfig, tgt: str) -> bool:
     return cfg.rerank > 0 and tgt in RERANK_TARGETS
 
 
-def sampled_candidates(cfg: GenerationConfig, tgt: str) -> bool:
-    """True when the candidates for `tgt` are K samples, False when they are the beam's K best."""
-    return tgt == "image" or cfg.strategy == "sample"
+def candidates(cfg: GenerationConfig, tgt: str) -> Literal["sample", "beam"] | None:
+    """How decoding into `tgt` makes its `cfg.rerank` candidates: K samples, the beam's K best, or
+    None when `tgt` is not reranked."""
+    if not reranks(cfg, tgt):
+        return None
+    return "sample" if tgt == "image" or cfg.strategy == "sample" else "beam"
 
 
 def pivots(cfg: GenerationConfig, src: str, tgt: str) -> bool:
@@ -98,7 +101,7 @@ def pair_logprobs(
     if len(sources) != len(targets):
         raise ValueError("one source per target")
     dev = next(model.parameters()).device
-    head = [model.vocab.bos(tgt_modality)] + ([] if prefix is None else [prefix])
+    bos = model.vocab.bos(tgt_modality)
     out = np.zeros(len(targets), dtype=np.float64)
     was_training = model.training
     model.eval()
@@ -108,8 +111,7 @@ def pair_logprobs(
                 src = [np.concatenate([np.asarray(s, dtype=np.int64), [EOS]]) for s in sources[c0 : c0 + batch_size]]
                 tgt = [np.asarray(t, dtype=np.int64) for t in targets[c0 : c0 + batch_size]]
                 s, s_lens = _pad(src, PAD)
-                ti, t_lens = _pad([np.concatenate([head, t]) for t in tgt], PAD)
-                to, _ = _pad([np.concatenate([[PAD] * (len(head) - 1), t, [EOS]]) for t in tgt], PAD)
+                ti, t_lens, to = forced_io(tgt, bos, prefix)
                 s, ti, to = s.to(dev), ti.to(dev), to.to(dev)
                 enc, enc_layout = model.encode(s, make_layout(s, s_lens))
                 hidden = model.decode(enc, enc_layout, ti, make_layout(ti, t_lens))

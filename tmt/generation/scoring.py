@@ -23,6 +23,17 @@ def _pad(seqs: Sequence[np.ndarray], pad: int) -> tuple[Any, list[int]]:
     return out, lens
 
 
+def forced_io(targets: Sequence[np.ndarray], bos: int, given: int | None = None) -> tuple[Any, list[int], Any]:
+    """Padded decoder inputs `<bos> [given] target` (with their lengths) and outputs `[pad] target
+    <eos>` for teacher forcing: a `given` token (a speech target's voice) conditions, it is not scored."""
+    from tmt.vocab import EOS, PAD
+
+    pre = [] if given is None else [given]
+    tgt_in, lens = _pad([np.concatenate([[bos], pre, t]) for t in targets], PAD)
+    tgt_out, _ = _pad([np.concatenate([[PAD] * len(pre), t, [EOS]]) for t in targets], PAD)
+    return tgt_in, lens, tgt_out
+
+
 def _layout(seqs: Any, lens: list[int]) -> Any:
     """A batch layout for padded `seqs`, built by the model module (fairseq2 stays there)."""
     from tmt.models.tmt import make_layout
@@ -50,15 +61,13 @@ def forced_logprobs(
     """
     import torch
 
-    from tmt.vocab import EOS, PAD
+    from tmt.vocab import EOS
 
     vocab = model.vocab
     bos = vocab.bos(tgt_modality)
     dev = next(model.parameters()).device
     given = vocab.voice_token(voice) if tgt_modality == "speech" else None
-    pre = [] if given is None else [given]
-    tgt_in, tgt_lens = _pad([np.concatenate([[bos], pre, t]) for t in targets], PAD)
-    tgt_out, _ = _pad([np.concatenate([[PAD] * len(pre), t, [EOS]]) for t in targets], PAD)
+    tgt_in, tgt_lens, tgt_out = forced_io(targets, bos, given)
     tgt_in, tgt_out = tgt_in.to(dev), tgt_out.to(dev)
     local = model.to_slice_targets(tgt_out, tgt_modality)  # pad -> -100
     valid = local >= 0

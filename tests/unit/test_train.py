@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -177,3 +178,33 @@ def test_best_per_direction_off_by_default(data) -> None:
     cfg = replace(cfg, data=replace(cfg.data, valid_stores=[str(data / "store")]))
     train(cfg, data / "nodirs")
     assert not (data / "nodirs" / "best").exists()
+
+
+def test_average_last_writes_the_mean_of_the_last_checkpoints(data) -> None:
+    exp = data / "avg"
+    train(_cfg(data, max_steps=4, save_every=1, keep_last=3, average_last=3), exp)
+    steps = list_steps(exp)
+    assert steps == [2, 3, 4]
+    assert json.loads((exp / "average.json").read_text()) == {"steps": [2, 3, 4]}
+    states = [torch.load(exp / "checkpoints" / f"step_{s:08d}" / "trainer.pt", weights_only=True)["model"] for s in steps]
+    avg = torch.load(exp / "model.pt", weights_only=True)
+    assert avg.keys() == states[0].keys()
+    for k in avg:
+        assert torch.allclose(avg[k], sum(s[k] for s in states) / 3, atol=1e-6), k
+    assert not torch.equal(avg["frontend.embed.weight"], states[-1]["frontend.embed.weight"])
+
+
+def test_average_last_on_a_finished_run_and_its_refusals(data) -> None:
+    exp = data / "avg-later"
+    cfg = _cfg(data, max_steps=4, save_every=1, keep_last=2)
+    train(cfg, exp)
+    last = torch.load(exp / "model.pt", weights_only=True)
+    assert not (exp / "average.json").exists()
+    train(replace(cfg, average_last=2), exp, resume=True)  # nothing left to train: only the average
+    assert json.loads((exp / "average.json").read_text()) == {"steps": [3, 4]}
+    assert list_steps(exp) == [3, 4]
+    assert not torch.equal(torch.load(exp / "model.pt", weights_only=True)["frontend.embed.weight"],
+                           last["frontend.embed.weight"])
+    with pytest.raises(Exception, match="keep_last"):
+        train(replace(cfg, average_last=3), data / "avg-refused")
+    assert not (data / "avg-refused").exists()

@@ -28,6 +28,8 @@ Examples:
   tmt train --preset demo --vocab data/vocab.json --store data/store/train \\
       --store data/store/bt=0.5 --init-from exp/demo --lr 2e-4 -o exp/demo-bt
   tmt train ... --directions i2t,s2t                  # single-task baselines
+  tmt train ... --set keep_last=4 --set average_last=4 # model.pt = mean of the last 4 checkpoints
+  tmt train -o exp/demo --resume --set keep_last=4 --set average_last=4   # average a finished run
   torchrun --nproc-per-node 2 -m tmt train --preset demo ... -o exp/ddp
   tmt train --preset paper --dump-config              # print the resolved config
 """

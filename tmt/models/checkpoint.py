@@ -30,14 +30,12 @@ def save_model(model: TmtModel, exp_dir: str | Path, *, train_config: Any | None
     import yaml
 
     from tmt.config import dump_yaml, to_dict
-    from tmt.core.io import atomic_open, atomic_write_text
+    from tmt.core.io import atomic_write_text
 
     exp = Path(exp_dir)
     make_dirs(exp)
     raw: TmtModel = getattr(model, "module", model)  # tolerate a DDP wrapper
-    state = {k: v.detach().cpu() for k, v in raw.state_dict().items()}
-    with atomic_open(exp / MODEL_FILE, "wb") as f:
-        torch.save(state, f)
+    write_weights(exp, raw.state_dict())
     raw.vocab.save(exp / VOCAB_FILE)
     cfg_path = exp / CONFIG_FILE
     if train_config is not None:
@@ -51,6 +49,16 @@ def save_model(model: TmtModel, exp_dir: str | Path, *, train_config: Any | None
         data["model"] = to_dict(raw.config)
         atomic_write_text(cfg_path, yaml.safe_dump(data, sort_keys=False))
     return exp / MODEL_FILE
+
+
+def write_weights(exp_dir: str | Path, state: dict[str, torch.Tensor]) -> Path:
+    """Write `state` (a plain state dict, moved to the CPU) as `exp_dir/model.pt`, atomically."""
+    from tmt.core.io import atomic_open
+
+    path = Path(exp_dir) / MODEL_FILE
+    with atomic_open(path, "wb") as f:
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, f)
+    return path
 
 
 def load_model_config(exp_dir: str | Path) -> TmtModelConfig:

@@ -6,6 +6,7 @@
         rank1.pt       ... one per process
     exp_dir/checkpoints/best.json   {"step": ..., "loss": ...}
     exp_dir/best/<direction>/       (best_per_direction) that direction's best model and best.json
+    exp_dir/average.json            (average_last) the steps whose mean model.pt is
 
 A step directory is written as `step_XXXXXXXX.tmp/` and renamed once every rank
 has written its part, so a killed run never leaves a half checkpoint that
@@ -33,11 +34,14 @@ from tmt.core.io import (
     read_json_object,
     save_torch,
 )
+from tmt.models.checkpoint import write_weights
 from tmt.training.distributed import DistInfo, barrier
 
 log = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
+AVERAGE_FILE = "average.json"
+"""Beside model.pt when it is a checkpoint average (`average_last`): {"steps": [...]}."""
 _STEP_RE = re.compile(r"^step_(\d{8})$")
 
 
@@ -171,6 +175,40 @@ def prune(exp_dir: str | Path, keep_last: int) -> None:
     root = Path(exp_dir) / CKPT_DIR
     for p in root.glob("step_*.tmp"):  # leftovers of a killed save
         shutil.rmtree(p, ignore_errors=True)
+
+
+def average_weights(exp_dir: str | Path, steps: list[int]) -> dict[str, torch.Tensor]:
+    """The mean of the model weights of the step checkpoints `steps` (fairseq's checkpoint
+    averaging, Vaswani et al. 2017), summed in float64; integer buffers must agree and are kept."""
+    if not steps:
+        raise CheckpointError(f"no checkpoints to average in {Path(exp_dir) / CKPT_DIR}")
+    total: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for step in steps:
+        d = step_dir(exp_dir, step)
+        state = load_torch(d / "trainer.pt", what="training checkpoint", error=CheckpointError,
+                           fix=f"delete {d} or average other steps")["model"]
+        if total and state.keys() != total.keys():
+            raise CheckpointError(f"{d}: its model has other weights than step {steps[0]}'s; average one run's checkpoints")
+        for k, v in state.items():
+            if not v.is_floating_point():
+                if k in total and not torch.equal(total[k], v):
+                    raise CheckpointError(f"{d}: buffer {k} differs from step {steps[0]}'s and cannot be averaged")
+                total[k] = v
+            else:
+                dtypes[k] = v.dtype
+                total[k] = total[k] + v.double() if k in total else v.double()
+    return {k: (v / len(steps)).to(dtypes[k]) if k in dtypes else v for k, v in total.items()}
+
+
+def write_average(exp_dir: str | Path, last: int) -> list[int]:
+    """Write `model.pt` as the average of the last `last` step checkpoints and `average.json`
+    naming them; returns the steps (fewer than `last` when the run saved fewer)."""
+    steps = list_steps(exp_dir)[-last:]
+    write_weights(exp_dir, average_weights(exp_dir, steps))
+    atomic_write_json(Path(exp_dir) / AVERAGE_FILE, {"steps": steps})
+    log.info("model.pt: the average of %d checkpoints (steps %s)", len(steps), ", ".join(map(str, steps)))
+    return steps
 
 
 def load_checkpoint(

@@ -103,6 +103,12 @@ class TrainConfig:
     """Write a checkpoint every N steps (and at the end)."""
     keep_last: int = 3
     """Checkpoints kept besides the best one."""
+    average_last: int = 0
+    """At the end of training, `model.pt` becomes the mean of the weights of the last N step
+    checkpoints (checkpoint averaging, as fairseq's `average_checkpoints.py`), and `average.json`
+    names the steps; keep_last must be >= N. 0: `model.pt` is the checkpoint best on validation
+    (or the last). Per-direction best models are not averaged. `--resume` of a finished run with
+    `--set average_last=N` averages without training."""
     best_per_direction: bool = False
     """Also keep each direction's own best model: `best/<direction>/` (model.pt, vocab.json,
     config.yaml, best.json), written whenever that direction's validation CE is the lowest so
@@ -155,6 +161,9 @@ class TrainConfig:
         for n in ("valid_every", "save_every", "log_every"):
             if getattr(self, n) < 1:
                 raise TmtError(f"{n} must be >= 1")
+        if not 0 <= self.average_last <= self.keep_last:
+            raise TmtError(f"average_last must be between 0 and keep_last ({self.keep_last}), got {self.average_last}; "
+                           f"raise keep_last too, e.g. --set keep_last={max(self.average_last, 0)}")
 
 
 SPELLINGS = (

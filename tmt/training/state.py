@@ -180,6 +180,7 @@ def save_run(run: Run, *, write_model: bool, train_seconds: float) -> None:
                          keep_last=cfg.keep_last)
     if write_model and info.is_main:
         save_model(step_module.model, exp)
+        (exp / ckpt.AVERAGE_FILE).unlink(missing_ok=True)  # model.pt is one checkpoint's again
         atomic_write_text(exp / "config.yaml", dump_yaml(cfg))
 
 

@@ -157,7 +157,7 @@ def _run(run: Run, *, stop_after: int | None) -> TrainResult:
             save_run(run, write_model=is_best or run.valid_reader is None, train_seconds=budget.spent())
             saved_at = step
 
-    _finish(run, saved_at, budget)
+    _finish(run, saved_at, budget, finished=run.step >= cfg.max_steps or out_of_time)
     return TrainResult(exp_dir=exp, step=run.step, train=last_train, valid=last_valid, best=ckpt.read_best(exp))
 
 
@@ -185,13 +185,16 @@ def _log_train(
     return per_dir
 
 
-def _finish(run: Run, saved_at: int, budget: TimeBudget) -> None:
-    """The last checkpoint (if the loop did not just write it), model.pt and the curves."""
+def _finish(run: Run, saved_at: int, budget: TimeBudget, *, finished: bool) -> None:
+    """The last checkpoint (if the loop did not just write it), model.pt (averaged over the last
+    checkpoints when the run is finished and `average_last` asks) and the curves."""
     info, exp = run.info, run.exp
     if saved_at != run.step and run.step > 0:  # resumed at max_steps: nothing ran
         save_run(run, write_model=run.valid_reader is None, train_seconds=budget.spent())
     if info.is_main and not (exp / "model.pt").is_file():
         save_model(run.model, exp)
+    if info.is_main and finished and run.cfg.average_last > 0:
+        ckpt.write_average(exp, run.cfg.average_last)
     if run.cfg.plot and info.is_main:
         plot_metrics(exp / "metrics.jsonl", exp / "curves.png")
     barrier(info)

@@ -358,6 +358,12 @@ def test_extra_scenes_join_the_image_fit_and_training(tmp_path: Path) -> None:
     r, calls = _recipe(tmp_path / "q", "--stop-stage", "0", "--jobs", "1")
     assert r.returncode == 0, r.stderr
     assert "--extra-scenes 2000 --extra-speech 5 " in next(c for c in calls if c.startswith("prepare scenes "))
+    # the full preset: 10000, every caption spoken, sampled as often as train (session 30)
+    r, calls = _recipe(tmp_path / "f", "--preset", "full", "--stop-stage", "4", "--stage", "0", "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    assert "--extra-scenes 10000 --extra-speech 5 " in next(c for c in calls if c.startswith("prepare scenes "))
+    f_store = tmp_path / "f" / "out" / "data" / "store"
+    assert f"--store {f_store}/train_extra=1 " in next(c for c in calls if c.startswith("train "))
     r, calls = _recipe(tmp_path / "b", "--stop-stage", "4", "--jobs", "1", "--extra-scenes", "0")
     assert r.returncode == 0, r.stderr
     assert "--extra-scenes 0" in next(c for c in calls if c.startswith("prepare scenes "))
@@ -430,6 +436,19 @@ def test_direction_weights_reach_the_unified_trainings_and_uniform_turns_them_of
     r, calls = _stage11(tmp_path / "s", "--single-directions", "s2t", "--direction-weights", "t2s=3")
     assert r.returncode == 0, r.stderr
     assert not [c for c in calls if "data.direction_weight" in c]  # the baselines train one direction each
+
+
+def test_average_last_reaches_every_training_and_keeps_enough_checkpoints(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path / "a", "--stage", "4", "--stop-stage", "6", "--jobs", "1", "--average-last", "6")
+    assert r.returncode == 0, r.stderr
+    trainings = [c for c in calls if c.startswith("train ")]
+    assert len(trainings) == 2 and all("--set average_last=6 --set keep_last=6 " in c for c in trainings)
+    for preset in ("quick", "full"):  # off by default (docs/results.md, session 30)
+        r, calls = _recipe(tmp_path / preset, "--preset", preset, "--stage", "4", "--stop-stage", "4", "--jobs", "1")
+        assert "--set average_last=0 --set keep_last=3 " in next(c for c in calls if c.startswith("train "))
+    r, calls = _stage11(tmp_path / "s", "--single-directions", "s2t", "--average-last", "4")
+    assert r.returncode == 0, r.stderr
+    assert "--set average_last=4 --set keep_last=4 " in next(c for c in calls if c.startswith("train "))
 
 
 def test_stage11_draws_the_validation_curves_of_the_trained_baselines(tmp_path: Path) -> None:

@@ -161,9 +161,11 @@ class TrainConfig:
         for n in ("valid_every", "save_every", "log_every"):
             if getattr(self, n) < 1:
                 raise TmtError(f"{n} must be >= 1")
-        if not 0 <= self.average_last <= self.keep_last:
-            raise TmtError(f"average_last must be between 0 and keep_last ({self.keep_last}), got {self.average_last}; "
-                           f"raise keep_last too, e.g. --set keep_last={max(self.average_last, 0)}")
+        if self.average_last < 0:
+            raise TmtError(f"average_last must be >= 0 (0: no averaging), got {self.average_last}")
+        if self.average_last > self.keep_last:
+            raise TmtError(f"average_last={self.average_last} needs that many kept checkpoints, but keep_last is "
+                           f"{self.keep_last}: add --set keep_last={self.average_last}")
 
 
 SPELLINGS = (

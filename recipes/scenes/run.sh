@@ -181,8 +181,9 @@ case "${preset}" in
   full)
     # every caption of the 10000 extra scenes spoken (stage 0: ~10 min instead of ~2; 5.7 GB of wavs), train_extra
     # sampled as often as train: at the same 10173 steps valid CE fell in all six directions and on test
-    # text->speech went 37 -> 26% judge WER, image->speech 22 -> 26 BLEU-4, speech->text 6.6 -> 2.5% WER, text->image
-    # 11 -> 15% exact scenes; image->text 51 -> 50, speech->image 9 -> 6 (docs/results.md, session 30)
+    # text->speech went 37 -> 26% judge WER (28.9 over four noise realisations), image->speech 22 -> 26 BLEU-4,
+    # speech->text 6.6 -> 2.5% WER, text->image 11 -> 15% exact scenes; image->text 51 -> 50, speech->image 9 -> 6
+    # (docs/results.md, session 30)
     : "${num_scenes:=2000}"; : "${extra_scenes:=10000}"; : "${extra_speech:=5}"; : "${extra_weight:=1}"
     # the text-aligned card at its 20-minute budget: as generation-friendly as image-vq-f8-512 on this
     # pool (text->image exact scenes within 3 of 150 either way at 3000 and 6000 steps; objects counted

@@ -182,23 +182,19 @@ def average_weights(exp_dir: str | Path, steps: list[int]) -> dict[str, torch.Te
     averaging, Vaswani et al. 2017), summed in float64; integer buffers must agree and are kept."""
     if not steps:
         raise CheckpointError(f"no checkpoints to average in {Path(exp_dir) / CKPT_DIR}")
-    total: dict[str, torch.Tensor] = {}
-    dtypes: dict[str, torch.dtype] = {}
-    for step in steps:
+    first = load_weights(step_dir(exp_dir, steps[0]))
+    total = {k: v.double() for k, v in first.items() if v.is_floating_point()}
+    for step in steps[1:]:
         d = step_dir(exp_dir, step)
-        state = load_torch(d / "trainer.pt", what="training checkpoint", error=CheckpointError,
-                           fix=f"delete {d} or average other steps")["model"]
-        if total and state.keys() != total.keys():
+        state = load_weights(d)
+        if state.keys() != first.keys():
             raise CheckpointError(f"{d}: its model has other weights than step {steps[0]}'s; average one run's checkpoints")
         for k, v in state.items():
-            if not v.is_floating_point():
-                if k in total and not torch.equal(total[k], v):
-                    raise CheckpointError(f"{d}: buffer {k} differs from step {steps[0]}'s and cannot be averaged")
-                total[k] = v
-            else:
-                dtypes[k] = v.dtype
-                total[k] = total[k] + v.double() if k in total else v.double()
-    return {k: (v / len(steps)).to(dtypes[k]) if k in dtypes else v for k, v in total.items()}
+            if k in total:
+                total[k] += v.double()
+            elif not torch.equal(first[k], v):
+                raise CheckpointError(f"{d}: buffer {k} differs from step {steps[0]}'s and cannot be averaged")
+    return {k: (total[k] / len(steps)).to(v.dtype) if k in total else v for k, v in first.items()}
 
 
 def write_average(exp_dir: str | Path, last: int) -> list[int]:

@@ -116,3 +116,15 @@ def test_coco_metrics_by_hand() -> None:
     assert r.values["rouge_l"] == pytest.approx(100 * (first + 1.0) / 2, abs=1e-4)
     assert 0 < r.values["meteor"] <= 100
     assert r.values["cider"] > 0
+
+
+def test_mean_of_realisations_averages_each_metric_and_keeps_the_unavailable() -> None:
+    a = M.MetricResult(values={"wer": 10.0, "cer": 4.0}, unavailable={"bleu4": "no captions"}, extra={"n": 3})
+    b = M.MetricResult(values={"wer": 20.0}, unavailable={"bleu4": "no captions"})
+    out = M.mean_of_realisations([("world", a), ("seed-1", b)])
+    # cer is missing from one realisation: left out, never half-averaged
+    assert out.values == {"wer": 15.0}
+    assert out.unavailable == {"bleu4": "no captions"} and out.extra["n"] == 3
+    assert out.extra["realisations"] == [{"noise": "world", "wer": 10.0, "cer": 4.0}, {"noise": "seed-1", "wer": 20.0}]
+    assert M.mean_of_realisations([("world", a)]) is a
+    assert M.mean_over_runs([{"x": 1, "y": None}, {"x": 2, "y": 3}], ["x", "y"]) == {"x": 1.5}

@@ -451,6 +451,16 @@ def test_average_last_reaches_every_training_and_keeps_enough_checkpoints(tmp_pa
     assert "--set average_last=4 --set keep_last=4 " in next(c for c in calls if c.startswith("train "))
 
 
+def test_judge_realisations_reach_every_scoring(tmp_path: Path) -> None:
+    r, calls = _stage11(tmp_path / "s", "--single-directions", "t2s", "--judge-realisations", "4")
+    assert r.returncode == 0, r.stderr
+    assert all(" --realisations 4 " in c for c in calls if c.startswith("score run ")), calls
+    r, calls = _recipe(tmp_path / "q", "--stage", "9", "--stop-stage", "9", "--jobs", "1", "--back-translation", "false")
+    assert r.returncode == 0, r.stderr
+    scored = [c for c in calls if c.startswith("score run ")]
+    assert scored and all(" --realisations 1 " in c for c in scored)  # one realisation unless asked
+
+
 def test_stage11_draws_the_validation_curves_of_the_trained_baselines(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "exp" / "tmt").mkdir(parents=True)

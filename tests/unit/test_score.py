@@ -371,6 +371,60 @@ def test_unit_outputs_are_vocoded_and_ceiling_resynthesised(tmp_path: Path, mani
     assert len(judge.calls[1][0][0]) == 9 * 320
 
 
+def test_realisations_revoice_outputs_from_their_units_and_average(tmp_path: Path, manifest: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from click.testing import CliRunner
+
+    from tmt.cli import cli
+    from tmt.store.token_store import DURATION_VOCAB, TokenStoreWriter
+    from tmt.vocoder import VocoderError, build_model, load_vocoder, save_vocoder, tiny_config
+
+    pytest.importorskip("pyworld")
+    torch.manual_seed(0)
+    for arch in ("unit-world", "hifigan"):
+        cfg = tiny_config(arch, num_units=20)  # type: ignore[arg-type]
+        save_vocoder(tmp_path / arch, build_model(cfg), cfg)
+    store = tmp_path / "store"
+    with TokenStoreWriter(store, streams={"speech": 20, "durations": DURATION_VOCAB}) as w:
+        for g in CAPTIONS:
+            for k in range(2):
+                w.add({"id": f"{g}_{k}", "group": g}, {"speech": [1, 2, 3], "durations": [2, 3, 4]})
+    # what `tmt translate --vocoder` writes: a wav (one realisation) and the units it came from
+    hyps = [{"id": "g0_0", "hyp": "g0_0.wav", "tokens": [1, 2, 3, 4]}, {"id": "g1_0", "hyp": "g1_0.wav", "tokens": [5, 6]}]
+    d = make_hyp_dir(tmp_path / "t2s", "text", "speech", hyps, manifest)
+    for h in hyps:
+        sf.write(d / h["hyp"], np.zeros(1600, dtype=np.float32), 16000)
+    heard = iter([["a red circle", "a blue square"], ["a red", "a blue square"], ["", "a blue square"]] * 2)
+
+    class ArrayJudge(FakeJudge):
+        def transcribe(self, items: list[Any]) -> list[str]:
+            self.calls.append(list(items))
+            assert all(isinstance(i, tuple) for i in items)  # voiced again, not the wav files
+            return next(heard)
+
+    judge = ArrayJudge({})
+    monkeypatch.setattr(S.Judges, "asr", lambda self: (judge, ""))
+    e = S.score_dir(d, _cfg(vocoder=str(tmp_path / "unit-world"), ref_store=str(store), realisations=3))
+    # 6 reference words: 0, 1 and 3 deletions
+    assert [r["noise"] for r in e["extra"]["realisations"]] == ["world", "seed-1", "seed-2"]
+    assert [r["wer"] for r in e["extra"]["realisations"]] == pytest.approx([0, 100 / 6, 50])
+    assert e["metrics"]["wer"] == pytest.approx(np.mean([0, 100 / 6, 50]), abs=1e-3)
+    assert e["ceiling"]["metrics"]["wer"] == pytest.approx(e["metrics"]["wer"], abs=1e-3)
+    assert len(e["ceiling"]["extra"]["realisations"]) == 3
+    assert e["samples"][0]["transcript"] == "a red circle"  # the first realisation's
+    outputs = [c[0][0] for c in judge.calls[:3]]
+    assert not np.allclose(outputs[0], outputs[1]) and not np.allclose(outputs[1], outputs[2])
+    # the first realisation is the vocoder's own noise: what `tmt translate` wrote
+    voc = load_vocoder(tmp_path / "unit-world")
+    own = voc.synthesize([np.array([1, 2, 3, 4])], voc.predict_durations([np.array([1, 2, 3, 4])]))[0]
+    assert np.allclose(outputs[0], own)
+    with pytest.raises(VocoderError, match="need a unit-world vocoder"):
+        S.score_dir(d, _cfg(vocoder=str(tmp_path / "hifigan"), realisations=2, ceiling=False))
+    res = CliRunner().invoke(cli, ["score", "run", str(d), "--realisations", "2"])
+    assert res.exit_code == 2 and "--vocoder" in res.output
+
+
 def test_compare_headline_keeps_one_metric_per_direction():
     from tmt.evaluation.score import compare
 

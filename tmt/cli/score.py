@@ -21,6 +21,7 @@ Examples:
   tmt score exp/out/image-text --manifest data/scenes/test.jsonl.gz
   tmt score exp/out/* --out-dir exp/scores --vocoder exp/vocoder --ref-store data/scenes/store/test
   tmt score exp/out/text-speech --asr-prompt "red green blue circle square triangle"
+  tmt score exp/out/text-speech --vocoder exp/vocoder --ref-store S --realisations 4   # mean of 4 noise draws
   tmt score --model exp/tmt --manifest data/scenes/test.jsonl.gz --split test \\
       --directions i2t,s2t,t2i --out-dir exp/scores --vocoder exp/vocoder --limit 50
   tmt score --compare exp/scores exp_bt/scores
@@ -59,6 +60,9 @@ def cli() -> None:
               help="Token store of the split: ground-truth units (ASR ceiling) and image tokens (token agreement).")
 @click.option("--vocoder", type=click.Path(file_okay=False), default=None,
               help="Unit vocoder directory: vocodes unit-only outputs and the ground-truth units for the ceiling.")
+@click.option("--realisations", type=click.IntRange(min=1), default=1, show_default=True,
+              help="unit-world vocoder: voice speech outputs (from their units) and the ceiling with this many noise "
+                   "realisations and report the mean (each under extra.realisations).")
 @click.option("--clip", "clip_dir", type=click.Path(file_okay=False), default=None,
               help="Local transformers CLIPModel directory (image outputs of non-scene corpora).")
 @click.option("--asr-model", type=click.Path(file_okay=False), default=None,
@@ -88,6 +92,7 @@ def run(
     out_dir: str | None,
     ref_store: str | None,
     vocoder: str | None,
+    realisations: int,
     clip_dir: str | None,
     asr_model: str | None,
     asr_prompt: str | None,
@@ -117,10 +122,12 @@ def run(
         _print_compare(*compare_pair, as_json=as_json, others=bool(hyp_dirs or model_dir))
         return
     _check_inputs(hyp_dirs, model_dir, manifest, out_dir, {"--split": split, "--limit": limit})
+    if realisations > 1 and not vocoder:
+        raise click.UsageError("--realisations voices speech outputs again: give the unit-world vocoder (--vocoder DIR)")
     from tmt.evaluation.score import ScoreConfig, default_out_dir, score_runs
 
     cfg = ScoreConfig(
-        manifest=manifest, ref_store=ref_store, vocoder=vocoder, clip=clip_dir, asr_model_dir=asr_model, samples=samples,
+        manifest=manifest, ref_store=ref_store, vocoder=vocoder, realisations=realisations, clip=clip_dir, asr_model_dir=asr_model, samples=samples,
         asr_prompt=asr_prompt, asr_no_repeat_ngram=asr_no_repeat_ngram, coco=not no_coco, ceiling=not no_ceiling, max_items=max_items,
     )
     if model_dir is not None:

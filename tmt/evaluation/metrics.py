@@ -26,7 +26,7 @@ import re
 import shutil
 import statistics
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,33 @@ class MetricResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"metrics": dict(self.values), "unavailable": dict(self.unavailable), "notes": list(self.notes), "extra": dict(self.extra)}
+
+
+def mean_over_runs(runs: Sequence[Mapping[str, Any]], keys: Iterable[str], digits: int = 2) -> dict[str, float]:
+    """Per key, the mean over `runs` (e.g. a vocoder's noise realisations) of its numbers; a key that is
+    not a number in every run is left out (an unavailable metric stays unavailable, never half-averaged)."""
+    out: dict[str, float] = {}
+    for key in keys:
+        values = [r.get(key) for r in runs]
+        if runs and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            out[key] = round(statistics.fmean(float(v) for v in values), digits)  # type: ignore[arg-type]
+    return out
+
+
+def mean_of_realisations(named: Sequence[tuple[str, MetricResult]]) -> MetricResult:
+    """One result from the same outputs judged through several noise realisations of the vocoder: the
+    first's reasons, notes and extras, every metric's mean, and each realisation's numbers under
+    `extra["realisations"]` (one realisation: returned as it is)."""
+    if len(named) == 1:
+        return named[0][1]
+    first = named[0][1]
+    runs = [r.values for _, r in named]
+    out = MetricResult(values=mean_over_runs(runs, first.values, digits=4), unavailable=dict(first.unavailable),
+                       notes=list(first.notes), extra=dict(first.extra))
+    out.extra["realisations"] = [{"noise": name} | r.values for name, r in named]
+    out.notes.append(f"speech metrics are the mean over {len(named)} noise realisations of the vocoder "
+                     "(each under extra.realisations)")
+    return out
 
 
 _PUNCT = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)", re.UNICODE)

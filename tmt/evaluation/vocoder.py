@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tmt.core.audio import SAMPLE_RATE
-from tmt.evaluation.metrics import MetricResult, wer_cer
+from tmt.evaluation.metrics import MetricResult, mean_over_runs, wer_cer
 from tmt.vocoder import (
     AudioCache,
     LogMel,
@@ -136,11 +136,8 @@ def _mean_of_realisations(names: Sequence[str], runs: Sequence[dict[str, Any]]) 
     """One result from several realisations' results: the first's fields, the means of `REALISATION_KEYS`
     (a WER that is unavailable stays unavailable), and each realisation's numbers."""
     out = dict(runs[0])
-    for key in REALISATION_KEYS:
-        values = [r.get(key) for r in runs]
-        numbers = [float(v) for v in values if isinstance(v, int | float)]
-        if len(numbers) == len(values):
-            out[key] = round(float(np.mean(numbers)), 2 if key != "mel_l1" else 4)
+    out |= mean_over_runs(runs, [k for k in REALISATION_KEYS if k != "mel_l1"])
+    out |= mean_over_runs(runs, ("mel_l1",), digits=4)
     out["rtf_x"] = round(float(np.mean([r["rtf_x"] for r in runs])), 2)
     out["realisations"] = [{"noise": n} | {k: r[k] for k in REALISATION_KEYS if k in r}
                            for n, r in zip(names, runs, strict=True)]

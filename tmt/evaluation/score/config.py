@@ -43,6 +43,11 @@ class ScoreConfig:
     """Token store of the same split: ground-truth units (ASR ceiling) and image tokens (token agreement)."""
     vocoder: str | None = None
     """Unit vocoder directory, for hypotheses given only as units and for the resynthesised ceiling."""
+    realisations: int = 1
+    """Noise realisations of a `unit-world` vocoder: speech outputs (from their units) and the resynthesised
+    ceiling are voiced this many times (WORLD's own noise, then `world.noise_seed` 1, 2, ...) and their
+    metrics are the mean, each realisation's under `extra.realisations`. One realisation moves text->speech
+    WER by up to 6 points on 250 rows (docs/results.md, session 30)."""
     clip: str | None = None
     """Local transformers CLIPModel directory for image outputs of non-scene corpora."""
     asr_model_dir: str | None = None

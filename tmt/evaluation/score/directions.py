@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from tmt.evaluation import images as im
-from tmt.evaluation.metrics import MetricResult, bleu, caption_metrics, wer_cer
+from tmt.evaluation.metrics import (
+    MetricResult,
+    bleu,
+    caption_metrics,
+    mean_of_realisations,
+    wer_cer,
+)
 from tmt.evaluation.score.config import ScoreConfig, ScoreError
 from tmt.evaluation.score.inputs import HypRun, References, group_of
 from tmt.evaluation.score.judges import Judges
@@ -72,38 +78,45 @@ def score_text(src: str, hyps: Sequence[dict[str, Any]], refs: References, cfg: 
 
 def _speech_inputs(
     d: Path, hyps: Sequence[dict[str, Any]], judges: Judges
-) -> tuple[list[Any] | None, str, list[str]]:
-    """The audio of each speech hypothesis: wav files, or units vocoded now.
+) -> tuple[list[tuple[str, list[Any]]] | None, str, list[str]]:
+    """The audio of each speech hypothesis, once per noise realisation of the vocoder (`--realisations`):
+    wav files (the same in every realisation), or units vocoded now. With several realisations every
+    output that has units is voiced from them, its wav set aside (that wav is one realisation).
 
-    Returns (inputs or None, reason when None, notes)."""
+    Returns ([(realisation, inputs), ...] or None, reason when None, notes)."""
     notes: list[str] = []
     items: list[Any] = []
     need_units: list[int] = []
     units: list[np.ndarray] = []
+    revoice = judges.cfg.realisations > 1
     for i, h in enumerate(hyps):
         p = d / str(h["hyp"])
         wav = p if p.suffix == ".wav" and p.is_file() else d / f"{h['id']}.wav"
-        if wav.is_file():
+        upath = p if p.name.endswith(".txt") and p.is_file() else d / f"{h['id']}.units.txt"
+        found = (np.array(upath.read_text().split(), dtype=np.int64) if upath.is_file()
+                 else np.asarray(h["tokens"], dtype=np.int64) if h.get("tokens") else None)
+        if wav.is_file() and not (revoice and found is not None):
             items.append(wav)
             continue
+        if found is None:
+            return None, f"{d}: no wav and no units for '{h['id']}'", notes
         items.append(None)
         need_units.append(i)
-        upath = p if p.name.endswith(".txt") and p.is_file() else d / f"{h['id']}.units.txt"
-        if upath.is_file():
-            units.append(np.array(upath.read_text().split(), dtype=np.int64))
-        elif h.get("tokens"):
-            units.append(np.asarray(h["tokens"], dtype=np.int64))
-        else:
-            return None, f"{d}: no wav and no units for '{h['id']}'", notes
-    if need_units:
-        voc, why = judges.vocoder()
-        if voc is None:
-            return None, f"{len(need_units)} outputs are units only and {why} to vocode them", notes
-        waves = voc.synthesize(units)
+        units.append(found)
+    if not need_units:
+        return [("recordings", items)], "", notes
+    voc, why = judges.vocoder()
+    if voc is None:
+        return None, f"{len(need_units)} outputs are units only and {why} to vocode them", notes
+    runs = []
+    for name, waves in judges.vocode(units):
+        run = list(items)
         for i, w in zip(need_units, waves, strict=True):
-            items[i] = (np.asarray(w, dtype=np.float32), int(voc.sample_rate))
-        notes.append(f"{len(need_units)} unit outputs vocoded with {judges.cfg.vocoder}")
-    return items, "", notes
+            run[i] = w
+        runs.append((name, run))
+    notes.append(f"{len(need_units)} unit outputs vocoded with {judges.cfg.vocoder}"
+                 + (f", {len(runs)} noise realisations" if len(runs) > 1 else ""))
+    return runs, "", notes
 
 
 def score_speech(
@@ -115,22 +128,46 @@ def score_speech(
     judges: Judges,
     result: MetricResult,
 ) -> tuple[list[str] | None, dict[str, Any] | None]:
+    """The ASR judge's transcripts scored like text; several noise realisations are averaged and the
+    first realisation's transcripts are returned (for the report's samples)."""
     names = ("wer", "cer") if src == "text" else ("bleu1", "bleu2", "bleu3", "bleu4")
     judge, why = judges.asr()
     if judge is None:
         for m in names:
             result.unavailable[m] = f"ASR judge unavailable: {why}"
         return None, None
-    items, why, notes = _speech_inputs(d, hyps, judges)
+    runs, why, notes = _speech_inputs(d, hyps, judges)
     result.notes.extend(notes)
-    if items is None:
+    if runs is None:
         for m in names:
             result.unavailable[m] = why
         return None, judge.describe()
-    transcripts = judges.transcribe(items)
-    result.update(_text_metrics(src, transcripts, hyps, refs, cfg))
+    heard = [(name, judges.transcribe(items)) for name, items in runs]
+    result.update(mean_of_realisations([(name, _text_metrics(src, texts, hyps, refs, cfg)) for name, texts in heard]))
     result.notes.append(f"ASR judge: whisper tiny.en, vocabulary prompt {'ON' if judge.prompt else 'off'}")
-    return transcripts, judge.describe()
+    return heard[0][1], judge.describe()
+
+
+def _ground_truth_audio(
+    rows: Sequence[dict[str, Any]], refs: References, cfg: ScoreConfig, judges: Judges
+) -> tuple[list[dict[str, Any]], list[tuple[str, list[Any]]], str | None]:
+    """The rows that have ground-truth speech and its audio (per noise realisation): their units
+    resynthesised (vocoder + ref store) when possible, else the original recordings."""
+    voc, _ = judges.vocoder()
+    if voc is not None and cfg.ref_store:
+        found = [(r, u, judges.store_tokens(str(r["id"]), "durations"))
+                 for r in rows if (u := judges.store_tokens(str(r["id"]), "speech")) is not None]
+        if found:
+            kept = [r for r, _, _ in found]
+            durs = [d for _, _, d in found if d is not None]
+            runs = judges.vocode([u for _, u, _ in found], durs if len(durs) == len(found) else None,
+                                 voice=_row_voices(voc, kept))
+            return kept, list(runs), "resynthesised ground-truth units (vocoder + ref store)"
+    recorded = [r for r in rows if (p := refs.media(r.get("speech"))) is not None and p.is_file()]
+    if not recorded:
+        return [], [], None
+    return (recorded, [("recordings", [refs.media(r["speech"]) for r in recorded])],
+            "original recordings (give --vocoder and --ref-store for the resynthesised ceiling)")
 
 
 def speech_ceiling(
@@ -142,37 +179,22 @@ def speech_ceiling(
     if judge is None:
         out.unavailable["wer"] = f"ASR judge unavailable: {why}"
         return out.to_json() | {"source": None}
-    rows = [refs.rows[str(h["id"])] for h in hyps]
-    source = None
-    items: list[Any] = []
-    voc, _ = judges.vocoder()
-    if voc is not None and cfg.ref_store:
-        units = [judges.store_tokens(str(r["id"]), "speech") for r in rows]
-        durs = [judges.store_tokens(str(r["id"]), "durations") for r in rows]
-        keep = [i for i, u in enumerate(units) if u is not None]
-        if keep:
-            ku = [units[i] for i in keep]
-            kd = [durs[i] for i in keep]
-            rows = [rows[i] for i in keep]
-            waves = voc.synthesize(ku, kd if all(x is not None for x in kd) else None, voice=_row_voices(voc, rows))
-            items = [(np.asarray(w, dtype=np.float32), int(voc.sample_rate)) for w in waves]
-            source = "resynthesised ground-truth units (vocoder + ref store)"
-    if not items:
-        keep_rows = [r for r in rows if refs.media(r.get("speech")) is not None and refs.media(r.get("speech")).is_file()]  # type: ignore[union-attr]
-        if not keep_rows:
-            out.unavailable["wer"] = "no ground-truth speech: give --vocoder and --ref-store, or a manifest with recordings"
-            return out.to_json() | {"source": None}
-        rows = keep_rows
-        items = [refs.media(r["speech"]) for r in rows]
-        source = "original recordings (give --vocoder and --ref-store for the resynthesised ceiling)"
-    transcripts = judges.transcribe(items)
-    # intelligibility of ground truth: transcript vs its own text
-    out.update(wer_cer(transcripts, [str(r.get("text") or "") for r in rows]))
-    if src == "image":
-        # the caption metrics a perfect speech caption would get, against the OTHER captions of its image
-        loo = [refs.captions(str(r.get("group") or r["id"]), exclude_id=str(r["id"])) for r in rows]
-        out.update(bleu(transcripts, loo))
-        out.notes.append("ceiling BLEU scores each ground-truth transcript against the other captions of its image")
+    rows, runs, source = _ground_truth_audio([refs.rows[str(h["id"])] for h in hyps], refs, cfg, judges)
+    if not runs:
+        out.unavailable["wer"] = "no ground-truth speech: give --vocoder and --ref-store, or a manifest with recordings"
+        return out.to_json() | {"source": None}
+    named = []
+    for name, items in runs:
+        transcripts = judges.transcribe(items)
+        # intelligibility of ground truth: transcript vs its own text
+        one = wer_cer(transcripts, [str(r.get("text") or "") for r in rows])
+        if src == "image":
+            # the caption metrics a perfect speech caption would get, against the OTHER captions of its image
+            loo = [refs.captions(str(r.get("group") or r["id"]), exclude_id=str(r["id"])) for r in rows]
+            one.update(bleu(transcripts, loo))
+            one.notes.append("ceiling BLEU scores each ground-truth transcript against the other captions of its image")
+        named.append((name, one))
+    out.update(mean_of_realisations(named))
     return out.to_json() | {"source": source, "n": len(rows)}
 
 

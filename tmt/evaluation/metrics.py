@@ -64,9 +64,9 @@ def mean_over_runs(runs: Sequence[Mapping[str, Any]], keys: Iterable[str], digit
     not a number in every run is left out (an unavailable metric stays unavailable, never half-averaged)."""
     out: dict[str, float] = {}
     for key in keys:
-        values = [r.get(key) for r in runs]
-        if runs and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            out[key] = round(statistics.fmean(float(v) for v in values), digits)  # type: ignore[arg-type]
+        values = [v for r in runs if isinstance(v := r.get(key), int | float) and not isinstance(v, bool)]
+        if runs and len(values) == len(runs):
+            out[key] = round(statistics.fmean(values), digits)
     return out
 
 

@@ -122,8 +122,6 @@ def run(
         _print_compare(*compare_pair, as_json=as_json, others=bool(hyp_dirs or model_dir))
         return
     _check_inputs(hyp_dirs, model_dir, manifest, out_dir, {"--split": split, "--limit": limit})
-    if realisations > 1 and not vocoder:
-        raise click.UsageError("--realisations voices speech outputs again: give the unit-world vocoder (--vocoder DIR)")
     from tmt.evaluation.score import ScoreConfig, default_out_dir, score_runs
 
     cfg = ScoreConfig(
@@ -139,16 +137,15 @@ def run(
             directions=[f"{s}->{t}" for s, t in parse_score_directions(directions)],
             vocoder=vocoder, limit=limit, beam_size=beam_size, device=device, voice=voice,
         )
-        out = out_dir
-        scores = score_model(run_cfg, out, cfg)
+        scores = score_model(run_cfg, out_dir, cfg)
     else:
-        out = out_dir or str(default_out_dir(hyp_dirs))
-        scores = score_runs(hyp_dirs, out, cfg)
+        out_dir = out_dir or str(default_out_dir(hyp_dirs))
+        scores = score_runs(hyp_dirs, out_dir, cfg)
         if ref_store:  # image targets: object/background tokens, teacher-forced by each run's model
             from tmt.cli.score_model import write_token_split
 
-            write_token_split(scores, out, None, ref_store, device)
-    _print_scores(scores, out, as_json=as_json)
+            write_token_split(scores, out_dir, None, ref_store, device)
+    _print_scores(scores, out_dir, as_json=as_json)
 
 
 def _check_inputs(

@@ -65,3 +65,10 @@ class ScoreConfig:
     max_items: int | None = None
     """Score only the first N hypotheses of each directory (quick looks)."""
 
+    def __post_init__(self) -> None:
+        if self.realisations < 1:
+            raise ScoreError(f"realisations must be >= 1, got {self.realisations}")
+        if self.realisations > 1 and not self.vocoder:
+            raise ScoreError("--realisations voices speech outputs again from their units: give the unit-world "
+                             "vocoder (--vocoder DIR)")
+

@@ -415,7 +415,7 @@ def test_realisations_revoice_outputs_from_their_units_and_average(tmp_path: Pat
     assert e["samples"][0]["transcript"] == "a red circle"  # the first realisation's
     outputs = [c[0][0] for c in judge.calls[:3]]
     assert not np.allclose(outputs[0], outputs[1]) and not np.allclose(outputs[1], outputs[2])
-    # the first realisation is the vocoder's own noise: what `tmt translate` wrote
+    # the first realisation is the vocoder's own noise, the same frames as its own synthesis
     voc = load_vocoder(tmp_path / "unit-world")
     own = voc.synthesize([np.array([1, 2, 3, 4])], voc.predict_durations([np.array([1, 2, 3, 4])]))[0]
     assert np.allclose(outputs[0], own)

@@ -92,10 +92,8 @@ def _speech_inputs(
     for i, h in enumerate(hyps):
         p = d / str(h["hyp"])
         wav = p if p.suffix == ".wav" and p.is_file() else d / f"{h['id']}.wav"
-        upath = p if p.name.endswith(".txt") and p.is_file() else d / f"{h['id']}.units.txt"
-        found = (np.array(upath.read_text().split(), dtype=np.int64) if upath.is_file()
-                 else np.asarray(h["tokens"], dtype=np.int64) if h.get("tokens") else None)
-        if wav.is_file() and not (revoice and found is not None):
+        found = _hyp_units(d, p, h) if revoice or not wav.is_file() else None
+        if found is None and wav.is_file():
             items.append(wav)
             continue
         if found is None:
@@ -117,6 +115,14 @@ def _speech_inputs(
     notes.append(f"{len(need_units)} unit outputs vocoded with {judges.cfg.vocoder}"
                  + (f", {len(runs)} noise realisations" if len(runs) > 1 else ""))
     return runs, "", notes
+
+
+def _hyp_units(d: Path, p: Path, h: dict[str, Any]) -> np.ndarray | None:
+    """A speech hypothesis' units: its `.units.txt` file, else the tokens of its hypotheses.jsonl row."""
+    upath = p if p.name.endswith(".txt") and p.is_file() else d / f"{h['id']}.units.txt"
+    if upath.is_file():
+        return np.array(upath.read_text().split(), dtype=np.int64)
+    return np.asarray(h["tokens"], dtype=np.int64) if h.get("tokens") else None
 
 
 def score_speech(
@@ -162,7 +168,7 @@ def _ground_truth_audio(
             durs = [d for _, _, d in found if d is not None]
             runs = judges.vocode([u for _, u, _ in found], durs if len(durs) == len(found) else None,
                                  voice=_row_voices(voc, kept))
-            return kept, list(runs), "resynthesised ground-truth units (vocoder + ref store)"
+            return kept, runs, "resynthesised ground-truth units (vocoder + ref store)"
     recorded = [r for r in rows if (p := refs.media(r.get("speech"))) is not None and p.is_file()]
     if not recorded:
         return [], [], None

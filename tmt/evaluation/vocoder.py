@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ def evaluate_vocoder(
     utts, info = collect_utterances(store, manifest)
     utts = utts[:limit] if limit else utts
     voc = load_vocoder(vocoder_dir, expected_fingerprint=info["fingerprint"], settings=settings)
-    variants = noise_variants(voc, realisations)
+    names = each_realisation(voc, realisations)  # refusals before any synthesis
     voices = [u.voice for u in utts]
     # durations once: every realisation voices the same frames
     durations = ([u.durations for u in utts] if gt_durations
@@ -93,21 +93,21 @@ def evaluate_vocoder(
     logmel = LogMel(voc.cfg.mel)
     with tempfile.TemporaryDirectory(prefix="tmt-vocoder-eval-") as tmp:
         wav_root = Path(out_dir) if out_dir is not None else Path(tmp)
-        runs = []
-        for k, (name, cfg) in enumerate(variants):
-            voc.cfg = cfg
+        runs, heard = [], []
+        for k, name in enumerate(names):
+            heard.append(name)
             wavs, res = _resynthesise(voc, utts, durations, voices)
             res = {"durations": "ground truth" if gt_durations else "predicted"} | res
             dists = [mel_distance(logmel, r, w) for r, w in zip(refs_audio, wavs, strict=True)]
             res["mel_l1"] = round(float(np.nanmean(dists)), 4)
-            wav_dir = wav_root if len(variants) == 1 else wav_root / f"noise-{name}"
+            wav_dir = wav_root if realisations == 1 else wav_root / f"noise-{name}"
             # the originals are judged once, with the first realisation
             res |= _transcription_scores(utts, wavs, refs_audio if k == 0 else None, model, wav_dir)
             runs.append(res)
     head = {"vocoder": str(vocoder_dir), "arch": voc.arch, "rows": len(utts)}
     if len(runs) == 1:
         return head | runs[0]
-    return head | _mean_of_realisations([name for name, _ in variants], runs)
+    return head | _mean_of_realisations(heard, runs)
 
 
 def noise_variants(voc: UnitVocoder, realisations: int) -> list[tuple[str, VocoderConfig]]:
@@ -126,6 +126,24 @@ def noise_variants(voc: UnitVocoder, realisations: int) -> list[tuple[str, Vocod
     seeded = [(f"seed-{n}", with_synthesis_settings(voc.cfg, [f"world.noise_seed={n}"]))
               for n in range(1, realisations)]
     return [("world", voc.cfg), *seeded]
+
+
+def each_realisation(voc: UnitVocoder, realisations: int) -> Iterator[str]:
+    """Set `voc`'s synthesis config to each of `noise_variants` in turn, yielding its name, and give the
+    vocoder its own config back at the end. The refusals of `noise_variants` come at the call, before
+    any synthesis."""
+    variants = noise_variants(voc, realisations)
+
+    def switch() -> Iterator[str]:
+        own = voc.cfg
+        try:
+            for name, cfg in variants:
+                voc.cfg = cfg
+                yield name
+        finally:
+            voc.cfg = own
+
+    return switch()
 
 
 REALISATION_KEYS = ("wer", "cer", "wer_median", "over_100", "mel_l1")

@@ -189,14 +189,15 @@ def speech_ceiling(
     if not runs:
         out.unavailable["wer"] = "no ground-truth speech: give --vocoder and --ref-store, or a manifest with recordings"
         return out.to_json() | {"source": None}
+    # image sources: the caption metrics a perfect speech caption would get, against the OTHER captions of its image
+    loo = ([refs.captions(str(r.get("group") or r["id"]), exclude_id=str(r["id"])) for r in rows]
+           if src == "image" else [])
     named = []
     for name, items in runs:
         transcripts = judges.transcribe(items)
         # intelligibility of ground truth: transcript vs its own text
         one = wer_cer(transcripts, [str(r.get("text") or "") for r in rows])
         if src == "image":
-            # the caption metrics a perfect speech caption would get, against the OTHER captions of its image
-            loo = [refs.captions(str(r.get("group") or r["id"]), exclude_id=str(r["id"])) for r in rows]
             one.update(bleu(transcripts, loo))
             one.notes.append("ceiling BLEU scores each ground-truth transcript against the other captions of its image")
         named.append((name, one))

@@ -71,24 +71,16 @@ class Judges:
         """`units` as audio, once per noise realisation (`cfg.realisations`), each named as
         `tmt vocoder eval --realisations` names it ("world", "seed-1", ...); durations are predicted once,
         so every realisation voices the same frames."""
-        from tmt.evaluation.vocoder import noise_variants
+        from tmt.evaluation.vocoder import each_realisation
 
         voc, why = self.vocoder()
         if voc is None:
             raise ScoreError(f"cannot vocode units: {why}")
-        variants = noise_variants(voc, self.cfg.realisations)
-        if durations is None and len(variants) > 1:
+        names = each_realisation(voc, self.cfg.realisations)
+        if durations is None and self.cfg.realisations > 1:
             durations = voc.predict_durations(units, voice=voice)
-        own = voc.cfg
-        out = []
-        try:
-            for name, cfg in variants:
-                voc.cfg = cfg
-                waves = voc.synthesize(units, durations, voice=voice)
-                out.append((name, [(np.asarray(w, dtype=np.float32), int(voc.sample_rate)) for w in waves]))
-        finally:
-            voc.cfg = own
-        return out
+        return [(name, [(np.asarray(w, dtype=np.float32), int(voc.sample_rate))
+                        for w in voc.synthesize(units, durations, voice=voice)]) for name in names]
 
     def clip(self) -> Any:
         if self._clip is None and self.cfg.clip:

@@ -99,7 +99,8 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
 @click.option("--store", default=None, type=click.Path(file_okay=False), help="Or: a token store's speech rows.")
 @click.option("--limit", default=None, type=int, help="At most this many rows.")
 @click.option("--gt-durations", is_flag=True, help="With --store: use the stored run lengths instead of predicted ones.")
-@click.option("--duration-scale", default=1.0, help="Multiply predicted durations (speaking rate).")
+@click.option("--duration-scale", type=float, default=None,
+              help="Speaking rate: multiply predicted durations (> 1 slower) [default: the vocoder's duration.scale].")
 @click.option("--duration-rounding", type=click.Choice(["diffuse", "per-unit"]), default="diffuse",
               help="Predicted durations to whole frames: keep each utterance's total (diffuse), or round each "
                    "unit on its own as fairseq does (per-unit; shorter, less intelligible speech).")
@@ -114,7 +115,7 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--device", default="cpu", help="torch device.")
 def synthesize(vocoder: str, units_file: str | None, store: str | None, limit: int | None, gt_durations: bool,
-               duration_scale: float, duration_rounding: str, out_dir: str, tokenizer: str | None,
+               duration_scale: float | None, duration_rounding: str, out_dir: str, tokenizer: str | None,
                pitch_mean: float | None, pitch_range: float | None, voice: str | None, settings: tuple[str, ...],
                device: str) -> None:
     """Turn unit sequences into wav files (batched)."""

@@ -140,11 +140,13 @@ class UnitVocoder:
 
     @torch.inference_mode()
     def predict_durations(
-        self, units: Sequence[np.ndarray], *, scale: float = 1.0, batch_size: int = 64, rounding: str = "diffuse",
-        voice: VoiceArg = None,
+        self, units: Sequence[np.ndarray], *, scale: float | None = None, batch_size: int = 64,
+        rounding: str = "diffuse", voice: VoiceArg = None,
     ) -> list[np.ndarray]:
         """Frames (20 ms) per unit, predicted; at least 1 each (`voice` as in `synthesize`).
 
+        The predictor's durations are multiplied by the vocoder's calibration `duration.gain` and by
+        `scale` (the speaking rate; None: the config's `duration.scale`).
         `rounding`: `diffuse` keeps each utterance's predicted length; `per-unit` rounds
         every unit on its own, exactly as fairseq's CodeHiFiGAN does (see `durations_from_log`).
         """
@@ -154,13 +156,14 @@ class UnitVocoder:
         if not self.has_duration_predictor:
             raise VocoderError("this vocoder has no duration predictor; pass durations to synthesize()")
         ids = self._voice_ids(voice, len(units))
+        factor = self.cfg.duration.gain * (self.cfg.duration.scale if scale is None else scale)
         out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(units)
         idx = [i for i, u in enumerate(units) if len(u)]
         for s in range(0, len(idx), batch_size):
             chunk = idx[s : s + batch_size]
             u, m = self._pad([units[i] for i in chunk])
             log_d = self.model.predict_log_durations(u, m, self._voice_tensor(ids, chunk))
-            d = durations_from_log(log_d, scale, m, rounding)
+            d = durations_from_log(log_d, factor, m, rounding)
             for row, i in enumerate(chunk):
                 out[i] = d[row, : len(units[i])].cpu().numpy()
         return out
@@ -171,7 +174,7 @@ class UnitVocoder:
         units: Sequence[np.ndarray],
         durations: Sequence[np.ndarray] | None = None,
         *,
-        duration_scale: float = 1.0,
+        duration_scale: float | None = None,
         duration_rounding: str = "diffuse",
         max_frames_per_batch: int = 4000,
         voice: VoiceArg = None,
@@ -180,7 +183,8 @@ class UnitVocoder:
 
         `voice`: one name for all, one per utterance, or None (the default voice) for a vocoder
         trained with voices (`voices`); an unknown name is refused. A vocoder without voices has one
-        voice and ignores it. Durations (frames of 20 ms per unit) are predicted when not given. Inputs
+        voice and ignores it. Durations (frames of 20 ms per unit) are predicted when not given
+        (`duration_scale` as `predict_durations`' `scale`). Inputs
         are grouped by length into padded batches of at most
         `max_frames_per_batch` frames (batch x longest) that are at most `MAX_PADDING` padding (a batch
         of very different lengths costs the network more than smaller ones); outputs come back in

@@ -30,6 +30,7 @@ from tmt.core.budget import TimeBudget
 from tmt.core.errors import TmtError
 from tmt.core.io import atomic_write_text, load_torch, make_dirs, save_torch
 from tmt.core.progress import progress_bar
+from tmt.vocoder.calibration import calibrated
 from tmt.vocoder.config import SYNTHESIS_ONLY, VocoderConfig, VocoderError
 from tmt.vocoder.data import AudioCache, Utterance, assign_voices, collect_utterances, sample_batch
 from tmt.vocoder.ema import WeightAverage
@@ -160,7 +161,11 @@ class VocoderTrainer:
         }
 
     def save(self) -> None:
-        """checkpoint.pt (training state) then the inference export (model.safetensors + vocoder.json)."""
+        """checkpoint.pt (training state) then the inference export (model.safetensors + vocoder.json), with
+        `duration.gain` measured on the training rows first (`tmt.vocoder.calibration`)."""
+        with self._averaged():
+            self.cfg = calibrated(self.cfg, self.vocoder(), self.train_utts)
+        self.model.train()
         save_torch(self.out_dir / CHECKPOINT, self.state())
         with self._averaged():
             save_vocoder(

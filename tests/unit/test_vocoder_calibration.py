@@ -21,7 +21,7 @@ from tmt.vocoder import (
     tiny_config,
     train_vocoder,
 )
-from tmt.vocoder.calibration import duration_gain
+from tmt.vocoder.calibration import duration_gain, solve_gain
 from tmt.vocoder.config import with_synthesis_settings
 from tmt.vocoder.data import collect_utterances
 from tmt.vocoder.testing import random_units
@@ -84,12 +84,21 @@ def test_duration_gain_gives_the_true_total_length(corpus: dict) -> None:
     assert duration_gain(_vocoder(), []) == 1.0
 
 
+def test_solve_gain_counts_the_floor_of_one_frame() -> None:
+    runs = np.array([0.25, 2.0, 3.0])
+    # g = 2: the short run stays at its floor of 1 frame, the others give 4 and 6
+    assert solve_gain(runs, 11) == pytest.approx(2.0)
+    assert 11 / runs.sum() != pytest.approx(2.0)  # the plain ratio would not say so
+    assert solve_gain(runs, 3) == 1.0  # as many frames as units: nothing to solve
+    assert solve_gain(np.zeros(0), 5) == 1.0 and solve_gain(np.zeros(4), 9) == 1.0
+
+
 def test_training_stores_the_gain_that_matches_the_training_speech(corpus: dict, tmp_path: Path) -> None:
     cfg = merge(tiny_config("unit-mel"), {"train": {"max_steps": 3, "sample_every": 100, "save_every": 100}})
-    train_vocoder(cfg, corpus["store"], corpus["manifest"], tmp_path, progress=False)
+    result = train_vocoder(cfg, corpus["store"], corpus["manifest"], tmp_path, progress=False)
     voc = load_vocoder(tmp_path)
     gain = voc.cfg.duration.gain
-    assert gain != 1.0 and gain > 0
+    assert gain != 1.0 and gain > 0 and result["duration_gain"] == gain
     assert json.loads((tmp_path / "vocoder.json").read_text())["config"]["duration"]["gain"] == gain
     assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["config"]["duration"]["gain"] == gain
     # the calibrated vocoder speaks the training rows at about their own length; uncalibrated it does not

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,20 +153,38 @@ class UnitVocoder:
         if rounding not in DURATION_ROUNDINGS:
             raise VocoderError(f"duration rounding must be one of {DURATION_ROUNDINGS}, got {rounding!r}")
         units = self._check_units(units)
-        if not self.has_duration_predictor:
-            raise VocoderError("this vocoder has no duration predictor; pass durations to synthesize()")
-        ids = self._voice_ids(voice, len(units))
         factor = self.cfg.duration.gain * (self.cfg.duration.scale if scale is None else scale)
         out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(units)
-        idx = [i for i, u in enumerate(units) if len(u)]
-        for s in range(0, len(idx), batch_size):
-            chunk = idx[s : s + batch_size]
-            u, m = self._pad([units[i] for i in chunk])
-            log_d = self.model.predict_log_durations(u, m, self._voice_tensor(ids, chunk))
+        for chunk, log_d, m in self._log_durations(units, voice, batch_size):
             d = durations_from_log(log_d, factor, m, rounding)
             for row, i in enumerate(chunk):
                 out[i] = d[row, : len(units[i])].cpu().numpy()
         return out
+
+    @torch.inference_mode()
+    def predicted_runs(self, units: Sequence[np.ndarray], *, batch_size: int = 64, voice: VoiceArg = None
+                       ) -> list[np.ndarray]:
+        """The predictor's own run lengths, float frames per unit, before `duration.gain`, the speaking rate,
+        the floor of one frame and rounding (what `tmt.vocoder.calibration` measures)."""
+        units = self._check_units(units)
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(units)
+        for chunk, log_d, _ in self._log_durations(units, voice, batch_size):
+            runs = torch.expm1(log_d).float().cpu().numpy()
+            for row, i in enumerate(chunk):
+                out[i] = runs[row, : len(units[i])]
+        return out
+
+    def _log_durations(self, units: list[np.ndarray], voice: VoiceArg, batch_size: int
+                       ) -> Iterator[tuple[list[int], Tensor, Tensor]]:
+        """(rows, predicted log(1 + d) (B, T), mask) per padded batch of the non-empty `units`."""
+        if not self.has_duration_predictor:
+            raise VocoderError("this vocoder has no duration predictor; pass durations to synthesize()")
+        ids = self._voice_ids(voice, len(units))
+        idx = [i for i, u in enumerate(units) if len(u)]
+        for s in range(0, len(idx), batch_size):
+            chunk = idx[s : s + batch_size]
+            u, m = self._pad([units[i] for i in chunk])
+            yield chunk, self.model.predict_log_durations(u, m, self._voice_tensor(ids, chunk)), m
 
     @torch.inference_mode()
     def synthesize(

@@ -378,7 +378,8 @@ class VocoderTrainer:
             self._log(log_path, {"step": self.step, **self.last_valid})
         if saved_at != self.step or not (self.out_dir / CHECKPOINT).exists():
             self.save()
-        return {"step": self.step, "minutes": round(self.elapsed / 60, 2), **self.last_valid}
+        return {"step": self.step, "minutes": round(self.elapsed / 60, 2), "duration_gain": self.cfg.duration.gain,
+                **self.last_valid}
 
     def _log(self, path: Path, row: dict[str, Any]) -> None:
         make_dirs(path.parent)

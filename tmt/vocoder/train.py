@@ -323,7 +323,7 @@ class VocoderTrainer:
         wavs = voc.synthesize([u.units for u in utts], [u.durations for u in utts], voice=voices)
         dists = [mel_distance(self.logmel.cpu(), self.cache.get(u), w) for u, w in zip(utts, wavs, strict=True)]
         self.logmel.to(self.device)
-        pred = voc.predict_durations([u.units for u in utts], voice=voices)
+        pred = voc.predict_durations([u.units for u in utts], scale=1.0, voice=voices)  # calibrated, no rate
         dur_err = float(np.mean([np.abs(p - u.durations).mean() for p, u in zip(pred, utts, strict=True)]))
         res = {"valid_mel_l1": float(np.nanmean(dists)), "valid_dur_abs_err": dur_err}
         if write_samples:

@@ -370,7 +370,7 @@ def unit_world_config() -> VocoderConfig:
 
 
 SPEAKING_RATE = 1.15
-"""`unit-world-exemplars`' `duration.scale`: the judge's `valid` WER is flat from ~1.1 to 1.25 (session 32)."""
+"""`unit-world-exemplars`' `duration.scale`: the judge's `valid` WER is flat from ~1.1 to 1.2 (session 32)."""
 
 
 @register("unit-world-exemplars")

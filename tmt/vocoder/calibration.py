@@ -4,8 +4,9 @@ The duration predictor is trained with a squared error on log(1 + d), so it lear
 duration, and the exponential of a mean log is below the mean (Jensen's inequality): on the `full`
 scenes corpus, speech from predicted durations came out 5% shorter than the recordings, and the
 judge's WER on it fell from 34.4 to 30.4% on `valid` once lengthened to match (docs/results.md,
-session 32). Training stores the ratio as `duration.gain` at every save, and `UnitVocoder`
-multiplies every predicted duration by it.
+session 32). At every save, training solves for the factor that restores the length (`solve_gain`: not
+the plain ratio, since every unit keeps at least one frame) and stores it as `duration.gain`;
+`UnitVocoder` multiplies every predicted duration by it.
 """
 
 from __future__ import annotations

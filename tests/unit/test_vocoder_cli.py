@@ -47,6 +47,17 @@ def test_dump_config() -> None:
     assert res.exit_code == 1 and "unknown vocoder preset" in res.output
 
 
+def test_set_help_lists_every_synthesis_setting() -> None:
+    from tmt.cli.vocoder import SET_HELP
+    from tmt.vocoder.config import SYNTHESIS_ONLY
+
+    listed = SET_HELP.split("(", 1)[1]
+    for section, keys in SYNTHESIS_ONLY.items():
+        assert f"{section}." in listed
+        for key in keys:
+            assert key in listed, f"{section}.{key} missing from the --set help"
+
+
 def test_synthesize_from_store_and_stdin(trained: tuple[dict, Path], tmp_path: Path) -> None:
     corpus, out = trained
     res = CliRunner().invoke(cli, ["vocoder", "synthesize", str(out), "--store", str(corpus["store"]), "--limit", "3",

@@ -20,6 +20,7 @@ from tmt.vocoder.exemplars import (
     resample_frames,
 )
 from tmt.vocoder.testing import make_unit_corpus
+from tmt.vocoder.world import smooth_tracks
 from tmt.vocoder.world_net import UnitWorld
 
 pytest.importorskip("pyworld")
@@ -119,6 +120,12 @@ def test_trained_vocoder_carries_its_table_and_speaks_from_it(tmp_path: Path) ->
     want = exemplar_frames(table, units[0], durs[0], 0, fallback, per_frame=model.per_frame, num_units=20,
                            num_voices=0)
     np.testing.assert_allclose(feats[:, 2:], want, atol=1e-5)
+    # smoothing (a synthesis setting) runs over envelope and aperiodicity only, after the templates
+    smooth = load_vocoder(tmp_path / "v", "cpu", settings=["world.envelope_smoothing_ms=15"])
+    got = smooth.world_features(units, durs)[0]
+    np.testing.assert_allclose(got[:, 2:], smooth_tracks(want, 15, cfg.world.frame_period), atol=1e-5)
+    np.testing.assert_array_equal(got[:, :2], feats[:, :2])
+    assert not np.allclose(got[:, 2:], feats[:, 2:])
     # the network-only vocoder of the same weights speaks with other envelopes
     plain = load_vocoder(tmp_path / "v", "cpu")
     plain.model.exemplar_keys = torch.zeros(0, dtype=torch.long)
@@ -147,3 +154,18 @@ def test_templates_stretch_to_each_units_duration_as_resample_frames_does() -> N
         else:
             np.testing.assert_allclose(part, -7.0)  # never heard: the network's frames
         start += d
+
+
+def test_smooth_tracks_ramps_steps_and_keeps_what_stays_put() -> None:
+    step = np.concatenate([np.zeros((10, 2)), np.ones((10, 2))]).astype(np.float32)
+    step[:, 1] = 3.0
+    out = smooth_tracks(step, 35, 5)  # 7 frames
+    assert out.dtype == np.float32 and out.shape == step.shape
+    assert (np.diff(out[:, 0]) >= 0).all() and 0 < out[9, 0] < 0.5 < out[10, 0] < 1  # a ramp centred on the step
+    np.testing.assert_array_equal(out[:6, 0], 0.0)  # untouched beyond half the window
+    np.testing.assert_array_equal(out[14:, 0], 1.0)
+    np.testing.assert_allclose(out[:, 1], 3.0)  # a constant track stays put, ends included
+    ramp = np.arange(20, dtype=np.float32)[:, None]
+    np.testing.assert_allclose(smooth_tracks(ramp, 35, 5)[4:-4], ramp[4:-4], atol=1e-5)  # symmetric window
+    np.testing.assert_array_equal(smooth_tracks(step, 7, 5), step)  # one frame: off
+    assert smooth_tracks(step, 40, 5).shape == step.shape  # an even count is made odd (9 frames)

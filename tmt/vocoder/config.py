@@ -121,37 +121,35 @@ class WorldConfig:
     pitch_range: float = 1.0
     """Output pitch range at synthesis: a multiple of the training speech's median log-F0 spread (0 = monotone)."""
     synthesis_fft: int = 1024
-    """FFT size of the decoded envelope at synthesis (WORLD's own at 16 kHz is 1024). 512 synthesises twice as
-    fast, but WORLD copy synthesis of 40 quick-corpus test recordings then scores 28.5% judge WER against
-    25.9% at 1024 (originals: 21.7%)."""
+    """FFT size of the decoded envelope at synthesis (WORLD's own at 16 kHz is 1024). 512 is twice as fast, but
+    WORLD copy synthesis of 40 quick test recordings then scores 28.5% judge WER against 25.9% (originals 21.7%)."""
     synthesizer: Literal["batched", "pyworld"] = "batched"
     """Waveform synthesis from the WORLD parameters: `batched` (tmt.vocoder.world_synth: WORLD's algorithm and
     noise sequence with its per-pulse FFTs run a block of pulses at a time; the same waveform to ~120 dB,
     faster) or `pyworld.synthesize` itself (the reference)."""
     noise_seed: int | None = None
-    """batched synthesizer: None = WORLD's own noise sequence (pyworld's waveform), else Gaussian noise from this
-    seed: another realisation of the same sound. Judge WERs move by several points between realisations
-    (docs/results.md, session 13), so compare vocoders over a few seeds."""
+    """batched synthesizer: None = WORLD's own noise (pyworld's waveform), else Gaussian noise from this seed: another
+    realisation of the same sound. Judge WERs move by points between realisations: compare over a few seeds."""
     workers: int = 1
     """Processes for WORLD analysis and synthesis (1 = in this process; WORLD holds the GIL, so no threads)."""
     unit_prior: bool = False
-    """Add a table of each unit's mean (normalised) WORLD features, counted on the training rows
-    before the first step, to the network's output, so the network learns only the residual
-    (context, transitions) and speaks from the first step on."""
+    """Add a table of each unit's mean (normalised) WORLD features, counted on the training rows before the first
+    step, to the network's output, so the network learns only the residual and speaks from the first step on."""
     envelope_source: Literal["network", "exemplars"] = "network"
-    """Where the spectral envelope and aperiodicity come from at synthesis: the network's regression
-    (`network`), or real WORLD frames of the training speech chosen by unit context and voice
-    (`exemplars`, `tmt.vocoder.exemplars`); pitch, voicing and durations come from the network either way.
-    Quick scenes corpus, 1000 MFCC units, 510 steps, 75 `valid` rows: 36.2% judge WER against 49.5%
-    (originals 24.5%); `full` corpus, 20 minutes, 100 `test` rows: 35.5% (originals 25.5%)."""
+    """Where envelope and aperiodicity come from at synthesis: the network's regression (`network`), or real WORLD
+    frames of the training speech chosen by unit context and voice (`exemplars`, `tmt.vocoder.exemplars`); pitch,
+    voicing and durations come from the network either way. Quick corpus, 510 steps, 75 `valid` rows: 36.2% judge
+    WER against 49.5% (originals 24.5%)."""
     exemplar_segments: int = 16
     """exemplars: training occurrences averaged per context (4 scored 32.6% WER, 16 31.7% with true durations)."""
     exemplar_points: int = 8
     """exemplars: frames of normalised time each template keeps (stretched to the unit's duration)."""
     exemplar_max_keys: int = 300_000
-    """exemplars: most contexts kept, the rarest dropped first (each ~0.66 KB at 8 points of a 40-dim envelope
-    in float16). The `full` scenes corpus with 1000 units has 296k: all of them (194 MB) score 30.9% judge WER
-    on 100 `valid` rows, the 100k most frequent (66 MB) 35.2%; the quick corpus has 111k."""
+    """exemplars: most contexts kept, the rarest dropped first (~0.66 KB each). The `full` corpus has 296k: all
+    (194 MB) score 30.9% judge WER on 100 `valid` rows, the 100k most frequent (66 MB) 35.2%; quick has 111k."""
+    envelope_smoothing_ms: float = 0.0
+    """Width (ms) of a Hann window along time over envelope and aperiodicity before synthesis (0 = off): smooths the
+    steps between units' templates. 35 ms: median `valid` utterance 21.1% -> 18.3% judge WER (session 33)."""
 
 
 @dataclass(kw_only=True)
@@ -226,9 +224,8 @@ class TrainConfig:
     grad_clip: float = 1000.0
     """Gradient-norm clip."""
     ema_decay: float = 0.0
-    """Keep an exponential moving average of the network's weights with this decay (0 = off; 0.999
-    averages over roughly the last 1000 steps, with a warm-up): validation, samples and the exported
-    model use the average, checkpoint.pt keeps both. Calms the noisy end point of a short fit."""
+    """Exponential moving average of the weights with this decay (0 = off; 0.999 ~ the last 1000 steps, warmed up):
+    validation, samples and the export use it, checkpoint.pt keeps both. Calms the noisy end of a short fit."""
     export_live: bool = False
     """With ema_decay > 0, also export the last step's own weights to OUT/live/ at every save, so one
     fit compares the average with them: `tmt vocoder eval OUT OUT/live --store ... --manifest ...`."""
@@ -277,11 +274,9 @@ class VocoderConfig:
     embed_dim: int = 128
     """Unit embedding size."""
     voices: list[str] = field(default_factory=list)
-    """Voices the network is conditioned on (unit-mel and unit-world): one learned embedding per voice,
-    added to every unit embedding, so the duration predictor and the body both know whose speech
-    to make. Empty = no conditioning (one voice averaged over the training speech). `tmt vocoder
-    train --voices` fills it from the training manifest (names as `tmt vocab build --voices-from`
-    spells them: `voice`, else `engine:voice` of `tts`, else `speaker`)."""
+    """Voices the network is conditioned on (unit-mel, unit-world): a learned embedding per voice added to every unit
+    embedding, so duration predictor and body know whose speech to make. Empty = none. `tmt vocoder train --voices`
+    fills it from the manifest (named as `tmt vocab build --voices-from` does: `voice`, `engine:voice`, `speaker`)."""
     default_voice: str | None = None
     """The voice of a synthesis call that names none (set with `voices`: the most frequent training voice)."""
     duration: DurationConfig = field(default_factory=DurationConfig)
@@ -380,6 +375,7 @@ def unit_world_exemplars_config() -> VocoderConfig:
     cfg = unit_world_config()
     cfg.world.envelope_source, cfg.loss.envelope_loss = "exemplars", "log-mel"
     cfg.duration.scale = SPEAKING_RATE  # chosen on `valid` (docs/results.md, session 32)
+    cfg.world.envelope_smoothing_ms = 35.0  # chosen on `valid` (session 33)
     return cfg
 
 
@@ -412,7 +408,8 @@ def preset(name: str) -> VocoderConfig:
     return PRESETS[name]()
 
 
-SYNTHESIS_ONLY = {"world": ("pitch_mean_hz", "pitch_range", "synthesis_fft", "synthesizer", "noise_seed", "workers"),
+SYNTHESIS_ONLY = {"world": ("pitch_mean_hz", "pitch_range", "synthesis_fft", "synthesizer", "noise_seed", "workers",
+                            "envelope_smoothing_ms"),
                   "duration": ("gain", "scale")}
 """Config fields that only affect synthesis (or speed): a resumed run or a trained vocoder may change them."""
 
@@ -484,6 +481,8 @@ def check_config(cfg: VocoderConfig) -> None:
         raise VocoderError(f"loss.envelope_points must be >= 2, not {cfg.loss.envelope_points}")
     if cfg.num_units < 1:
         raise VocoderError("num_units must be >= 1")
+    if w.envelope_smoothing_ms < 0:
+        raise VocoderError(f"world.envelope_smoothing_ms must be >= 0 (0 = off), not {w.envelope_smoothing_ms}")
     if not (cfg.duration.gain > 0 and cfg.duration.scale > 0):
         raise VocoderError(f"duration.gain ({cfg.duration.gain}) and duration.scale ({cfg.duration.scale}) must be > 0")
     if not 0.0 <= cfg.train.ema_decay < 1.0:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import convolve1d
 
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE, load_audio
 from tmt.core.io import atomic_open, atomic_write_json
@@ -54,6 +55,17 @@ def _pyworld() -> Any:
 def frames_per_unit(cfg: WorldConfig) -> int:
     """WORLD frames per 20 ms unit frame (4 at 5 ms)."""
     return round(UNIT_MS / cfg.frame_period)
+
+
+def smooth_tracks(frames: np.ndarray, width_ms: float, frame_period: float) -> np.ndarray:
+    """(n, D) feature tracks run through a centred Hann window about `width_ms` wide (an odd number of frames;
+    under 3 frames: unchanged), the ends held: the steps where one unit's envelope meets the next are
+    smoothed as a speaker's articulators would, while features that stay put keep their value."""
+    n = round(width_ms / frame_period) | 1
+    if n < 3:
+        return frames
+    window = np.hanning(n + 2)[1:-1]
+    return convolve1d(frames, window / window.sum(), axis=0, mode="nearest").astype(frames.dtype)
 
 
 def num_aperiodicities(sample_rate: int = SAMPLE_RATE) -> int:

@@ -34,6 +34,7 @@ from tmt.vocoder.world import (
     VUV,
     frames_per_unit,
     log_envelope_basis,
+    smooth_tracks,
     synth_job,
     synthesize_many,
 )
@@ -288,6 +289,9 @@ def world_feature_rows(model: UnitWorld, pred: Tensor, lengths: Sequence[int], c
         for f, (u, d), v in zip(rows, units, voices, strict=True):
             f[:, 2:] = exemplar_frames(table, u, d, int(v), f[:, 2:], per_frame=per, num_units=model.embed.num_embeddings,
                                        num_voices=model.num_voices)
+    if cfg.envelope_smoothing_ms > 0:
+        for f in rows:
+            f[:, 2:] = smooth_tracks(f[:, 2:], cfg.envelope_smoothing_ms, cfg.frame_period)
     return rows
 
 

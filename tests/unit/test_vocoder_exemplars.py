@@ -10,6 +10,7 @@ import torch
 
 from tmt.config import merge
 from tmt.vocoder import load_vocoder, tiny_config, train_vocoder
+from tmt.vocoder.config import VocoderError, preset, with_synthesis_settings
 from tmt.vocoder.data import Utterance
 from tmt.vocoder.exemplars import (
     LEVELS,
@@ -169,3 +170,11 @@ def test_smooth_tracks_ramps_steps_and_keeps_what_stays_put() -> None:
     np.testing.assert_allclose(smooth_tracks(ramp, 35, 5)[4:-4], ramp[4:-4], atol=1e-5)  # symmetric window
     np.testing.assert_array_equal(smooth_tracks(step, 7, 5), step)  # one frame: off
     assert smooth_tracks(step, 40, 5).shape == step.shape  # an even count is made odd (9 frames)
+
+
+def test_smoothing_is_a_checked_synthesis_setting() -> None:
+    cfg = tiny_config("unit-world")
+    assert with_synthesis_settings(cfg, ["world.envelope_smoothing_ms=35"]).world.envelope_smoothing_ms == 35
+    with pytest.raises(VocoderError, match=r"world\.envelope_smoothing_ms must be >= 0"):
+        with_synthesis_settings(cfg, ["world.envelope_smoothing_ms=-5"])
+    assert preset("unit-world-exemplars").world.envelope_smoothing_ms == 35  # the recipes' vocoder smooths

@@ -65,7 +65,7 @@ def smooth_tracks(frames: np.ndarray, width_ms: float, frame_period: float) -> n
     if n < 3:
         return frames
     window = np.hanning(n + 2)[1:-1]
-    return convolve1d(frames, window / window.sum(), axis=0, mode="nearest").astype(frames.dtype)
+    return convolve1d(frames, window / window.sum(), axis=0, mode="nearest").astype(frames.dtype, copy=False)
 
 
 def num_aperiodicities(sample_rate: int = SAMPLE_RATE) -> int:

@@ -21,7 +21,7 @@ from tmt.vocoder.exemplars import (
     resample_frames,
 )
 from tmt.vocoder.testing import make_unit_corpus
-from tmt.vocoder.world import smooth_tracks
+from tmt.vocoder.world import envelope_decoder, scale_envelope_contrast, smooth_tracks
 from tmt.vocoder.world_net import UnitWorld
 
 pytest.importorskip("pyworld")
@@ -127,6 +127,12 @@ def test_trained_vocoder_carries_its_table_and_speaks_from_it(tmp_path: Path) ->
     np.testing.assert_allclose(got[:, 2:], smooth_tracks(want, 15, cfg.world.frame_period), atol=1e-5)
     np.testing.assert_array_equal(got[:, :2], feats[:, :2])
     assert not np.allclose(got[:, 2:], feats[:, 2:])
+    # the envelope contrast (a synthesis setting) scales the coded envelope only: pitch and aperiodicity stay
+    env = np.r_[2 : 2 + cfg.world.envelope_dim]
+    flat = load_vocoder(tmp_path / "v", "cpu", settings=["world.envelope_contrast=0.7"]).world_features(units, durs)[0]
+    want_env = scale_envelope_contrast(feats[:, env], 0.7, cfg.world.synthesis_fft)
+    np.testing.assert_allclose(flat[:, env], want_env, atol=1e-4)
+    np.testing.assert_array_equal(np.delete(flat, env, axis=1), np.delete(feats, env, axis=1))
     # the network-only vocoder of the same weights speaks with other envelopes
     plain = load_vocoder(tmp_path / "v", "cpu")
     plain.model.exemplar_keys = torch.zeros(0, dtype=torch.long)
@@ -172,9 +178,34 @@ def test_smooth_tracks_ramps_steps_and_keeps_what_stays_put() -> None:
     assert smooth_tracks(step, 40, 5).shape == step.shape  # an even count is made odd (9 frames)
 
 
-def test_smoothing_is_a_checked_synthesis_setting() -> None:
+def test_envelope_contrast_scales_formant_detail_and_keeps_each_frames_power() -> None:
+    rng = np.random.default_rng(3)
+    codes = rng.normal(scale=0.5, size=(6, 16)).astype(np.float32)
+    codes[:, 0] -= 5.0
+    decoder = envelope_decoder(16, 512)
+
+    def log_power(c: np.ndarray) -> np.ndarray:
+        return np.log(np.exp(c.astype(np.float64) @ decoder).sum(axis=1))
+
+    assert scale_envelope_contrast(codes, 1.0, 512) is codes
+    for contrast in (0.0, 0.5, 1.5):
+        out = scale_envelope_contrast(codes, contrast, 512)
+        assert out.dtype == np.float32 and out.shape == codes.shape
+        np.testing.assert_allclose(out[:, 2:], codes[:, 2:] * contrast, rtol=1e-6)  # formant detail scaled
+        np.testing.assert_array_equal(out[:, 1], codes[:, 1])  # the tilt kept
+        np.testing.assert_allclose(log_power(out), log_power(codes), atol=1e-4)  # the level moved to keep power
+        assert not np.allclose(out[:, 0], codes[:, 0])
+    flat = scale_envelope_contrast(codes, 0.0, 512).astype(np.float64) @ decoder
+    tilt = codes[:, :2].astype(np.float64) @ decoder[:2]
+    np.testing.assert_allclose(np.ptp(flat - tilt, axis=1), 0.0, atol=1e-6)  # contrast 0: level and tilt only
+
+
+def test_smoothing_and_contrast_are_checked_synthesis_settings() -> None:
     cfg = tiny_config("unit-world")
     assert with_synthesis_settings(cfg, ["world.envelope_smoothing_ms=35"]).world.envelope_smoothing_ms == 35
-    with pytest.raises(VocoderError, match=r"world\.envelope_smoothing_ms must be >= 0"):
-        with_synthesis_settings(cfg, ["world.envelope_smoothing_ms=-5"])
-    assert preset("unit-world-exemplars").world.envelope_smoothing_ms == 35  # the recipes' vocoder smooths
+    assert with_synthesis_settings(cfg, ["world.envelope_contrast=0.8"]).world.envelope_contrast == 0.8
+    for bad in ("world.envelope_smoothing_ms=-5", "world.envelope_contrast=-0.5"):
+        with pytest.raises(VocoderError, match=r"world\.envelope_smoothing_ms .* must be >= 0"):
+            with_synthesis_settings(cfg, [bad])
+    assert preset("unit-world-exemplars").world.envelope_smoothing_ms == 35  # the recipes' vocoder smooths ...
+    assert preset("unit-world-exemplars").world.envelope_contrast == 0.7  # ... and flattens its formants a little

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 SET_HELP = ("A synthesis setting of the trained vocoder(s), e.g. --set world.envelope_smoothing_ms=35 "
             "(world.pitch_mean_hz, pitch_range, synthesis_fft, synthesizer, noise_seed, workers, "
-            "envelope_smoothing_ms; duration.gain, scale).")
+            "envelope_smoothing_ms, envelope_contrast; duration.gain, scale).")
 """Written out, not built from `tmt.vocoder.config.SYNTHESIS_ONLY`: importing tmt.vocoder would load torch for every
 `tmt --help` (a test keeps the two in step)."""
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from scipy.ndimage import convolve1d
+from scipy.special import logsumexp
 
 from tmt.core.audio import FRAME_HOP, SAMPLE_RATE, load_audio
 from tmt.core.io import atomic_open, atomic_write_json
@@ -66,6 +67,21 @@ def smooth_tracks(frames: np.ndarray, width_ms: float, frame_period: float) -> n
         return frames
     window = np.hanning(n + 2)[1:-1]
     return convolve1d(frames, window / window.sum(), axis=0, mode="nearest").astype(frames.dtype, copy=False)
+
+
+def scale_envelope_contrast(codes: np.ndarray, contrast: float, fft: int) -> np.ndarray:
+    """(n, envelope_dim) coded envelopes with every coefficient from the third on times `contrast`, and the first
+    moved so each frame keeps its power. WORLD's code is a cosine transform of the log envelope on a warped axis:
+    coefficient 0 is the level, 1 the tilt, the rest the formants' peaks and valleys, so below 1 flattens them
+    (the opposite of HTS's cepstral postfilter, which sharpens averaged spectra) and 1 leaves the codes as they are."""
+    if contrast == 1.0:
+        return codes
+    decoder = envelope_decoder(codes.shape[1], fft)  # row 0 decodes to a constant 1: c0 is the log level
+    c = codes.astype(np.float64)
+    scaled = c.copy()
+    scaled[:, 2:] *= contrast
+    scaled[:, 0] += logsumexp(c @ decoder, axis=1) - logsumexp(scaled @ decoder, axis=1)
+    return scaled.astype(codes.dtype)
 
 
 def num_aperiodicities(sample_rate: int = SAMPLE_RATE) -> int:

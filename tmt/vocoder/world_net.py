@@ -34,6 +34,7 @@ from tmt.vocoder.world import (
     VUV,
     frames_per_unit,
     log_envelope_basis,
+    scale_envelope_contrast,
     smooth_tracks,
     synth_job,
     synthesize_many,
@@ -292,6 +293,9 @@ def world_feature_rows(model: UnitWorld, pred: Tensor, lengths: Sequence[int], c
     if cfg.envelope_smoothing_ms > 0:
         for f in rows:
             f[:, 2:] = smooth_tracks(f[:, 2:], cfg.envelope_smoothing_ms, cfg.frame_period)
+    env = slice(2, 2 + cfg.envelope_dim)
+    for f in rows:
+        f[:, env] = scale_envelope_contrast(f[:, env], cfg.envelope_contrast, cfg.synthesis_fft)
     return rows
 
 

@@ -209,3 +209,30 @@ def test_smoothing_and_contrast_are_checked_synthesis_settings() -> None:
             with_synthesis_settings(cfg, [bad])
     assert preset("unit-world-exemplars").world.envelope_smoothing_ms == 35  # the recipes' vocoder smooths ...
     assert preset("unit-world-exemplars").world.envelope_contrast == 0.7  # ... and flattens its formants a little
+
+
+def test_extra_store_rows_join_training_and_the_table_and_are_checked(tmp_path: Path) -> None:
+    a = make_unit_corpus(tmp_path / "a", num_rows=6, num_units=20, seed=2)
+    b = make_unit_corpus(tmp_path / "b", num_rows=6, num_units=20, seed=5, id_prefix="extra")
+    cfg = merge(tiny_config("unit-world", 20), {"train": {"max_steps": 1, "sample_every": 100, "save_every": 1},
+                                                "world": {"envelope_source": "exemplars", "exemplar_points": 4}})
+
+    def keys(out: str, **extra: object) -> set[int]:
+        train_vocoder(cfg, a["store"], a["manifest"], tmp_path / out, progress=False, feature_cache=tmp_path / "f",
+                      **extra)  # type: ignore[arg-type]
+        table = load_vocoder(tmp_path / out, "cpu").model.exemplar_table()
+        assert table is not None
+        return set(table.keys.tolist())
+
+    plain = keys("plain")
+    two = keys("two", extra_store=b["store"], extra_manifest=b["manifest"], extra_rows=2)
+    every = keys("all", extra_store=b["store"], extra_manifest=b["manifest"])
+    assert plain < two < every  # the extra rows' contexts join the table, the first `extra_rows` of them
+    heard = set(context_keys(b["tokens"][0][0], 0, 20, 0).ravel().tolist())
+    assert heard <= two and heard <= every and not heard <= plain
+    clash = make_unit_corpus(tmp_path / "c", num_rows=3, num_units=20, seed=7)  # ids utt000.. as in `a`
+    with pytest.raises(VocoderError, match="repeats 3 row id"):
+        keys("clash", extra_store=clash["store"], extra_manifest=clash["manifest"])
+    other = make_unit_corpus(tmp_path / "d", num_rows=3, num_units=20, seed=7, fingerprint="e" * 64, id_prefix="d")
+    with pytest.raises(VocoderError, match="different speech tokenizer"):
+        keys("other", extra_store=other["store"], extra_manifest=other["manifest"])

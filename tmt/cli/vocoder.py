@@ -32,6 +32,8 @@ Examples:
   tmt vocoder train ... --config unit-world --set train.max_minutes=20 --out exp/vocoder-world
   tmt vocoder train ... --config demo --set train.max_minutes=30 --out exp/hifigan
   tmt vocoder train ... --config unit-world --voices --out exp/vocoder-voices
+  tmt vocoder train ... --config unit-world-exemplars --voices --extra-store data/scenes/store/train_extra \\
+      --extra-manifest data/scenes/train_extra.jsonl.gz --extra-rows 2000 --out exp/vocoder
   tmt vocoder train ... --config demo --out exp/hifigan --resume
   tmt vocoder train --config paper --dump-config > vocoder.yaml
   tmt vocoder synthesize exp/vocoder --store data/scenes/store/test --limit 5 --out-dir wavs/
@@ -66,6 +68,12 @@ def cli() -> None:
 @click.option("--dump-config", is_flag=True, help="Print the resolved config as YAML and exit.")
 @click.option("--valid-store", type=click.Path(file_okay=False), default=None, help="Held-out store (default: last rows of --store).")
 @click.option("--valid-manifest", type=click.Path(dir_okay=False), default=None, help="Manifest for --valid-store (default: --manifest).")
+@click.option("--extra-store", type=click.Path(file_okay=False), default=None,
+              help="More training rows from another store of the same speech tokenizer, e.g. a corpus' spoken extra "
+                   "scenes (`store/train_extra`): the network and the exemplar table learn from them too.")
+@click.option("--extra-manifest", type=click.Path(dir_okay=False), default=None, help="Manifest for --extra-store (default: --manifest).")
+@click.option("--extra-rows", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Use the first N rows of --extra-store (0 = all); unit-world analyses each with WORLD first.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
 @click.option("--feature-cache", type=click.Path(file_okay=False), default=None,
               help="unit-world: where the WORLD analysis is cached (default OUT/world-features); reuse it across fits.")
@@ -75,6 +83,7 @@ def cli() -> None:
 @click.option("--device", default="cpu", help="torch device.")
 def train(store: str | None, manifest: str | None, out: str | None, config: str | None, arch: str | None,
           overrides: tuple[str, ...], dump_config: bool, valid_store: str | None, valid_manifest: str | None,
+          extra_store: str | None, extra_manifest: str | None, extra_rows: int,
           resume: bool, feature_cache: str | None, voices: bool, device: str) -> None:
     """Train a unit vocoder on a token store's units and the matching wavs."""
     from tmt.config import dump_yaml, save_yaml
@@ -91,6 +100,7 @@ def train(store: str | None, manifest: str | None, out: str | None, config: str 
     make_dirs(Path(out))
     save_yaml(cfg, Path(out) / "config.yaml")
     result = train_vocoder(cfg, store, manifest, out, valid_store=valid_store, valid_manifest=valid_manifest,
+                           extra_store=extra_store, extra_manifest=extra_manifest, extra_rows=extra_rows,
                            resume=resume, device=device, feature_cache=feature_cache, voices=voices)
     echo_json({"vocoder": out, **result})
 

@@ -117,6 +117,23 @@ def collect_utterances(store_path: str | Path, manifest: str | Path) -> tuple[li
     return utts, info
 
 
+def collect_matching_utterances(store_path: str | Path, manifest: str | Path, fingerprint: str | None,
+                                limit: int = 0, taken: Sequence[Utterance] = ()) -> list[Utterance]:
+    """`collect_utterances` of another store (held-out rows, or more training rows such as a corpus' spoken extra
+    scenes), at most `limit` of them (0 = all); refused unless the same speech tokenizer (`fingerprint`) made it
+    and none of its row ids is one of `taken`'s (features are cached by id)."""
+    utts, info = collect_utterances(store_path, manifest)
+    if info["fingerprint"] != fingerprint:
+        raise VocoderError(f"{store_path} was tokenized by a different speech tokenizer than the training store; "
+                           "tokenize both with the same speech card")
+    utts = utts[:limit] if limit > 0 else utts
+    clash = sorted({u.id for u in taken} & {u.id for u in utts})
+    if clash:
+        raise VocoderError(f"{store_path} repeats {len(clash)} row id(s) of the training store (e.g. '{clash[0]}'); "
+                           "give rows that are not in it already")
+    return utts
+
+
 def sample_batch(
     utts: Sequence[Utterance], cache: AudioCache, rng: np.random.Generator, batch_size: int, segment_frames: int
 ) -> dict[str, Tensor]:

@@ -40,10 +40,11 @@ def random_units(rng: np.random.Generator, num_units: int, length: int) -> tuple
 
 def make_unit_corpus(
     root: str | Path, *, num_rows: int = 12, num_units: int = 20, seed: int = 0, fingerprint: str = "f" * 64,
-    min_len: int = 6, max_len: int = 20, voices: Sequence[str] = (),
+    min_len: int = 6, max_len: int = 20, voices: Sequence[str] = (), id_prefix: str = "utt",
 ) -> dict[str, Any]:
     """Write wavs, a raw manifest and a token store (speech + durations) under `root`. With `voices`,
-    row i is spoken by voice i % len(voices) (its `voice` field), whose tones are (1 + k/2) times higher."""
+    row i is spoken by voice i % len(voices) (its `voice` field), whose tones are (1 + k/2) times higher.
+    Row ids are `id_prefix` + a number."""
     import soundfile as sf
 
     from tmt.store.manifest import write_manifest
@@ -57,7 +58,7 @@ def make_unit_corpus(
         units, durs = random_units(rng, num_units, int(rng.integers(min_len, max_len + 1)))
         k = i % len(voices) if voices else 0
         wav = unit_tone(units, durs, num_units, pitch=1.0 + 0.5 * k)
-        rid = f"utt{i:03d}"
+        rid = f"{id_prefix}{i:03d}"
         sf.write(root / "wav" / f"{rid}.wav", wav, SAMPLE_RATE, subtype="PCM_16")
         rows.append({"id": rid, "group": rid, "split": "train", "image": None, "speech": f"wav/{rid}.wav",
                      "text": f"utterance {i}", **({"voice": voices[k]} if voices else {})})

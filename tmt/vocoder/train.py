@@ -32,7 +32,14 @@ from tmt.core.io import atomic_write_text, load_torch, make_dirs, save_torch
 from tmt.core.progress import progress_bar
 from tmt.vocoder.calibration import calibrated
 from tmt.vocoder.config import SYNTHESIS_ONLY, VocoderConfig, VocoderError
-from tmt.vocoder.data import AudioCache, Utterance, assign_voices, collect_utterances, sample_batch
+from tmt.vocoder.data import (
+    AudioCache,
+    Utterance,
+    assign_voices,
+    collect_matching_utterances,
+    collect_utterances,
+    sample_batch,
+)
 from tmt.vocoder.ema import WeightAverage
 from tmt.vocoder.mel import LogMel, mel_distance, save_mel_png
 from tmt.vocoder.nets import (
@@ -395,6 +402,9 @@ def train_vocoder(
     *,
     valid_store: str | Path | None = None,
     valid_manifest: str | Path | None = None,
+    extra_store: str | Path | None = None,
+    extra_manifest: str | Path | None = None,
+    extra_rows: int = 0,
     resume: bool = False,
     device: str = "cpu",
     progress: bool | None = None,
@@ -406,7 +416,7 @@ def train_vocoder(
     unit-world analyses the speech with WORLD first, cached in `feature_cache` (default
     `out_dir/world-features`; share one directory between fits of the same corpus).
     `voices`: condition on the speaker (`VocoderConfig.voices`, filled from the training rows
-    unless the config lists them already)."""
+    unless the config lists them already). `extra_store`: more training rows (the first `extra_rows`; 0 = all)."""
     out = Path(out_dir)
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not resume:
@@ -414,21 +424,19 @@ def train_vocoder(
     utts, info = collect_utterances(store, manifest)
     cfg = _with_units(cfg, info["num_units"])
     if valid_store is not None:
-        valid, vinfo = collect_utterances(valid_store, valid_manifest or manifest)
-        if vinfo["fingerprint"] != info["fingerprint"]:
-            raise VocoderError(f"{valid_store} was tokenized by a different speech tokenizer than {store}")
-        train = utts
+        valid, train = collect_matching_utterances(valid_store, valid_manifest or manifest, info["fingerprint"]), utts
     elif len(utts) > 2 * cfg.train.valid_rows:
         train, valid = utts[: -cfg.train.valid_rows], utts[-cfg.train.valid_rows :]
     else:
         train, valid = utts, utts[: cfg.train.valid_rows]
     valid = valid[: max(cfg.train.valid_rows, cfg.train.num_samples)]
+    if extra_store is not None:  # training rows only: the held-out rows stay those of `store`
+        train = [*train, *collect_matching_utterances(extra_store, extra_manifest or manifest, info["fingerprint"],
+                                                      extra_rows, taken=utts)]
     cfg = _with_voices(cfg, train, valid, store, voices)
     make_dirs(out)
-    trainer = VocoderTrainer(
-        cfg, train, valid, out, device=device,
-        speech_tokenizer={"fingerprint": info["fingerprint"], "name": info["name"], "store": str(store)},
-    )
+    trainer = VocoderTrainer(cfg, train, valid, out, device=device, speech_tokenizer={
+        "fingerprint": info["fingerprint"], "name": info["name"], "store": str(store)})
     if resume and ckpt.exists():  # first, so prepare_world keeps the checkpoint's unit prior and exemplar table
         trainer.load(ckpt)
     if cfg.arch == "unit-world":

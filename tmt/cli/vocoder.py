@@ -70,7 +70,7 @@ def cli() -> None:
 @click.option("--valid-manifest", type=click.Path(dir_okay=False), default=None, help="Manifest for --valid-store (default: --manifest).")
 @click.option("--extra-store", type=click.Path(file_okay=False), default=None,
               help="More training rows from another store of the same speech tokenizer, e.g. a corpus' spoken extra "
-                   "scenes (`store/train_extra`): the network and the exemplar table learn from them too.")
+                   "scenes (`store/train_extra`): the network and the exemplar table learn from them too. Give it again with --resume.")
 @click.option("--extra-manifest", type=click.Path(dir_okay=False), default=None, help="Manifest for --extra-store (default: --manifest).")
 @click.option("--extra-rows", type=click.IntRange(min=0), default=0, show_default=True,
               help="Use the first N rows of --extra-store (0 = all); unit-world analyses each with WORLD first.")

@@ -290,11 +290,9 @@ def world_feature_rows(model: UnitWorld, pred: Tensor, lengths: Sequence[int], c
         for f, (u, d), v in zip(rows, units, voices, strict=True):
             f[:, 2:] = exemplar_frames(table, u, d, int(v), f[:, 2:], per_frame=per, num_units=model.embed.num_embeddings,
                                        num_voices=model.num_voices)
-    if cfg.envelope_smoothing_ms > 0:
-        for f in rows:
-            f[:, 2:] = smooth_tracks(f[:, 2:], cfg.envelope_smoothing_ms, cfg.frame_period)
     env = slice(2, 2 + cfg.envelope_dim)
-    for f in rows:
+    for f in rows:  # each returns its input untouched when off (0 ms, contrast 1)
+        f[:, 2:] = smooth_tracks(f[:, 2:], cfg.envelope_smoothing_ms, cfg.frame_period)
         f[:, env] = scale_envelope_contrast(f[:, env], cfg.envelope_contrast, cfg.synthesis_fft)
     return rows
 

@@ -524,3 +524,25 @@ def test_fresh_models_start_from_the_image_codes(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     [single] = [c for c in calls if c.startswith("train ")]
     assert "--set image_code_init=0 " in single and "--set speech_code_init=0.5 " in single
+
+
+def test_quick_vocoder_also_fits_on_spoken_extra_rows_unless_the_extras_are_silent(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path / "a", "--stage", "7", "--stop-stage", "7")
+    assert r.returncode == 0, r.stderr
+    [train] = calls
+    extra = tmp_path / "a" / "out" / "data" / "store" / "train_extra"
+    manifest = tmp_path / "a" / "out" / "data" / "scenes" / "train_extra.jsonl.gz"
+    assert f"--extra-store {extra} --extra-manifest {manifest} --extra-rows 2000" in train  # the quick preset's
+    r, calls = _recipe(tmp_path / "b", "--stage", "7", "--stop-stage", "7", "--vocoder-extra-rows", "0")
+    assert r.returncode == 0, r.stderr
+    [train] = calls
+    assert "--extra-" not in train
+    # extras drawn without speech: the option is reported as unused, not passed (the vocoder would refuse them)
+    r, calls = _recipe(tmp_path / "c", "--stage", "7", "--stop-stage", "7", "--extra-speech", "0")
+    assert r.returncode == 0, r.stderr
+    [train] = calls
+    assert "--extra-" not in train and "--vocoder-extra-rows 2000 not used" in r.stderr
+    r, calls = _recipe(tmp_path / "d", "--stage", "7", "--stop-stage", "7", "--preset", "full")
+    assert r.returncode == 0, r.stderr
+    [train] = calls
+    assert "--extra-" not in train  # full: its vocoder half of issue 19 is met without extras

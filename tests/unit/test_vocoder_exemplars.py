@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +230,9 @@ def test_extra_store_rows_join_training_and_the_table_and_are_checked(tmp_path: 
     two = keys("two", extra_store=b["store"], extra_manifest=b["manifest"], extra_rows=2)
     every = keys("all", extra_store=b["store"], extra_manifest=b["manifest"])
     assert plain < two < every  # the extra rows' contexts join the table, the first `extra_rows` of them
+    source = json.loads((tmp_path / "two" / "vocoder.json").read_text())["speech_tokenizer"]
+    assert source["extra_store"] == str(b["store"]) and source["extra_rows"] == 2  # provenance of the extra rows
+    assert "extra_store" not in json.loads((tmp_path / "plain" / "vocoder.json").read_text())["speech_tokenizer"]
     heard = set(context_keys(b["tokens"][0][0], 0, 20, 0).ravel().tolist())
     assert heard <= two and heard <= every and not heard <= plain
     clash = make_unit_corpus(tmp_path / "c", num_rows=3, num_units=20, seed=7)  # ids utt000.. as in `a`

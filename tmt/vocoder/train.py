@@ -430,13 +430,13 @@ def train_vocoder(
     else:
         train, valid = utts, utts[: cfg.train.valid_rows]
     valid = valid[: max(cfg.train.valid_rows, cfg.train.num_samples)]
+    source = {"fingerprint": info["fingerprint"], "name": info["name"], "store": str(store)}
     if extra_store is not None:  # training rows only: the held-out rows stay those of `store`
-        train = [*train, *collect_matching_utterances(extra_store, extra_manifest or manifest, info["fingerprint"],
-                                                      extra_rows, taken=utts)]
+        extra = collect_matching_utterances(extra_store, extra_manifest or manifest, info["fingerprint"], extra_rows, utts)
+        train, source["extra_store"], source["extra_rows"] = [*train, *extra], str(extra_store), len(extra)
     cfg = _with_voices(cfg, train, valid, store, voices)
     make_dirs(out)
-    trainer = VocoderTrainer(cfg, train, valid, out, device=device, speech_tokenizer={
-        "fingerprint": info["fingerprint"], "name": info["name"], "store": str(store)})
+    trainer = VocoderTrainer(cfg, train, valid, out, device=device, speech_tokenizer=source)
     if resume and ckpt.exists():  # first, so prepare_world keeps the checkpoint's unit prior and exemplar table
         trainer.load(ckpt)
     if cfg.arch == "unit-world":

@@ -184,7 +184,7 @@ case "${preset}" in
     : "${train_minutes:=10}"; : "${bt_minutes:=3}"
     : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=3}"
     # 2000 spoken extra rows beside train's 1050: ground-truth test units through the vocoder 41.5 -> 29.6% judge
-    # WER (originals 21.4) for ~70 s more WORLD analysis (docs/results.md, session 34)
+    # WER (originals 21.4) for 70-160 s more WORLD analysis (docs/results.md, sessions 34-35)
     : "${vocoder_extra_rows:=2000}"
     : "${model_preset:=demo}"; beam=5; : "${test_limit:=40}"; eval_splits="test"
     ;;
@@ -410,7 +410,7 @@ if stage_wanted 6 && [ "${back_translation}" = true ]; then
 fi
 
 if stage_wanted 7; then
-  log "Stage 7: unit vocoder (${vocoder_config}, ${vocoder_minutes} min): ${store}/train (+ ${vocoder_extra_rows} train_extra rows) + wavs -> ${out}/exp/vocoder"
+  vocoder_rows=${store}/train
   vocoder_train_opt=(); [ -n "${vocoder_steps}" ] && vocoder_train_opt=(--set train.max_steps="${vocoder_steps}")
   [ "${vocoder_voices}" = true ] && vocoder_train_opt+=(--voices)
   # WORLD analysis (unit-world*) in --jobs processes
@@ -419,10 +419,12 @@ if stage_wanted 7; then
     if [ "${extra_scenes}" -gt 0 ] && [ "${extra_speech}" -gt 0 ]; then
       vocoder_train_opt+=(--extra-store "${store}/train_extra" --extra-manifest "${data}/train_extra.jsonl.gz"
                           --extra-rows "${vocoder_extra_rows}")
+      vocoder_rows="${store}/train + ${vocoder_extra_rows} rows of ${store}/train_extra"
     else
       log "note: --vocoder-extra-rows ${vocoder_extra_rows} not used: train_extra has no speech (--extra-scenes ${extra_scenes}, --extra-speech ${extra_speech})"
     fi
   fi
+  log "Stage 7: unit vocoder (${vocoder_config}, ${vocoder_minutes} min): ${vocoder_rows} + wavs -> ${out}/exp/vocoder"
   run_stage 7-vocoder "${logs}/7-vocoder.log" \
     tmt vocoder train --store "${store}/train" --manifest "${data}/train.jsonl.gz" --config "${vocoder_config}" \
       --set train.max_minutes="${vocoder_minutes}" "${vocoder_train_opt[@]}" --out "${out}/exp/vocoder" --resume

@@ -259,6 +259,8 @@ def test_repo_cards_parse() -> None:
     assert f8.tokens_per_image == 64 and f8.grid == (8, 8) and f8.vocab_size == 512
     t32 = ImageTokenizer(load_card(root / "image-vq-32tok.yaml"))
     assert t32.tokens_per_image == 32 and t32.grid == (4, 8)
+    local = ImageTokenizer(load_card(root / "image-vq-f8-512-local.yaml"))
+    assert local.tokens_per_image == 64 and local.cfg.model.encoder_code_kernel == 1
 
 
 # ------------------------------------------------------------------ CLI

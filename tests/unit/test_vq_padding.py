@@ -108,3 +108,21 @@ def test_padding_is_recorded_in_the_card_and_the_fingerprint(tmp_path: Path) -> 
     assert all(c.padding_mode == "replicate" for c in _padded_convs(again.model))
     imgs = _images()
     assert all((a == b).all() for a, b in zip(rep.encode(imgs), again.encode(imgs), strict=True))
+
+
+def test_a_local_encoder_keeps_each_code_to_its_own_patch() -> None:
+    torch.manual_seed(0)
+    wide, local = VQVAE(tiny(image_size=32, num_res_blocks=2)), VQVAE(tiny(image_size=32, num_res_blocks=2,
+                                                                           encoder_code_kernel=1))
+    assert {k: v.shape for k, v in local.decoder.state_dict().items()} == \
+        {k: v.shape for k, v in wide.decoder.state_dict().items()}  # the decoder is the same
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    moved = x.clone()
+    moved[..., :4, :4] = 1.0  # change the top-left patch only
+    for model, far_changes in ((local, False), (wide, True)):
+        z, z_moved = model.encoder(x), model.encoder(moved)  # (1, D, 8, 8): 4-px patches
+        assert not torch.allclose(z[..., 0, 0], z_moved[..., 0, 0])
+        # patches beyond the strided stem's reach (10 px at factor 4) see nothing of the change when local
+        assert torch.allclose(z[..., 4:, 4:], z_moved[..., 4:, 4:]) != far_changes
+    with pytest.raises(TmtError, match="encoder_code_kernel 5"):
+        tiny(encoder_code_kernel=5).check()

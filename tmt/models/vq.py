@@ -45,6 +45,10 @@ class VQConfig:
     """Decoder: >0 ends with a transposed conv to this many channels plus a 3x3 conv at full resolution; 0: the last transposed conv writes the image."""
     num_res_blocks: int = 2
     """Residual blocks at the latent resolution, in both encoder and decoder."""
+    encoder_code_kernel: Literal[1, 3] = 3
+    """Encoder convs at the latent resolution (its first conv there and its residual blocks): 3 lets every code
+    see neighbouring patches (with the default blocks, the whole 64-px image); 1 keeps each code to what its own
+    patch's strided stem sees (22 px), so a patch of plain background gets the same code wherever objects are."""
     codebook_size: int = 512
     """Number of codes (the image vocabulary size)."""
     code_dim: int = 64
@@ -107,6 +111,8 @@ class VQConfig:
             raise TmtError("VQ card: codebook_size must be >= 2 and code_dim >= 1")
         if self.padding not in ("zeros", "replicate"):
             raise TmtError(f"VQ card: padding '{self.padding}' is not one of zeros, replicate")
+        if self.encoder_code_kernel not in (1, 3):
+            raise TmtError(f"VQ card: encoder_code_kernel {self.encoder_code_kernel!r} is not 1 (local codes) or 3")
 
 
 def _pair(v: int | list[int] | tuple[int, ...], name: str) -> tuple[int, int]:
@@ -137,11 +143,11 @@ def _act(cfg: VQConfig, channels: int) -> nn.Module:
 class ResBlock(nn.Module):
     """x + conv1x1(act(conv3x3(act(x)))) — the residual block of the original VQ-VAE."""
 
-    def __init__(self, channels: int, cfg: VQConfig | None = None) -> None:
+    def __init__(self, channels: int, cfg: VQConfig | None = None, kernel: int = 3) -> None:
         super().__init__()
         cfg = cfg or VQConfig()
         self.act1 = _act(cfg, channels)
-        self.conv1 = _conv(cfg, channels, channels, 3, padding=1)
+        self.conv1 = _conv(cfg, channels, channels, kernel, padding=kernel // 2)
         self.act2 = _act(cfg, channels)
         self.conv2 = nn.Conv2d(channels, channels, 1)
 
@@ -168,8 +174,9 @@ class Encoder(nn.Module):
                 layers.append(_act(cfg, c_in))
             layers.append(_conv(cfg, c_in, ch[i], _kernel(stride), stride=stride, padding=1))
             c_in = ch[i]
-        layers.append(_conv(cfg, c_in, ch[-1], 3, padding=1))
-        layers += [ResBlock(ch[-1], cfg) for _ in range(cfg.num_res_blocks)]
+        k = cfg.encoder_code_kernel
+        layers.append(_conv(cfg, c_in, ch[-1], k, padding=k // 2))
+        layers += [ResBlock(ch[-1], cfg, k) for _ in range(cfg.num_res_blocks)]
         layers += [_act(cfg, ch[-1]), nn.Conv2d(ch[-1], cfg.code_dim, 1)]
         self.net = nn.Sequential(*layers)
 

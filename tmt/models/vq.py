@@ -141,7 +141,7 @@ def _act(cfg: VQConfig, channels: int) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """x + conv1x1(act(conv3x3(act(x)))) — the residual block of the original VQ-VAE."""
+    """x + conv1x1(act(convKxK(act(x)))), K = `kernel` (3 in the original VQ-VAE; 1 in a local encoder)."""
 
     def __init__(self, channels: int, cfg: VQConfig | None = None, kernel: int = 3) -> None:
         super().__init__()

@@ -92,6 +92,8 @@ class BacktranslateConfig:
     rerank: int = 0
     """Sampled image targets: keep the best of this many candidates by forward + reverse score
     (0: off, see `GenerationConfig.rerank`)."""
+    rerank_forward: float = 1.0
+    """Weight of the forward score in reranking (see `GenerationConfig.rerank_forward`)."""
     voice: str | None = None
     """Voice of pseudo speech targets, for a model trained with voice tokens (None: vocab.json's
     default); the synthetic rows record it, so training on them gives the same voice token."""
@@ -246,7 +248,7 @@ def _make_generator(cfg: BacktranslateConfig, translator: Any, store: TokenStore
             top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature, seed=cfg.seed,
             batch_size=cfg.batch_size,
             guidance=cfg.guidance if image else 0.0, rerank=cfg.rerank if image else 0,
-            voice=cfg.voice,
+            rerank_forward=cfg.rerank_forward, voice=cfg.voice,
         )
         return Generator(translator.model, translator.vocab, gen_cfg, image_len=_image_len(store, translator))
 
@@ -277,16 +279,14 @@ def _open_writer(
     streams = {m: vocab.sizes[m] for m in available}
     if "speech" in streams:
         streams["durations"] = DURATION_VOCAB
-    source = {
-        "backtranslate": str(Path(input_store).resolve()),
-        "checkpoint": ckpt,
-        "shard": shard,
-        "config": {
-            "strategy": cfg.strategy, "num_per_source": cfg.num_per_source,
-            "round_trip_threshold": cfg.round_trip_threshold, "max_ratio": cfg.max_ratio, "seed": cfg.seed,
-            "image_sampling": cfg.image_sampling, "guidance": cfg.guidance, "rerank": cfg.rerank,
-        },
+    settings: dict[str, Any] = {
+        "strategy": cfg.strategy, "num_per_source": cfg.num_per_source,
+        "round_trip_threshold": cfg.round_trip_threshold, "max_ratio": cfg.max_ratio, "seed": cfg.seed,
+        "image_sampling": cfg.image_sampling, "guidance": cfg.guidance, "rerank": cfg.rerank,
     }
+    if cfg.rerank_forward != 1.0:  # recorded when set: stores of earlier runs still resume
+        settings["rerank_forward"] = cfg.rerank_forward
+    source = {"backtranslate": str(Path(input_store).resolve()), "checkpoint": ckpt, "shard": shard, "config": settings}
     return TokenStoreWriter(
         target, streams=streams, fingerprints=vocab.fingerprints(),
         tokenizers={m: {"name": t.name, "fingerprint": t.fingerprint} for m, t in vocab.tokenizers.items()},

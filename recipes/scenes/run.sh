@@ -48,12 +48,14 @@ vq_minutes=          # override the preset's image tokenizer (VQ) budget (minute
 image_refine_steps=0 # stage 2: analysis-by-synthesis steps per image (image-aligned cards; 0: the encoder's codes)
 vq_steps=            # cap on VQ steps (with a generous --vq-minutes: a fit of exactly N steps)
 test_limit=          # rows of each test split translated and scored (0: all; default: the preset's)
+image_test_limit=    # the same for image targets (text->image, speech->image; default: the preset's: quick 0, others test_limit)
 single_task=false    # also train the six single-direction baselines (stage 11)
 single_minutes=      # optional wall-clock cap of each single-direction baseline (minutes; default: none)
 single_steps=        # steps of each single-direction baseline (default: equal compute with stage 4's run)
 single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines stage 11 trains
 image_decoding=      # image targets (default: the preset's): sampled (beam search gives blank images), best of 4 by
-                     # self-reranking; full samples at temperature 0.5 (add --guidance S: trained with null sources)
+                     # self-reranking (quick: of 32, by the reverse score alone); full samples at temperature 0.5
+                     # (add --guidance S: trained with null sources)
 image_code_init=     # training: share of the image tokenizer's code features in the initial image-token rows (default: the preset's)
 speech_code_init=    # training: the same for speech-unit rows, from the speech tokenizer's k-means centroids (default: the preset's)
 null_source_prob=0   # training: fraction of image-target examples with a null source (e.g. 0.1 enables --guidance; 0: measured better without guidance)
@@ -117,13 +119,16 @@ Usage: $0 [options]
   --image-refine-steps N  stage 2 encodes images with N analysis-by-synthesis steps each (image-aligned
                      cards: truer codes, ~30x the encoding time; default ${image_refine_steps})
   --test-limit N     translate and score the first N rows of each test split (0: all)
+  --image-test-limit N  the same for image targets (default: the preset's; quick 0 = every row, since an
+                     exact scene is rare at its scale and cheap to decode; mid and full --test-limit)
   --single-task B    true: also train single-direction baselines (default ${single_task})
   --single-steps N   steps of each single-direction baseline (default: the six together get the
                      compute of stage 4's unified run, steps x max_tokens; see stage 11)
   --single-minutes M also a wall-clock cap on each baseline (default: none; steps decide)
   --single-directions "D ..." baselines to train (default "${single_directions}")
-  --image-decoding S decoding options for image targets (default: the preset's; quick and mid "--sample
-                     --top-k 16 --seed 0 --rerank 4", full the same at --temperature 0.5)
+  --image-decoding S decoding options for image targets (default: the preset's; quick "--sample --top-k 16
+                     --seed 0 --rerank 32 --rerank-forward 0", mid "--sample --top-k 16 --seed 0 --rerank 4",
+                     full the same at --temperature 0.5)
   --image-code-init W training: share (0-1) of the image tokenizer's code features in the initial
                      image-token embeddings of every fresh model (default: the preset's, quick 1.0, mid
                      and full 0: random rows)
@@ -187,6 +192,10 @@ case "${preset}" in
     # WER (originals 21.4) for 70-160 s more WORLD analysis (docs/results.md, sessions 34-35)
     : "${vocoder_extra_rows:=2000}"
     : "${model_preset:=demo}"; beam=5; : "${test_limit:=40}"; eval_splits="test"
+    # image targets: every test row (75), and the best of 32 samples by the reverse score alone: on 240 fresh
+    # captions the forward score does not tell right scenes from wrong ones, and dropping it doubles what
+    # reranking finds (text->image 0.7 -> 2.1% exact per row, speech->image 0.3 -> 1.5; docs/results.md, session 36)
+    : "${image_test_limit:=0}"; : "${image_decoding:=--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0}"
     ;;
   full)
     # every caption of the 10000 extra scenes spoken (stage 0: ~10 min instead of ~2; 5.7 GB of wavs), train_extra
@@ -236,6 +245,7 @@ case "${preset}" in
   *) echo "unknown --preset ${preset} (quick|mid|full)" >&2; exit 1 ;;
 esac
 : "${image_decoding:=--sample --top-k 16 --seed 0 --rerank 4}"
+: "${image_test_limit:=${test_limit}}"
 : "${vocoder_extra_rows:=0}"
 : "${out:=exp/scenes-${preset}}"
 mkdir -p "${out}"
@@ -288,7 +298,9 @@ translate_split() {
   local dest=${out}/hyp/${name}/${split}/${src}-${tgt}
   local limit_opt=() vocoder_opt=() decode_opt=(--beam "${beam}" --set no_repeat_ngram_size="${no_repeat_ngram}"
     --set speech_no_repeat_ngram_size="${speech_no_repeat_ngram}" --set beam_patience="${beam_patience}")
-  [ "${test_limit}" -gt 0 ] && limit_opt=(--limit "${test_limit}")
+  local limit=${test_limit}
+  [ "${tgt}" = image ] && limit=${image_test_limit}
+  [ "${limit}" -gt 0 ] && limit_opt=(--limit "${limit}")
   [ "${tgt}" = speech ] && vocoder_opt=(--vocoder "${out}/exp/vocoder")
   # VQ image codes are many equally likely layouts: the single most likely one (beam search)
   # is a blank background, so image targets are sampled (as DALL-E style decoders do).
@@ -303,7 +315,7 @@ translate_split() {
     local o keep=() skip=0
     for o in "${decode_opt[@]}"; do
       if [ "${skip}" = 1 ]; then skip=0; continue; fi
-      if [ "${o}" = --rerank ]; then skip=1; continue; fi
+      case "${o}" in --rerank|--rerank-image|--rerank-forward) skip=1; continue ;; esac
       keep+=("${o}")
     done
     decode_opt=("${keep[@]}")

@@ -155,6 +155,8 @@ def test_image_targets_are_sampled_unless_told_otherwise(setup, tmp_path):
     assert gens.for_target("image").config.strategy == "beam"
     gens = bt._make_generator(BacktranslateConfig(rerank=2, top_k=5), tr, store)
     assert gens.for_target("image").config.rerank == 2 and gens.for_target("text").config.rerank == 0
+    gens = bt._make_generator(BacktranslateConfig(rerank=2, rerank_forward=0.0), tr, store)
+    assert gens.for_target("image").config.rerank_forward == 0.0
     with pytest.raises(TmtError, match="null_source_prob"):
         bt._make_generator(BacktranslateConfig(guidance=1.0), tr, store)
     cfg = BacktranslateConfig(beam_size=2, chunk_rows=4, num_per_source=2, rerank=2)

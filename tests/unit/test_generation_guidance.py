@@ -12,6 +12,7 @@ import torch
 
 from tmt.generation.generator import (
     GenerationConfig,
+    GenerationError,
     Generator,
     Hypothesis,
     LengthLimit,
@@ -280,3 +281,50 @@ def test_image_to_speech_reranks_end_to_end(voiced: tuple[TmtModel, JointVocab],
     for row, b in zip(out, beam, strict=True):
         assert len(row["speech"]) == 1 and row["speech"][0].rerank_score is not None
         assert _seqs(row["speech"])[0] in _seqs(b["speech"])
+
+
+# ---- the forward score's weight in reranking (issue 18, section 2) ----
+def _table_scorer(vocab: JointVocab, fwd: dict[int, list[float]], rev: dict[int, list[float]],
+                  calls: list[tuple[str, list[int]]]) -> object:
+    """Forward scores by (source row, candidate code), reverse by (source row, candidate code);
+    records which image codes each direction was given."""
+    lo = vocab.range("image")[0]
+
+    def scorer(sources: list[np.ndarray], targets: list[np.ndarray], m: str) -> np.ndarray:
+        if m == "image":
+            calls.append(("fwd", [int(t[0]) - lo for t in targets]))
+            return np.array([fwd[int(s[0]) - 100][int(t[0]) - lo] for s, t in zip(sources, targets, strict=True)])
+        calls.append(("rev", [int(s[0]) - lo for s in sources]))
+        return np.array([rev[int(t[0]) - 100][int(s[0]) - lo] for s, t in zip(sources, targets, strict=True)])
+
+    return scorer
+
+
+def _three_candidates(rows: int) -> list[list[Hypothesis]]:
+    return [[Hypothesis(tokens=np.full(IMAGE_LEN, k), score=-1.0) for k in range(3)] for _ in range(rows)]
+
+
+def test_forward_weight_scales_the_forward_score_and_zero_skips_it(plain: TmtModel, vocab: JointVocab) -> None:
+    fwd = {0: [-0.2, -3.0, -1.0], 1: [-1.0, -1.0, -1.0]}
+    rev = {0: [-2.0, -0.1, -1.0], 1: [-2.0, -0.5, -0.4]}
+    srcs = [np.array([100, 7]), np.array([101, 7])]
+    picks = {}
+    for w in (1.0, 0.5, 0.0):
+        calls: list[tuple[str, list[int]]] = []
+        out = rerank_batch(_gen(plain, vocab, rerank=3, rerank_forward=w), srcs, ["text", "text"], "image",
+                           _three_candidates(2), scorer=_table_scorer(vocab, fwd, rev, calls))
+        picks[w] = ([int(p[0].tokens[0]) for p in out], [p[0].rerank_score for p in out])
+        assert any(c[0] == "fwd" for c in calls) == (w > 0)  # weight 0: no forward pass at all
+    # row 0: w 1 -> -2.2, -3.1, -2.0 (cand 2); w 0.5 -> -2.1, -1.6, -1.5 (cand 2); w 0 -> cand 1
+    assert picks[1.0][0] == [2, 2] and picks[1.0][1] == pytest.approx([-2.0, -1.4])
+    assert picks[0.5][0] == [2, 2] and picks[0.5][1] == pytest.approx([-1.5, -0.9])
+    assert picks[0.0][0] == [1, 2] and picks[0.0][1] == pytest.approx([-0.1, -0.4])
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("rerank_forward", -1.0, "rerank_forward must be a finite weight >= 0"),
+    ("rerank_forward", float("nan"), "rerank_forward must be a finite weight >= 0"),
+])
+def test_bad_rerank_settings_are_refused(key: str, value: object, message: str) -> None:
+    with pytest.raises(GenerationError, match=message):
+        GenerationConfig(**{key: value}).check()  # type: ignore[arg-type]

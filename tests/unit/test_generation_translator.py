@@ -497,6 +497,21 @@ def test_cli_guidance_and_rerank_options(cfg_exp: Path, tmp_path: Path) -> None:
     assert tokens[0] == tokens[1]  # one seeded generator per run: the same run twice gives the same images
 
 
+def test_cli_rerank_forward_option(exp: Path, tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    r = run("translate", "--model", str(exp / "model"), "--to", "image", "--rerank", "3", "--rerank-forward", "0",
+            "--seed", "2", "--output-dir", str(d), input="one\ntwo\n")
+    assert r.exit_code == 0, r.output
+    info = json.loads((d / "run.json").read_text())
+    assert (info["rerank"], info["rerank_forward"]) == (3, 0.0)
+    rows = [json.loads(x) for x in (d / "hypotheses.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(len(x["tokens"]) == IMAGE_LEN for x in rows)
+    r = run("translate", "--model", str(exp / "model"), "--to", "image", "--text", "a", "--rerank", "2",
+            "--rerank-forward", "-1", "-o", str(tmp_path / "x.png"))
+    assert r.exit_code != 0 and "rerank_forward must be a finite weight >= 0" in r.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_cli_beam_patience(exp: Path, tmp_path: Path) -> None:
     d = tmp_path / "d"
     r = run("translate", "--model", str(exp / "model"), "--to", "speech", "--beam", "3", "--beam-patience", "2",
@@ -596,3 +611,26 @@ def test_rerank_is_refused_for_a_model_that_never_trained_the_reverse_direction(
     # a speech source reranks through its decoded caption: speech->text and image->text
     with pytest.raises(TranslateError, match=r"s2t, i2t"):
         Translator.from_checkpoint(single, config=cfg).translate_tokens([np.array([1, 2, 3])], src="speech", tgt="image")
+
+
+def test_reranking_by_the_reverse_score_alone(exp: Path) -> None:
+    from tmt.generation.rerank import pair_logprobs
+
+    caption = FakeText().encode(["a red circle"])[0]
+    tr = Translator.from_checkpoint(exp / "model", config=GenerationConfig(rerank=4, rerank_forward=0.0, seed=1, top_k=8))
+    [r] = tr.translate(["a red circle"], tgt="image")
+    assert len(r.tokens) == IMAGE_LEN and isinstance(r.image, Image.Image)
+    # forward weight 0: the kept candidate's score is log p(caption | candidate), the best of the four
+    v = tr.vocab
+    want = pair_logprobs(tr.model, [v.to_joint("image", r.tokens)], [v.to_joint("text", caption)], "text")[0]
+    assert r.nbest[0].rerank_score == pytest.approx(want, abs=1e-5)
+    tr.generator.restart_sampling()
+    tr.config.nbest = 4
+    tr.generator.config.nbest = 4
+    row = tr.generator.generate([caption], "text", "image")[0]["image"]
+    scores = [h.rerank_score for h in row]
+    assert len(row) == 4 and scores == sorted(scores, reverse=True)
+    np.testing.assert_array_equal(row[0].tokens, r.tokens)  # the same seeded stream as translate()
+    for h in row:
+        rev = pair_logprobs(tr.model, [v.to_joint("image", h.tokens)], [v.to_joint("text", caption)], "text")[0]
+        assert h.rerank_score == pytest.approx(rev, abs=1e-5)

@@ -325,7 +325,7 @@ def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Pat
     r, calls = _recipe(tmp_path / "u", "--stage", "8", "--stop-stage", "8")
     assert r.returncode == 0, r.stderr
     unified = [c for c in calls if c.startswith("translate ") and "--to image" in c]
-    assert unified and all("--sample --top-k 16 --seed 0 --rerank 4" in c for c in unified)
+    assert unified and all("--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0" in c for c in unified)
     r, calls = _stage11(tmp_path / "g", "--single-directions", "t2i", "--image-decoding", "--sample --guidance 2")
     assert r.returncode == 0, r.stderr
     assert any("--to image" in c and "--guidance 2" in c for c in calls)
@@ -502,9 +502,12 @@ def test_image_targets_decode_with_the_presets_sampling(tmp_path: Path) -> None:
         assert found
         return found
 
-    # quick: temperature 1 (not measured lower); full: 0.5, chosen on valid (session 26)
-    assert all("--sample --top-k 16 --seed 0 --rerank 4" in c and "--temperature" not in c
+    # quick: temperature 1 (not measured lower), the best of 32 by the reverse score alone (session 36);
+    # full: 0.5, chosen on valid (session 26)
+    assert all("--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0" in c and "--temperature" not in c
                for c in image_translations(tmp_path / "q"))
+    assert all("--sample --top-k 16 --seed 0 --rerank 4 " in c and "--rerank-forward" not in c
+               for c in image_translations(tmp_path / "m", "--preset", "mid"))
     assert all("--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 4" in c
                for c in image_translations(tmp_path / "f", "--preset", "full"))
     assert all("--sample --top-k 4 " in c and "--temperature" not in c
@@ -546,3 +549,21 @@ def test_quick_vocoder_also_fits_on_spoken_extra_rows_unless_the_extras_are_sile
     assert r.returncode == 0, r.stderr
     [train] = calls
     assert "--extra-" not in train  # full: its vocoder half of issue 19 is met without extras
+
+
+def test_quick_scores_every_test_row_for_image_targets(tmp_path: Path) -> None:
+    """An exact scene is rare at the quick preset's scale, so its image targets are decoded for every
+    test row (75) while the other directions keep the first 40; mid and full use --test-limit for all."""
+    def limits(out: Path, *args: str) -> dict[str, set[str]]:
+        r, calls = _recipe(out, "--stage", "8", "--stop-stage", "8", "--back-translation", "false", *args)
+        assert r.returncode == 0, r.stderr
+        found: dict[str, set[str]] = {"image": set(), "other": set()}
+        for c in (c for c in calls if c.startswith("translate ")):
+            lim = c.split("--limit ")[1].split()[0] if "--limit " in c else "all"
+            found["image" if "--to image" in c else "other"].add(lim)
+        return found
+
+    assert limits(tmp_path / "q") == {"image": {"all"}, "other": {"40"}}
+    assert limits(tmp_path / "q2", "--image-test-limit", "20") == {"image": {"20"}, "other": {"40"}}
+    assert limits(tmp_path / "f", "--preset", "full") == {"image": {"250"}, "other": {"250"}}
+    assert limits(tmp_path / "f2", "--preset", "full", "--test-limit", "0") == {"image": {"all"}, "other": {"all"}}

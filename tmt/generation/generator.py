@@ -112,10 +112,14 @@ class GenerationConfig:
     decoding). Needs a model trained with `model.null_source_prob > 0`."""
     rerank: int = 0
     """Image and speech targets: make this many candidates per source and keep the one with the
-    best forward log p(target | source) + reverse log p(source | target) (0: off;
+    best `rerank_forward` * forward log p(target | source) + reverse log p(source | target) (0: off;
     `tmt.generation.rerank`). Image candidates are sampled (top_k / top_p / temperature) whatever
     `strategy` says; speech candidates are sampled with `strategy: sample`, else the beam's K best
     (the beam widened to K if it is narrower)."""
+    rerank_forward: float = 1.0
+    """Weight of the forward log p(target | source) in the reranking score (1: forward + reverse;
+    0: the reverse score alone, which keeps the forward model's preference for plain, likely
+    images out of the choice)."""
     rerank_speech: Literal["speech", "text"] = "text"
     """Reverse score between speech and image: directly (log p(speech | image) for speech sources,
     log p(image | speech) for speech targets), or the text pivot (the caption decoded from the
@@ -163,6 +167,8 @@ class GenerationConfig:
             raise GenerationError(f"guidance must be >= 0 (0: off), got {self.guidance}")
         if self.rerank < 0:
             raise GenerationError(f"rerank must be >= 0 (0: off), got {self.rerank}")
+        if not (self.rerank_forward >= 0 and math.isfinite(self.rerank_forward)):
+            raise GenerationError(f"rerank_forward must be a finite weight >= 0, got {self.rerank_forward}")
         if self.rerank_speech not in ("speech", "text"):
             raise GenerationError(f"rerank_speech must be speech or text, got '{self.rerank_speech}'")
         if self.temperature <= 0:
@@ -185,7 +191,8 @@ class Hypothesis:
     step_scores: np.ndarray | None = None
     """Per-token log-probabilities, <eos> last (beam search)."""
     rerank_score: float | None = None
-    """Self-reranking: forward + reverse length-normalised log-probability (None without `rerank`)."""
+    """Self-reranking: `rerank_forward` * forward + reverse length-normalised log-probability (None
+    without `rerank`)."""
 
 
 class Generator:

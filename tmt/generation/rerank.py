@@ -3,9 +3,10 @@
 With `GenerationConfig.rerank = K`, every source gets K candidates and keeps the one with
 the best combined score
 
-    forward log p(target | source) + reverse log p(source | target),
+    w * forward log p(target | source) + reverse log p(source | target),
 
-both teacher-forced under the same model and length-normalised (per predicted token).
+both teacher-forced under the same model and length-normalised (per predicted token); w is
+`rerank_forward` (1 by default, 0 ranks by the reverse score alone).
 The reverse direction is the model's own target -> source direction (image -> text for
 text -> image, speech -> text for text -> speech). Between speech and image either the
 direct reverse direction (image -> speech, speech -> image) or the text pivot is used,
@@ -145,9 +146,9 @@ def reverse_targets(
     return out
 
 
-def combined_order(forward: np.ndarray, reverse: np.ndarray) -> np.ndarray:
-    """Candidate indices, best combined score (forward + reverse) first; ties keep sampling order."""
-    return np.argsort(-(forward + reverse), kind="stable")
+def combined_order(combined: np.ndarray) -> np.ndarray:
+    """Candidate indices, best combined score first; ties keep sampling order."""
+    return np.argsort(-combined, kind="stable")
 
 
 def rerank_batch(
@@ -167,18 +168,21 @@ def rerank_batch(
     rev = reverse_targets(gen, sources, srcs, tgt)
     cands = [[gen.vocab.to_joint(tgt, h.tokens) for h in row] for row in hyps]
     pairs = [(r, j) for r, row in enumerate(cands) for j in range(len(row))]
-    fwd = np.asarray(forward([sources[r] for r, _ in pairs], [cands[r][j] for r, j in pairs], tgt), dtype=np.float64)
+    weight = gen.config.rerank_forward
+    fwd = np.zeros(len(pairs), dtype=np.float64)
+    if weight > 0:  # weight 0: the forward pass is not run at all
+        fwd = np.asarray(forward([sources[r] for r, _ in pairs], [cands[r][j] for r, j in pairs], tgt), dtype=np.float64)
     back = np.zeros(len(pairs), dtype=np.float64)
     for m in sorted({rev[r][1] for r, _ in pairs}):
         idx = [k for k, (r, _) in enumerate(pairs) if rev[r][1] == m]
         back[idx] = score([cands[pairs[k][0]][pairs[k][1]] for k in idx], [rev[pairs[k][0]][0] for k in idx], m)
+    combined = weight * fwd + back
     out: list[list[Hypothesis]] = []
     k = 0
     for row in hyps:
-        f, b = fwd[k : k + len(row)], back[k : k + len(row)]
+        c = combined[k : k + len(row)]
         k += len(row)
-        order = combined_order(f, b)
         for j in range(len(row)):
-            row[j].rerank_score = float(f[j] + b[j])
-        out.append([row[j] for j in order[: gen.config.nbest]])
+            row[j].rerank_score = float(c[j])
+        out.append([row[j] for j in combined_order(c)[: gen.config.nbest]])
     return out

@@ -193,8 +193,8 @@ case "${preset}" in
     : "${vocoder_extra_rows:=2000}"
     : "${model_preset:=demo}"; beam=5; : "${test_limit:=40}"; eval_splits="test"
     # image targets: every test row (75), and the best of 32 samples by the reverse score alone: on 240 fresh
-    # captions the forward score does not tell right scenes from wrong ones, and dropping it doubles what
-    # reranking finds (text->image 0.7 -> 2.1% exact per row, speech->image 0.3 -> 1.5; docs/results.md, session 36)
+    # captions the forward score does not tell right scenes from wrong ones; against the best of 4 by both scores,
+    # text->image 0.73 -> 2.08% exact per row, speech->image 0.29 -> 1.46 (docs/results.md, session 36)
     : "${image_test_limit:=0}"; : "${image_decoding:=--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0}"
     ;;
   full)

@@ -315,7 +315,7 @@ translate_split() {
     local o keep=() skip=0
     for o in "${decode_opt[@]}"; do
       if [ "${skip}" = 1 ]; then skip=0; continue; fi
-      case "${o}" in --rerank|--rerank-image|--rerank-forward) skip=1; continue ;; esac
+      case "${o}" in --rerank|--rerank-forward) skip=1; continue ;; esac
       keep+=("${o}")
     done
     decode_opt=("${keep[@]}")

@@ -118,8 +118,8 @@ class GenerationConfig:
     (the beam widened to K if it is narrower)."""
     rerank_forward: float = 1.0
     """Weight of the forward log p(target | source) in the reranking score (1: forward + reverse;
-    0: the reverse score alone, which keeps the forward model's preference for plain, likely
-    images out of the choice)."""
+    0: the reverse score alone, and no forward pass). On the quick demo's models the forward score
+    did not tell right image scenes from wrong ones (docs/results.md, session 36)."""
     rerank_speech: Literal["speech", "text"] = "text"
     """Reverse score between speech and image: directly (log p(speech | image) for speech sources,
     log p(image | speech) for speech targets), or the text pivot (the caption decoded from the

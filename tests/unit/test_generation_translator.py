@@ -625,8 +625,7 @@ def test_reranking_by_the_reverse_score_alone(exp: Path) -> None:
     want = pair_logprobs(tr.model, [v.to_joint("image", r.tokens)], [v.to_joint("text", caption)], "text")[0]
     assert r.nbest[0].rerank_score == pytest.approx(want, abs=1e-5)
     tr.generator.restart_sampling()
-    tr.config.nbest = 4
-    tr.generator.config.nbest = 4
+    tr.generator.config.nbest = 4  # the translator's own config object
     row = tr.generator.generate([caption], "text", "image")[0]["image"]
     scores = [h.rerank_score for h in row]
     assert len(row) == 4 and scores == sorted(scores, reverse=True)

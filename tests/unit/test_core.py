@@ -203,3 +203,37 @@ def test_hypothesis_dir_errors(tmp_path: Path) -> None:
     (tmp_path / RUN_JSON).unlink()
     with pytest.raises(HypothesisDirError, match="missing field 'tgt'"):
         read_hyp_dir(tmp_path)
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [(False, False, "float32"), (True, False, "bfloat16"),
+                                                               (False, True, "bfloat16")])
+def test_auto_dtype_is_bf16_only_where_the_cpu_has_bf16_units(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool,
+                                                             amx: bool, expected: str) -> None:
+    import torch
+
+    from tmt.core.device import native_bf16, resolve_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert native_bf16("cpu") is (expected == "bfloat16")
+    assert resolve_dtype("auto", "cpu") == expected
+    # an explicit dtype is kept whatever the hardware
+    assert resolve_dtype("bfloat16", "cpu") == "bfloat16" and resolve_dtype("float32", "cpu") == "float32"
+
+
+def test_auto_dtype_on_cuda_asks_for_bf16_units_not_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from tmt.core.device import resolve_dtype
+
+    asked: list[bool] = []
+
+    def supported(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return False  # a pre-Ampere GPU: bf16 only emulated
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert resolve_dtype("auto", "cuda") == "float32" and asked == [False]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    assert resolve_dtype("auto", "cuda") == "bfloat16"

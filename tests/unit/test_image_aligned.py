@@ -294,6 +294,7 @@ def test_shipped_cards_are_32_tokens(card: str) -> None:
     tok = AlignedImageTokenizer(load_card(root / card))
     assert (tok.tokens_per_image, tok.vocab_size, tok.image_size) == (32, 1000, (64, 64))
     assert not tok.acfg.train.augment  # flips would contradict the captions' left/right/above/below
+    assert tok.acfg.train.dtype != "bfloat16"  # emulated on CPUs without bf16 units: `auto` or float32
     ids = tok.encode([np.full((64, 64, 3), 110, np.uint8)])
     assert ids[0].shape == (32,) and tok.decode_array(ids).shape == (1, 64, 64, 3)
 
@@ -313,3 +314,24 @@ def test_bfloat16_fit_autocasts_the_forward_and_keeps_float32_weights(tmp_path: 
     assert all(torch.isfinite(v.float()).all() for v in a.values())
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # the dtype reached the fit
     assert bf.stats["steps"] == 6 and np.isfinite(bf.stats["final_recon_loss"])
+
+
+def test_auto_dtype_fits_in_float32_on_a_cpu_that_emulates_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """`dtype: auto` (the shipped card's) fits exactly as float32 where bf16 is only emulated, and says so in
+    the stats; asking for bfloat16 there warns with the fix."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    imgs, caps = make_data(16)
+    auto = fit_aligned_tokenizer(tiny_card(dtype="auto", steps=4), imgs, caps, tmp_path / "auto", progress=False)
+    fp = fit_aligned_tokenizer(tiny_card(dtype="float32", steps=4), imgs, caps, tmp_path / "fp", progress=False)
+    a, b = auto.model.state_dict(), fp.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert auto.stats["dtype"] == "float32" and "emulates" not in caplog.text
+    with caplog.at_level("WARNING", logger="tmt.tokenizers.image_aligned_fit"):
+        bf = fit_aligned_tokenizer(tiny_card(dtype="bfloat16", steps=2), imgs, caps, tmp_path / "bf", progress=False)
+    assert bf.stats["dtype"] == "bfloat16"
+    assert "without bf16 units" in caplog.text and "train.dtype=auto or float32" in caplog.text
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # a CPU with AMX: auto is bf16
+    assert parse_card(tiny_card(dtype="auto")).train.resolved_dtype() == "bfloat16"
+

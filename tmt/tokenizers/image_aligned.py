@@ -27,7 +27,7 @@ import torch
 
 from tmt.config import Spelling, from_dict, to_dict
 from tmt.core.budget import MAX_MINUTES_KEY
-from tmt.core.device import autocast
+from tmt.core.device import autocast, resolve_dtype
 from tmt.core.io import atomic_write_bytes, atomic_write_json, make_dirs
 from tmt.models.aligned_vq import AlignedVQ, AlignedVQConfig
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
@@ -66,15 +66,20 @@ class AlignedTrainConfig(VQTrainConfig):
     the GroupNorm, activation and dtype-cast work that takes about a third of an eager CPU step.
     The compile itself (about half a minute on 2 cores) counts against `max_minutes`. Needs a C++
     compiler; results match eager up to floating-point rounding."""
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    """Autocast dtype of the forward pass (FSQ rounding and the pixel losses stay float32).
-    `bfloat16` pays where the CPU has bf16 matrix units (AMX, AVX512-BF16): on such a 2-core machine
-    a bare step is 1.29x faster and a 20-minute fit makes 1.16x the steps (docs/results.md, session
-    11); elsewhere bf16 is emulated and slower."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
+    """Autocast dtype of the forward pass (FSQ rounding and the pixel losses stay float32). `auto`:
+    `bfloat16` where the CPU has bf16 matrix units (AMX, AVX512-BF16), else `float32`. On such a
+    2-core machine a bare bf16 step is 1.29x faster and a 20-minute fit makes 1.16x the steps
+    (docs/results.md, session 11); without them bf16 is emulated: 273 steps in 20 minutes against
+    2959 in float32 on an AVX2-only CPU (session 37)."""
+
+    def resolved_dtype(self) -> str:
+        """`dtype` on this machine's CPU (`auto` resolved), the one the fit runs in."""
+        return resolve_dtype(self.dtype, "cpu")
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The forward pass's autocast context (`dtype`; the fit runs on CPU)."""
-        return autocast("cpu", self.dtype)
+        return autocast("cpu", self.resolved_dtype())
 
 
 @dataclass(kw_only=True)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from tmt.core.budget import TimeBudget
+from tmt.core.device import native_bf16
 from tmt.core.io import (
     atomic_open,
     make_dirs,
@@ -33,7 +34,13 @@ from tmt.models.aligned_vq import PAD_BYTE, AlignedVQ, caption_bytes, word_swap_
 from tmt.models.vq import codebook_usage, gradient_loss, reconstruction_loss
 from tmt.tokenizers.base import TokenizerError
 from tmt.tokenizers.image import ImageInput, to_tensor, to_uint8
-from tmt.tokenizers.image_aligned import AlignedCard, AlignedImageTokenizer, card_dict, parse_card
+from tmt.tokenizers.image_aligned import (
+    AlignedCard,
+    AlignedImageTokenizer,
+    AlignedTrainConfig,
+    card_dict,
+    parse_card,
+)
 from tmt.tokenizers.image_fit import (
     CHECKPOINT,
     PatchGan,
@@ -206,6 +213,7 @@ def _report(run: _Run, data: np.ndarray, elapsed: float, metrics: dict[str, floa
     usage = token_entropy(ids, tok.vocab_size)
     tok.stats = {
         "steps": run.step, "stopped_early": run.step < run.cfg.train.steps, "train_images": len(data),
+        "dtype": run.cfg.train.resolved_dtype(),
         "fit_seconds": round(elapsed, 1), "steps_per_second": round(run.step / max(elapsed, 1e-9), 3) if run.step else 0.0,
         "final_recon_loss": metrics.get("recon"), "final_nce_loss": metrics.get("nce"), "usage": usage,
         "psnr_db": round(float(np.mean([psnr(a, b) for a, b in zip(sub, recon, strict=True)])), 2),
@@ -214,6 +222,16 @@ def _report(run: _Run, data: np.ndarray, elapsed: float, metrics: dict[str, floa
     log.info("codebook usage: %d/%d codes (%.1f%%), entropy %.2f bits/token, PSNR %.2f dB", usage["codes_used"],
              usage["codebook_size"], usage["codes_used_pct"], usage["entropy_bits"], tok.stats["psnr_db"])
     return tok
+
+
+def _fit_dtype(t: AlignedTrainConfig) -> str:
+    """The dtype the fit runs in (`train.dtype`, `auto` resolved); a warning where bf16 is asked for on a
+    CPU that can only emulate it."""
+    dtype = t.resolved_dtype()
+    if dtype == "bfloat16" and not native_bf16("cpu"):
+        log.warning("train.dtype=bfloat16 on a CPU without bf16 units (AMX, AVX512-BF16): torch emulates it, about "
+                    "11x slower than float32 (docs/results.md, session 37); set train.dtype=auto or float32")
+    return dtype
 
 
 def _check_compiler() -> None:
@@ -238,8 +256,8 @@ def fit_aligned_tokenizer(card: dict[str, Any] | AlignedCard, images: Sequence[I
     tok = AlignedImageTokenizer(cfg)
     data = _training_data(tok, images)
     caps, starts, counts = _caption_table(captions, len(data), cfg.model.max_caption_bytes)
-    log.info("fitting %s on %d images (%d captions) -> %dx%d=%d tokens, %d codes", cfg.name, len(data), len(caps),
-             *tok.grid, tok.tokens_per_image, tok.vocab_size)
+    log.info("fitting %s on %d images (%d captions) -> %dx%d=%d tokens, %d codes, forward in %s", cfg.name,
+             len(data), len(caps), *tok.grid, tok.tokens_per_image, tok.vocab_size, _fit_dtype(t))
     torch.manual_seed(t.seed)
     model = AlignedVQ(cfg.model)
     model.train()

@@ -121,7 +121,8 @@ class TrainConfig:
     device: str = "auto"
     """`auto` (cuda if available, else cpu), `cpu`, `cuda` or `cuda:N`."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Autocast dtype: auto = bfloat16 on GPU, float32 on CPU."""
+    """Autocast dtype: auto = bfloat16 on a GPU with bf16 units (Ampere on), float32 on older GPUs and on
+    CPU (at the model sizes a CPU trains, bf16 is slower even with bf16 units)."""
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """Data parallelism under torchrun: DDP, or FSDP (shards parameters; for `paper`)."""
     plot: bool = True

@@ -15,6 +15,7 @@ from fairseq2.nn import BatchLayout
 from torch import Tensor
 
 from tmt.core.device import autocast as core_autocast
+from tmt.core.device import resolve_dtype
 from tmt.core.modality import parse_direction
 from tmt.models.tmt import LossStats, TmtModel, sliced_loss
 from tmt.store.pipeline import RowBatch, decoder_io
@@ -195,10 +196,12 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
 
 def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """`cfg.dtype`'s autocast on `device` (`auto`: bf16 on GPU, float32 on CPU)."""
-    dtype = cfg.dtype
+    """`cfg.dtype`'s autocast on `device` (`auto`: bf16 on a GPU with bf16 units, else float32)."""
+    dtype: str = cfg.dtype
     if dtype == "auto":
-        dtype = "bfloat16" if device.type == "cuda" else "float32"
+        # on CPU float32 even with bf16 units: the demo's matrices are too small to repay the casts
+        # (0.68x the speed on an AMX CPU; docs/results.md, session 11)
+        dtype = resolve_dtype(dtype, "cuda") if device.type == "cuda" else "float32"
     return core_autocast(device.type, dtype)
 
 

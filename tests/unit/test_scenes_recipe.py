@@ -313,7 +313,7 @@ def test_stage12_fine_tunes_the_unified_model_on_each_chosen_direction(tmp_path:
 
 def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Path) -> None:
     """Issue 18: null-source training (what `--guidance` needs) is off by default and passed to
-    every training when asked; image targets are sampled and reranked (best of 4) by the unified
+    every training when asked; image targets are sampled and reranked (the best of 32) by the unified
     model, sampled without reranking by the single-direction baselines (which never trained the
     reverse direction), other targets keep beam search."""
     r, calls = _stage11(tmp_path, "--single-directions", "t2i s2t", "--null-source-prob", "0.1")
@@ -502,13 +502,13 @@ def test_image_targets_decode_with_the_presets_sampling(tmp_path: Path) -> None:
         assert found
         return found
 
-    # quick: temperature 1 (not measured lower), the best of 32 by the reverse score alone (session 36);
-    # full: 0.5, chosen on valid (session 26)
+    # every preset keeps the best of 32 by the reverse score alone (sessions 36, 37); quick and mid sample at
+    # temperature 1 (not measured lower), full at 0.5, chosen on valid (session 26)
     assert all("--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0" in c and "--temperature" not in c
                for c in image_translations(tmp_path / "q"))
-    assert all("--sample --top-k 16 --seed 0 --rerank 4 " in c and "--rerank-forward" not in c
+    assert all("--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0" in c and "--temperature" not in c
                for c in image_translations(tmp_path / "m", "--preset", "mid"))
-    assert all("--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 4" in c
+    assert all("--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0" in c
                for c in image_translations(tmp_path / "f", "--preset", "full"))
     assert all("--sample --top-k 4 " in c and "--temperature" not in c
                for c in image_translations(tmp_path / "o", "--preset", "full", "--image-decoding", "--sample --top-k 4"))

@@ -334,4 +334,3 @@ def test_auto_dtype_fits_in_float32_on_a_cpu_that_emulates_bf16(tmp_path: Path, 
     assert "without bf16 units" in caplog.text and "train.dtype=auto or float32" in caplog.text
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # a CPU with AMX: auto is bf16
     assert parse_card(tiny_card(dtype="auto")).train.resolved_dtype() == "bfloat16"
-

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tmt.core.budget import TimeBudget
-from tmt.core.device import native_bf16
+from tmt.core.device import autocast, native_bf16
 from tmt.core.io import (
     atomic_open,
     make_dirs,
@@ -93,6 +93,8 @@ class _Run:
     """The time budget (`train.max_minutes`)."""
     forward: Callable[..., Any] | None = None
     """The training forward when it is not the model's own (`train.compile`: the compiled model)."""
+    dtype: str = "float32"
+    """The forward's autocast dtype, `train.dtype` resolved once for the machine (`_fit_dtype`)."""
 
     def checkpoint(self) -> None:
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
@@ -152,7 +154,7 @@ def train_step(run: _Run) -> dict[str, float]:
     lr = _lr_at(run.step, progress, t)
     for g in run.opt.param_groups:
         g["lr"] = lr
-    with t.autocast():
+    with autocast("cpu", run.dtype):
         o = (run.forward or model)(x, quantize=progress >= t.warmup_continuous)
     recon = o.recon.float()
     rec = reconstruction_loss(recon, x, t.recon_loss, _pixel_weights(x, t))
@@ -164,7 +166,7 @@ def train_step(run: _Run) -> dict[str, float]:
         m = len(idx) if t.contrastive_batch <= 0 else min(len(idx), t.contrastive_batch)
         pick = run.cap_start[idx[:m]] + (torch.rand(m) * run.cap_count[idx[:m]]).long()
         negatives = _hard_negatives(run.captions[pick], run.cfg.model.max_caption_bytes) if t.hard_negatives else None
-        with t.autocast():
+        with autocast("cpu", run.dtype):
             nce = model.contrastive_loss(o.image_embedding[:m], run.captions[pick], negatives).float()
         loss = loss + t.contrastive_weight * nce
     gan = PatchGan.at(run.gan, run.step)
@@ -213,7 +215,7 @@ def _report(run: _Run, data: np.ndarray, elapsed: float, metrics: dict[str, floa
     usage = token_entropy(ids, tok.vocab_size)
     tok.stats = {
         "steps": run.step, "stopped_early": run.step < run.cfg.train.steps, "train_images": len(data),
-        "dtype": run.cfg.train.resolved_dtype(),
+        "dtype": run.dtype,
         "fit_seconds": round(elapsed, 1), "steps_per_second": round(run.step / max(elapsed, 1e-9), 3) if run.step else 0.0,
         "final_recon_loss": metrics.get("recon"), "final_nce_loss": metrics.get("nce"), "usage": usage,
         "psnr_db": round(float(np.mean([psnr(a, b) for a, b in zip(sub, recon, strict=True)])), 2),
@@ -256,14 +258,15 @@ def fit_aligned_tokenizer(card: dict[str, Any] | AlignedCard, images: Sequence[I
     tok = AlignedImageTokenizer(cfg)
     data = _training_data(tok, images)
     caps, starts, counts = _caption_table(captions, len(data), cfg.model.max_caption_bytes)
+    dtype = _fit_dtype(t)
     log.info("fitting %s on %d images (%d captions) -> %dx%d=%d tokens, %d codes, forward in %s", cfg.name,
-             len(data), len(caps), *tok.grid, tok.tokens_per_image, tok.vocab_size, _fit_dtype(t))
+             len(data), len(caps), *tok.grid, tok.tokens_per_image, tok.vocab_size, dtype)
     torch.manual_seed(t.seed)
     model = AlignedVQ(cfg.model)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(0.9, 0.99))
     run = _Run(cfg=cfg, out=out, model=model, opt=opt, pixels=torch.from_numpy(data), captions=caps,
-               cap_start=starts, cap_count=counts, gan=PatchGan.create(t, cfg.model.in_channels))
+               cap_start=starts, cap_count=counts, gan=PatchGan.create(t, cfg.model.in_channels), dtype=dtype)
     run.budget = TimeBudget(t.max_minutes, _resume(run, resume))
     if t.compile:
         run.forward = torch.compile(model)  # compiled on the first step, inside the budget

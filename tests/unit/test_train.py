@@ -89,6 +89,44 @@ def test_schedule_and_dump_config(data) -> None:
     assert r.exit_code == 0 and "model_dim: 1024" in r.output and "lr: 0.0001" in r.output
 
 
+def test_train_dtype_auto_is_bf16_only_on_a_gpu_with_bf16_units(monkeypatch) -> None:
+    from tmt.training.steps import train_dtype
+
+    cfg = train_preset("tiny")
+    assert cfg.dtype == "auto"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # bf16 units: still float32 on CPU
+    assert train_dtype(cfg, torch.device("cpu")) == "float32"
+    assert train_dtype(replace(cfg, dtype="bfloat16"), torch.device("cpu")) == "bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # a pre-Ampere GPU: bf16 only in emulation
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert train_dtype(cfg, torch.device("cuda")) == "float32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert train_dtype(cfg, torch.device("cuda")) == "bfloat16"
+
+
+def test_a_run_resolves_its_dtype_once_and_every_forward_uses_it(data, monkeypatch) -> None:
+    import contextlib
+
+    import tmt.training.state as state
+    import tmt.training.steps as steps
+    import tmt.training.validation as validation
+
+    resolved: list[str] = []
+    used: list[str] = []
+    monkeypatch.setattr(state, "train_dtype", lambda cfg, device: resolved.append(cfg.dtype) or "bfloat16")
+
+    def recording(device_type: str, dtype: str) -> contextlib.AbstractContextManager[None]:
+        used.append(dtype)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(steps, "autocast", recording)
+    monkeypatch.setattr(validation, "autocast", recording)
+    res = train(_cfg(data, max_steps=3), data / "dtype")
+    assert res.step == 3 and resolved == ["auto"]
+    assert len(used) >= 3 and set(used) == {"bfloat16"}
+
+
 def test_time_budget_stops_and_saves(data, monkeypatch) -> None:
     import tmt.training.trainer as trainer
 

@@ -25,7 +25,7 @@ from tmt.training.distributed import (
     wrap_data_parallel,
 )
 from tmt.training.metrics import MetricsWriter
-from tmt.training.steps import SixWayStep, lr_lambda, make_optimizer
+from tmt.training.steps import SixWayStep, lr_lambda, make_optimizer, train_dtype
 from tmt.training.weights import DirectionMix, make_mix
 from tmt.vocab import JointVocab
 
@@ -54,6 +54,8 @@ class Run:
     """Seconds trained before this (resumed) run."""
     mix: DirectionMix | None = None
     """Per-direction loss weights and the direction schedule (None: all directions weigh 1)."""
+    dtype: str = "float32"
+    """The forward's autocast dtype: `cfg.dtype` resolved once for the device (`train_dtype`)."""
 
 
 def setup_run(
@@ -94,9 +96,10 @@ def setup_run(
             if w > 0:
                 init_code_rows(model, vocab, m, w, where, cfg.seed)
     model.to(info.device)
+    dtype = train_dtype(cfg, info.device)
     if info.is_main:
-        log.info("model: %s, %.2fM parameters, vocab %d; directions %s; %d processes",
-                 cfg.preset, model.num_params() / 1e6, vocab.size, ",".join(directions), info.world_size)
+        log.info("model: %s, %.2fM parameters, vocab %d; directions %s; %d processes; %s",
+                 cfg.preset, model.num_params() / 1e6, vocab.size, ",".join(directions), info.world_size, dtype)
     step_module = SixWayStep(model, directions, lockstep=fsdp)
     wrapped = wrap_data_parallel(step_module, info, cfg.distributed)
     opt = make_optimizer(step_module, cfg)
@@ -104,7 +107,8 @@ def setup_run(
     torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout differs per rank
     run = Run(cfg=cfg, exp=exp, info=info, directions=directions, reader=reader, valid_reader=valid_reader,
                fsdp=fsdp, model=model, step_module=step_module, wrapped=wrapped, opt=opt, sched=sched,
-               metrics=MetricsWriter(exp / "metrics.jsonl", enabled=info.is_main), mix=mix)
+               metrics=MetricsWriter(exp / "metrics.jsonl", enabled=info.is_main), mix=mix,
+               dtype=dtype)
     if resume and steps_done:
         _resume(run)
     elif resume and info.is_main:

@@ -14,8 +14,7 @@ import torch
 from fairseq2.nn import BatchLayout
 from torch import Tensor
 
-from tmt.core.device import autocast as core_autocast
-from tmt.core.device import resolve_dtype
+from tmt.core.device import autocast, resolve_dtype
 from tmt.core.modality import parse_direction
 from tmt.models.tmt import LossStats, TmtModel, sliced_loss
 from tmt.store.pipeline import RowBatch, decoder_io
@@ -195,14 +194,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     )
 
 
-def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """`cfg.dtype`'s autocast on `device` (`auto`: bf16 on a GPU with bf16 units, else float32)."""
-    dtype: str = cfg.dtype
-    if dtype == "auto":
-        # on CPU float32 even with bf16 units: the demo's matrices are too small to repay the casts
-        # (0.68x the speed on an AMX CPU; docs/results.md, session 11)
-        dtype = resolve_dtype(dtype, "cuda") if device.type == "cuda" else "float32"
-    return core_autocast(device.type, dtype)
+def train_dtype(cfg: TrainConfig, device: torch.device) -> str:
+    """`cfg.dtype` resolved for `device`, once per run (`Run.dtype`): `auto` is bfloat16 on a GPU with
+    bf16 units, else float32."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    # on CPU float32 even with bf16 units: the demo's matrices are too small to repay the casts
+    # (0.68x the speed on an AMX CPU; docs/results.md, session 11)
+    return resolve_dtype("auto", "cuda") if device.type == "cuda" else "float32"
 
 
 def optimizer_step(run: Run, batches: Iterator[RowBatch], window: StepStats) -> float:
@@ -217,7 +216,7 @@ def optimizer_step(run: Run, batches: Iterator[RowBatch], window: StepStats) -> 
         if micro < accum - 1 and hasattr(wrapped, "no_sync"):
             sync_ctx = wrapped.no_sync()  # type: ignore[operator]
         with sync_ctx:
-            with autocast(cfg, run.info.device):
+            with autocast(run.info.device.type, run.dtype):
                 loss, stats = wrapped(batch, cfg.optim.label_smoothing, weights)
             (loss / accum).backward()
         window.add(stats)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tmt.core.device import autocast
 from tmt.models.checkpoint import save_model
 from tmt.models.tmt import TmtModel
 from tmt.store.pipeline import BatchReader
@@ -18,7 +19,7 @@ from tmt.training.distributed import (
     DistInfo,
 )
 from tmt.training.metrics import plot_metrics
-from tmt.training.steps import SixWayStep, StepStats, autocast
+from tmt.training.steps import SixWayStep, StepStats
 from tmt.training.token_split import validation_record
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 def validate(run: Run, valid_reader: BatchReader) -> tuple[dict[str, dict[str, float]], bool]:
     """Validate, write and log the result, keep the best models; (per-direction stats, is best)."""
     cfg, info, exp, step = run.cfg, run.info, run.exp, run.step
-    valid = evaluate(run.step_module, valid_reader, info, cfg, run.directions)
+    valid = evaluate(run.step_module, valid_reader, info, run.dtype, run.directions)
     vloss = mean([v["ce"] for v in valid.values()])
     rec: dict[str, Any] = {"step": step, "split": "valid", "ce": vloss}
     for d, v in valid.items():
@@ -63,7 +64,7 @@ def validate(run: Run, valid_reader: BatchReader) -> tuple[dict[str, dict[str, f
 
 @torch.no_grad()
 def evaluate(
-    step_module: SixWayStep, reader: BatchReader, info: DistInfo, cfg: TrainConfig, directions: list[str]
+    step_module: SixWayStep, reader: BatchReader, info: DistInfo, dtype: str, directions: list[str]
 ) -> dict[str, dict[str, float]]:
     """One pass over the validation stores: plain cross-entropy and token accuracy per direction."""
     was_training = step_module.training
@@ -78,7 +79,7 @@ def evaluate(
     total = StepStats()
     for i in range(n):
         batch = batches[i] if i < len(batches) else batches[0]
-        with autocast(cfg, info.device):
+        with autocast(info.device.type, dtype):
             _, stats = step_module(batch, 0.0)
         if i < len(batches):
             total.add(stats)

@@ -56,6 +56,8 @@ single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines 
 image_decoding=      # image targets (default: the preset's): sampled (beam search gives blank images), the best of 32
                      # by the reverse score of self-reranking; full samples at temperature 0.5
                      # (add --guidance S: trained with null sources)
+pivots="speech:text:image"  # stage 8 also translates SRC->TGT through VIA with the unified models, scored as a row of
+                     # its own ("speech->image (via text)"): the model's caption of the speech draws the image
 image_code_init=     # training: share of the image tokenizer's code features in the initial image-token rows (default: the preset's)
 speech_code_init=    # training: the same for speech-unit rows, from the speech tokenizer's k-means centroids (default: the preset's)
 null_source_prob=0   # training: fraction of image-target examples with a null source (e.g. 0.1 enables --guidance; 0: measured better without guidance)
@@ -128,6 +130,9 @@ Usage: $0 [options]
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default: the preset's; quick and mid "--sample
                      --top-k 16 --seed 0 --rerank 32 --rerank-forward 0", full the same at --temperature 0.5)
+  --pivots "SRC:VIA:TGT ..."  stage 8 also translates these directions through the pivot modality with the
+                     unified models (tmt, tmt_bt), scored as rows of their own next to the direct ones (default
+                     "${pivots}": speech->image from the model's own caption; "": off; docs/results.md, session 38)
   --image-code-init W training: share (0-1) of the image tokenizer's code features in the initial
                      image-token embeddings of every fresh model (default: the preset's, quick 1.0, mid
                      and full 0: random rows)
@@ -264,6 +269,13 @@ if [ "${extra_scenes}" -gt 0 ]; then
   splits+=" train_extra"; extra_store_opt=(--store "${store}/train_extra=${extra_weight}")
 fi
 directions="image:text image:speech text:image speech:image speech:text text:speech"
+for p in ${pivots}; do  # three different modalities each, checked before any stage runs
+  IFS=: read -r a b c extra <<< "${p}"
+  if [ -n "${extra}" ] || [ "$(printf '%s\n' "${a}" "${b}" "${c}" | sort | tr '\n' ' ')" != "image speech text " ]; then
+    echo "--pivots: '${p}' is not SRC:VIA:TGT over the three modalities (text, speech, image), e.g. speech:text:image" >&2
+    exit 1
+  fi
+done
 eval_models="tmt"; [ "${back_translation}" = true ] && eval_models+=" tmt_bt"
 : "${per_direction_best:=${single_task}}"  # measured: best-per-direction beats model.pt (docs/results.md, sessions 19-21)
 [ "${per_direction_best}" = true ] && eval_models+=" tmt_dir"
@@ -295,10 +307,12 @@ score_group() {
       --out-dir "${out}/scores/${name}/${split}"
 }
 
-# translate_split STAGE NAME MODEL_DIR SPLIT SRC TGT: one direction of one split -> hyp/NAME/SPLIT/SRC-TGT
+# translate_split STAGE NAME MODEL_DIR SPLIT SRC TGT [VIA]: one direction of one split -> hyp/NAME/SPLIT/SRC-TGT,
+# or through the pivot VIA (tmt translate --via) -> hyp/NAME/SPLIT/SRC-TGT-via-VIA
 translate_split() {
-  local stage_no=$1 name=$2 model_dir=$3 split=$4 src=$5 tgt=$6
-  local dest=${out}/hyp/${name}/${split}/${src}-${tgt}
+  local stage_no=$1 name=$2 model_dir=$3 split=$4 src=$5 tgt=$6 via=${7:-}
+  local dest=${out}/hyp/${name}/${split}/${src}-${tgt}${via:+-via-${via}} via_opt=()
+  [ -n "${via}" ] && via_opt=(--via "${via}")
   local limit_opt=() vocoder_opt=() decode_opt=(--beam "${beam}" --set no_repeat_ngram_size="${no_repeat_ngram}"
     --set speech_no_repeat_ngram_size="${speech_no_repeat_ngram}" --set beam_patience="${beam_patience}")
   local limit=${test_limit}
@@ -323,11 +337,12 @@ translate_split() {
     done
     decode_opt=("${keep[@]}")
   fi
-  log "Stage ${stage_no}: translate ${split} ${src}->${tgt} with ${model_dir} -> ${dest}"
+  log "Stage ${stage_no}: translate ${split} ${src}->${tgt}${via:+ via ${via}} with ${model_dir} -> ${dest}"
+  local tag=${stage_no}-${name}-${split}-${src}-${tgt}${via:+-via-${via}}
   # --jobs shards, each on its share of the cores; the last shard to finish merges the outputs
-  run_sharded "${stage_no}-${name}-${split}-${src}-${tgt}" "${logs}/${stage_no}-${name}-${split}-${src}-${tgt}" "${jobs}" - \
+  run_sharded "${tag}" "${logs}/${tag}" "${jobs}" - \
     tmt translate -m "${model_dir}" --manifest "${data}/${split}.jsonl.gz" --split "${split}" \
-      --from "${src}" --to "${tgt}" "${decode_opt[@]}" "${vocoder_opt[@]}" --device "${device}" \
+      --from "${src}" --to "${tgt}" "${via_opt[@]}" "${decode_opt[@]}" "${vocoder_opt[@]}" --device "${device}" \
       "${limit_opt[@]}" --output-dir "${dest}"
 }
 
@@ -454,6 +469,12 @@ if stage_wanted 8; then
         # tmt_dir: the unified model's checkpoint that is best for this direction (stage 4 keeps them)
         [ "${model}" = tmt_dir ] && model_dir=${out}/exp/tmt/best/${src:0:1}2${tgt:0:1}
         translate_split 8 "${model}" "${model_dir}" "${split}" "${src}" "${tgt}"
+      done
+      # pivots need the model's other directions: the unified models, not the per-direction checkpoints
+      [ "${model}" = tmt_dir ] && continue
+      for p in ${pivots}; do
+        IFS=: read -r src via tgt <<< "${p}"
+        translate_split 8 "${model}" "${out}/exp/${model}" "${split}" "${src}" "${tgt}" "${via}"
       done
     done
   done

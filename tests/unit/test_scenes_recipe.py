@@ -567,3 +567,21 @@ def test_quick_scores_every_test_row_for_image_targets(tmp_path: Path) -> None:
     assert limits(tmp_path / "q2", "--image-test-limit", "20") == {"image": {"20"}, "other": {"40"}}
     assert limits(tmp_path / "f", "--preset", "full") == {"image": {"250"}, "other": {"250"}}
     assert limits(tmp_path / "f2", "--preset", "full", "--test-limit", "0") == {"image": {"all"}, "other": {"all"}}
+
+
+def test_stage8_also_draws_speech_to_image_from_the_unified_models_own_caption(tmp_path: Path) -> None:
+    r, calls = _recipe(tmp_path / "a", "--stage", "8", "--stop-stage", "8", "--per-direction-best", "true", "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    via = [c for c in calls if c.startswith("translate ") and "--via" in c]
+    # one per unified model (tmt, tmt_bt), none for the per-direction checkpoints, which cannot pivot
+    assert len(via) == 2 and all("--from speech --to image --via text --sample" in c for c in via)
+    assert {c.split("--output-dir ")[1] for c in via} == {
+        str(tmp_path / "a" / "out" / "hyp" / m / "test" / "speech-image-via-text") for m in ("tmt", "tmt_bt")}
+    assert all(f"-m {tmp_path / 'a' / 'out' / 'exp' / m} " in c for c, m in zip(via, ("tmt", "tmt_bt"), strict=True))
+    direct = [c for c in calls if c.startswith("translate ") and "--from speech --to image " in c and "--via" not in c]
+    assert len(direct) == 3  # tmt, tmt_bt, tmt_dir: the direct direction is still translated and scored
+    r, calls = _recipe(tmp_path / "b", "--stage", "8", "--stop-stage", "8", "--pivots", "")
+    assert r.returncode == 0, r.stderr
+    assert calls and not any("--via" in c for c in calls)
+    r, calls = _recipe(tmp_path / "c", "--stage", "8", "--stop-stage", "8", "--pivots", "speech:image")
+    assert r.returncode != 0 and "--pivots: 'speech:image' is not SRC:VIA:TGT" in r.stderr and not calls

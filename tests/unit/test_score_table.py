@@ -35,14 +35,18 @@ def test_rows_hold_each_split_and_the_run_that_wins_more_splits() -> None:
                         "| test_novel: single | better |")
     assert "| speech->text | wer | 4.00 | **2.00** | 5.00 | 5.00 | single |" in lines
     assert "| image->text | bleu4 | **45.00** | 40.00 | 40.00 | **41.00** | equal |" in lines
-    assert lines[-1].startswith("unified wins 0, single wins 1, equal 1 of 2 directions")
+    assert lines[-1].startswith("unified wins 0, single wins 1, equal 1 of 2 directions compared (winner")
 
 
 def test_a_direction_missing_from_one_run_has_no_winner() -> None:
     rows = split_rows({"test": (_scores(4.0, 45.0), _scores(3.0, None))})
     it = next(r for r in rows if r["direction"] == "image->text")
     assert it["values"] == {"test": (45.0, None)} and it["better"] == ""
-    assert "| image->text | bleu4 | 45.00 | - | - |" in render_split_table(rows, ["test"])
+    table = render_split_table(rows, ["test"])
+    assert "| image->text | bleu4 | 45.00 | - | - |" in table
+    # the tally counts the directions both runs have (a pivot row of the unified model has no baseline)
+    assert table.splitlines()[-1].startswith(
+        "A wins 0, B wins 1, equal 0 of 1 directions compared (1 without the other run's value)")
 
 
 def test_cli_table_reads_scores_directories(tmp_path: Path) -> None:

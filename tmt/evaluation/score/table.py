@@ -54,7 +54,9 @@ def render_split_table(
         cells.append(winner(r["better"]))
         lines.append("| " + " | ".join(cells) + " |")
     counts = [r["better"] for r in rows]
+    alone = counts.count("")  # a row only one run has (e.g. a pivot row), or no value on any split
     lines += ["", f"{names[0]} wins {counts.count('a')}, {names[1]} wins {counts.count('b')}, "
-                  f"equal {counts.count('=')} of {len(rows)} directions (winner: more splits won; "
-                  "bold: the better value of a split)"]
+                  f"equal {counts.count('=')} of {len(rows) - alone} directions compared"
+                  + (f" ({alone} without the other run's value)" if alone else "")
+                  + " (winner: more splits won; bold: the better value of a split)"]
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from tmt.core.device import autocast
 from tmt.models.aligned_vq import AlignedVQ, caption_bytes
 from tmt.tokenizers.base import TokenizerError, load_tokenizer
 from tmt.tokenizers.image_aligned import AlignedImageTokenizer, parse_card
@@ -304,7 +305,7 @@ def test_bfloat16_fit_autocasts_the_forward_and_keeps_float32_weights(tmp_path: 
     card = parse_card(tiny_card(dtype="bfloat16"))
     model = AlignedVQ(card.model)
     x = torch.from_numpy(imgs[:4]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-    with card.train.autocast():
+    with autocast("cpu", card.train.resolved_dtype()):
         assert model(x).recon.dtype == torch.bfloat16
     assert model(x).recon.dtype == torch.float32  # outside the context: the card's float32 path
     bf = fit_aligned_tokenizer(tiny_card(dtype="bfloat16", steps=6), imgs, caps, tmp_path / "bf", progress=False)

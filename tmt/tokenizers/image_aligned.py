@@ -16,7 +16,6 @@ Python API::
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 from tmt.config import Spelling, from_dict, to_dict
 from tmt.core.budget import MAX_MINUTES_KEY
-from tmt.core.device import autocast, resolve_dtype
+from tmt.core.device import resolve_dtype
 from tmt.core.io import atomic_write_bytes, atomic_write_json, make_dirs
 from tmt.models.aligned_vq import AlignedVQ, AlignedVQConfig
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
@@ -76,10 +75,6 @@ class AlignedTrainConfig(VQTrainConfig):
     def resolved_dtype(self) -> str:
         """`dtype` on this machine's CPU (`auto` resolved), the one the fit runs in."""
         return resolve_dtype(self.dtype, "cpu")
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """The forward pass's autocast context (`dtype`; the fit runs on CPU)."""
-        return autocast("cpu", self.resolved_dtype())
 
 
 @dataclass(kw_only=True)

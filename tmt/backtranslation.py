@@ -94,6 +94,9 @@ class BacktranslateConfig:
     (0: off, see `GenerationConfig.rerank`)."""
     rerank_forward: float = 1.0
     """Weight of the forward score in reranking (see `GenerationConfig.rerank_forward`)."""
+    rerank_align: float = 0.0
+    """Weight of the image tokenizer's caption alignment in reranking image targets (see
+    `GenerationConfig.rerank_align`; image-aligned cards only)."""
     voice: str | None = None
     """Voice of pseudo speech targets, for a model trained with voice tokens (None: vocab.json's
     default); the synthetic rows record it, so training on them gives the same voice token."""
@@ -248,9 +251,12 @@ def _make_generator(cfg: BacktranslateConfig, translator: Any, store: TokenStore
             top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature, seed=cfg.seed,
             batch_size=cfg.batch_size,
             guidance=cfg.guidance if image else 0.0, rerank=cfg.rerank if image else 0,
-            rerank_forward=cfg.rerank_forward, voice=cfg.voice,
+            rerank_forward=cfg.rerank_forward, rerank_align=cfg.rerank_align if image else 0.0, voice=cfg.voice,
         )
-        return Generator(translator.model, translator.vocab, gen_cfg, image_len=_image_len(store, translator))
+        gen = Generator(translator.model, translator.vocab, gen_cfg, image_len=_image_len(store, translator))
+        if image and cfg.rerank > 0 and cfg.rerank_align > 0:
+            gen.aligner = translator.caption_aligner()
+        return gen
 
     default = make(cfg.strategy, False)
     return _Generators(default, make("sample" if cfg.image_sampling else cfg.strategy, True))
@@ -286,6 +292,8 @@ def _open_writer(
     }
     if cfg.rerank_forward != 1.0:  # recorded when set: stores of earlier runs still resume
         settings["rerank_forward"] = cfg.rerank_forward
+    if cfg.rerank_align != 0.0:
+        settings["rerank_align"] = cfg.rerank_align
     source = {"backtranslate": str(Path(input_store).resolve()), "checkpoint": ckpt, "shard": shard, "config": settings}
     return TokenStoreWriter(
         target, streams=streams, fingerprints=vocab.fingerprints(),

@@ -35,6 +35,7 @@ Examples:
 @click.option("--guidance", type=float, default=None, help="Image targets: classifier-free guidance scale (0: off; needs a model trained with null sources).")
 @click.option("--rerank", type=int, default=None, help="Image targets: keep the best of K sampled candidates by forward + reverse score (0: off).")
 @click.option("--rerank-forward", type=float, default=None, metavar="W", help="Weight of the forward score in reranking (default 1; 0: the reverse score alone).")
+@click.option("--rerank-align", type=float, default=None, metavar="A", help="Image targets: add A x the image tokenizer's image-caption cosine to the reranking score (image-aligned cards; default 0: off).")
 @click.option("--round-trip-threshold", type=float, default=None, help="Keep a pseudo target only if back-translation scores the source >= this (mean log-prob per token).")
 @click.option("--max-ratio", type=float, default=None, help="Cap synthetic:real rows (with --real-store).")
 @click.option("--real-store", multiple=True, type=click.Path(file_okay=False), help="Real training store(s), to count real rows for --max-ratio.")
@@ -46,7 +47,7 @@ Examples:
 def cli(
     model_dir: str, in_store: str | None, manifest: str | None, split: str | None, out: str,
     strategy: str | None, num_per_source: int | None, guidance: float | None, rerank: int | None,
-    rerank_forward: float | None, round_trip_threshold: float | None,
+    rerank_forward: float | None, rerank_align: float | None, round_trip_threshold: float | None,
     max_ratio: float | None, real_store: tuple[str, ...], tokenizer_dirs: tuple[str, ...], device: str,
     overwrite: bool, shard: str | None, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
 ) -> None:
@@ -62,7 +63,7 @@ def cli(
     cfg = resolve(BacktranslateConfig(), config_file, overrides)
     explicit = {
         "strategy": strategy, "num_per_source": num_per_source, "guidance": guidance, "rerank": rerank,
-        "rerank_forward": rerank_forward, "round_trip_threshold": round_trip_threshold, "max_ratio": max_ratio,
+        "rerank_forward": rerank_forward, "rerank_align": rerank_align, "round_trip_threshold": round_trip_threshold, "max_ratio": max_ratio,
     }
     cfg = merge(cfg, {k: v for k, v in explicit.items() if v is not None})
     if dump_config:

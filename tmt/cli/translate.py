@@ -171,6 +171,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--guidance", type=float, default=None, help="Image targets: classifier-free guidance scale S, logits = cond + S*(cond - uncond) (0: off; needs a model trained with null sources).")
 @click.option("--rerank", type=int, default=None, help="Image and speech targets: make K candidates (images sampled; speech the beam's K best, sampled with --sample) and keep the one the reverse direction explains best (0: off).")
 @click.option("--rerank-forward", type=float, default=None, metavar="W", help="Weight of the forward score in reranking: W * log p(target|source) + log p(source|target) (default 1; 0: the reverse score alone).")
+@click.option("--rerank-align", type=float, default=None, metavar="A", help="Image targets: add A x the image tokenizer's own image-caption cosine to the reranking score (image-aligned cards; the caption is the text source or the text pivot; default 0: off).")
 @click.option("--voice", default=None, metavar="NAME", help="Voice of speech targets (a model trained with voice tokens; default: the one vocab.json names). `tmt vocab show` lists them.")
 @click.option("--device", default="cpu", help="Torch device (cpu, cuda, cuda:1).")
 @click.option("--skip-bad", is_flag=True, help="--output-dir runs: skip (and count, in run.json) inputs that cannot be read or are empty, too short or silent, instead of stopping at the first.")
@@ -181,7 +182,7 @@ def cli(
     output: str | None, output_dir: str | None, manifest: str | None, split: str | None, shard: str | None,
     limit: int | None, all_rows: bool, fmt: str, tokenizers: tuple[str, ...], vocoder: str | None, beam_size: int | None, beam_patience: float | None,
     greedy: bool, sample: bool, top_k: int | None, top_p: float | None, temperature: float | None, seed: int | None, batch_size: int | None,
-    guidance: float | None, rerank: int | None, rerank_forward: float | None,
+    guidance: float | None, rerank: int | None, rerank_forward: float | None, rerank_align: float | None,
     voice: str | None, device: str, skip_bad: bool, config_file: str | None, overrides: tuple[str, ...], dump_config: bool,
 ) -> None:
     """Translate speech, images or text into another modality.
@@ -198,7 +199,7 @@ def cli(
     """
     cfg = _generation_config(config_file, overrides, beam_size, greedy, sample, top_k=top_k, top_p=top_p, temperature=temperature,
                              seed=seed, batch_size=batch_size, beam_patience=beam_patience, guidance=guidance, rerank=rerank,
-                             rerank_forward=rerank_forward, voice=voice)
+                             rerank_forward=rerank_forward, rerank_align=rerank_align, voice=voice)
     if dump_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
@@ -246,7 +247,7 @@ def _run_info(
         "src": src, "tgt": tgt, "via": via, "manifest": manifest, "split": split,
         "model": str(model_dir), "beam_size": beam_size, "beam_patience": patience,
         "strategy": cfg.strategy, "vocoder": vocoder, "guidance": cfg.guidance, "rerank": cfg.rerank,
-        "rerank_forward": cfg.rerank_forward, "voice": cfg.voice or translator.vocab.default_voice,
+        "rerank_forward": cfg.rerank_forward, "rerank_align": cfg.rerank_align, "voice": cfg.voice or translator.vocab.default_voice,
     }
 
 

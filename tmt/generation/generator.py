@@ -40,7 +40,7 @@ from tmt.generation.constrained import (
     has_fast_path,
 )
 from tmt.generation.guidance import GuidedSeq2Seq, check_guidance, stack_null_sources, uses_guidance
-from tmt.generation.rerank import candidates, fan_out, rerank_batch, reranks
+from tmt.generation.rerank import Aligner, candidates, fan_out, rerank_batch, reranks
 from tmt.generation.samplers import TopKGenSampler, TopPGenSampler
 from tmt.generation.segment import SegmentConfig
 from tmt.vocab import EOS, PAD, JointVocab
@@ -120,6 +120,11 @@ class GenerationConfig:
     """Weight of the forward log p(target | source) in the reranking score (1: forward + reverse;
     0: the reverse score alone, and no forward pass). On the quick demo's models the forward score
     did not tell right image scenes from wrong ones (docs/results.md, session 36)."""
+    rerank_align: float = 0.0
+    """Image candidates: + this weight times the image tokenizer's own caption alignment, the
+    cosine between the candidate's image embedding and the caption's (the embeddings an
+    image-aligned card's contrastive term trains; the caption is the text source or, from speech,
+    the text pivot). 0: off. Needs an image-aligned tokenizer (the Translator hands it in)."""
     rerank_speech: Literal["speech", "text"] = "text"
     """Reverse score between speech and image: directly (log p(speech | image) for speech sources,
     log p(image | speech) for speech targets), or the text pivot (the caption decoded from the
@@ -169,6 +174,11 @@ class GenerationConfig:
             raise GenerationError(f"rerank must be >= 0 (0: off), got {self.rerank}")
         if not (self.rerank_forward >= 0 and math.isfinite(self.rerank_forward)):
             raise GenerationError(f"rerank_forward must be a finite weight >= 0, got {self.rerank_forward}")
+        if not (self.rerank_align >= 0 and math.isfinite(self.rerank_align)):
+            raise GenerationError(f"rerank_align must be a finite weight >= 0, got {self.rerank_align}")
+        if self.rerank_align > 0 and self.rerank == 0:
+            raise GenerationError(f"rerank_align ({self.rerank_align}) weighs a term of the reranking score; "
+                                  "give rerank K > 0 too, or rerank_align 0")
         if self.rerank_speech not in ("speech", "text"):
             raise GenerationError(f"rerank_speech must be speech or text, got '{self.rerank_speech}'")
         if self.temperature <= 0:
@@ -191,8 +201,8 @@ class Hypothesis:
     step_scores: np.ndarray | None = None
     """Per-token log-probabilities, <eos> last (beam search)."""
     rerank_score: float | None = None
-    """Self-reranking: `rerank_forward` * forward + reverse length-normalised log-probability (None
-    without `rerank`)."""
+    """Self-reranking: `rerank_forward` * forward + reverse length-normalised log-probability
+    (+ `rerank_align` * caption alignment for images; None without `rerank`)."""
 
 
 class Generator:
@@ -222,6 +232,8 @@ class Generator:
         check_guidance(model, self.config.guidance)
         self._rng: torch.Generator | None = None
         self._rng_seed: int | None = None
+        self.aligner: Aligner | None = None
+        """The image tokenizer's caption alignment for `rerank_align` (set by the Translator)."""
 
     def rng(self) -> torch.Generator | None:
         """The run's random generator for sampling (None without a seed: torch's global state).

@@ -6,7 +6,11 @@ the best combined score
     w * forward log p(target | source) + reverse log p(source | target),
 
 both teacher-forced under the same model and length-normalised (per predicted token); w is
-`rerank_forward` (1 by default, 0 ranks by the reverse score alone).
+`rerank_forward` (1 by default, 0 ranks by the reverse score alone). Image candidates can also
+be judged by the image tokenizer itself (`rerank_align` = a > 0): + a * cos(image embedding of
+the candidate's codes, embedding of the caption), the two embeddings an image-aligned card's
+fit trains with its contrastive term, i.e. reranking by an image-caption model as DALL-E did
+with CLIP, where here the judge comes free with the tokenizer (`Aligner`).
 The reverse direction is the model's own target -> source direction (image -> text for
 text -> image, speech -> text for text -> speech). Between speech and image either the
 direct reverse direction (image -> speech, speech -> image) or the text pivot is used,
@@ -42,6 +46,11 @@ directions, text -> image and text -> speech, are the weakest judges of a captio
 Scorer = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], str], np.ndarray]
 """(sources, targets, target modality) -> (n,) length-normalised log p(targets[i] | sources[i]);
 joint ids, sources without `<eos>`, targets without `<bos>`/`<eos>`."""
+
+
+Aligner = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], np.ndarray]
+"""(image candidates, captions) -> (n,) cosine of each candidate's image embedding with its caption's
+embedding; tokenizer-local ids of both (the image tokenizer's codes, the text tokenizer's pieces)."""
 
 
 def reranks(cfg: GenerationConfig, tgt: str) -> bool:
@@ -146,6 +155,24 @@ def reverse_targets(
     return out
 
 
+def _alignment(
+    gen: Generator, rev: list[tuple[np.ndarray, str]], cands: list[list[np.ndarray]], pairs: list[tuple[int, int]]
+) -> np.ndarray:
+    """(len(pairs),) the image tokenizer's caption alignment of every (row, candidate) pair; the
+    caption is what the row's candidates explain (`reverse_targets`), which must be text."""
+    from tmt.generation.generator import GenerationError
+
+    if gen.aligner is None:
+        raise GenerationError("rerank_align needs the image tokenizer's caption alignment (an image-aligned card, "
+                              "given by the Translator); set rerank_align 0")
+    if any(rev[r][1] != "text" for r, _ in pairs):
+        raise GenerationError("rerank_align scores candidates against a caption: it needs a text source or, "
+                              "between speech and image, the text pivot (rerank_speech: text)")
+    images = [gen.vocab.from_joint("image", cands[r][j]) for r, j in pairs]
+    captions = [gen.vocab.from_joint("text", rev[r][0]) for r, _ in pairs]
+    return np.asarray(gen.aligner(images, captions), dtype=np.float64)
+
+
 def combined_order(combined: np.ndarray) -> np.ndarray:
     """Candidate indices, best combined score first; ties keep sampling order."""
     return np.argsort(-combined, kind="stable")
@@ -168,6 +195,9 @@ def rerank_batch(
     rev = reverse_targets(gen, sources, srcs, tgt)
     cands = [[gen.vocab.to_joint(tgt, h.tokens) for h in row] for row in hyps]
     pairs = [(r, j) for r, row in enumerate(cands) for j in range(len(row))]
+    align = np.zeros(len(pairs), dtype=np.float64)
+    if tgt == "image" and gen.config.rerank_align > 0:  # first: it refuses a row without a caption before any forward
+        align = gen.config.rerank_align * _alignment(gen, rev, cands, pairs)
     weight = gen.config.rerank_forward
     fwd = np.zeros(len(pairs), dtype=np.float64)
     if weight > 0:  # weight 0: the forward pass is not run at all
@@ -176,7 +206,7 @@ def rerank_batch(
     for m in sorted({rev[r][1] for r, _ in pairs}):
         idx = [k for k, (r, _) in enumerate(pairs) if rev[r][1] == m]
         back[idx] = score([cands[pairs[k][0]][pairs[k][1]] for k in idx], [rev[pairs[k][0]][0] for k in idx], m)
-    combined = weight * fwd + back
+    combined = weight * fwd + back + align
     out: list[list[Hypothesis]] = []
     k = 0
     for row in hyps:

@@ -36,6 +36,7 @@ from tmt.generation.inputs import (
     check_modality,
     infer_modality,
 )
+from tmt.generation.rerank import Aligner
 from tmt.generation.segment import (
     join_texts,
     join_tokens,
@@ -184,6 +185,22 @@ class Translator:
         if self._generator is None:
             self._generator = Generator(self.model, self.vocab, self.config)
         return self._generator
+
+    def caption_aligner(self) -> Aligner:
+        """The image tokenizer's own image-caption alignment, as `rerank_align` reads it."""
+        itok = self.tokenizer("image")
+        align = getattr(itok, "caption_alignment", None)
+        if align is None:
+            raise TranslateError(
+                f"--rerank-align {self.config.rerank_align} judges image candidates by the image tokenizer's caption "
+                f"alignment, which '{itok.name}' does not have (only image-aligned cards train one); "
+                "use --rerank-align 0 or a model whose image tokenizer is an image-aligned card")
+        ttok = self.tokenizer("text")
+
+        def aligner(images: Sequence[np.ndarray], captions: Sequence[np.ndarray]) -> np.ndarray:
+            return np.asarray(align(images, [str(t) for t in ttok.decode(list(captions))]), dtype=np.float64)
+
+        return aligner
 
     def _image_len(self) -> int:
         if self.config.image_len:
@@ -349,6 +366,8 @@ class Translator:
         gen = self.generator
         if "image" in tgts:
             gen.image_len = self._image_len()
+            if self.config.rerank_align > 0 and gen.aligner is None:
+                gen.aligner = self.caption_aligner()
         for t in tgts:
             self._check_rerank(src, t)
         pieces = self._pieces(toks, src, tgts, ids, items)

@@ -353,6 +353,13 @@ class AlignedVQ(nn.Module):
         return self._codes(ids[None])[0].float()
 
     @torch.no_grad()
+    def caption_alignment(self, ids: Tensor, captions: Tensor) -> Tensor:
+        """(B, h, w) or (B, N) code ids and (B, L) caption byte ids -> (B,) cosine between each image's
+        embedding (the image head on its quantized codes, as in the contrastive term) and its caption's."""
+        image = self.image_head(self._codes(ids.reshape(ids.shape[0], -1)).flatten(1))
+        return (F.normalize(image, dim=-1) * F.normalize(self.text(captions), dim=-1)).sum(-1)
+
+    @torch.no_grad()
     def decode(self, ids: Tensor) -> Tensor:
         """(B, h, w) code ids -> (B, C, H, W) images in [-1, 1] (clamped)."""
         return self._render(self._codes(ids.reshape(ids.shape[0], -1))).clamp(-1, 1)

@@ -28,7 +28,7 @@ from tmt.config import Spelling, from_dict, to_dict
 from tmt.core.budget import MAX_MINUTES_KEY
 from tmt.core.device import resolve_dtype
 from tmt.core.io import atomic_write_bytes, atomic_write_json, make_dirs
-from tmt.models.aligned_vq import AlignedVQ, AlignedVQConfig
+from tmt.models.aligned_vq import AlignedVQ, AlignedVQConfig, caption_bytes
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
 from tmt.tokenizers.image import (
     ImageInput,
@@ -183,6 +183,19 @@ class AlignedImageTokenizer(ImageTokenizer):
             ids = model.refine(to_tensor(images[i:i + self.batch_size]), objective, self.refine_steps,
                                     self.refine_lr)
             out.append(ids.reshape(ids.shape[0], -1).numpy())  # int64 already
+        return np.concatenate(out)
+
+    def caption_alignment(self, codes: Sequence[np.ndarray], captions: Sequence[str]) -> np.ndarray:
+        """(n,) cosine between the image embedding of each code sequence and the embedding of its caption:
+        how well an image matches a caption by this tokenizer's own contrastive training (reranking)."""
+        if len(codes) != len(captions):
+            raise TokenizerError(f"{len(codes)} code sequences for {len(captions)} captions; give one caption each")
+        model = cast(AlignedVQ, self.model)
+        ids = torch.from_numpy(self._check_tokens(codes))
+        out = [np.zeros(0, dtype=np.float64)]
+        for i in range(0, len(ids), self.batch_size):
+            text = caption_bytes(list(captions[i:i + self.batch_size]), self.acfg.model.max_caption_bytes)
+            out.append(model.caption_alignment(ids[i:i + self.batch_size], text).double().numpy())
         return np.concatenate(out)
 
     def save(self, directory: str | Path) -> None:

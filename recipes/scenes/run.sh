@@ -129,7 +129,8 @@ Usage: $0 [options]
   --single-minutes M also a wall-clock cap on each baseline (default: none; steps decide)
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default: the preset's; quick and mid "--sample
-                     --top-k 16 --seed 0 --rerank 32 --rerank-forward 0", full the same at --temperature 0.5)
+                     --top-k 16 --seed 0 --rerank 32 --rerank-forward 0", full the same at --temperature 0.5
+                     --rerank-align 2)
   --pivots "SRC:VIA:TGT ..."  stage 8 also translates these directions through the pivot modality with the
                      unified models (tmt, tmt_bt), scored as rows of their own next to the direct ones (default
                      "${pivots}": speech->image from the model's own caption; "": off; docs/results.md, session 38)
@@ -216,8 +217,10 @@ case "${preset}" in
     # temperature 0.5: text->image 16.0% exact scenes on valid against 5.3 at 1.0 (0.3: 15.3; speech->image 3.3
     # against 2.0), the stage-4 model of this preset (docs/results.md, session 26); the best of 32 by the reverse
     # score alone: on 240 fresh captions text->image 2.55 -> 6.25% exact against the best of 4 by both scores,
-    # speech->image 0.47 -> 0.83 (a 3230-step model of this preset; docs/results.md, session 37)
-    : "${image_decoding:=--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0}"
+    # speech->image 0.47 -> 0.83 (a 3230-step model of this preset; docs/results.md, session 37); plus twice the
+    # card's own image-caption cosine (--rerank-align 2): on the 240 fresh captions text->image 6.2 -> 7.1 with
+    # this model, 1.2 -> 2.5 and 5.4 -> 7.9 (guidance 1.5) with models on a 6000-step card (docs/results.md, session 39)
+    : "${image_decoding:=--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0 --rerank-align 2}"
     # random image-token rows: the code initialisation lowers the image CE (4.48 against 4.86 at 10000 steps) but
     # drew fewer exact valid scenes at this preset's length (12.0 against 16.0; docs/results.md, session 27)
     : "${image_code_init:=0}"
@@ -332,7 +335,7 @@ translate_split() {
     local o keep=() skip=0
     for o in "${decode_opt[@]}"; do
       if [ "${skip}" = 1 ]; then skip=0; continue; fi
-      case "${o}" in --rerank|--rerank-forward) skip=1; continue ;; esac
+      case "${o}" in --rerank|--rerank-forward|--rerank-align) skip=1; continue ;; esac
       keep+=("${o}")
     done
     decode_opt=("${keep[@]}")

@@ -326,6 +326,11 @@ def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Pat
     assert r.returncode == 0, r.stderr
     unified = [c for c in calls if c.startswith("translate ") and "--to image" in c]
     assert unified and all("--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0" in c for c in unified)
+    r, calls = _stage11(tmp_path / "a", "--single-directions", "t2i",  # the alignment term is part of reranking
+                        "--image-decoding", "--sample --rerank 32 --rerank-align 2 --top-k 8")
+    assert r.returncode == 0, r.stderr
+    single = [c for c in calls if c.startswith("translate ") and "/hyp/single/" in c]
+    assert single and all("--rerank" not in c and "--sample --top-k 8" in c for c in single), single
     r, calls = _stage11(tmp_path / "g", "--single-directions", "t2i", "--image-decoding", "--sample --guidance 2")
     assert r.returncode == 0, r.stderr
     assert any("--to image" in c and "--guidance 2" in c for c in calls)
@@ -508,8 +513,11 @@ def test_image_targets_decode_with_the_presets_sampling(tmp_path: Path) -> None:
                for c in image_translations(tmp_path / "q"))
     assert all("--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0" in c and "--temperature" not in c
                for c in image_translations(tmp_path / "m", "--preset", "mid"))
-    assert all("--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0" in c
+    # full (an image-aligned card) also adds twice the card's image-caption cosine (session 39); the quick and mid
+    # presets' image-vq cards have none
+    assert all("--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0 --rerank-align 2" in c
                for c in image_translations(tmp_path / "f", "--preset", "full"))
+    assert not any("--rerank-align" in c for c in image_translations(tmp_path / "q2"))
     assert all("--sample --top-k 4 " in c and "--temperature" not in c
                for c in image_translations(tmp_path / "o", "--preset", "full", "--image-decoding", "--sample --top-k 4"))
 

@@ -211,3 +211,18 @@ def test_back_translation_hands_the_image_generator_the_tokenizers_alignment(mod
     plain = Translator(model, vocab, tokenizers={"text": StandInText(), "image": PlainImage()})
     with pytest.raises(TranslateError, match="does not have"):
         bt._make_generator(BacktranslateConfig(rerank=2, rerank_align=0.5), plain, NoImages())  # type: ignore[arg-type]
+
+
+def test_a_speech_source_is_judged_against_the_caption_the_model_hears(model: TmtModel, vocab: JointVocab) -> None:
+    image = StandInImage()
+    cfg = GenerationConfig(rerank=3, rerank_forward=0.0, rerank_align=1.0, seed=1, top_k=8)
+    tr = Translator(model, vocab, tokenizers={"text": StandInText(), "image": image}, config=cfg)
+    speech = np.array([1, 2, 3, 4, 5])
+    [r] = tr.translate_tokens([speech], src="speech", tgt="image", detokenize=False)
+    # the pivot: the caption the model's speech->text beam decodes, plain (no reranking, no alignment)
+    pivot = Generator(model, vocab, GenerationConfig(strategy="beam", nbest=1))
+    caption = pivot.generate([speech], "speech", "text")[0]["text"][0].tokens
+    heard = StandInText().decode([caption])[0]
+    assert len(image.asked) == 3 and {t for _, t in image.asked} == {heard}
+    rev = pair_logprobs(model, [vocab.to_joint("image", r.tokens)], [vocab.to_joint("text", caption)], "text")[0]
+    assert r.nbest[0].rerank_score == pytest.approx(rev + int(r.tokens[0]) / 100, abs=1e-5)

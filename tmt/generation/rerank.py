@@ -146,7 +146,7 @@ def reverse_targets(
     if pivot:
         from tmt.generation.generator import Generator
 
-        cfg = replace(gen.config, strategy="beam", nbest=1, rerank=0, guidance=0.0)
+        cfg = replace(gen.config, strategy="beam", nbest=1, rerank=0, rerank_align=0.0, guidance=0.0)
         pivot_gen = Generator(gen.model, gen.vocab, cfg, image_len=gen.image_len)
         local = [gen.vocab.from_joint(srcs[i], sources[i]) for i in pivot]
         caps = pivot_gen.generate(local, [srcs[i] for i in pivot], "text")

@@ -353,11 +353,15 @@ class AlignedVQ(nn.Module):
         return self._codes(ids[None])[0].float()
 
     @torch.no_grad()
-    def caption_alignment(self, ids: Tensor, captions: Tensor) -> Tensor:
-        """(B, h, w) or (B, N) code ids and (B, L) caption byte ids -> (B,) cosine between each image's
-        embedding (the image head on its quantized codes, as in the contrastive term) and its caption's."""
-        image = self.image_head(self._codes(ids.reshape(ids.shape[0], -1)).flatten(1))
-        return (F.normalize(image, dim=-1) * F.normalize(self.text(captions), dim=-1)).sum(-1)
+    def code_embedding(self, ids: Tensor) -> Tensor:
+        """(B, h, w) or (B, N) code ids -> (B, embed_dim) unit image embeddings: the image head on the
+        quantized codes, as in the contrastive term."""
+        return F.normalize(self.image_head(self._codes(ids.reshape(ids.shape[0], -1)).flatten(1)), dim=-1)
+
+    @torch.no_grad()
+    def caption_embedding(self, captions: Tensor) -> Tensor:
+        """(B, L) caption byte ids -> (B, embed_dim) unit caption embeddings."""
+        return F.normalize(self.text(captions), dim=-1)
 
     @torch.no_grad()
     def decode(self, ids: Tensor) -> Tensor:

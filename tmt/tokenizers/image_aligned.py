@@ -192,11 +192,14 @@ class AlignedImageTokenizer(ImageTokenizer):
             raise TokenizerError(f"{len(codes)} code sequences for {len(captions)} captions; give one caption each")
         model = cast(AlignedVQ, self.model)
         ids = torch.from_numpy(self._check_tokens(codes))
-        out = [np.zeros(0, dtype=np.float64)]
-        for i in range(0, len(ids), self.batch_size):
-            text = caption_bytes(list(captions[i:i + self.batch_size]), self.acfg.model.max_caption_bytes)
-            out.append(model.caption_alignment(ids[i:i + self.batch_size], text).double().numpy())
-        return np.concatenate(out)
+        if not len(ids):
+            return np.zeros(0, dtype=np.float64)
+        unique = {c: k for k, c in enumerate(dict.fromkeys(captions))}  # a row's candidates share one caption
+        names, b = list(unique), self.batch_size
+        text = torch.cat([model.caption_embedding(caption_bytes(names[i:i + b], self.acfg.model.max_caption_bytes))
+                          for i in range(0, len(names), b)])
+        image = torch.cat([model.code_embedding(ids[i:i + b]) for i in range(0, len(ids), b)])
+        return (image * text[torch.tensor([unique[c] for c in captions])]).sum(-1).double().numpy()
 
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save as save_safetensors

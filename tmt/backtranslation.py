@@ -254,7 +254,7 @@ def _make_generator(cfg: BacktranslateConfig, translator: Any, store: TokenStore
             rerank_forward=cfg.rerank_forward, rerank_align=cfg.rerank_align if image else 0.0, voice=cfg.voice,
         )
         gen = Generator(translator.model, translator.vocab, gen_cfg, image_len=_image_len(store, translator))
-        if image and cfg.rerank > 0 and cfg.rerank_align > 0:
+        if gen_cfg.rerank_align > 0:  # image targets only, and only with rerank (the config refuses it alone)
             gen.aligner = translator.caption_aligner()
         return gen
 

@@ -47,6 +47,8 @@ vocoder_voices=true  # true: the vocoder is conditioned on the voice (tmt vocode
 vq_minutes=          # override the preset's image tokenizer (VQ) budget (minutes)
 image_refine_steps=0 # stage 2: analysis-by-synthesis steps per image (image-aligned cards; 0: the encoder's codes)
 vq_steps=            # cap on VQ steps (with a generous --vq-minutes: a fit of exactly N steps)
+judge_steps=         # stage 1: steps of the pixel caption judge fitted beside the image tokenizer, which
+                     # --rerank-align reads (0: none; default: the preset's, full 1500, others 0)
 test_limit=          # rows of each test split translated and scored (0: all; default: the preset's)
 image_test_limit=    # the same for image targets (text->image, speech->image; default: the preset's: quick 0, others test_limit)
 single_task=false    # also train the six single-direction baselines (stage 11)
@@ -116,6 +118,9 @@ Usage: $0 [options]
                      preset's, quick 2000, full and mid 0; needs --extra-speech > 0; docs/results.md, session 34)
   --vocoder-voices B true: condition the vocoder on the voice (default ${vocoder_voices}); translation then
                      vocodes speech targets in the model's voice, the judges' ceiling each row in its own
+  --judge-steps N    stage 1 also fits a pixel caption judge beside the image tokenizer for N steps
+                     (tmt tokenize image fit-judge), read by --rerank-align (default: the preset's; full
+                     1500, quick and mid 0: none)
   --vq-minutes M     override the preset's image tokenizer budget
   --vq-steps N       cap on image tokenizer steps (a fit of exactly N steps, given the minutes)
   --image-refine-steps N  stage 2 encodes images with N analysis-by-synthesis steps each (image-aligned
@@ -221,6 +226,10 @@ case "${preset}" in
     # card's own image-caption cosine (--rerank-align 2): on the 240 fresh captions text->image 6.2 -> 7.1 with
     # this model, 1.2 -> 2.5 and 5.4 -> 7.9 (guidance 1.5) with models on a 6000-step card (docs/results.md, session 39)
     : "${image_decoding:=--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0 --rerank-align 2}"
+    # the rerank-align judge: a small CNN fitted on the card's reconstructions in batches of captions one word
+    # apart, ~25 min on 2 cores; on the 240 fresh captions it picks XX against the card's own cosine's YY
+    # (docs/results.md, session 40)
+    : "${judge_steps:=1500}"
     # random image-token rows: the code initialisation lowers the image CE (4.48 against 4.86 at 10000 steps) but
     # drew fewer exact valid scenes at this preset's length (12.0 against 16.0; docs/results.md, session 27)
     : "${image_code_init:=0}"
@@ -257,6 +266,7 @@ esac
 # from 32 samples on the quick demo's model at 732 and 2200 steps (docs/results.md, session 36)
 : "${image_decoding:=--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0}"
 : "${image_test_limit:=${test_limit}}"
+: "${judge_steps:=0}"
 : "${vocoder_extra_rows:=0}"
 : "${out:=exp/scenes-${preset}}"
 mkdir -p "${out}"
@@ -392,6 +402,11 @@ if stage_wanted 1; then
   run_stage 1-image "${logs}/1-image.log" \
     tmt tokenize image fit --card "${image_card}" "${image_fit[@]}" \
       --set train.steps="${vq_steps}" --set train.max_minutes="${vq_minutes}" --out "${tok}/image"
+  if [ "${judge_steps}" -gt 0 ]; then
+    # saved into the tokenizer's directory without changing it (stores and models stay valid)
+    run_stage 1-image-judge "${logs}/1-image-judge.log" \
+      tmt tokenize image fit-judge --tokenizer "${tok}/image" "${image_fit[@]}" --set train.steps="${judge_steps}"
+  fi
 fi
 
 if stage_wanted 2; then

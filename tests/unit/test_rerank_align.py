@@ -54,6 +54,7 @@ class StandInImage:
 
     modality, vocab_size, fingerprint, name = "image", SIZES["image"], "fp-image", "stand-in-image"
     tokens_per_image = IMAGE_LEN
+    caption_judge = "code head"
 
     def __init__(self) -> None:
         self.asked: list[tuple[list[int], str]] = []
@@ -67,9 +68,9 @@ class StandInImage:
 
 
 class PlainImage(StandInImage):
-    """An image tokenizer without a caption alignment (an image-vq card, say)."""
+    """An image tokenizer without a caption judge (an image-vq card with no judge fitted, say)."""
 
-    caption_alignment = None  # type: ignore[assignment]
+    caption_judge = None  # type: ignore[assignment]
 
 
 def _gen(model: TmtModel, vocab: JointVocab, **kw: Any) -> Generator:
@@ -155,7 +156,7 @@ def test_translator_scores_candidates_against_the_decoded_caption(model: TmtMode
 def test_translator_refuses_alignment_without_an_aligned_image_tokenizer(model: TmtModel, vocab: JointVocab) -> None:
     cfg = GenerationConfig(rerank=2, rerank_align=1.0, seed=1)
     tr = Translator(model, vocab, tokenizers={"text": StandInText(), "image": PlainImage()}, config=cfg)
-    with pytest.raises(TranslateError, match=r"--rerank-align 1.0 .* 'stand-in-image' does not have .* --rerank-align 0"):
+    with pytest.raises(TranslateError, match=r"--rerank-align 1.0 .* 'stand-in-image' does not have .* fit-judge.* --rerank-align 0"):
         tr.translate(["w3"], src="text", tgt="image", detokenize=False)
 
 

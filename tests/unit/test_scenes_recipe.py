@@ -154,6 +154,16 @@ def test_image_and_speech_cards_choose_the_tokenizers(tmp_path: Path) -> None:
     [fit] = [c for c in calls if c.startswith("tokenize image fit ")]  # the full preset's card and its budget
     assert "--card tokenizers/image-aligned-32tok.yaml " in fit and "train.max_minutes=20 " in fit
     assert "--manifest " in fit and "train_and_extra.jsonl.gz --split all " in fit  # captions of every image
+    # the full preset fits the pixel judge that --rerank-align reads, on the same pairs, into the card's directory
+    [judge] = [c for c in calls if c.startswith("tokenize image fit-judge ")]
+    assert f"--tokenizer {tmp_path / 'c' / 'out' / 'tokenizers' / 'image'} " in judge
+    assert "train_and_extra.jsonl.gz --split all " in judge and "train.steps=1500" in judge
+    assert not any(c.startswith("tokenize image fit-judge ") for c in _recipe(tmp_path / "d", "--stage", "1",
+                                                                               "--stop-stage", "1")[1])
+    r, calls = _recipe(tmp_path / "e", "--stage", "1", "--stop-stage", "1", "--judge-steps", "20")
+    assert r.returncode == 0, r.stderr
+    [judge] = [c for c in calls if c.startswith("tokenize image fit-judge ")]
+    assert "train.steps=20" in judge
 
 
 def test_speech_pretraining_fits_teacher_then_pretrains_then_the_card_on_it(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ Examples:
 @click.option("--guidance", type=float, default=None, help="Image targets: classifier-free guidance scale (0: off; needs a model trained with null sources).")
 @click.option("--rerank", type=int, default=None, help="Image targets: keep the best of K sampled candidates by forward + reverse score (0: off).")
 @click.option("--rerank-forward", type=float, default=None, metavar="W", help="Weight of the forward score in reranking (default 1; 0: the reverse score alone).")
-@click.option("--rerank-align", type=float, default=None, metavar="A", help="Image targets: add A x the image tokenizer's image-caption cosine to the reranking score (image-aligned cards; default 0: off).")
+@click.option("--rerank-align", type=float, default=None, metavar="A", help="Image targets: add A x the image tokenizer's image-caption cosine to the reranking score (a pixel judge from `tmt tokenize image fit-judge`, else an image-aligned card's own; default 0: off).")
 @click.option("--round-trip-threshold", type=float, default=None, help="Keep a pseudo target only if back-translation scores the source >= this (mean log-prob per token).")
 @click.option("--max-ratio", type=float, default=None, help="Cap synthetic:real rows (with --real-store).")
 @click.option("--real-store", multiple=True, type=click.Path(file_okay=False), help="Real training store(s), to count real rows for --max-ratio.")

@@ -34,6 +34,7 @@ Examples:
   tmt tokenize image encode --tokenizer exp/tok/image --manifest data/scenes/train.jsonl.gz --store data/store/train
   tmt tokenize image encode --tokenizer exp/tok/image --manifest m.jsonl.gz --store data/store/train --shard 0/4
   tmt tokenize image merge --store data/store/train --parts 4
+  tmt tokenize image fit-judge --tokenizer exp/tok/image --manifest data/scenes/train.jsonl.gz --set train.steps=1500
   tmt tokenize image decode --tokenizer exp/tok/image --store data/store/test --out-dir out/png --limit 8
   echo "3 17 ... (64 ids)" | tmt tokenize image decode --tokenizer exp/tok/image --tokens - --out-dir out/png
 """
@@ -64,9 +65,8 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
     resumes from OUT/checkpoints/last.pt. Prints the codebook usage report as JSON.
     """
     from tmt.config import dump_yaml, resolve
-    from tmt.store.manifest import media_path, read_manifest
     from tmt.tokenizers import image, image_aligned
-    from tmt.tokenizers.base import TokenizerError, load_card
+    from tmt.tokenizers.base import load_card
 
     raw = load_card(card)
     aligned = raw.get("class") == image_aligned.CLASS_NAME
@@ -76,15 +76,8 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
         click.echo(dump_yaml(cfg), nl=False)
         return
     set_threads(threads)
-    rows = read_manifest(manifest, split=split_filter(split))
-    captions: dict[str, list[str]] = {}
-    for r in rows:
-        if r.get("image"):
-            captions.setdefault(str(media_path(manifest, r["image"])), []).append(str(r.get("text") or ""))
-    paths = list(captions)[:max_images] if max_images else list(captions)
-    if not paths:
-        raise TokenizerError(f"{manifest}: no rows with an image in split '{split}' (use --split all?)")
-    log.info("fitting on %d images from %s", len(paths), manifest)
+    captions = image_captions(manifest, split, max_images)
+    paths = list(captions)
     if aligned:
         from tmt.tokenizers.image_aligned_fit import fit_aligned_tokenizer
 
@@ -96,6 +89,59 @@ def fit(card: str, manifest: str, out_dir: str, split: str, max_images: int, thr
         tok = fit_image_tokenizer(mod.card_dict(cfg), paths, out_dir, resume=not no_resume, progress=progress_enabled())
     echo_json({"tokenizer": out_dir, "name": tok.name, "vocab_size": tok.vocab_size, "grid": list(tok.grid),
                "tokens_per_image": tok.tokens_per_image, "fingerprint": tok.fingerprint, **tok.stats})
+
+
+def image_captions(manifest: str, split: str, max_images: int) -> dict[str, list[str]]:
+    """Image path -> the captions of its rows (in manifest order), for at most `max_images` images."""
+    from tmt.store.manifest import media_path, read_manifest
+    from tmt.tokenizers.base import TokenizerError
+
+    captions: dict[str, list[str]] = {}
+    for r in read_manifest(manifest, split=split_filter(split)):
+        if r.get("image"):
+            captions.setdefault(str(media_path(manifest, r["image"])), []).append(str(r.get("text") or ""))
+    if max_images:
+        captions = dict(list(captions.items())[:max_images])
+    if not captions:
+        raise TokenizerError(f"{manifest}: no rows with an image in split '{split}' (use --split all?)")
+    log.info("%d images from %s", len(captions), manifest)
+    return captions
+
+
+@cli.command("fit-judge", context_settings=CONTEXT, epilog=EPILOG)
+@click.option("--tokenizer", "tok_dir", required=True, type=click.Path(file_okay=False), help="Fitted image tokenizer directory (the judge is saved into it).")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Raw manifest of image-caption pairs to fit on.")
+@click.option("--split", default="train", help="Manifest split to fit on ('all' for every row).")
+@click.option("--max-images", type=int, default=0, help="Fit on at most this many distinct images (0: all).")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@config_options
+def fit_judge(tok_dir: str, manifest: str, split: str, max_images: int, threads: int | None,
+              config_file: str | None, overrides: tuple[str, ...], dump_config: bool) -> None:
+    """Fit a pixel caption judge for an image tokenizer; reranking reads it (`--rerank-align`).
+
+    A small CNN and caption encoder trained contrastively on the tokenizer's reconstructions of the
+    manifest's images, in batches of captions that differ in one word. Saved into the tokenizer
+    directory without changing the tokenizer (same fingerprint, stores and models stay valid);
+    refitting replaces it. Settings: --set train.steps=N, train.max_minutes=M, model.width=W.
+    Prints the judge's stats (held-out neighbour accuracy) as JSON.
+    """
+    from tmt.config import dump_yaml, resolve
+    from tmt.tokenizers.image_judge import JudgeCard
+    from tmt.tokenizers.image_judge_fit import fit_caption_judge
+
+    card = resolve(JudgeCard(), config_file, overrides)
+    if dump_config:
+        click.echo(dump_yaml(card), nl=False)
+        return
+    set_threads(threads)
+    tok = load_image_tokenizer(tok_dir, 0)
+    if getattr(tok, "modality", None) != "image":
+        raise click.BadParameter(f"{tok_dir} holds a {tok.modality} tokenizer; give an image tokenizer directory",
+                                 param_hint="--tokenizer")
+    captions = image_captions(manifest, split, max_images)
+    stats = fit_caption_judge(tok, tok_dir, list(captions), list(captions.values()), card,
+                              progress=progress_enabled())
+    echo_json({"tokenizer": tok_dir, "judge": stats})
 
 
 @cli.command(context_settings=CONTEXT, epilog=EPILOG)

@@ -171,7 +171,7 @@ def _check_output_suffix(out: Path, tgt: str) -> None:
 @click.option("--guidance", type=float, default=None, help="Image targets: classifier-free guidance scale S, logits = cond + S*(cond - uncond) (0: off; needs a model trained with null sources).")
 @click.option("--rerank", type=int, default=None, help="Image and speech targets: make K candidates (images sampled; speech the beam's K best, sampled with --sample) and keep the one the reverse direction explains best (0: off).")
 @click.option("--rerank-forward", type=float, default=None, metavar="W", help="Weight of the forward score in reranking: W * log p(target|source) + log p(source|target) (default 1; 0: the reverse score alone).")
-@click.option("--rerank-align", type=float, default=None, metavar="A", help="Image targets: add A x the image tokenizer's own image-caption cosine to the reranking score (image-aligned cards; the caption is the text source or the text pivot; default 0: off).")
+@click.option("--rerank-align", type=float, default=None, metavar="A", help="Image targets: add A x the image tokenizer's own image-caption cosine to the reranking score (a pixel judge from `tmt tokenize image fit-judge`, else an image-aligned card's own; the caption is the text source or the text pivot; default 0: off).")
 @click.option("--voice", default=None, metavar="NAME", help="Voice of speech targets (a model trained with voice tokens; default: the one vocab.json names). `tmt vocab show` lists them.")
 @click.option("--device", default="cpu", help="Torch device (cpu, cuda, cuda:1).")
 @click.option("--skip-bad", is_flag=True, help="--output-dir runs: skip (and count, in run.json) inputs that cannot be read or are empty, too short or silent, instead of stopping at the first.")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 
@@ -189,12 +189,12 @@ class Translator:
     def caption_aligner(self) -> Aligner:
         """The image tokenizer's own image-caption alignment, as `rerank_align` reads it."""
         itok = self.tokenizer("image")
-        align = getattr(itok, "caption_alignment", None)
-        if align is None:
+        if getattr(itok, "caption_judge", None) is None:
             raise TranslateError(
                 f"--rerank-align {self.config.rerank_align} judges image candidates by the image tokenizer's caption "
-                f"alignment, which '{itok.name}' does not have (only image-aligned cards train one); "
-                "use --rerank-align 0 or a model whose image tokenizer is an image-aligned card")
+                f"alignment, which '{itok.name}' does not have (image-aligned cards train one; any image tokenizer "
+                "gets one with `tmt tokenize image fit-judge`); use --rerank-align 0 or fit a judge")
+        align = cast(Any, itok).caption_alignment  # present where caption_judge is (not in the protocol)
         ttok = self.tokenizer("text")
 
         def aligner(images: Sequence[np.ndarray], captions: Sequence[np.ndarray]) -> np.ndarray:

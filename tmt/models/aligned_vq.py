@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -135,10 +135,19 @@ def word_swap_negatives(captions: list[str], generator: torch.Generator | None =
     return out
 
 
+class CaptionSpec(Protocol):
+    """The config fields a caption encoder reads (`AlignedVQConfig`, `CaptionJudgeConfig`)."""
+
+    text_dim: int
+    text_layers: int
+    max_caption_bytes: int
+    embed_dim: int
+
+
 class CaptionEncoder(nn.Module):
     """Bytes -> embedding: byte + position embeddings, a tiny transformer, masked mean pooling."""
 
-    def __init__(self, cfg: AlignedVQConfig) -> None:
+    def __init__(self, cfg: CaptionSpec) -> None:
         super().__init__()
         d = cfg.text_dim
         self.embed = nn.Embedding(PAD_BYTE + 1, d, padding_idx=PAD_BYTE)

@@ -35,11 +35,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tmt.config import Spelling, from_dict, to_dict
 from tmt.core.budget import MAX_MINUTES_KEY, check_max_minutes
 from tmt.core.io import atomic_write_bytes, atomic_write_json, make_dirs
+from tmt.models.caption_judge import CaptionJudge
 from tmt.models.vq import (
     VQVAE,
     VQConfig,
 )
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
+from tmt.tokenizers.image_judge import judge_alignment, load_judge
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +283,8 @@ class ImageTokenizer:
         self.image_size: tuple[int, int] = self.cfg.model.size_hw()
         """(height, width) of encoded and decoded images."""
         self.batch_size = 64
+        self.judge: CaptionJudge | None = None
+        """The pixel caption judge fitted beside this tokenizer (`tmt tokenize image fit-judge`), if any."""
 
     # -- protocol
     @property
@@ -350,6 +354,21 @@ class ImageTokenizer:
         """Token arrays (each `tokens_per_image` ids, row-major) -> RGB PIL images."""
         return [Image.fromarray(a) for a in self.decode_array(tokens)]
 
+    @property
+    def caption_judge(self) -> str | None:
+        """What `caption_alignment` reads: 'pixel judge', or None where this tokenizer has no judge."""
+        return "pixel judge" if self.judge is not None else None
+
+    def caption_alignment(self, codes: Sequence[np.ndarray], captions: Sequence[str]) -> np.ndarray:
+        """(n,) cosine between the image each code sequence decodes to and its caption under the pixel
+        judge: how well an image shows its caption (reranking, `--rerank-align`)."""
+        if self.judge is None:
+            raise TokenizerError(f"image tokenizer '{self.name}' has no caption judge; fit one with "
+                                 "`tmt tokenize image fit-judge --tokenizer DIR --manifest TRAIN`")
+        if len(codes) != len(captions):
+            raise TokenizerError(f"{len(codes)} code sequences for {len(captions)} captions; give one caption each")
+        return judge_alignment(self.judge, self.decode_array(codes), captions, self.batch_size)
+
     def reconstruct(self, batch: Sequence[ImageInput]) -> list[Image.Image]:
         """encode then decode: what the translation model's image outputs can look like at best."""
         return self.decode(self.encode(batch))
@@ -393,7 +412,9 @@ class ImageTokenizer:
             model.load_state_dict(state)
         except RuntimeError as e:
             raise TokenizerError(f"{d / WEIGHTS} does not match the card's architecture: {e}") from None
-        return cls(card, model, fingerprint=info["fingerprint"], stats=info.get("stats"))
+        tok = cls(card, model, fingerprint=info["fingerprint"], stats=info.get("stats"))
+        tok.judge = load_judge(d, info)
+        return tok
 
     # -- fitting
     @classmethod

@@ -37,6 +37,7 @@ from tmt.tokenizers.image import (
     VQTrainConfig,
     to_tensor,
 )
+from tmt.tokenizers.image_judge import load_judge, per_caption
 
 CLASS_NAME = "image-aligned"
 WEIGHTS = "aligned.safetensors"
@@ -160,6 +161,7 @@ class AlignedImageTokenizer(ImageTokenizer):
         self.tokens_per_image = self.grid[0] * self.grid[1]
         self.image_size = self.acfg.model.size_hw()
         self.batch_size = 64
+        self.judge = None
         self.cfg = self.acfg  # type: ignore[assignment]  # image / model sections read by ImageTokenizer
 
     @property
@@ -185,21 +187,29 @@ class AlignedImageTokenizer(ImageTokenizer):
             out.append(ids.reshape(ids.shape[0], -1).numpy())  # int64 already
         return np.concatenate(out)
 
+    @property
+    def caption_judge(self) -> str | None:
+        """What `caption_alignment` reads: the pixel judge where one was fitted, else the card's own
+        code head and caption encoder (trained by the contrastive term)."""
+        return "pixel judge" if self.judge is not None else "code head"
+
     def caption_alignment(self, codes: Sequence[np.ndarray], captions: Sequence[str]) -> np.ndarray:
         """(n,) cosine between the image embedding of each code sequence and the embedding of its caption:
-        how well an image matches a caption by this tokenizer's own contrastive training (reranking)."""
+        how well an image matches a caption (reranking). With a fitted pixel judge the judge scores the
+        decoded images (ImageTokenizer.caption_alignment); without, the card's own contrastive embeddings
+        of the codes do."""
+        if self.judge is not None:
+            return super().caption_alignment(codes, captions)
         if len(codes) != len(captions):
             raise TokenizerError(f"{len(codes)} code sequences for {len(captions)} captions; give one caption each")
         model = cast(AlignedVQ, self.model)
         ids = torch.from_numpy(self._check_tokens(codes))
         if not len(ids):
             return np.zeros(0, dtype=np.float64)
-        unique = {c: k for k, c in enumerate(dict.fromkeys(captions))}  # a row's candidates share one caption
-        names, b = list(unique), self.batch_size
-        text = torch.cat([model.caption_embedding(caption_bytes(names[i:i + b], self.acfg.model.max_caption_bytes))
-                          for i in range(0, len(names), b)])
+        max_len, b = self.acfg.model.max_caption_bytes, self.batch_size
+        text = per_caption(captions, lambda c: model.caption_embedding(caption_bytes(c, max_len)), b)
         image = torch.cat([model.code_embedding(ids[i:i + b]) for i in range(0, len(ids), b)])
-        return (image * text[torch.tensor([unique[c] for c in captions])]).sum(-1).double().numpy()
+        return (image * text).sum(-1).double().numpy()
 
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save as save_safetensors
@@ -238,8 +248,10 @@ class AlignedImageTokenizer(ImageTokenizer):
             model.load_state_dict(state)
         except RuntimeError as e:
             raise TokenizerError(f"{d / WEIGHTS} does not match the card's architecture: {e}") from None
-        return cls(info["card"], model, fingerprint=info["fingerprint"], stats=info.get("stats"),
-                   refine_steps=refine_steps, refine_lr=refine_lr)
+        tok = cls(info["card"], model, fingerprint=info["fingerprint"], stats=info.get("stats"),
+                  refine_steps=refine_steps, refine_lr=refine_lr)
+        tok.judge = load_judge(d, info)
+        return tok
 
     @classmethod
     def fit(cls, card: dict[str, Any] | AlignedCard, images: Sequence[ImageInput],  # type: ignore[override]

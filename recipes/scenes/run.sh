@@ -62,7 +62,7 @@ pivots="speech:text:image"  # stage 8 also translates SRC->TGT through VIA with 
                      # its own ("speech->image (via text)"): the model's caption of the speech draws the image
 image_code_init=     # training: share of the image tokenizer's code features in the initial image-token rows (default: the preset's)
 speech_code_init=    # training: the same for speech-unit rows, from the speech tokenizer's k-means centroids (default: the preset's)
-null_source_prob=0   # training: fraction of image-target examples with a null source (e.g. 0.1 enables --guidance; 0: measured better without guidance)
+null_source_prob=    # training: fraction of image-target examples with a null source (0.1 enables --guidance; default: the preset's, full 0.1, others 0)
 no_repeat_ngram=4    # text targets: never repeat an n-gram of this size (0: off)
 speech_no_repeat_ngram=8  # speech targets (0: off); 4 would rule out 60% of the training unit sequences themselves
 beam_patience=2      # text and speech targets: a row's beam ends after patience x beam finished hypotheses (1: fairseq's rule)
@@ -135,7 +135,7 @@ Usage: $0 [options]
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default: the preset's; quick and mid "--sample
                      --top-k 16 --seed 0 --rerank 32 --rerank-forward 0", full the same at --temperature 0.5
-                     --rerank-align 2)
+                     --guidance 1.5 --rerank-align 2)
   --pivots "SRC:VIA:TGT ..."  stage 8 also translates these directions through the pivot modality with the
                      unified models (tmt, tmt_bt), scored as rows of their own next to the direct ones (default
                      "${pivots}": speech->image from the model's own caption; "": off; docs/results.md, session 38)
@@ -144,7 +144,8 @@ Usage: $0 [options]
                      and full 0: random rows)
   --speech-code-init W the same for the speech-unit embeddings, from the speech tokenizer's standardised
                      k-means centroids (default: the preset's, full 1.0, quick and mid 0)
-  --null-source-prob P training: image-target examples with a null source (default ${null_source_prob})
+  --null-source-prob P training: image-target examples with a null source, which --guidance needs (default:
+                     the preset's; full 0.1, quick and mid 0)
   --no-repeat-ngram N text targets never repeat an N-gram (default ${no_repeat_ngram}; 0: off)
   --speech-no-repeat-ngram N  the same for speech targets (default ${speech_no_repeat_ngram}; 0: off)
   --beam-patience P  beam search ends a row after P x beam finished hypotheses (default ${beam_patience};
@@ -225,11 +226,12 @@ case "${preset}" in
     # speech->image 0.47 -> 0.83 (a 3230-step model of this preset; docs/results.md, session 37); plus twice the
     # card's own image-caption cosine (--rerank-align 2): on the 240 fresh captions text->image 6.2 -> 7.1 with
     # this model, 1.2 -> 2.5 and 5.4 -> 7.9 (guidance 1.5) with models on a 6000-step card (docs/results.md, session 39)
-    : "${image_decoding:=--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0 --rerank-align 2}"
-    # the rerank-align judge: a small CNN fitted on the card's reconstructions in batches of captions one word
-    # apart, ~25 min on 2 cores; on the 240 fresh captions it picks XX against the card's own cosine's YY
-    # (docs/results.md, session 40)
-    : "${judge_steps:=1500}"
+    # the rerank-align judge is a pixel judge (tmt tokenize image fit-judge: a small CNN fitted on the card's
+    # reconstructions in batches of captions one word apart, 1500 steps ~26 min on 2 cores), and the model is
+    # trained with 10% null sources and decoded with guidance 1.5: on the 240 fresh captions text->image 7.1 ->
+    # 14.6 against the card's own cosine without guidance (docs/results.md, session 40)
+    : "${image_decoding:=--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0 --guidance 1.5 --rerank-align 2}"
+    : "${judge_steps:=1500}"; : "${null_source_prob:=0.1}"
     # random image-token rows: the code initialisation lowers the image CE (4.48 against 4.86 at 10000 steps) but
     # drew fewer exact valid scenes at this preset's length (12.0 against 16.0; docs/results.md, session 27)
     : "${image_code_init:=0}"
@@ -266,7 +268,7 @@ esac
 # from 32 samples on the quick demo's model at 732 and 2200 steps (docs/results.md, session 36)
 : "${image_decoding:=--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0}"
 : "${image_test_limit:=${test_limit}}"
-: "${judge_steps:=0}"
+: "${judge_steps:=0}"; : "${null_source_prob:=0}"
 : "${vocoder_extra_rows:=0}"
 : "${out:=exp/scenes-${preset}}"
 mkdir -p "${out}"

@@ -347,6 +347,11 @@ def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Pat
     r, calls = _stage11(tmp_path / "off", "--single-directions", "t2i")
     assert r.returncode == 0, r.stderr
     assert all("--set model.null_source_prob=0 " in c for c in calls if c.startswith("train "))
+    # the full preset trains with 10% null sources, which its guided image decoding needs (session 40)
+    r, calls = _recipe(tmp_path / "full", "--preset", "full", "--stage", "4", "--stop-stage", "4")
+    assert r.returncode == 0, r.stderr
+    [train] = [c for c in calls if c.startswith("train ")]
+    assert "--set model.null_source_prob=0.1 " in train
 
 
 def test_extra_scenes_join_the_image_fit_and_training(tmp_path: Path) -> None:
@@ -523,10 +528,10 @@ def test_image_targets_decode_with_the_presets_sampling(tmp_path: Path) -> None:
                for c in image_translations(tmp_path / "q"))
     assert all("--sample --top-k 16 --seed 0 --rerank 32 --rerank-forward 0" in c and "--temperature" not in c
                for c in image_translations(tmp_path / "m", "--preset", "mid"))
-    # full (an image-aligned card) also adds twice the card's image-caption cosine (session 39); the quick and mid
-    # presets' image-vq cards have none
-    assert all("--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0 --rerank-align 2" in c
-               for c in image_translations(tmp_path / "f", "--preset", "full"))
+    # full also guides (its model trains with null sources) and adds twice the pixel judge's image-caption cosine
+    # (sessions 39, 40); the quick and mid presets fit no judge
+    assert all("--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0 --guidance 1.5 "
+               "--rerank-align 2" in c for c in image_translations(tmp_path / "f", "--preset", "full"))
     assert not any("--rerank-align" in c for c in image_translations(tmp_path / "q2"))
     assert all("--sample --top-k 4 " in c and "--temperature" not in c
                for c in image_translations(tmp_path / "o", "--preset", "full", "--image-decoding", "--sample --top-k 4"))

@@ -103,6 +103,14 @@ def test_fit_saves_a_judge_beside_the_tokenizer_without_changing_it(tmp_path: Pa
     expected = judge_alignment(loaded.judge, loaded.decode_array(codes), text)
     np.testing.assert_allclose(loaded.caption_alignment(codes, text), expected)
     assert not np.allclose(expected, judge_alignment(loaded.judge, loaded.decode_array(codes), text[::-1]))
+    # saving the same weights again keeps the judge; other weights drop it
+    tok.save(d)
+    assert read_tokenizer_json(d)["judge"]["weights"] == first
+    with torch.no_grad():
+        next(tok.model.parameters()).add_(1.0)
+    tok.save(d)
+    assert "judge" not in read_tokenizer_json(d) and load_tokenizer(d).caption_judge == "code head"
+    tok = AlignedImageTokenizer.load(d)
     # a refit replaces the weights file; the old one is removed
     fit_caption_judge(tok, str(d), list(imgs), caps, tiny_judge(steps=2, seed=1), progress=False)
     second = read_tokenizer_json(d)["judge"]["weights"]

@@ -41,7 +41,7 @@ from tmt.models.vq import (
     VQConfig,
 )
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
-from tmt.tokenizers.image_judge import judge_alignment, load_judge
+from tmt.tokenizers.image_judge import judge_alignment, kept_judge, load_judge
 
 log = logging.getLogger(__name__)
 
@@ -387,6 +387,7 @@ class ImageTokenizer:
             "vocab_size": self.vocab_size, "fingerprint": self._fingerprint,
             "grid": list(self.grid), "tokens_per_image": self.tokens_per_image,
             "image_size": list(self.image_size), "assets": [WEIGHTS], "stats": self.stats,
+            **kept_judge(d, self._fingerprint),
         }
         atomic_write_json(d / "tokenizer.json", info)
 

@@ -37,7 +37,7 @@ from tmt.tokenizers.image import (
     VQTrainConfig,
     to_tensor,
 )
-from tmt.tokenizers.image_judge import load_judge, per_caption
+from tmt.tokenizers.image_judge import kept_judge, load_judge, per_caption
 
 CLASS_NAME = "image-aligned"
 WEIGHTS = "aligned.safetensors"
@@ -223,7 +223,7 @@ class AlignedImageTokenizer(ImageTokenizer):
             "kind": self.modality, "class": CLASS_NAME, "name": self.name, "card": self.card,
             "vocab_size": self.vocab_size, "fingerprint": self._fingerprint, "grid": list(self.grid),
             "tokens_per_image": self.tokens_per_image, "image_size": list(self.image_size),
-            "assets": [WEIGHTS], "stats": self.stats,
+            "assets": [WEIGHTS], "stats": self.stats, **kept_judge(d, self._fingerprint),
         })
 
     @classmethod

@@ -73,7 +73,7 @@ class JudgeCard:
 
 
 def save_judge(directory: str | Path, judge: CaptionJudge, card: JudgeCard, stats: dict[str, Any]) -> None:
-    """Write the judge's weights, then point tokenizer.json at them (atomically); remove the old weights."""
+    """Write the judge's weights, then point tokenizer.json at them (atomically); remove older judges' weights."""
     from safetensors.torch import save as save_safetensors
 
     d = Path(directory)
@@ -81,12 +81,25 @@ def save_judge(directory: str | Path, judge: CaptionJudge, card: JudgeCard, stat
     data = save_safetensors({k: v.detach().contiguous().clone() for k, v in judge.state_dict().items()})
     name = f"judge-{hashlib.sha256(data).hexdigest()[:12]}.safetensors"
     atomic_write_bytes(d / name, data)
-    old = (info.get(JUDGE_KEY) or {}).get("weights")
     info[JUDGE_KEY] = {"card": to_dict(card), "tokenizer_fingerprint": info["fingerprint"], "weights": name,
                        "stats": stats}
     atomic_write_json(d / "tokenizer.json", info)
-    if old and old != name:
-        (d / old).unlink(missing_ok=True)
+    for stale in d.glob("judge-*.safetensors"):  # earlier judges, and any a re-saved tokenizer let go
+        if stale.name != name:
+            stale.unlink(missing_ok=True)
+
+
+def kept_judge(directory: str | Path, fingerprint: str) -> dict[str, Any]:
+    """{"judge": entry} when the tokenizer.json in `directory` holds a judge fitted for a tokenizer of this
+    `fingerprint` (a tokenizer saved again with the same weights keeps its judge), else {}."""
+    p = Path(directory) / "tokenizer.json"
+    if not p.is_file():
+        return {}
+    try:
+        entry = read_tokenizer_json(directory).get(JUDGE_KEY)
+    except TokenizerError:  # an unreadable old description is being replaced
+        return {}
+    return {JUDGE_KEY: entry} if isinstance(entry, dict) and entry.get("tokenizer_fingerprint") == fingerprint else {}
 
 
 def load_judge(directory: str | Path, info: dict[str, Any]) -> CaptionJudge | None:

@@ -243,6 +243,12 @@ def _to_rgb(im: Image.Image, background: Sequence[int]) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
+def check_pairs(codes: Sequence[Any], captions: Sequence[str]) -> None:
+    """One caption per code sequence, or a TokenizerError saying how many of each came."""
+    if len(codes) != len(captions):
+        raise TokenizerError(f"{len(codes)} code sequences for {len(captions)} captions; give one caption each")
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
@@ -365,8 +371,7 @@ class ImageTokenizer:
         if self.judge is None:
             raise TokenizerError(f"image tokenizer '{self.name}' has no caption judge; fit one with "
                                  "`tmt tokenize image fit-judge --tokenizer DIR --manifest TRAIN`")
-        if len(codes) != len(captions):
-            raise TokenizerError(f"{len(codes)} code sequences for {len(captions)} captions; give one caption each")
+        check_pairs(codes, captions)
         return judge_alignment(self.judge, self.decode_array(codes), captions, self.batch_size)
 
     def reconstruct(self, batch: Sequence[ImageInput]) -> list[Image.Image]:

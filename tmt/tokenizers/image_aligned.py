@@ -35,6 +35,7 @@ from tmt.tokenizers.image import (
     ImagePreprocessConfig,
     ImageTokenizer,
     VQTrainConfig,
+    check_pairs,
     to_tensor,
 )
 from tmt.tokenizers.image_judge import kept_judge, load_judge, per_caption
@@ -200,8 +201,7 @@ class AlignedImageTokenizer(ImageTokenizer):
         of the codes do."""
         if self.judge is not None:
             return super().caption_alignment(codes, captions)
-        if len(codes) != len(captions):
-            raise TokenizerError(f"{len(codes)} code sequences for {len(captions)} captions; give one caption each")
+        check_pairs(codes, captions)
         model = cast(AlignedVQ, self.model)
         ids = torch.from_numpy(self._check_tokens(codes))
         if not len(ids):

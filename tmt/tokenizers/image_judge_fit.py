@@ -27,7 +27,7 @@ from tmt.models.aligned_vq import caption_bytes
 from tmt.models.caption_judge import CaptionJudge
 from tmt.tokenizers.base import TokenizerError
 from tmt.tokenizers.image import ImageInput, ImageTokenizer
-from tmt.tokenizers.image_judge import JudgeCard, judge_alignment, save_judge, to_unit_range
+from tmt.tokenizers.image_judge import JudgeCard, save_judge, to_unit_range
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,19 @@ class CaptionNeighbours:
 
 
 def group_batch(neighbours: CaptionNeighbours, pool: np.ndarray, size: int, group: int,
-                gen: torch.Generator) -> np.ndarray:
+                gen: torch.Generator, in_pool: np.ndarray | None = None) -> np.ndarray:
     """`size` caption indices from `pool`: random anchors, each followed by up to `group - 1` of its
-    one-word neighbours (those in `pool`)."""
-    allowed = np.zeros(len(neighbours.words), dtype=bool)
-    allowed[pool] = True
+    one-word neighbours (those in `pool`; `in_pool`, the pool as a mask over all captions, can be
+    passed in by a caller that draws many batches)."""
+    if in_pool is None:
+        in_pool = np.zeros(len(neighbours.words), dtype=bool)
+        in_pool[pool] = True
     out: list[int] = []
     while len(out) < size:
         i = int(pool[int(torch.randint(len(pool), (1,), generator=gen))])
         out.append(i)
         near = neighbours(i)
-        near = near[allowed[near]]
+        near = near[in_pool[near]]
         if group > 1 and len(near):
             out += near[torch.randperm(len(near), generator=gen)[: group - 1].numpy()].tolist()
     return np.array(out[:size], dtype=np.int64)
@@ -99,13 +101,15 @@ def neighbour_accuracy(judge: CaptionJudge, pixels: np.ndarray, owner: np.ndarra
     """Share of `pairs` whose image scores its own caption above each of (up to `max_rivals` of) the
     captions that differ from it in one word. Synonyms count as rivals, so 100% is out of reach."""
     wins = []
-    for p in pairs:
-        rivals = neighbours(int(p))[:max_rivals]
-        if not len(rivals):
-            continue
-        caps = [text[p]] + [text[r] for r in rivals]
-        s = judge_alignment(judge, np.repeat(pixels[owner[p]][None], len(caps), 0), caps)
-        wins.append(bool(s[0] > s[1:].max()))
+    with torch.no_grad():
+        for p in pairs:
+            rivals = neighbours(int(p))[:max_rivals]
+            if not len(rivals):
+                continue
+            caps = [text[p]] + [text[r] for r in rivals]
+            image = judge.image_embedding(to_unit_range(pixels[owner[p]][None]))[0]
+            s = judge.caption_embedding(caption_bytes(caps, judge.cfg.max_caption_bytes)) @ image
+            wins.append(bool(s[0] > s[1:].max()))
     return float(np.mean(wins)) if wins else None
 
 
@@ -127,6 +131,9 @@ def fit_caption_judge(tok: ImageTokenizer, tok_dir: str, images: Sequence[ImageI
     held = _holdout(len(images), t.holdout, gen)
     pool, test = np.flatnonzero(~held[owner]), np.flatnonzero(held[owner])
     neighbours = CaptionNeighbours(text)
+    in_pool = np.zeros(len(text), dtype=bool)
+    in_pool[pool] = True
+    text_id = np.unique(text, return_inverse=True)[1]  # equal ids: the same caption text
     judge = CaptionJudge(card.model)
     opt = torch.optim.AdamW(judge.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     budget, start = TimeBudget(t.max_minutes), time.monotonic()
@@ -134,12 +141,12 @@ def fit_caption_judge(tok: ImageTokenizer, tok_dir: str, images: Sequence[ImageI
     step = 0
     bar = tqdm(total=t.steps, desc="fit judge", unit="step", disable=not progress, dynamic_ncols=True)
     while step < t.steps and not budget.exhausted():
-        idx = group_batch(neighbours, pool, t.batch_size, t.group, gen)
+        idx = group_batch(neighbours, pool, t.batch_size, t.group, gen, in_pool)
         for g in opt.param_groups:
             g["lr"] = t.lr * min(1.0, (step + 1) / max(1, t.warmup_steps)) * 0.5 * (1 + np.cos(np.pi * step / t.steps))
-        caps = [text[i] for i in idx]
-        same = torch.tensor([[a == b for b in caps] for a in caps])
-        out = judge.loss(to_unit_range(pixels[owner[idx]]), caption_bytes(caps, card.model.max_caption_bytes), same)
+        same = torch.from_numpy(text_id[idx][:, None] == text_id[idx][None, :])
+        caps = caption_bytes([text[i] for i in idx], card.model.max_caption_bytes)
+        out = judge.loss(to_unit_range(pixels[owner[idx]]), caps, same)
         opt.zero_grad(set_to_none=True)
         out.backward()
         opt.step()

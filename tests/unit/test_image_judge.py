@@ -16,8 +16,9 @@ from tests.unit.test_image_aligned import make_data, tiny_card
 from tmt.models.aligned_vq import caption_bytes
 from tmt.models.caption_judge import CaptionJudge, CaptionJudgeConfig
 from tmt.tokenizers.base import TokenizerError, load_tokenizer, read_tokenizer_json
+from tmt.tokenizers.image import judge_alignment
 from tmt.tokenizers.image_aligned import AlignedImageTokenizer
-from tmt.tokenizers.image_judge import JudgeCard, JudgeTrainConfig, judge_alignment
+from tmt.tokenizers.image_judge import JudgeCard, JudgeTrainConfig
 from tmt.tokenizers.image_judge_fit import (
     CaptionNeighbours,
     fit_caption_judge,

@@ -35,13 +35,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tmt.config import Spelling, from_dict, to_dict
 from tmt.core.budget import MAX_MINUTES_KEY, check_max_minutes
 from tmt.core.io import atomic_write_bytes, atomic_write_json, make_dirs
+from tmt.models.aligned_vq import caption_bytes
 from tmt.models.caption_judge import CaptionJudge
 from tmt.models.vq import (
     VQVAE,
     VQConfig,
 )
 from tmt.tokenizers.base import TokenizerError, fingerprint_of, read_tokenizer_json
-from tmt.tokenizers.image_judge import judge_alignment, kept_judge, load_judge
+from tmt.tokenizers.image_judge import kept_judge, load_judge, per_caption
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,22 @@ def check_pairs(codes: Sequence[Any], captions: Sequence[str]) -> None:
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+@torch.no_grad()
+def judge_alignment(judge: CaptionJudge, pixels: np.ndarray, captions: Sequence[str], batch: int = 256) -> np.ndarray:
+    """(N,) cosine between each image (N, H, W, 3) uint8 and its caption under a pixel caption judge
+    (`tmt.tokenizers.image_judge`)."""
+    if len(pixels) != len(captions):
+        raise TokenizerError(f"{len(pixels)} images for {len(captions)} captions; give one caption each")
+    if not len(pixels):
+        return np.zeros(0, dtype=np.float64)
+    if list(pixels.shape[1:3]) != list(judge.cfg.image_size):
+        raise TokenizerError(f"the caption judge reads {judge.cfg.image_size} images, got {list(pixels.shape[1:3])}")
+    text = per_caption(captions, lambda c: judge.caption_embedding(caption_bytes(c, judge.cfg.max_caption_bytes)),
+                       batch)
+    image = torch.cat([judge.image_embedding(to_tensor(pixels[i:i + batch])) for i in range(0, len(pixels), batch)])
+    return (image * text).sum(-1).double().numpy()
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

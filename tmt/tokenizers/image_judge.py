@@ -21,13 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from tmt import TmtError
 from tmt.config import from_dict, to_dict
 from tmt.core.io import atomic_write_bytes, atomic_write_json
-from tmt.models.aligned_vq import caption_bytes
 from tmt.models.caption_judge import CaptionJudge, CaptionJudgeConfig
 from tmt.tokenizers.base import TokenizerError, read_tokenizer_json
 
@@ -129,24 +127,3 @@ def per_caption(captions: Sequence[str], embed: Callable[[list[str]], torch.Tens
     names = list(unique)
     table = torch.cat([embed(names[i:i + batch]) for i in range(0, len(names), batch)])
     return table[torch.tensor([unique[c] for c in captions], dtype=torch.long)]
-
-
-def to_unit_range(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
-    x = torch.as_tensor(pixels)
-    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-@torch.no_grad()
-def judge_alignment(judge: CaptionJudge, pixels: np.ndarray, captions: Sequence[str], batch: int = 256) -> np.ndarray:
-    """(N,) cosine between each image (N, H, W, 3) uint8 and its caption under the judge."""
-    if len(pixels) != len(captions):
-        raise TokenizerError(f"{len(pixels)} images for {len(captions)} captions; give one caption each")
-    if not len(pixels):
-        return np.zeros(0, dtype=np.float64)
-    if list(pixels.shape[1:3]) != list(judge.cfg.image_size):
-        raise TokenizerError(f"the caption judge reads {judge.cfg.image_size} images, got {list(pixels.shape[1:3])}")
-    text = per_caption(captions, lambda c: judge.caption_embedding(caption_bytes(c, judge.cfg.max_caption_bytes)),
-                       batch)
-    image = torch.cat([judge.image_embedding(to_unit_range(pixels[i:i + batch])) for i in range(0, len(pixels), batch)])
-    return (image * text).sum(-1).double().numpy()

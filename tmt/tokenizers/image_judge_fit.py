@@ -26,8 +26,8 @@ from tmt.core.budget import TimeBudget
 from tmt.models.aligned_vq import caption_bytes
 from tmt.models.caption_judge import CaptionJudge
 from tmt.tokenizers.base import TokenizerError
-from tmt.tokenizers.image import ImageInput, ImageTokenizer
-from tmt.tokenizers.image_judge import JudgeCard, save_judge, to_unit_range
+from tmt.tokenizers.image import ImageInput, ImageTokenizer, to_tensor
+from tmt.tokenizers.image_judge import JudgeCard, save_judge
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def neighbour_accuracy(judge: CaptionJudge, pixels: np.ndarray, owner: np.ndarra
             if not len(rivals):
                 continue
             caps = [text[p]] + [text[r] for r in rivals]
-            image = judge.image_embedding(to_unit_range(pixels[owner[p]][None]))[0]
+            image = judge.image_embedding(to_tensor(pixels[owner[p]][None]))[0]
             s = judge.caption_embedding(caption_bytes(caps, judge.cfg.max_caption_bytes)) @ image
             wins.append(bool(s[0] > s[1:].max()))
     return float(np.mean(wins)) if wins else None
@@ -146,7 +146,7 @@ def fit_caption_judge(tok: ImageTokenizer, tok_dir: str, images: Sequence[ImageI
             g["lr"] = t.lr * min(1.0, (step + 1) / max(1, t.warmup_steps)) * 0.5 * (1 + np.cos(np.pi * step / t.steps))
         same = torch.from_numpy(text_id[idx][:, None] == text_id[idx][None, :])
         caps = caption_bytes([text[i] for i in idx], card.model.max_caption_bytes)
-        out = judge.loss(to_unit_range(pixels[owner[idx]]), caps, same)
+        out = judge.loss(to_tensor(pixels[owner[idx]]), caps, same)
         opt.zero_grad(set_to_none=True)
         out.backward()
         opt.step()

@@ -56,8 +56,8 @@ single_minutes=      # optional wall-clock cap of each single-direction baseline
 single_steps=        # steps of each single-direction baseline (default: equal compute with stage 4's run)
 single_directions="i2t i2s t2i s2i s2t t2s"  # which single-direction baselines stage 11 trains
 image_decoding=      # image targets (default: the preset's): sampled (beam search gives blank images), the best of 32
-                     # by the reverse score of self-reranking; full samples at temperature 0.5
-                     # (add --guidance S: trained with null sources)
+                     # by the reverse score of self-reranking; full: the best of 64 guided samples at temperature
+                     # 0.5, mostly by the pixel judge (--guidance S needs a model trained with null sources)
 pivots="speech:text:image"  # stage 8 also translates SRC->TGT through VIA with the unified models, scored as a row of
                      # its own ("speech->image (via text)"): the model's caption of the speech draws the image
 image_code_init=     # training: share of the image tokenizer's code features in the initial image-token rows (default: the preset's)
@@ -103,7 +103,7 @@ Usage: $0 [options]
                      preset's)
   --image-card Y     image tokenizer card of stage 1 (default: the preset's: quick and mid
                      tokenizers/image-vq-f8-512.yaml, full tokenizers/image-aligned-32tok.yaml, the
-                     text-aligned 32-token card, which needs its 20 minutes and a C++ compiler)
+                     text-aligned 32-token card, fitted 6000 steps, which wants a C++ compiler)
   --speech-card Y    speech tokenizer card of stage 1 (default ${speech_card}: 1000 MFCC clusters, which a
                      vocoder voices far more clearly than 200; the old default: tokenizers/speech-mfcc-km200.yaml)
   --speech-pretrain-minutes M
@@ -134,8 +134,8 @@ Usage: $0 [options]
   --single-minutes M also a wall-clock cap on each baseline (default: none; steps decide)
   --single-directions "D ..." baselines to train (default "${single_directions}")
   --image-decoding S decoding options for image targets (default: the preset's; quick and mid "--sample
-                     --top-k 16 --seed 0 --rerank 32 --rerank-forward 0", full the same at --temperature 0.5
-                     --guidance 1.5 --rerank-align 2)
+                     --top-k 16 --seed 0 --rerank 32 --rerank-forward 0", full "--sample --top-k 16
+                     --temperature 0.5 --seed 0 --rerank 64 --rerank-forward 0 --guidance 1.5 --rerank-align 10")
   --pivots "SRC:VIA:TGT ..."  stage 8 also translates these directions through the pivot modality with the
                      unified models (tmt, tmt_bt), scored as rows of their own next to the direct ones (default
                      "${pivots}": speech->image from the model's own caption; "": off; docs/results.md, session 38)
@@ -215,10 +215,10 @@ case "${preset}" in
     # speech->text 6.6 -> 2.5% WER, text->image 11 -> 15% exact scenes; image->text 51 -> 50, speech->image 9 -> 6
     # (docs/results.md, session 30)
     : "${num_scenes:=2000}"; : "${extra_scenes:=10000}"; : "${extra_speech:=5}"; : "${extra_weight:=1}"
-    # the text-aligned card at its 20-minute budget: as generation-friendly as image-vq-f8-512 on this
-    # pool (text->image exact scenes within 3 of 150 either way at 3000 and 6000 steps; objects counted
-    # and placed right far more often, colours less often), and its reconstructions parse to the exact
-    # scene for ~93% of test images against 69%, below the 70% this preset aims at (docs/results.md, session 25)
+    # the text-aligned card: as generation-friendly as image-vq-f8-512 on this pool (text->image exact scenes
+    # within 3 of 150 either way at 3000 and 6000 steps; objects counted and placed right far more often,
+    # colours less often), and its reconstructions parse to the exact scene for ~93% of test images against 69%
+    # (docs/results.md, session 25)
     : "${image_card:=tokenizers/image-aligned-32tok.yaml}"
     # temperature 0.5: text->image 16.0% exact scenes on valid against 5.3 at 1.0 (0.3: 15.3; speech->image 3.3
     # against 2.0), the stage-4 model of this preset (docs/results.md, session 26); the best of 32 by the reverse
@@ -229,8 +229,11 @@ case "${preset}" in
     # the rerank-align judge is a pixel judge (tmt tokenize image fit-judge: a small CNN fitted on the card's
     # reconstructions in batches of captions one word apart, 1500 steps ~26 min on 2 cores), and the model is
     # trained with 10% null sources and decoded with guidance 1.5: on the 240 fresh captions text->image 7.1 ->
-    # 14.6 against the card's own cosine without guidance (docs/results.md, session 40)
-    : "${image_decoding:=--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 32 --rerank-forward 0 --guidance 1.5 --rerank-align 2}"
+    # 14.6 against the card's own cosine without guidance (docs/results.md, session 40); the best of 64 with the
+    # judge weighted 10 (the reverse score little more than a tie-break): on the 240 fresh captions, with the
+    # 6000-step card, text->image 20.0 -> 25.4, speech->image 5.8 -> 7.9 against the best of 32 with A = 2 (guidance
+    # 3 and temperature 0.7 no better; docs/results.md, session 41)
+    : "${image_decoding:=--sample --top-k 16 --temperature 0.5 --seed 0 --rerank 64 --rerank-forward 0 --guidance 1.5 --rerank-align 10}"
     : "${judge_steps:=1500}"; : "${null_source_prob:=0.1}"
     # random image-token rows: the code initialisation lowers the image CE (4.48 against 4.86 at 10000 steps) but
     # drew fewer exact valid scenes at this preset's length (12.0 against 16.0; docs/results.md, session 27)
@@ -240,7 +243,11 @@ case "${preset}" in
     # image->speech 1.56 -> 1.37; on test text->speech 66 -> 37% judge WER, image->speech 15 -> 22 BLEU-4,
     # speech->text 2.6 -> 6.6% WER (docs/results.md, session 29)
     : "${speech_code_init:=1.0}"; : "${direction_weights:=t2s=3 i2s=2 i2t=0.5 s2t=0.5}"
-    : "${vq_steps:=20000}"; : "${vq_minutes:=20}"; km_sample=300000
+    # the card fitted for exactly 6000 steps (the minutes only a cap), whatever the machine: 34 min on a 2-core
+    # AVX2 CPU, ~17 on one with AMX. With the pixel judge and guidance, test text->image 15.2 -> 18.4% exact,
+    # speech->image 5.6 -> 8.4 against the 2959 steps a 20-minute budget gave on the AVX2 CPU; reconstructions
+    # exact 34 -> 82% (docs/results.md, sessions 39-40)
+    : "${vq_steps:=6000}"; : "${vq_minutes:=45}"; km_sample=300000
     : "${train_steps:=100000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=75}"; : "${bt_minutes:=25}"
     : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=20}"  # + ~15 min of WORLD analysis

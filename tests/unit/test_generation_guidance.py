@@ -192,6 +192,33 @@ def test_rerank_decodes_end_to_end(plain: TmtModel, vocab: JointVocab, src_mod: 
         assert row["text"][0].rerank_score is None  # other targets decode as before
 
 
+@pytest.mark.parametrize("scale", [0.0, 1.5])
+def test_k_samples_encode_each_source_once(guided: TmtModel, vocab: JointVocab, scale: float,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """K samples per source run the encoder on each source (and its null source) once and repeat its
+    output, and draw the same candidates as encoding all K copies."""
+    src = _sources(3, "speech")  # different lengths: a padded batch
+    kw = {"rerank": 6, "seed": 3, "top_k": 8, "guidance": scale, "rerank_forward": 0.0}
+    rows: list[int] = []
+    real = guided.encode
+
+    def counting(seqs: torch.Tensor, layout: object) -> object:
+        rows.append(seqs.size(0))
+        return real(seqs, layout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(guided, "encode", counting)
+    halves = 2 if scale else 1
+    once = _gen(guided, vocab, **kw).generate(src, "speech", "image")
+    assert rows[0] == 3 * halves  # the generation's encoder pass; reranking's passes follow
+    rows.clear()
+    g = _gen(guided, vocab, **kw)
+    monkeypatch.setattr(g, "_encode_once", lambda *a: None)  # the model encodes every fanned row itself
+    each = g.generate(src, "speech", "image")
+    assert rows[0] == 3 * 6 * halves
+    assert _tokens(once) == _tokens(each)
+    assert [r["image"][0].rerank_score for r in once] == pytest.approx([r["image"][0].rerank_score for r in each])
+
+
 # ---- self-reranking of speech targets (issue 19): the beam's K best, the voice given, the text pivot ----
 SHORT = LengthLimits(speech=LengthLimit(a=0.0, b=10, min_len=1))
 

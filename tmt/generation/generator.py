@@ -40,7 +40,7 @@ from tmt.generation.constrained import (
     has_fast_path,
 )
 from tmt.generation.guidance import GuidedSeq2Seq, check_guidance, stack_null_sources, uses_guidance
-from tmt.generation.rerank import Aligner, candidates, fan_out, rerank_batch, reranks
+from tmt.generation.rerank import Aligner, candidates, fan_out, rerank_batch, reranks, take_rows
 from tmt.generation.samplers import TopKGenSampler, TopPGenSampler
 from tmt.generation.segment import SegmentConfig
 from tmt.vocab import EOS, PAD, JointVocab
@@ -369,8 +369,19 @@ class Generator:
         srcs: list[str],
     ) -> list[list[Hypothesis]]:
         k = self.config.rerank if candidates(self.config, tgt) == "sample" else 1
-        if k > 1:  # K samples per source: each source row K times
+        guided = uses_guidance(self.config.guidance, tgt)
+        stacked = None
+        if guided:  # each row, then each row's null source: one forward gives both logits
+            s2, lens2 = stack_null_sources(seqs, list(layout.seq_lens), self.vocab, srcs)
+            stacked = (s2, BatchLayout.of(s2, lens2), self._encode_once(s2, BatchLayout.of(s2, lens2), k))
+        elif encoded is None:
+            encoded = self._encode_once(seqs, layout, k)
+        if k > 1:  # K samples per source: each source row K times (its encoder output repeated, not recomputed)
             seqs, layout, encoded = fan_out(k, seqs, layout, encoded)
+            if stacked is not None:  # the fanned rows, then their null sources in the same order
+                b = seqs.size(0) // k
+                rows = torch.arange(b, device=seqs.device).repeat_interleave(k)
+                stacked = take_rows(torch.cat([rows, rows + b]), *stacked)
             bounds, names, srcs = ([x for x in xs for _ in range(k)] for xs in (bounds, names, srcs))  # type: ignore[assignment]
         space = self._space(tgt)
         min_lens = torch.tensor([b[0] for b in bounds], dtype=torch.int64, device=self.device)
@@ -381,12 +392,11 @@ class Generator:
             forced = torch.full((seqs.size(0),), space.local_voice(self.voice_token), device=self.device)
             prompt = torch.cat([prompt, forced[:, None]], dim=1)
         model: RestrictedSeq2Seq | GuidedSeq2Seq
-        if uses_guidance(self.config.guidance, tgt):  # image targets only: no voice prefix
-            stacked, stacked_lens = stack_null_sources(seqs, list(layout.seq_lens), self.vocab, srcs)
+        if stacked is not None:  # image targets only: no voice prefix
             inner = RestrictedSeq2Seq(
-                self.model, space, min_lens.repeat(2), max_lens.repeat(2), fast=self.fast
+                self.model, space, min_lens.repeat(2), max_lens.repeat(2), encoded=stacked[2], fast=self.fast
             )
-            model = GuidedSeq2Seq(inner, stacked, BatchLayout.of(stacked, stacked_lens), self.config.guidance)
+            model = GuidedSeq2Seq(inner, stacked[0], stacked[1], self.config.guidance)
         else:
             model = RestrictedSeq2Seq(
                 self.model, space, min_lens, max_lens, encoded=encoded, fast=self.fast, forced=forced
@@ -403,6 +413,14 @@ class Generator:
         if k > 1:
             hyps = [[h for row in hyps[i : i + k] for h in row] for i in range(0, len(hyps), k)]
         return hyps
+
+    def _encode_once(self, seqs: Tensor, layout: BatchLayout, k: int) -> EncoderOutput | None:
+        """The batch's encoder output when its rows are about to be decoded `k` > 1 times each (fast
+        path only; otherwise None and the model encodes the rows it is given)."""
+        if k <= 1 or not self.fast:
+            return None
+        with torch.inference_mode():
+            return encode(self.model, seqs, layout)
 
     def _make_generator(self, model: Any, space: TargetSpace, tgt: str, longest: int) -> Any:
         """The fairseq2 sampling or beam-search generator the config asks for (greedy: a beam of 1)."""

@@ -84,15 +84,24 @@ def rerank_directions(cfg: GenerationConfig, src: str, tgt: str) -> list[str]:
 
 def fan_out(k: int, seqs: Any, layout: Any, encoded: Any) -> tuple[Any, Any, Any]:
     """A padded source batch (and its encoder output, if any) with every row repeated `k` times."""
+    import torch
+
+    return take_rows(torch.arange(seqs.size(0), device=seqs.device).repeat_interleave(k), seqs, layout, encoded)
+
+
+def take_rows(order: Any, seqs: Any, layout: Any, encoded: Any) -> tuple[Any, Any, Any]:
+    """Rows `order` (a 1-D index tensor, repeats allowed) of a padded source batch, its layout and its
+    encoder output (if any): sources encoded once can then be decoded many times."""
     from fairseq2.nn import BatchLayout
 
     from tmt.generation.constrained import EncoderOutput
 
-    lens = [n for n in layout.seq_lens for _ in range(k)]
-    seqs = seqs.repeat_interleave(k, dim=0)
+    idx = order.tolist()
+    lens = [layout.seq_lens[i] for i in idx]
+    seqs = seqs.index_select(0, order)
     if encoded is not None:
-        enc_lens = None if encoded.seq_lens is None else [n for n in encoded.seq_lens for _ in range(k)]
-        encoded = EncoderOutput(encoded.output.repeat_interleave(k, dim=0), enc_lens)
+        enc_lens = None if encoded.seq_lens is None else [encoded.seq_lens[i] for i in idx]
+        encoded = EncoderOutput(encoded.output.index_select(0, order.to(encoded.output.device)), enc_lens)
     return seqs, BatchLayout.of(seqs, lens), encoded
 
 

@@ -369,11 +369,11 @@ class Generator:
         srcs: list[str],
     ) -> list[list[Hypothesis]]:
         k = self.config.rerank if candidates(self.config, tgt) == "sample" else 1
-        guided = uses_guidance(self.config.guidance, tgt)
         stacked = None
-        if guided:  # each row, then each row's null source: one forward gives both logits
+        if uses_guidance(self.config.guidance, tgt):  # each row, then each row's null source: one forward, both logits
             s2, lens2 = stack_null_sources(seqs, list(layout.seq_lens), self.vocab, srcs)
-            stacked = (s2, BatchLayout.of(s2, lens2), self._encode_once(s2, BatchLayout.of(s2, lens2), k))
+            layout2 = BatchLayout.of(s2, lens2)
+            stacked = (s2, layout2, self._encode_once(s2, layout2, k))
         elif encoded is None:
             encoded = self._encode_once(seqs, layout, k)
         if k > 1:  # K samples per source: each source row K times (its encoder output repeated, not recomputed)

@@ -244,10 +244,10 @@ def _to_rgb(im: Image.Image, background: Sequence[int]) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def check_pairs(codes: Sequence[Any], captions: Sequence[str]) -> None:
-    """One caption per code sequence, or a TokenizerError saying how many of each came."""
-    if len(codes) != len(captions):
-        raise TokenizerError(f"{len(codes)} code sequences for {len(captions)} captions; give one caption each")
+def check_pairs(items: Sequence[Any] | np.ndarray, captions: Sequence[str], what: str = "code sequences") -> None:
+    """One caption per item (code sequence or image), or a TokenizerError saying how many of each came."""
+    if len(items) != len(captions):
+        raise TokenizerError(f"{len(items)} {what} for {len(captions)} captions; give one caption each")
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -259,8 +259,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 def judge_alignment(judge: CaptionJudge, pixels: np.ndarray, captions: Sequence[str], batch: int = 256) -> np.ndarray:
     """(N,) cosine between each image (N, H, W, 3) uint8 and its caption under a pixel caption judge
     (`tmt.tokenizers.image_judge`)."""
-    if len(pixels) != len(captions):
-        raise TokenizerError(f"{len(pixels)} images for {len(captions)} captions; give one caption each")
+    check_pairs(pixels, captions, "images")
     if not len(pixels):
         return np.zeros(0, dtype=np.float64)
     if list(pixels.shape[1:3]) != list(judge.cfg.image_size):

@@ -354,6 +354,13 @@ def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Pat
     assert r.returncode == 0, r.stderr
     [train] = [c for c in calls if c.startswith("train ")]
     assert "--set model.null_source_prob=0.1 " in train
+    # and for a fixed number of steps on every machine, the minutes only a cap (session 42)
+    assert "--max-steps 10000 " in train and "--set train.max_minutes=300 " in train
+    r, calls = _recipe(tmp_path / "full75", "--preset", "full", "--stage", "4", "--stop-stage", "4",
+                       "--train-minutes", "75")
+    assert r.returncode == 0, r.stderr
+    [train] = [c for c in calls if c.startswith("train ")]
+    assert "--max-steps 10000 " in train and "--set train.max_minutes=75 " in train
 
 
 def test_extra_scenes_join_the_image_fit_and_training(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ stage=0              # first stage to run
 stop_stage=100       # last stage to run
 preset=quick         # quick (make demo, ~30 min on 2 cores) | mid (stages 0-11 with single-task
                      # baselines, ~2.5 h on 2 cores) | full (quality, without stage 11: ~3 h on 2 cores
-                     # with AMX; 2-core AVX2 CPUs take far longer, stage 4's fixed 10000 steps alone ~3.5 h)
+                     # with AMX; 2-core AVX2 CPUs take far longer, stage 4's fixed 10000 steps alone ~3.8 h)
 out=                 # output directory (default exp/scenes-<preset>)
 manifest_dir=        # where stage 0 writes the corpus and its raw manifests (default <out>/data/scenes)
 jobs=2               # parallel worker processes for corpus synthesis and tokenization
@@ -253,7 +253,7 @@ case "${preset}" in
     # 75 minutes gave on the AMX machines of sessions 26-31, where every number above was measured; a 2-core
     # AVX2 CPU made 3230 in 75 minutes, and more steps are the largest image lever measured: the same model
     # continued 3230 -> 5000 steps took test text->image 18.8 -> 26.4% exact, speech->image 8.4 -> 12.4
-    # (docs/results.md, session 42). ~3.5 hours on that CPU; --train-minutes 75 restores the old budget
+    # (docs/results.md, session 42). ~3.8 hours on that CPU; --train-minutes 75 restores the old budget
     : "${train_steps:=10000}"; : "${bt_steps:=100000}"
     : "${train_minutes:=300}"; : "${bt_minutes:=25}"
     : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=20}"  # + ~15 min of WORLD analysis

@@ -22,7 +22,8 @@ stage=0              # first stage to run
 stop_stage=100       # last stage to run
 preset=quick         # quick (make demo, ~30 min on 2 cores) | mid (stages 0-11 with single-task
                      # baselines, ~2.5 h on 2 cores) | full (quality, without stage 11: ~3 h on 2 cores
-                     # with AMX; 2-core AVX2 CPUs take far longer, stage 4's fixed 10000 steps alone ~3.8 h)
+                     # with AMX; 2-core AVX2 CPUs take far longer, stage 4's fixed 2300 steps alone an
+                     # estimated ~3.5 h: the AMX/AVX2 ratio of the demo model, not measured for small)
 out=                 # output directory (default exp/scenes-<preset>)
 manifest_dir=        # where stage 0 writes the corpus and its raw manifests (default <out>/data/scenes)
 jobs=2               # parallel worker processes for corpus synthesis and tokenization
@@ -31,7 +32,8 @@ num_scenes=          # override the preset's number of scenes
 extra_scenes=        # override the preset's extra scenes (images + captions, speech per extra_speech: split train_extra)
 extra_speech=        # override the preset's recordings per extra scene (its first N captions spoken; 0: none)
 extra_weight=        # sampling weight of the train_extra store in stages 4 and 6 (train's is 1; default: the preset's)
-train_steps=         # optimizer steps of the first training (quick, mid: a cap, the time budget ends it; full: 10000)
+train_steps=         # optimizer steps of the first training (quick, mid: a cap, the time budget ends it; full: 2300
+                     # for its small model, 10000 for --model-preset demo)
 bt_steps=            # cap on steps of training on real + synthetic
 train_minutes=       # override the preset's training budget (minutes)
 bt_minutes=          # override the preset's budget on real + synthetic (minutes)
@@ -74,7 +76,7 @@ per_direction_best=  # true: stages 8-9 also translate each direction with stage
 back_translation=true  # false: skip stages 5-6 and the tmt_bt model (e.g. for the one-run unified-vs-single comparison)
 train_set=           # extra `tmt train --set` overrides of the unified model (stages 4 and 6), space-separated
 direction_weights=   # the unified model's per-direction weights, "D=W ..." (e.g. "t2s=3 i2s=2"; default: the preset's; "uniform": all 1)
-model_preset=        # architecture preset of every translation model (default: the preset's, demo; e.g. small)
+model_preset=        # architecture preset of every translation model (default: the preset's, quick and mid demo, full small)
 average_last=0       # every translation model's model.pt is the mean of its last N checkpoints (0: the checkpoint best on valid)
 judge_realisations=1  # stages 9, 11, 12: speech outputs are heard through this many noise realisations of the vocoder (the mean is reported)
 
@@ -161,7 +163,7 @@ Usage: $0 [options]
   --back-translation B false: skip back-translation (stages 5-6) and its model tmt_bt everywhere, e.g.
                      for the unified-vs-single comparison alone (default ${back_translation})
   --model-preset P   architecture of the unified model and the baselines (tiny|demo|small|base|paper;
-                     default: the preset's, demo; small: d 256, 3+3 layers, ~6M parameters)
+                     default: the preset's, quick and mid demo, full small: d 256, 3+3 layers, ~6M parameters)
   --direction-weights "D=W ..." the unified model's direction weights (stages 4 and 6; unnamed directions 1,
                      then scaled to mean 1), or "uniform" (default: the preset's; full "t2s=3 i2s=2 i2t=0.5
                      s2t=0.5", quick and mid uniform)
@@ -249,17 +251,20 @@ case "${preset}" in
     # speech->image 5.6 -> 8.4 against the 2959 steps a 20-minute budget gave on the AVX2 CPU; reconstructions
     # exact 34 -> 82% (docs/results.md, sessions 39-40)
     : "${vq_steps:=6000}"; : "${vq_minutes:=45}"; km_sample=300000
-    # stage 4 trained exactly 10000 steps (the minutes only a cap), whatever the machine: the 10173 steps that
-    # 75 minutes gave on the AMX machines of sessions 26-31, where every number above was measured; a 2-core
-    # AVX2 CPU made 3230 in 75 minutes, and more steps are the largest image lever measured: the same model
-    # continued 3230 -> 5000 steps took test text->image 18.8 -> 26.4% exact, speech->image 8.4 -> 12.4
-    # (docs/results.md, session 42). ~3.8 hours on that CPU; --train-minutes 75 restores the old budget
-    : "${train_steps:=10000}"; : "${bt_steps:=100000}"
+    # the small model (d 256, 3+3 layers) for exactly 2300 steps (the minutes only a cap), whatever the machine:
+    # ~70 minutes with AMX, as long as the demo model's 10000 steps. On test against demo (image targets: 5000
+    # steps on this card, session 42; the rest: 10173 steps, sessions 31 and 34): text->image 26.4 -> 31.6%
+    # exact, speech->image 12.4 -> 25.6, text->speech 18.3 -> 16.9% judge WER, speech->text 3.4 -> 2.0% WER,
+    # image->speech 23.8 -> 23.2 BLEU-4, image->text 50.2 -> 47.1 (docs/results.md, sessions 43-44).
+    # --model-preset demo trains its 10000 steps (~3.8 h on a 2-core AVX2 CPU)
+    : "${model_preset:=small}"
+    if [ "${model_preset}" = small ]; then : "${train_steps:=2300}"; else : "${train_steps:=10000}"; fi
+    : "${bt_steps:=100000}"
     : "${train_minutes:=300}"; : "${bt_minutes:=25}"
     : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=20}"  # + ~15 min of WORLD analysis
     # the first 250 rows of each test split (50 scenes' captions; image sources: all 100 images)
     # keep stages 8-10 near half an hour on a machine with AMX
-    : "${model_preset:=demo}"; beam=5; : "${test_limit:=250}"; eval_splits="test test_novel"
+    beam=5; : "${test_limit:=250}"; eval_splits="test test_novel"
     ;;
   mid)
     # stages 0-11 with --single-task true in about 2.5 hours on 2 cores (measured, docs/results.md

@@ -354,13 +354,22 @@ def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Pat
     assert r.returncode == 0, r.stderr
     [train] = [c for c in calls if c.startswith("train ")]
     assert "--set model.null_source_prob=0.1 " in train
-    # and for a fixed number of steps on every machine, the minutes only a cap (session 42)
-    assert "--max-steps 10000 " in train and "--set train.max_minutes=300 " in train
+    # the small model for a fixed number of steps on every machine, the minutes only a cap (sessions 42-44)
+    assert "--preset small " in train
+    assert "--max-steps 2300 " in train and "--set train.max_minutes=300 " in train
     r, calls = _recipe(tmp_path / "full75", "--preset", "full", "--stage", "4", "--stop-stage", "4",
                        "--train-minutes", "75")
     assert r.returncode == 0, r.stderr
     [train] = [c for c in calls if c.startswith("train ")]
-    assert "--max-steps 10000 " in train and "--set train.max_minutes=75 " in train
+    assert "--max-steps 2300 " in train and "--set train.max_minutes=75 " in train
+    # the demo model keeps its own 10000 steps; explicit steps win over both
+    for model, steps, extra in (("demo", 10000, ()), ("small", 500, ("--train-steps", "500")),
+                                ("demo", 700, ("--train-steps", "700"))):
+        r, calls = _recipe(tmp_path / f"full-{model}-{steps}", "--preset", "full", "--stage", "4", "--stop-stage", "4",
+                           "--model-preset", model, *extra)
+        assert r.returncode == 0, r.stderr
+        [train] = [c for c in calls if c.startswith("train ")]
+        assert f"--preset {model} " in train and f"--max-steps {steps} " in train, train
 
 
 def test_extra_scenes_join_the_image_fit_and_training(tmp_path: Path) -> None:
@@ -518,9 +527,13 @@ def test_model_preset_reaches_the_unified_model_and_the_baselines(tmp_path: Path
     assert r.returncode == 0, r.stderr
     [train] = [c for c in calls if c.startswith("train ")]
     assert "--preset small " in train and f"-o {tmp_path / 'b' / 'out' / 'exp' / 'tmt'} " in train
-    # without the option: the preset's own architecture
+    # without the option: the preset's own architecture (quick demo, full small)
     r, calls = _stage11(tmp_path / "c", "--single-directions", "t2s")
     assert all("--preset demo " in c for c in calls if c.startswith("train "))
+    r, calls = _stage11(tmp_path / "d", "--single-directions", "t2s", "--preset", "full")
+    assert r.returncode == 0, r.stderr
+    single = [c for c in calls if c.startswith("train ")]
+    assert single and all("--preset small " in c for c in single), single
 
 
 def test_image_targets_decode_with_the_presets_sampling(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ shared_dir=${recipe_dir}/../_shared
 stage=0              # first stage to run
 stop_stage=100       # last stage to run
 preset=quick         # quick (make demo, ~30 min on 2 cores) | mid (stages 0-11 with single-task
-                     # baselines, ~2.5 h on 2 cores) | full (quality, without stage 11: ~3 h on 2 cores
-                     # with AMX; 2-core AVX2 CPUs take far longer, stage 4's fixed 2300 steps alone an
-                     # estimated ~3.5 h: the AMX/AVX2 ratio of the demo model, not measured for small)
+                     # baselines, ~2.5 h on 2 cores) | full (quality, without stages 5-6 and 11: ~3.3 h on
+                     # 2 cores with AMX; 2-core AVX2 CPUs take far longer, stage 4's fixed 3000 steps alone
+                     # an estimated ~4.5 h: the AMX/AVX2 ratio of the demo model, not measured for small)
 out=                 # output directory (default exp/scenes-<preset>)
 manifest_dir=        # where stage 0 writes the corpus and its raw manifests (default <out>/data/scenes)
 jobs=2               # parallel worker processes for corpus synthesis and tokenization
@@ -32,7 +32,7 @@ num_scenes=          # override the preset's number of scenes
 extra_scenes=        # override the preset's extra scenes (images + captions, speech per extra_speech: split train_extra)
 extra_speech=        # override the preset's recordings per extra scene (its first N captions spoken; 0: none)
 extra_weight=        # sampling weight of the train_extra store in stages 4 and 6 (train's is 1; default: the preset's)
-train_steps=         # optimizer steps of the first training (quick, mid: a cap, the time budget ends it; full: 2300
+train_steps=         # optimizer steps of the first training (quick, mid: a cap, the time budget ends it; full: 3000
                      # for its small model, 10000 for --model-preset demo)
 bt_steps=            # cap on steps of training on real + synthetic
 train_minutes=       # override the preset's training budget (minutes)
@@ -251,14 +251,15 @@ case "${preset}" in
     # speech->image 5.6 -> 8.4 against the 2959 steps a 20-minute budget gave on the AVX2 CPU; reconstructions
     # exact 34 -> 82% (docs/results.md, sessions 39-40)
     : "${vq_steps:=6000}"; : "${vq_minutes:=45}"; km_sample=300000
-    # the small model (d 256, 3+3 layers) for exactly 2300 steps (the minutes only a cap), whatever the machine:
-    # ~70 minutes with AMX, as long as the demo model's 10000 steps. On test against demo (image targets: 5000
-    # steps on this card, session 42; the rest: 10173 steps, sessions 31 and 34): text->image 26.4 -> 31.6%
-    # exact, speech->image 12.4 -> 25.6, text->speech 18.3 -> 16.9% judge WER, speech->text 3.4 -> 2.0% WER,
-    # image->speech 23.8 -> 23.2 BLEU-4, image->text 50.2 -> 47.1 (docs/results.md, sessions 43-44).
-    # --model-preset demo trains its 10000 steps (~3.8 h on a 2-core AVX2 CPU)
+    # the small model (d 256, 3+3 layers) for exactly 3000 steps (the minutes only a cap), whatever the machine:
+    # ~90 minutes with AMX (the demo model's 10000 steps: 75). On test against demo (image targets: 5000 steps
+    # on this card, session 42; the rest: 10173 steps, sessions 31 and 34): text->image 26.4 -> 34.4% exact,
+    # speech->image 12.4 -> 30.0, text->speech 18.3 -> 14.9% judge WER, speech->text 3.4 -> 1.2% WER,
+    # image->speech 23.8 -> 24.1 BLEU-4, image->text 50.2 -> 50.9; 2300 steps: 31.6, 25.6, 16.9, 2.0, 23.2,
+    # 47.1 (docs/results.md, sessions 43-44). --model-preset demo trains its 10000 steps (~3.8 h on a 2-core
+    # AVX2 CPU)
     : "${model_preset:=small}"
-    if [ "${model_preset}" = small ]; then : "${train_steps:=2300}"; else : "${train_steps:=10000}"; fi
+    if [ "${model_preset}" = small ]; then : "${train_steps:=3000}"; else : "${train_steps:=10000}"; fi
     : "${bt_steps:=100000}"
     : "${train_minutes:=300}"; : "${bt_minutes:=25}"
     : "${vocoder_config:=unit-world-exemplars}"; : "${vocoder_minutes:=20}"  # + ~15 min of WORLD analysis

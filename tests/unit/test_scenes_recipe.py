@@ -356,12 +356,12 @@ def test_null_sources_are_an_option_and_image_targets_are_reranked(tmp_path: Pat
     assert "--set model.null_source_prob=0.1 " in train
     # the small model for a fixed number of steps on every machine, the minutes only a cap (sessions 42-44)
     assert "--preset small " in train
-    assert "--max-steps 2300 " in train and "--set train.max_minutes=300 " in train
+    assert "--max-steps 3000 " in train and "--set train.max_minutes=300 " in train
     r, calls = _recipe(tmp_path / "full75", "--preset", "full", "--stage", "4", "--stop-stage", "4",
                        "--train-minutes", "75")
     assert r.returncode == 0, r.stderr
     [train] = [c for c in calls if c.startswith("train ")]
-    assert "--max-steps 2300 " in train and "--set train.max_minutes=75 " in train
+    assert "--max-steps 3000 " in train and "--set train.max_minutes=75 " in train
     # the demo model keeps its own 10000 steps; explicit steps win over both
     for model, steps, extra in (("demo", 10000, ()), ("small", 500, ("--train-steps", "500")),
                                 ("demo", 700, ("--train-steps", "700"))):

@@ -255,7 +255,7 @@ case "${preset}" in
     # ~90 minutes with AMX (the demo model's 10000 steps: 75). On test against demo (image targets: 5000 steps
     # on this card, session 42; the rest: 10173 steps, sessions 31 and 34): text->image 26.4 -> 34.4% exact,
     # speech->image 12.4 -> 30.0, text->speech 18.3 -> 14.9% judge WER, speech->text 3.4 -> 1.2% WER,
-    # image->speech 23.8 -> 24.1 BLEU-4, image->text 50.2 -> 50.9; 2300 steps: 31.6, 25.6, 16.9, 2.0, 23.2,
+    # image->speech 23.8 -> 24.1 BLEU-4, image->text 50.2 -> 50.9; 2279 steps: 31.6, 25.6, 16.9, 2.0, 23.2,
     # 47.1 (docs/results.md, sessions 43-44). --model-preset demo trains its 10000 steps (~3.8 h on a 2-core
     # AVX2 CPU)
     : "${model_preset:=small}"
